@@ -1,0 +1,3 @@
+"""landscape: loss-landscape analysis of looped transformers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,183 @@
+"""One decoder block, applied once (Single-Attn) or several times with the same weights (Looped-Attn).
+
+Read top to bottom: the config, the attention, the block, the model. ``loops`` is a
+forward-time setting, not a parameter: a Single-Attn checkpoint loads into Looped-Attn
+unchanged, which is what SHIFT relies on.
+
+Attention is written out (no ``F.scaled_dot_product_attention``): its default CPU kernel
+has no double backward, and every Hessian probe needs one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.errors import LandscapeError
+from landscape.tasks.base import IGNORE
+
+ATTENTIONS = ("softmax", "linear")
+NORMS = ("pre", "none")
+POSITIONS = ("learned", "rope", "none")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture. Every field is a recipe key under ``[model]``."""
+
+    d_model: int = 32  # width of the residual stream
+    n_heads: int = 2  # attention heads; d_model must be divisible by it
+    attention: str = "softmax"  # "softmax", or "linear": causal, unnormalised q.k scores / (t+1)
+    mlp: bool = False  # add a GELU MLP after the attention inside the block
+    d_mlp: int = 0  # MLP hidden width; 0 means 4 * d_model
+    norm: str = "pre"  # "pre": LayerNorm before attention, MLP and head; "none"
+    positions: str = "learned"  # "learned" absolute rows, "rope" (rotary), "none" (NoPE)
+    input_injection: bool = False  # re-add the input embedding before every loop after the first
+    loops: int = 1  # how often the block runs: 1 is Single-Attn, 3 is Looped-Attn
+    tie_embeddings: bool = False  # head shares the token embedding matrix
+
+    def __post_init__(self):
+        if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
+            raise LandscapeError(
+                f"model: d_model={self.d_model} must be a positive multiple of "
+                f"n_heads={self.n_heads}"
+            )
+        if self.positions == "rope" and (self.d_model // self.n_heads) % 2:
+            raise LandscapeError("model: rope needs an even head width (d_model / n_heads)")
+        for key, value, allowed in (
+            ("attention", self.attention, ATTENTIONS),
+            ("norm", self.norm, NORMS),
+            ("positions", self.positions, POSITIONS),
+        ):
+            if value not in allowed:
+                raise LandscapeError(f"model: {key}={value!r} is not one of {', '.join(allowed)}")
+        if self.loops < 1:
+            raise LandscapeError(f"model: loops={self.loops} must be at least 1")
+        if self.d_mlp < 0:
+            raise LandscapeError(f"model: d_mlp={self.d_mlp} must be >= 0")
+
+
+def _rope(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of ``x`` ``[B, H, T, dh]`` (dh even), base 10000."""
+    t, dh = x.shape[-2], x.shape[-1]
+    inv = 1.0 / (10000 ** (torch.arange(0, dh, 2, dtype=x.dtype, device=x.device) / dh))
+    ang = torch.arange(t, dtype=x.dtype, device=x.device)[:, None] * inv  # [T, dh/2]
+    cos, sin = ang.cos(), ang.sin()
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class CausalAttention(nn.Module):
+    """Multi-head causal self-attention with separate Q, K, V, O projections (no biases)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads, self.kind, self.rope = cfg.n_heads, cfg.attention, cfg.positions == "rope"
+        self.q, self.k = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+        self.v, self.o = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        h = self.n_heads
+
+        def heads(z):
+            return z.view(b, t, h, d // h).transpose(1, 2)  # [B, H, T, dh]
+
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        if self.rope:
+            q, k = _rope(q), _rope(k)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // h)  # [B, H, T, T]
+        future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        if self.kind == "softmax":
+            weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        else:  # linear: causal sum of raw scores, averaged over the visible prefix
+            count = torch.arange(1, t + 1, dtype=x.dtype, device=x.device)[:, None]
+            weights = scores.masked_fill(future, 0.0) / count
+        y = (weights @ v).transpose(1, 2).reshape(b, t, d)  # [B, T, D]
+        return self.o(y)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: ``h + attn(ln(h))``, then optionally ``h + mlp(ln(h))``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        norm = nn.LayerNorm if cfg.norm == "pre" else lambda d: nn.Identity()
+        self.ln1 = norm(cfg.d_model)
+        self.attn = CausalAttention(cfg)
+        self.mlp = None
+        if cfg.mlp:
+            width = cfg.d_mlp or 4 * cfg.d_model
+            self.ln2 = norm(cfg.d_model)
+            self.mlp = nn.Sequential(
+                nn.Linear(cfg.d_model, width), nn.GELU(), nn.Linear(width, cfg.d_model)
+            )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = h + self.attn(self.ln1(h))
+        if self.mlp is not None:
+            h = h + self.mlp(self.ln2(h))
+        return h
+
+
+class LoopedTransformer(nn.Module):
+    """Embedding, one :class:`Block` applied ``loops`` times with shared weights, a linear head.
+
+    Args:
+        cfg: the architecture.
+        vocab_size: number of token ids.
+        max_len: longest sequence the learned positions must cover (ignored otherwise).
+
+    The parameters do not depend on ``loops``: ``model.loops`` may be changed at any
+    time (SHIFT does), and ``forward(x, loops=n)`` overrides it for one call.
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
+        super().__init__()
+        self.cfg, self.loops, self.max_len = cfg, cfg.loops, max_len
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.pos = nn.Embedding(max_len, cfg.d_model) if cfg.positions == "learned" else None
+        self.block = Block(cfg)
+        self.ln_f = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight  # weight tying: one matrix, two uses
+        self.apply(_init)
+
+    def forward(self, tokens: torch.Tensor, loops: int | None = None) -> torch.Tensor:
+        """Logits ``[B, T, V]`` for tokens ``[B, T]`` after ``loops`` (default ``self.loops``) passes."""
+        t = tokens.shape[1]
+        if self.pos is not None and t > self.max_len:
+            raise LandscapeError(
+                f"sequence length {t} exceeds the {self.max_len} learned positions; "
+                "use positions='rope' or 'none' for longer test sequences"
+            )
+        x0 = self.embed(tokens)  # [B, T, D]
+        if self.pos is not None:
+            x0 = x0 + self.pos.weight[:t]
+        h = x0
+        for i in range(self.loops if loops is None else loops):
+            if i > 0 and self.cfg.input_injection:
+                h = h + x0
+            h = self.block(h)
+        return self.head(self.ln_f(h))
+
+
+def _init(module: nn.Module) -> None:
+    """GPT-2 style initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over all scored tokens (targets != IGNORE), not a mean of row means."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+    )
