@@ -1,4 +1,4 @@
-"""One decoder block, applied once (Single-Attn) or several times with the same weights (Looped-Attn).
+"""One decoder block, applied once (Single-Attn) or looped with shared weights (Looped-Attn).
 
 Read top to bottom: the config, the attention, the block, the model. ``loops`` is a
 forward-time setting, not a parameter: a Single-Attn checkpoint loads into Looped-Attn
@@ -82,6 +82,7 @@ class CausalAttention(nn.Module):
         self.v, self.o = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attend causally over ``x`` ``[B, T, D]``; returns ``[B, T, D]``."""
         b, t, d = x.shape
         h = self.n_heads
 
@@ -119,6 +120,7 @@ class Block(nn.Module):
             )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """One pass of the block over the residual stream ``h`` ``[B, T, D]``."""
         h = h + self.attn(self.ln1(h))
         if self.mlp is not None:
             h = h + self.mlp(self.ln2(h))
@@ -150,7 +152,7 @@ class LoopedTransformer(nn.Module):
         self.apply(_init)
 
     def forward(self, tokens: torch.Tensor, loops: int | None = None) -> torch.Tensor:
-        """Logits ``[B, T, V]`` for tokens ``[B, T]`` after ``loops`` (default ``self.loops``) passes."""
+        """Logits ``[B, T, V]`` of ``tokens`` ``[B, T]`` after ``loops`` passes of the block."""
         t = tokens.shape[1]
         if self.pos is not None and t > self.max_len:
             raise LandscapeError(

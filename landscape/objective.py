@@ -1,0 +1,119 @@
+"""The loss as a function of the parameters, and flat views of parameter dicts.
+
+Every probe (Hessian, slices, valley) works on a pair ``(loss_fn, params)``:
+
+* ``params`` is a ``dict[str, Tensor]`` keyed by parameter name (``model.named_parameters()``);
+* ``loss_fn(params)`` is a scalar: the mean cross-entropy over all scored tokens of a
+  fixed set of sequences, evaluated with ``torch.func.functional_call`` so that it can be
+  differentiated twice, vmapped over parameter batches and used with ``torch.func``.
+
+:class:`ParamLayout` maps such a dict to one flat vector and back, in a fixed order
+(the order of ``named_parameters()``), which is also the order of the run file's
+trajectory rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.model import token_loss
+from landscape.tasks.base import Split
+
+LossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Names, shapes and offsets of parameters packed into one flat vector.
+
+    Attributes:
+        names: parameter names, in packing order.
+        shapes: the shape of each parameter.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, params: Mapping[str, torch.Tensor] | nn.Module) -> ParamLayout:
+        """The layout of a parameter dict or of a module's ``named_parameters()``."""
+        if isinstance(params, nn.Module):
+            params = dict(params.named_parameters())
+        return cls(tuple(params), tuple(tuple(p.shape) for p in params.values()))
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Number of entries of each parameter."""
+        return tuple(math.prod(s) for s in self.shapes)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Start of each parameter in the flat vector."""
+        out, acc = [], 0
+        for n in self.sizes:
+            out.append(acc)
+            acc += n
+        return tuple(out)
+
+    @property
+    def size(self) -> int:
+        """Total number of parameters P."""
+        return sum(self.sizes)
+
+    def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate ``params`` (in layout order) into a ``[P]`` vector (a copy)."""
+        missing = [n for n in self.names if n not in params]
+        if missing:
+            raise KeyError(f"parameters missing from the dict: {missing}")
+        return torch.cat([params[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a ``[P]`` (or ``[..., P]``) vector into a dict of views in the layout's shapes."""
+        if vec.shape[-1] != self.size:
+            raise ValueError(f"vector has {vec.shape[-1]} entries, layout has {self.size}")
+        lead = vec.shape[:-1]
+        parts = torch.split(vec, self.sizes, dim=-1)
+        return {n: p.reshape(*lead, *s) for n, p, s in zip(self.names, parts, self.shapes)}
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable description (names, shapes, offsets)."""
+        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes],
+                "offsets": list(self.offsets)}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> ParamLayout:
+        """Inverse of :meth:`to_json`."""
+        return cls(tuple(d["names"]), tuple(tuple(s) for s in d["shapes"]))
+
+
+def make_loss_fn(model: nn.Module, split: Split, loops: int | None = None) -> LossFn:
+    """The mean token loss of ``model`` on ``split`` as a function of a parameter dict.
+
+    Args:
+        model: supplies the architecture and buffers; its own parameters, mode and
+            gradients are never read or changed.
+        split: the fixed sequences; the mean runs over all their scored tokens.
+        loops: number of block applications (default: ``model.loops`` at call time).
+
+    Returns:
+        ``loss_fn(params) -> Tensor`` (a 0-d tensor), differentiable w.r.t. ``params``.
+    """
+    buffers = dict(model.named_buffers())
+    inputs, targets = split.inputs, split.targets
+
+    def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logits = functional_call(model, (dict(params), buffers), (inputs,), {"loops": loops})
+        return token_loss(logits, targets)
+
+    return loss_fn
+
+
+def detached_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's parameters, detached, keyed by name."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
