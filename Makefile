@@ -1,0 +1,37 @@
+# Two commands: `make test` and `make reproduce`. Each sets up what it needs.
+# TORCH picks the torch build: the default is the CPU wheel that lies on these machines;
+# on your own machine use e.g. `make test TORCH=torch` (or a CUDA build).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PRESET ?= quick
+OUT ?= reproduce/$(PRESET)
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: setup test reproduce bench gallery lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+reproduce: setup
+	$(BIN)/landscape reproduce --preset $(PRESET) --out $(OUT)
+
+bench: setup
+	$(BIN)/python bench/train_overhead.py
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,227 @@
+"""The ``landscape`` command line: thin click commands over the library.
+
+Every command parses, calls the library and prints. A :class:`LandscapeError` (bad
+input) or an OS error on a named file becomes a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from landscape.config import load_recipe, merge, parse_override, recipe_from_dict
+from landscape.errors import LandscapeError
+
+MODELS = ("single", "looped", "shift")
+
+
+class UserError(click.ClickException):
+    """A one-line error with exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        """Print ``error: message`` on one line."""
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class Group(click.Group):
+    """Turns library errors into :class:`UserError` for every command."""
+
+    def invoke(self, ctx):
+        """Run the command, mapping bad input to exit status 2."""
+        try:
+            return super().invoke(ctx)
+        except LandscapeError as e:
+            raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        except OSError as e:
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            raise UserError(f"{e.strerror or e}{':' if where else ''}{where}") from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="landscape")
+def main():
+    """Loss-landscape analysis of looped transformers.
+
+    Train Single-Attn, Looped-Attn and SHIFT (train), probe the River-U/V-Valley
+    geometry of their checkpoints (probe), and draw the figures (plot, reproduce).
+
+    Example: landscape train models/looped_attn.toml --preset quick
+    """
+
+
+# --- train ------------------------------------------------------------------------------
+
+
+def _apply_model_choice(data: dict, model: str | None) -> dict:
+    if model is None:
+        return data
+    loops = data.get("model", {}).get("loops", 1)
+    after = data.get("shift", {}).get("loops_after", 3)
+    looped = loops if loops > 1 else after
+    choice = {
+        "single": {"model": {"loops": 1}, "shift": {"enabled": False}},
+        "looped": {"model": {"loops": looped}, "shift": {"enabled": False}},
+        "shift": {"model": {"loops": 1}, "shift": {"enabled": True, "loops_after": looped}},
+    }[model]
+    return merge(data, choice)
+
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Run file to write [default: checkpoints/<recipe name>.h5].")
+@click.option("--model", type=click.Choice(MODELS), help="Override the architecture.")
+@click.option("--task", help="Override the task (markov, parity, copy, addition, ...).")
+@click.option("--preset", help="Apply a [presets.NAME] table of the recipe, e.g. quick.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training length in epochs.")
+@click.option("--steps", type=click.IntRange(min=1), help="Training length in steps.")
+@click.option("--seed", type=int, help="Training seed (initialisation, batch order).")
+@click.option("--device", help="cpu or cuda.")
+@click.option("--every", type=click.IntRange(min=1),
+              help="Evaluate and checkpoint every K steps [default: once per epoch].")
+@click.option("--set", "sets", multiple=True, metavar="TABLE.KEY=VALUE",
+              help="Override any recipe key, e.g. --set train.lr=3e-4 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train(recipe, out, model, task, preset, epochs, steps, seed, device, every, sets, resume,
+          quiet):
+    """Train a model into a run file (one HDF5 file per run).
+
+    \b
+    Examples:
+      landscape train models/looped_attn.toml --preset quick
+      landscape train --task parity --model shift --steps 2000 --out checkpoints/p.h5
+      landscape train --resume --out checkpoints/looped_attn.h5
+    """
+    from landscape.train import train as run_training
+
+    if resume:
+        if out is None:
+            raise UserError("--resume needs --out RUN.h5, the run file to continue")
+        given = None
+        if recipe is not None or any((model, task, preset, epochs, steps, seed, device, every,
+                                      sets)):
+            given = _build_recipe(recipe, model, task, preset, epochs, steps, seed, device,
+                                  every, sets)
+        path = run_training(given, out, resume=True, progress=_progress_bar(quiet))
+    else:
+        rec = _build_recipe(recipe, model, task, preset, epochs, steps, seed, device, every,
+                            sets)
+        out = out or Path("checkpoints") / f"{rec.name}.h5"
+        path = run_training(rec, out, progress=_progress_bar(quiet))
+    click.echo(f"wrote {path}")
+    _print_summary(path)
+
+
+def _build_recipe(recipe, model, task, preset, epochs, steps, seed, device, every, sets):
+    overrides: list[dict] = [parse_override(s) for s in sets]
+    if task:
+        overrides.insert(0, {"task": {"name": task}})
+    train_over = {k: v for k, v in (("epochs", epochs), ("steps", steps), ("seed", seed),
+                                    ("device", device), ("eval_every", every),
+                                    ("checkpoint_every", every)) if v is not None}
+    if train_over:
+        overrides.append({"train": train_over})
+    rec = load_recipe(recipe, preset=preset, overrides=overrides)
+    if model:
+        data = _apply_model_choice(rec.to_dict(), model)
+        if recipe is None:
+            data["name"] = f"{rec.task.name}_{model}"
+        rec = recipe_from_dict(data, name=rec.name)
+    return rec
+
+
+class _Bar:
+    """A click progress bar driven by the trainer's callback."""
+
+    def __init__(self):
+        self.bar, self.last = None, 0
+
+    def __call__(self, step: int, total: int, info: dict) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="training", file=sys.stderr,
+                                         show_pos=True, item_show_func=lambda s: s)
+            self.bar.__enter__()
+            self.bar.update(step - 1)
+        self.bar.update(step - self.last if self.last else 1,
+                        f"loss {info['loss']:.4f} loops {info['loops']} "
+                        f"{info['tok/s']:,.0f} tok/s")
+        self.last = step
+        if step >= total:
+            self.bar.__exit__(None, None, None)
+
+
+def _progress_bar(quiet: bool):
+    return None if quiet else _Bar()
+
+
+# --- info -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("run_file", type=click.Path(path_type=Path))
+def info(run_file):
+    """Summarise a run file: recipe, checkpoints, final metrics vs ceilings, events, probes.
+
+    \b
+    Example:
+      landscape info checkpoints/looped_attn.h5
+    """
+    _print_summary(run_file)
+
+
+def _print_summary(path: Path) -> None:
+    from landscape import store
+    from landscape.run import Run
+
+    run = Run.open(path)
+    r = run.recipe
+    writer = store.writer_holding(path)
+    click.echo(f"{path}: {r.name} ({run.recipe.arch}), task {r.task.name}, status {run.status}"
+               + (f", being written by {writer}" if writer else ""))
+    m = r.model
+    click.echo(f"  model: d_model {m.d_model}, heads {m.n_heads}, {m.attention} attention, "
+               f"norm {m.norm}, positions {m.positions}, mlp {m.mlp}, loops {m.loops}, "
+               f"{run.layout.size:,} parameters")
+    if len(run.steps):
+        click.echo(f"  checkpoints: {len(run.steps)} (steps {run.steps[0]}..{run.steps[-1]}, "
+                   f"loops {'/'.join(str(x) for x in np.unique(run.loops))})")
+    _print_metrics(run)
+    for e in run.events:
+        if e.get("kind") == "shift":
+            click.echo(f"  shift: step {e['step']} (epoch {e['epoch']:.1f}), {e['reason']}, "
+                       f"loops {e['loops_before']} -> {e['loops_after']}")
+    if run.probes:
+        kinds = sorted({k for v in run.probes.values() for k in v})
+        click.echo(f"  probes: {', '.join(kinds)} at {len(run.probes)} checkpoints")
+
+
+def _print_metrics(run) -> None:
+    met = run.metrics
+    if "step" not in met or len(met["step"]) == 0:
+        return
+    wall, tput = float(met["wall"][-1]), run.attrs.get("throughput")
+    click.echo(f"  last evaluation: step {int(met['step'][-1])}, epoch "
+               f"{met['epoch'][-1]:.1f}, train wall {wall:.1f} s"
+               + (f", {tput:,.0f} tokens/s" if isinstance(tput, float) else ""))
+    for split in run.task_attrs.get("splits", []):
+        if f"{split}.acc" not in met:
+            continue
+        ceil = run.ceilings.get(split, {})
+        c = f" (Bayes {ceil['acc']:.3f} / {ceil['loss']:.3f})" if "acc" in ceil else ""
+        click.echo(f"    {split:>10}: acc {met[f'{split}.acc'][-1]:.3f}  loss "
+                   f"{met[f'{split}.loss'][-1]:.3f}{c}")
+
+
+def _elapsed(t0: float) -> str:
+    return f"{time.perf_counter() - t0:.1f} s"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,415 @@
+"""Training: Single-Attn, Looped-Attn and SHIFT, written checkpoint by checkpoint to a run file.
+
+The loop is plain AdamW on the token-mean cross-entropy. Every ``eval_every`` steps it
+records loss and accuracy on each evaluation split of the task (simple / complex / all
+for Markov, per test length for algorithmic tasks), the mean training loss and gradient
+norm since the last evaluation, the learning rate, the training wall-clock (seconds spent
+in optimiser steps, evaluations excluded) and throughput. Every ``checkpoint_every``
+steps it appends the flat parameters to the trajectory and commits everything buffered,
+with the full resume state, to the run file in one atomic step (see ``store.py``).
+
+Determinism: on CPU, the same recipe and seed give bit-identical metrics and
+checkpoints (wall-clock and throughput aside), with or without interruptions: a resumed
+run restores the model, the optimiser, the batch-order generator and the loop state
+exactly as they were at its last commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from landscape import store
+from landscape.config import Recipe, recipe_from_dict
+from landscape.errors import LandscapeError
+from landscape.model import LoopedTransformer, token_loss
+from landscape.objective import ParamLayout
+from landscape.tasks import IGNORE, Split, TaskData, generate
+
+Progress = Callable[[int, int, dict], None]
+
+
+def lr_at(step: int, total: int, recipe: Recipe) -> float:
+    """The learning rate used for optimiser step ``step`` (0-based) of ``total``."""
+    tc = recipe.train
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.schedule == "constant":
+        return tc.lr
+    span = max(1, total - tc.warmup_steps - 1)
+    progress = min(1.0, (step - tc.warmup_steps) / span)
+    r = tc.final_lr_ratio
+    return tc.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, batch: int = 256) -> dict[str, float]:
+    """Token-mean loss, token accuracy and whole-sequence accuracy on ``split``."""
+    loss_sum, right, scored, seq_right = 0.0, 0, 0, 0
+    for i in range(0, len(split), batch):
+        x = split.inputs[i : i + batch]
+        y = split.targets[i : i + batch]
+        logits = model(x)
+        mask = y != IGNORE
+        n = int(mask.sum())
+        loss_sum += float(token_loss(logits, y)) * n
+        hit = (logits.argmax(-1) == y) & mask
+        right += int(hit.sum())
+        scored += n
+        seq_right += int(((hit | ~mask).all(dim=1) & mask.any(dim=1)).sum())
+    n_seq = int((split.targets != IGNORE).any(dim=1).sum())
+    return {"loss": loss_sum / max(scored, 1), "acc": right / max(scored, 1),
+            "seq_acc": seq_right / max(n_seq, 1)}
+
+
+@dataclass
+class ShiftState:
+    """What the SHIFT criterion remembers between evaluations."""
+
+    losses: list[float] = field(default_factory=list)  # training loss at each evaluation
+    streak: int = 0  # evaluations in a row at which both conditions held
+    fired: bool = False
+    last: dict = field(default_factory=dict)  # the criterion's values at the last evaluation
+    reason: str = ""  # why the switch fired: "criterion", "cap" or "fixed"
+
+
+@dataclass
+class LoopState:
+    """Everything besides model and optimiser needed to resume bit-identically."""
+
+    step: int = 0
+    perm: torch.Tensor | None = None  # batch order of the current epoch
+    batch: int = 0  # next batch index in the current epoch
+    loops: int = 1
+    wall: float = 0.0  # seconds spent in optimiser steps so far
+    tokens: int = 0  # training tokens processed so far
+    loss_sum: float = 0.0  # sums since the last evaluation
+    gnorm_sum: float = 0.0
+    n_since: int = 0
+    wall_since: float = 0.0
+    tokens_since: int = 0
+    shift: ShiftState = field(default_factory=ShiftState)
+
+
+class Trainer:
+    """One training run: model, optimiser, data and the loop, writing to ``path``.
+
+    Args:
+        recipe: what to train.
+        path: the run file (created by :meth:`start`, continued by :meth:`resume`).
+        data: the task's data (generated from ``recipe.task`` when None).
+    """
+
+    def __init__(self, recipe: Recipe, path: str | Path, data: TaskData | None = None):
+        self.recipe, self.path = recipe, Path(path)
+        tc = recipe.train
+        self.device = torch.device(tc.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise LandscapeError("train.device is cuda but no CUDA device is available")
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        self.data = data if data is not None else generate(recipe.task)
+        self._check_shift_split()
+        self.steps_per_epoch = max(1, len(self.data.train) // tc.batch_size)
+        self.total = tc.steps or tc.epochs * self.steps_per_epoch
+        self.eval_every = tc.eval_every or self.steps_per_epoch
+        self.ckpt_every = tc.checkpoint_every or self.steps_per_epoch
+        torch.manual_seed(tc.seed)
+        self.model = LoopedTransformer(recipe.model, self.data.vocab_size, self.data.max_len)
+        self.model.to(self.device)
+        self.layout = ParamLayout.of(self.model)
+        self.optimizer = self._new_optimizer()
+        self.gen = torch.Generator().manual_seed(tc.seed + 1)
+        self.state = LoopState(loops=1 if recipe.shift.enabled else recipe.model.loops)
+        self.model.loops = self.state.loops
+        self.train_x = self.data.train.inputs.to(self.device)
+        self.train_y = self.data.train.targets.to(self.device)
+        self.evals = {k: Split(s.inputs.to(self.device), s.targets.to(self.device))
+                      for k, s in self.data.evals.items()}
+        self._pending: dict[str, list] = {"ckpt": [], "metrics": [], "events": []}
+
+    def _check_shift_split(self) -> None:
+        sc = self.recipe.shift
+        if sc.enabled and sc.split and sc.split not in self.data.evals:
+            raise LandscapeError(
+                f"shift.split={sc.split!r} is not an evaluation split of task "
+                f"{self.data.name} (splits: {', '.join(self.data.evals)}); set shift.split"
+            )
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        tc = self.recipe.train
+        return torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2),
+                                 weight_decay=tc.weight_decay)
+
+    # --- file lifecycle -----------------------------------------------------------------
+
+    def probe_ids(self) -> np.ndarray:
+        """The training sequences of the fixed probe set (seeded, sorted)."""
+        g = torch.Generator().manual_seed(self.recipe.train.seed + 2)
+        n = min(self.recipe.train.probe_size, len(self.data.train))
+        return np.sort(torch.randperm(len(self.data.train), generator=g)[:n].numpy())
+
+    def start(self) -> None:
+        """Create the run file and record step 0 (evaluation and checkpoint)."""
+        ids = self.probe_ids()
+        ceilings = self.data.ceilings
+        store.create_run(
+            self.path,
+            attrs={"recipe": self.recipe.to_json(), "versions": versions(),
+                   "arch": self.recipe.arch, "total_steps": self.total,
+                   "steps_per_epoch": self.steps_per_epoch},
+            task_attrs={"name": self.data.name, "vocab_size": self.data.vocab_size,
+                        "max_len": self.data.max_len, "info": self.data.info,
+                        "ceilings": ceilings, "splits": list(self.data.evals)},
+            task_arrays=dict(self.data.sample_info),
+            layout=self.layout.to_json(),
+            probe_set={"ids": ids, "inputs": self.data.train.inputs[ids].numpy(),
+                       "targets": self.data.train.targets[ids].numpy()},
+        )
+        self._record_eval()
+        self._checkpoint()
+        self._commit()
+
+    def resume(self) -> None:
+        """Restore the state of the last commit of an existing run file."""
+        found = store.read_resume(self.path)
+        if found is None:
+            raise LandscapeError(f"{self.path} has no resume state; start a new run instead")
+        _, blob = found
+        saved = torch.load(io.BytesIO(blob), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(saved["model"])
+        loop = dict(saved["loop"])
+        loop["shift"] = ShiftState(**loop["shift"])
+        self.state = LoopState(**loop)
+        self.model.loops = self.state.loops
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.gen.set_state(saved["gen"])
+        self._pending["events"].append({"kind": "resume", "step": self.state.step})
+
+    def _resume_blob(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "gen": self.gen.get_state(), "loop": dataclasses.asdict(self.state)}, buf)
+        return buf.getvalue()
+
+    def _commit(self, final: bool = False) -> None:
+        pending, blob, step = self._pending, self._resume_blob(), self.state.step
+
+        def change(tx: store.Transaction) -> None:
+            if pending["ckpt"]:
+                tx.append("trajectory/step", np.array([c[0] for c in pending["ckpt"]]))
+                tx.append("trajectory/loops", np.array([c[1] for c in pending["ckpt"]]))
+                tx.append("trajectory/params", np.stack([c[2] for c in pending["ckpt"]]))
+            for key in pending["metrics"][0] if pending["metrics"] else ():
+                tx.append(f"metrics/{key}", np.array([r[key] for r in pending["metrics"]]))
+            tx.append_json("events", pending["events"])
+            tx.put("resume", {"state": np.frombuffer(blob, dtype=np.uint8)}, {"step": step})
+            if final:
+                tx.set_attrs({"status": "complete", "throughput": self._throughput()})
+
+        store.commit(self.path, change)
+        self._pending = {"ckpt": [], "metrics": [], "events": []}
+
+    def _throughput(self) -> float:
+        return self.state.tokens / self.state.wall if self.state.wall > 0 else float("nan")
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(self, progress: Progress | None = None) -> None:
+        """Train from the current state to the end of the budget, committing as it goes."""
+        st = self.state
+        while st.step < self.total:
+            loss = self._train_step()
+            if progress is not None:
+                progress(st.step, self.total, {"loss": loss, "loops": st.loops,
+                                               "tok/s": self._throughput()})
+            if st.step % self.eval_every == 0 or st.step == self.total:
+                self._record_eval()
+            due = st.step % self.ckpt_every == 0 or st.step == self.total
+            if due:
+                self._checkpoint()
+            if self._shift_due():
+                if not due:
+                    self._checkpoint()
+                self._switch()
+                due = True
+            if due:
+                self._commit(final=st.step == self.total)
+
+    def _next_batch(self) -> torch.Tensor:
+        st, bs = self.state, self.recipe.train.batch_size
+        if st.perm is None or st.batch >= self.steps_per_epoch:
+            st.perm, st.batch = torch.randperm(len(self.data.train), generator=self.gen), 0
+        idx = st.perm[st.batch * bs : (st.batch + 1) * bs]
+        st.batch += 1
+        return idx.to(self.device)
+
+    def _train_step(self) -> float:
+        st, tc = self.state, self.recipe.train
+        idx = self._next_batch()
+        t0 = time.perf_counter()
+        lr = lr_at(st.step, self.total, self.recipe)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        x, y = self.train_x[idx], self.train_y[idx]
+        loss = token_loss(self.model(x), y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise LandscapeError(
+                f"training loss became {value} at step {st.step} (lr {lr:g}); the run "
+                f"file keeps everything up to its last checkpoint; lower train.lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        self.optimizer.step()
+        dt = time.perf_counter() - t0
+        n_tok = int((y != IGNORE).sum())
+        st.step += 1
+        st.wall += dt
+        st.tokens += n_tok
+        st.loss_sum += value
+        st.gnorm_sum += gnorm
+        st.n_since += 1
+        st.wall_since += dt
+        st.tokens_since += n_tok
+        return value
+
+    def _record_eval(self) -> None:
+        st = self.state
+        self.model.eval()
+        n = st.n_since
+        row = {"step": st.step, "epoch": st.step / self.steps_per_epoch, "wall": st.wall,
+               "lr": lr_at(max(st.step - 1, 0), self.total, self.recipe), "loops": st.loops,
+               "train_loss": st.loss_sum / n if n else float("nan"),
+               "grad_norm": st.gnorm_sum / n if n else float("nan"),
+               "tokens_per_s": st.tokens_since / st.wall_since if st.wall_since else float("nan")}
+        for name, split in self.evals.items():
+            for key, value in evaluate(self.model, split).items():
+                row[f"{name}.{key}"] = value
+        self._pending["metrics"].append(row)
+        if n:
+            st.shift.losses.append(row["train_loss"])
+            self._update_shift_criterion(row)
+        st.loss_sum = st.gnorm_sum = st.wall_since = 0.0
+        st.n_since = st.tokens_since = 0
+
+    def _checkpoint(self) -> None:
+        flat = self.layout.flatten(dict(self.model.named_parameters()))
+        self._pending["ckpt"].append(
+            (self.state.step, self.state.loops, flat.detach().float().cpu().numpy())
+        )
+
+    # --- SHIFT --------------------------------------------------------------------------
+
+    def _update_shift_criterion(self, row: dict) -> None:
+        sc, sh = self.recipe.shift, self.state.shift
+        if not sc.enabled or sh.fired or sc.at_step:
+            return
+        w = sc.window
+        if len(sh.losses) < 2 * w:
+            return
+        now, before = np.mean(sh.losses[-w:]), np.mean(sh.losses[-2 * w : -w])
+        improvement = float((before - now) / abs(before)) if before else 0.0
+        plateau = improvement < sc.delta_1
+        mastered, acc, ceiling = True, float("nan"), float("nan")
+        if sc.split and "acc" in self.data.ceilings.get(sc.split, {}):
+            acc, ceiling = row[f"{sc.split}.acc"], self.data.ceilings[sc.split]["acc"]
+            mastered = acc >= ceiling - sc.delta_2
+        sh.streak = sh.streak + 1 if plateau and mastered else 0
+        sh.last = {"improvement": improvement, "acc": acc, "ceiling": ceiling,
+                   "streak": sh.streak}
+
+    def _shift_due(self) -> bool:
+        sc, st = self.recipe.shift, self.state
+        if not sc.enabled or st.shift.fired or st.step >= self.total:
+            return False
+        if sc.at_step:
+            st.shift.reason = "fixed"
+            return st.step >= sc.at_step
+        if st.shift.streak >= sc.patience:
+            st.shift.reason = "criterion"
+            return True
+        st.shift.reason = "cap"
+        return st.step >= math.ceil(sc.max_fraction * self.total)
+
+    def _switch(self) -> None:
+        sc, st = self.recipe.shift, self.state
+        event = {"kind": "shift", "step": st.step, "epoch": st.step / self.steps_per_epoch,
+                 "reason": st.shift.reason, "loops_before": st.loops, "loops_after": sc.loops_after,
+                 "keep_optimizer": sc.keep_optimizer, "window": sc.window,
+                 "delta_1": sc.delta_1, "delta_2": sc.delta_2, "patience": sc.patience,
+                 "split": sc.split, **st.shift.last}
+        st.shift.fired = True
+        st.loops = self.model.loops = sc.loops_after
+        if not sc.keep_optimizer:
+            self.optimizer = self._new_optimizer()
+        self._pending["events"].append(event)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that wrote a run file."""
+    import h5py
+
+    import landscape
+
+    return {"landscape": landscape.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "h5py": h5py.__version__}
+
+
+def train(recipe: Recipe | None, out: str | Path, *, resume: bool = False,
+          progress: Progress | None = None) -> Path:
+    """Train ``recipe`` into the run file ``out`` (or continue it with ``resume=True``).
+
+    Args:
+        recipe: what to train. With ``resume=True`` it may be None (the file's recipe is
+            used); if given it must equal the file's.
+        out: the run file.
+        resume: continue an interrupted run from its last commit.
+        progress: called after every step with ``(step, total, info)``.
+
+    Returns:
+        The path of the run file.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with store.writer_lock(out, "training"):
+        if resume:
+            recipe = _recipe_for_resume(out, recipe)
+            trainer = Trainer(recipe, out)
+            trainer.resume()
+        else:
+            if recipe is None:
+                raise LandscapeError("no recipe given")
+            if out.exists():
+                raise LandscapeError(f"{out} already exists; pass --resume to continue it "
+                                     "or choose another --out")
+            trainer = Trainer(recipe, out)
+            trainer.start()
+        trainer.run(progress)
+    return out
+
+
+def _recipe_for_resume(out: Path, recipe: Recipe | None) -> Recipe:
+    summary = store.read_summary(out)
+    attrs = summary["attrs"]
+    if attrs.get("status") == "complete":
+        raise LandscapeError(f"{out} is already complete; nothing to resume")
+    stored = recipe_from_dict(attrs["recipe"])
+    if recipe is not None and recipe != stored:
+        raise LandscapeError(f"{out} was trained with a different recipe; resume it without "
+                             "a recipe (or with the same one)")
+    if summary["resume_step"] is None:
+        raise LandscapeError(f"{out} has no resume state")
+    return stored
+

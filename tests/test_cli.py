@@ -1,0 +1,98 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+from click.testing import CliRunner
+
+from landscape.cli import main
+from landscape.run import Run
+
+TINY = ["--set", "task.n_train=64", "--set", "task.n_test=32", "--set", "task.seq_len=8",
+        "--set", "model.d_model=8", "--set", "train.batch_size=16", "--set",
+        "train.probe_size=8", "--epochs", "2", "-q"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_every_command_has_help_with_an_example():
+    for name in main.commands:
+        res = invoke(name, "--help")
+        assert res.exit_code == 0, name
+        assert "Example" in res.output, f"`landscape {name} --help` has no example"
+    assert "Example" in invoke("--help").output
+
+
+def test_python_dash_m_works():
+    out = subprocess.run([sys.executable, "-m", "landscape", "--help"], capture_output=True,
+                         text=True, check=True)
+    assert "Usage: landscape" in out.stdout
+
+
+def test_train_and_info(tmp_path):
+    out = tmp_path / "r.h5"
+    res = invoke("train", *TINY, "--model", "shift", "--set", "shift.at_step=4", "--out", out)
+    assert res.exit_code == 0, res.output
+    run = Run.open(out)
+    assert run.recipe.arch == "shift" and run.shift_step == 4 and run.status == "complete"
+    assert run.recipe.task.seq_len == 8 and run.recipe.train.epochs == 2
+    res = invoke("info", out)
+    assert res.exit_code == 0 and "shift: step 4" in res.output and "Bayes" in res.output
+
+
+def test_train_recipe_file_preset_and_every(tmp_path):
+    recipe = Path(__file__).parents[1] / "models" / "looped_attn.toml"
+    out = tmp_path / "l.h5"
+    res = invoke("train", recipe, "--preset", "quick", *TINY, "--every", "2", "--out", out)
+    assert res.exit_code == 0, res.output
+    run = Run.open(out)
+    assert run.recipe.name == "looped_attn" and (run.loops == 3).all()
+    assert run.steps.tolist() == [0, 2, 4, 6, 8]
+
+
+def _bad(tmp_path):
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not hdf5")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = 1
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[train]\nlrr = 0.1\n")
+    return txt, foreign, typo
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "foreign", "typo", "task", "resume_foreign",
+                                  "resume_no_out", "set", "truncated", "exists", "nan"])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
+    txt, foreign, typo = _bad(tmp_path)
+    good = tmp_path / "good.h5"
+    if case in ("truncated", "exists"):
+        assert invoke("train", *TINY, "--out", good).exit_code == 0
+    trunc = tmp_path / "trunc.h5"
+    if case == "truncated":
+        trunc.write_bytes(good.read_bytes()[:5000])
+    args = {
+        "missing": ["info", tmp_path / "nope.h5"],
+        "text": ["info", txt],
+        "foreign": ["info", foreign],
+        "typo": ["train", typo, "--out", tmp_path / "t.h5"],
+        "task": ["train", "--task", "sudoku", "--out", tmp_path / "t.h5"],
+        "resume_foreign": ["train", "--resume", "--out", foreign],
+        "resume_no_out": ["train", "--resume"],
+        "set": ["train", "--set", "train.lr", "--out", tmp_path / "t.h5"],
+        "truncated": ["info", trunc],
+        "exists": ["train", *TINY, "--out", good],
+        "nan": ["train", *TINY, "--set", "train.lr=1e30", "--set", "train.grad_clip=0",
+                "--out", tmp_path / "n.h5"],
+    }[case]
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    res = invoke(*args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert "Traceback" not in res.output
+    for p, data in before.items():  # nothing already on disk is damaged
+        assert p.read_bytes() == data, p

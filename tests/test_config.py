@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from landscape.config import (
+    Recipe,
+    load_recipe,
+    parse_override,
+    recipe_from_dict,
+    recipe_from_json,
+)
+from landscape.errors import LandscapeError
+
+MODELS = Path(__file__).parents[1] / "models"
+
+
+@pytest.mark.parametrize("path", sorted(MODELS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(path):
+    r = load_recipe(path)
+    assert isinstance(r, Recipe)
+    assert recipe_from_json(r.to_json()) == r
+
+
+def test_extends_and_presets():
+    r = load_recipe(MODELS / "looped_attn.toml")
+    q = load_recipe(MODELS / "looped_attn.toml", preset="quick")
+    assert r.name == "looped_attn" and r.model.loops == 3 and r.arch == "looped"
+    assert r.task.n_ctx == 4  # inherited from markov.toml
+    assert q.train.epochs < r.train.epochs
+    assert load_recipe(MODELS / "shift.toml").arch == "shift"
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(LandscapeError, match="unknown key 'lrr'"):
+        recipe_from_dict({"train": {"lrr": 1e-3}})
+    with pytest.raises(LandscapeError, match="unknown table or key 'trian'"):
+        recipe_from_dict({"trian": {}})
+
+
+@pytest.mark.parametrize("tables, message", [
+    ({"train": {"lr": "fast"}}, "train.lr must be float"),
+    ({"train": {"epochs": 1.5}}, "train.epochs must be int"),
+    ({"model": {"mlp": 1}}, "model.mlp must be bool"),
+    ({"train": {"lr": -1.0}}, "train.lr must be > 0"),
+    ({"model": {"attention": "sparse"}}, "attention='sparse' is not one of"),
+    ({"task": {"name": "sudoku"}}, "unknown task 'sudoku'"),
+    ({"shift": {"max_fraction": 0}}, "max_fraction"),
+])
+def test_bad_values_are_rejected(tables, message):
+    with pytest.raises(LandscapeError, match=message):
+        recipe_from_dict(tables)
+
+
+def test_int_is_accepted_for_float():
+    assert recipe_from_dict({"train": {"lr": 1}}).train.lr == 1.0
+
+
+def test_overrides():
+    assert parse_override("train.lr=3e-4") == {"train": {"lr": 3e-4}}
+    assert parse_override("model.attention=linear") == {"model": {"attention": "linear"}}
+    assert parse_override('task.name="parity"') == {"task": {"name": "parity"}}
+    r = load_recipe(MODELS / "single_attn.toml", overrides=[parse_override("model.loops=2")])
+    assert r.model.loops == 2
+    with pytest.raises(LandscapeError, match="table.key=value"):
+        parse_override("lr")
+
+
+def test_bad_recipe_files(tmp_path):
+    with pytest.raises(LandscapeError, match="does not exist"):
+        load_recipe(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nlr=1")
+    with pytest.raises(LandscapeError, match="not valid TOML"):
+        load_recipe(bad)
+    loop = tmp_path / "loop.toml"
+    loop.write_text('extends = "loop.toml"\n')
+    with pytest.raises(LandscapeError, match="cycle"):
+        load_recipe(loop)
+    with pytest.raises(LandscapeError, match="no preset 'fast'"):
+        load_recipe(MODELS / "single_attn.toml", preset="fast")

@@ -1,0 +1,165 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_recipe
+
+from landscape import store
+from landscape.errors import LandscapeError
+from landscape.run import Run
+from landscape.train import Trainer, lr_at, train
+
+
+def _same_run(a, b):
+    ra, rb = Run.open(a), Run.open(b)
+    np.testing.assert_array_equal(ra.steps, rb.steps)
+    np.testing.assert_array_equal(ra.loops, rb.loops)
+    np.testing.assert_array_equal(ra.trajectory(), rb.trajectory())
+    for k in ra.metrics:
+        if k not in ("wall", "tokens_per_s"):
+            np.testing.assert_array_equal(ra.metrics[k], rb.metrics[k], err_msg=k)
+
+
+def test_deterministic(tmp_path, recipe):
+    _same_run(train(recipe, tmp_path / "a.h5"), train(recipe, tmp_path / "b.h5"))
+
+
+def test_run_contents(trained_runs):
+    run = Run.open(trained_runs["single"])
+    assert run.status == "complete"
+    spe = 128 // 16
+    np.testing.assert_array_equal(run.steps, np.arange(0, 4 * spe + 1, spe))
+    assert run.metrics["step"].tolist() == run.steps.tolist()
+    assert math.isnan(run.metrics["train_loss"][0]) and run.metrics["train_loss"][-1] > 0
+    for split in ("simple", "complex", "all"):
+        assert 0 <= run.metrics[f"{split}.acc"][-1] <= 1
+        assert run.ceilings[split]["acc"] > 0
+    assert run.attrs["throughput"] > 0
+    assert run.layout.size == run.trajectory().shape[1]
+    assert (np.diff(run.metrics["wall"]) > 0).all()
+    assert run.metrics["lr"][-1] == pytest.approx(3e-3)
+    # training lowers the loss on the data it sees
+    assert run.metrics["all.loss"][-1] < run.metrics["all.loss"][0]
+
+
+def test_checkpoint_rows_are_the_weights(trained_runs):
+    run = Run.open(trained_runs["looped"])
+    model = run.model(step=run.steps[2])
+    assert model.loops == 3 and not model.training
+    flat = run.layout.flatten(dict(model.named_parameters()))
+    np.testing.assert_array_equal(flat.detach().numpy(), run.flat_params(run.steps[2]))
+
+
+def test_shift_at_fixed_step(trained_runs):
+    run = Run.open(trained_runs["shift"])
+    (event,) = [e for e in run.events if e["kind"] == "shift"]
+    assert event["step"] == 16 and event["reason"] == "fixed"
+    assert run.shift_step == 16
+    assert run.loops[run.steps <= 16].tolist() == [1, 1, 1]
+    assert (run.loops[run.steps > 16] == 3).all()
+    assert run.metrics["loops"][-1] == 3
+    # before the switch, SHIFT is exactly Single-Attn with the same seed
+    single = Run.open(trained_runs["single"])
+    np.testing.assert_array_equal(single.trajectory()[:3], run.trajectory()[:3])
+
+
+def test_shift_criterion_fires_and_records_values(tmp_path):
+    r = tiny_recipe(train={"epochs": 12, "eval_every": 4, "checkpoint_every": 8},
+                    shift={"enabled": True, "window": 2, "patience": 1, "delta_1": 10.0,
+                           "delta_2": 1.0})
+    run = Run.open(train(r, tmp_path / "s.h5"))
+    (event,) = [e for e in run.events if e["kind"] == "shift"]
+    # the criterion needs 2 * window = 4 evaluations with a training loss: steps 4..16
+    assert event["reason"] == "criterion" and event["step"] == 16
+    assert event["improvement"] < 10.0 and event["streak"] == 1
+    assert event["ceiling"] == pytest.approx(run.ceilings["simple"]["acc"])
+    assert 16 in run.steps.tolist()  # a checkpoint at the switch, with loops before it
+    assert run.loops[run.steps.tolist().index(16)] == 1
+
+
+def test_shift_cap(tmp_path):
+    r = tiny_recipe(shift={"enabled": True, "delta_1": 0.0, "max_fraction": 0.25})
+    run = Run.open(train(r, tmp_path / "s.h5"))
+    (event,) = [e for e in run.events if e["kind"] == "shift"]
+    assert event["reason"] == "cap" and event["step"] == 8
+
+
+def test_shift_resets_optimizer_on_request(tmp_path):
+    keep = tiny_recipe(shift={"enabled": True, "at_step": 8})
+    reset = tiny_recipe(shift={"enabled": True, "at_step": 8, "keep_optimizer": False})
+    a = Run.open(train(keep, tmp_path / "a.h5")).trajectory()
+    b = Run.open(train(reset, tmp_path / "b.h5")).trajectory()
+    np.testing.assert_array_equal(a[:2], b[:2])
+    assert not np.array_equal(a[2], b[2])
+
+
+def test_bad_shift_split(tmp_path):
+    r = tiny_recipe(shift={"enabled": True, "split": "hard"})
+    with pytest.raises(LandscapeError, match="shift.split='hard'"):
+        train(r, tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_lr_schedule():
+    r = tiny_recipe(train={"lr": 1.0, "warmup_steps": 10, "schedule": "cosine",
+                           "final_lr_ratio": 0.1})
+    assert lr_at(0, 100, r) == pytest.approx(0.1)
+    assert lr_at(9, 100, r) == pytest.approx(1.0)
+    assert lr_at(10, 100, r) == pytest.approx(1.0)
+    assert lr_at(99, 100, r) == pytest.approx(0.1)
+    assert lr_at(10 + 89 // 2, 100, r) == pytest.approx(0.55, abs=0.02)
+
+
+def test_nan_loss_stops_with_message_and_keeps_file(tmp_path, monkeypatch):
+    path = tmp_path / "n.h5"
+    r = tiny_recipe()
+    calls = {"n": 0}
+    real = Trainer._train_step
+
+    def poisoned(self):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "_train_step", poisoned)
+    with pytest.raises(LandscapeError, match="loss became nan at step 11"):
+        train(r, path)
+    run = Run.open(path)  # readable, with everything up to the last commit
+    assert run.steps.tolist() == [0, 8] and run.status == "training"
+    assert store.writer_holding(path) is None
+
+
+def test_resume_continues_bit_identically(tmp_path, monkeypatch):
+    r = tiny_recipe()
+    full = train(r, tmp_path / "full.h5")
+    path = tmp_path / "cut.h5"
+    real = Trainer._commit
+    calls = {"n": 0}
+
+    def crash_after_two(self, final=False):
+        real(self, final)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # stands in for a kill right after a commit
+
+    monkeypatch.setattr(Trainer, "_commit", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(r, path)
+    monkeypatch.setattr(Trainer, "_commit", real)
+    assert Run.open(path).steps.tolist() == [0, 8]
+    train(None, path, resume=True)
+    _same_run(full, path)
+    assert any(e["kind"] == "resume" for e in Run.open(path).events)
+
+
+def test_resume_refuses_complete_and_foreign(tmp_path, trained_runs):
+    with pytest.raises(LandscapeError, match="already complete"):
+        train(None, trained_runs["single"], resume=True)
+    r = tiny_recipe(train={"epochs": 5})
+    path = tmp_path / "c.h5"
+    train(tiny_recipe(train={"epochs": 1}), path)
+    with pytest.raises(LandscapeError, match="already exists"):
+        train(r, path)
