@@ -253,8 +253,12 @@ def commit(path: str | Path, change: Callable[[Transaction], None], *, create: b
 
 def create_run(path: str | Path, *, attrs: Mapping[str, Any], task_attrs: Mapping[str, Any],
                task_arrays: Mapping[str, np.ndarray], layout: Mapping,
-               probe_set: Mapping[str, np.ndarray]) -> None:
-    """Write a new, empty run file (atomically). The caller holds the writer lock."""
+               probe_set: Mapping[str, np.ndarray],
+               then: Callable[[Transaction], None] | None = None) -> None:
+    """Write a new run file atomically: the skeleton, then ``then``'s first records.
+
+    The caller holds the writer lock. Nothing is visible until everything is written.
+    """
     path = Path(path)
     if path.exists():
         raise LandscapeError(f"{path} already exists; use --resume to continue it")
@@ -267,6 +271,8 @@ def create_run(path: str | Path, *, attrs: Mapping[str, Any], task_attrs: Mappin
         tx.put("trajectory", attrs={"layout": dict(layout)})
         tx.put("metrics")
         tx.put("probe_set", probe_set)
+        if then is not None:
+            then(tx)
 
     commit(path, change, create=True)
 

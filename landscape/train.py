@@ -158,7 +158,9 @@ class Trainer:
         return np.sort(torch.randperm(len(self.data.train), generator=g)[:n].numpy())
 
     def start(self) -> None:
-        """Create the run file and record step 0 (evaluation and checkpoint)."""
+        """Create the run file with step 0 (evaluation, checkpoint, resume state) in it."""
+        self._record_eval()
+        self._checkpoint()
         ids = self.probe_ids()
         ceilings = self.data.ceilings
         store.create_run(
@@ -173,10 +175,9 @@ class Trainer:
             layout=self.layout.to_json(),
             probe_set={"ids": ids, "inputs": self.data.train.inputs[ids].numpy(),
                        "targets": self.data.train.targets[ids].numpy()},
+            then=self._pending_change(),
         )
-        self._record_eval()
-        self._checkpoint()
-        self._commit()
+        self._pending = {"ckpt": [], "metrics": [], "events": []}
 
     def resume(self) -> None:
         """Restore the state of the last commit of an existing run file."""
@@ -201,6 +202,11 @@ class Trainer:
         return buf.getvalue()
 
     def _commit(self, final: bool = False) -> None:
+        store.commit(self.path, self._pending_change(final))
+        self._pending = {"ckpt": [], "metrics": [], "events": []}
+
+    def _pending_change(self, final: bool = False) -> Callable[[store.Transaction], None]:
+        """The file change that records everything pending and the resume state."""
         pending, blob, step = self._pending, self._resume_blob(), self.state.step
 
         def change(tx: store.Transaction) -> None:
@@ -215,8 +221,7 @@ class Trainer:
             if final:
                 tx.set_attrs({"status": "complete", "throughput": self._throughput()})
 
-        store.commit(self.path, change)
-        self._pending = {"ckpt": [], "metrics": [], "events": []}
+        return change
 
     def _throughput(self) -> float:
         return self.state.tokens / self.state.wall if self.state.wall > 0 else float("nan")

@@ -9,9 +9,10 @@ from click.testing import CliRunner
 from landscape.cli import main
 from landscape.run import Run
 
-TINY = ["--set", "task.n_train=64", "--set", "task.n_test=32", "--set", "task.seq_len=8",
-        "--set", "model.d_model=8", "--set", "train.batch_size=16", "--set",
-        "train.probe_size=8", "--epochs", "2", "-q"]
+SMALL = ["--set", "task.n_train=64", "--set", "task.n_test=32", "--set", "task.seq_len=8",
+         "--set", "model.d_model=8", "--set", "train.batch_size=16", "--set",
+         "train.probe_size=8"]
+TINY = [*SMALL, "--epochs", "2", "-q"]
 
 
 def invoke(*args):

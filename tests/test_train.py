@@ -149,7 +149,7 @@ def test_resume_continues_bit_identically(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(r, path)
     monkeypatch.setattr(Trainer, "_commit", real)
-    assert Run.open(path).steps.tolist() == [0, 8]
+    assert Run.open(path).steps.tolist() == [0, 8, 16]
     train(None, path, resume=True)
     _same_run(full, path)
     assert any(e["kind"] == "resume" for e in Run.open(path).events)
