@@ -113,6 +113,14 @@ class Run:
         """``[P]`` float32 parameters of one checkpoint."""
         return store.read_params(self.path, self.index(step))
 
+    def adam_state(self, step: int | None = -1) -> tuple[np.ndarray, int]:
+        """AdamW's ``exp_avg_sq`` ``[P]`` at a checkpoint and its step count (0: no state)."""
+        i = self.index(step)
+        adam_steps = self._summary.get("adam_step")
+        if adam_steps is None:
+            raise LandscapeError(f"{self.path} has no Adam state per checkpoint")
+        return store.read_params(self.path, i, name="adam_v"), int(adam_steps[i])
+
     def trajectory(self, steps=None) -> np.ndarray:
         """``[n, P]`` parameters of several checkpoints (default: all)."""
         if steps is None:

@@ -10,6 +10,8 @@ state, the fixed probe set, and every probe computed on it later. Layout::
     /trajectory/step        [n] int64      optimiser step of each checkpoint
     /trajectory/loops       [n] int64      loops live at that checkpoint (1 Single, 3 Looped)
     /trajectory/params      [n, P] float32 flat parameters; attr layout (JSON names/shapes/offsets)
+    /trajectory/adam_v      [n, P] float32 AdamW exp_avg_sq at each checkpoint (same layout)
+    /trajectory/adam_step   [n] int64      AdamW's step count behind adam_v (0: no state yet)
     /metrics/<name>         [m] float64    one row per evaluation (step, epoch, wall, lr, ...)
     /events                 [e] JSON str   e.g. the SHIFT switch and the criterion that fired it
     /resume/state           [b] uint8      torch.save of optimiser + RNG + loop state; attr step
@@ -305,6 +307,7 @@ def read_summary(path: str | Path) -> dict:
             "layout": _decode(traj.attrs["layout"]),
             "steps": traj["step"][()] if "step" in traj else np.zeros(0, np.int64),
             "loops": traj["loops"][()] if "loops" in traj else np.zeros(0, np.int64),
+            "adam_step": traj["adam_step"][()] if "adam_step" in traj else None,
             "metrics": {k: d[()] for k, d in f["metrics"].items()},
             "events": [json.loads(_decode_str(s)) for s in f["events"][()]]
             if "events" in f else [],
@@ -324,12 +327,13 @@ def _probe_index(f: h5py.File) -> dict[int, list[str]]:
     return {int(k.removeprefix("step_")): sorted(g) for k, g in f["probe"].items()}
 
 
-def read_params(path: str | Path, index: int | slice | np.ndarray) -> np.ndarray:
-    """Rows of ``/trajectory/params`` (a copy)."""
+def read_params(path: str | Path, index: int | slice | np.ndarray,
+                name: str = "params") -> np.ndarray:
+    """Rows of ``/trajectory/<name>`` (``params`` or ``adam_v``), a copy."""
     with _open_read(Path(path)) as f:
-        if "params" not in f["trajectory"]:
-            raise LandscapeError(f"{path} has no checkpoints yet")
-        d = f["trajectory/params"]
+        if name not in f["trajectory"]:
+            raise LandscapeError(f"{path} has no trajectory/{name} rows")
+        d = f[f"trajectory/{name}"]
         if isinstance(index, np.ndarray):
             order = np.argsort(index)
             rows = d[np.sort(index)]

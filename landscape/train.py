@@ -7,6 +7,8 @@ norm since the last evaluation, the learning rate, the training wall-clock (seco
 in optimiser steps, evaluations excluded) and throughput. Every ``checkpoint_every``
 steps it appends the flat parameters to the trajectory and commits everything buffered,
 with the full resume state, to the run file in one atomic step (see ``store.py``).
+Each checkpoint also records AdamW's second moment (``exp_avg_sq``) and step count, so
+probes can compute the Adam-preconditioned sharpness at that checkpoint.
 
 Determinism: on CPU, the same recipe and seed give bit-identical metrics and
 checkpoints (wall-clock and throughput aside), with or without interruptions: a resumed
@@ -214,6 +216,8 @@ class Trainer:
                 tx.append("trajectory/step", np.array([c[0] for c in pending["ckpt"]]))
                 tx.append("trajectory/loops", np.array([c[1] for c in pending["ckpt"]]))
                 tx.append("trajectory/params", np.stack([c[2] for c in pending["ckpt"]]))
+                tx.append("trajectory/adam_v", np.stack([c[3] for c in pending["ckpt"]]))
+                tx.append("trajectory/adam_step", np.array([c[4] for c in pending["ckpt"]]))
             for key in pending["metrics"][0] if pending["metrics"] else ():
                 tx.append(f"metrics/{key}", np.array([r[key] for r in pending["metrics"]]))
             tx.append_json("events", pending["events"])
@@ -310,10 +314,22 @@ class Trainer:
         st.n_since = st.tokens_since = 0
 
     def _checkpoint(self) -> None:
-        flat = self.layout.flatten(dict(self.model.named_parameters()))
-        self._pending["ckpt"].append(
-            (self.state.step, self.state.loops, flat.detach().float().cpu().numpy())
-        )
+        params = dict(self.model.named_parameters())
+        flat = self.layout.flatten(params).detach().float().cpu().numpy()
+        v, adam_step = self._adam_second_moment(params)
+        self._pending["ckpt"].append((self.state.step, self.state.loops, flat, v, adam_step))
+
+    def _adam_second_moment(self, params: dict) -> tuple[np.ndarray, int]:
+        """AdamW's ``exp_avg_sq`` as a flat float32 row and its step count (zeros before any)."""
+        rows, steps = [], 0
+        for name in self.layout.names:
+            state = self.optimizer.state.get(params[name], {})
+            if "exp_avg_sq" in state:
+                rows.append(state["exp_avg_sq"].detach().reshape(-1).float().cpu())
+                steps = int(state["step"])
+            else:
+                rows.append(torch.zeros(params[name].numel()))
+        return torch.cat(rows).numpy(), steps
 
     # --- SHIFT --------------------------------------------------------------------------
 

@@ -163,3 +163,11 @@ def test_resume_refuses_complete_and_foreign(tmp_path, trained_runs):
     train(tiny_recipe(train={"epochs": 1}), path)
     with pytest.raises(LandscapeError, match="already exists"):
         train(r, path)
+
+
+def test_adam_second_moment_is_recorded(trained_runs):
+    run = Run.open(trained_runs["looped"])
+    v0, n0 = run.adam_state(0)
+    assert n0 == 0 and not v0.any()
+    v, n = run.adam_state(-1)
+    assert n == run.steps[-1] and (v > 0).mean() > 0.9 and v.shape == (run.layout.size,)
