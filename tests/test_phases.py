@@ -1,0 +1,185 @@
+"""Matrix entropy against closed forms and the phase rule on series built to pass or fail."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from landscape.errors import LandscapeError
+from landscape.phases import (
+    COLLAPSE,
+    DIVERSIFICATION,
+    STABILIZATION,
+    UNASSIGNED,
+    density_entropy,
+    detect_phases,
+    effective_rank,
+    matrix_entropy,
+    smooth,
+)
+
+# ---------------------------------------------------------------------------- entropy
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100])
+def test_uniform_spectrum_has_entropy_log_n_whatever_the_signs(n):
+    signs = np.where(np.arange(n) % 3 == 0, -1.0, 1.0)
+    assert matrix_entropy(2.5 * signs) == pytest.approx(math.log(n), abs=1e-12)
+    assert effective_rank(2.5 * signs) == pytest.approx(n, rel=1e-12)
+
+
+def test_one_hot_spectrum_has_entropy_zero():
+    assert matrix_entropy([0.0, 0.0, -4.0, 0.0]) == 0.0
+    assert effective_rank([0.0, 3.0]) == 1.0
+
+
+def test_entropy_of_a_two_point_spectrum_matches_the_closed_form():
+    # |l| = (1, 3): p = (1/4, 3/4)
+    expected = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert matrix_entropy([1.0, -3.0]) == pytest.approx(expected, abs=1e-15)
+    assert matrix_entropy([1e-7, -3e-7]) == pytest.approx(expected, abs=1e-12)  # scale-free
+
+
+@pytest.mark.parametrize("bad", [[], [0.0, 0.0], [1.0, np.nan], [np.inf]])
+def test_entropy_rejects_undefined_spectra(bad):
+    with pytest.raises(LandscapeError):
+        matrix_entropy(bad)
+
+
+def test_density_entropy_is_exact_for_an_exact_quadrature():
+    rng = np.random.default_rng(0)
+    lam = rng.standard_normal(40) * np.logspace(-3, 1, 40)
+    nodes, weights = lam[None, :], np.full((1, 40), 1 / 40)  # e.g. Rademacher on a diagonal
+    assert density_entropy(nodes, weights, 40) == pytest.approx(matrix_entropy(lam), abs=1e-12)
+
+
+def test_density_entropy_counts_repeated_eigenvalues_through_dim():
+    # one node standing for 50 equal eigenvalues and one for 50 others, three times larger
+    nodes, weights = np.array([[1.0, -3.0]]), np.array([[0.5, 0.5]])
+    lam = np.concatenate([np.full(50, 1.0), np.full(50, -3.0)])
+    assert density_entropy(nodes, weights, 100) == pytest.approx(matrix_entropy(lam), abs=1e-12)
+
+
+def test_density_entropy_converges_with_random_complete_runs():
+    """Complete Lanczos runs from random starts: nodes = eigenvalues, weights (Q'v)^2."""
+    rng = np.random.default_rng(1)
+    p = 30
+    lam = rng.standard_normal(p) * np.logspace(-2, 1, p)
+    q, _ = np.linalg.qr(rng.standard_normal((p, p)))
+    truth = matrix_entropy(lam)
+    errors = []
+    for runs in (10, 1000):
+        v = rng.standard_normal((runs, p))
+        w = (v @ q) ** 2
+        w /= w.sum(axis=1, keepdims=True)
+        nodes = np.broadcast_to(lam, (runs, p))
+        errors.append(abs(density_entropy(nodes, w, p) - truth))
+    assert errors[1] < 0.01  # measured 2.5e-3 at 1000 runs, 2.9e-2 at 10
+    assert errors[1] < errors[0]
+
+
+def test_density_entropy_rejects_bad_input():
+    with pytest.raises(LandscapeError, match="shape"):
+        density_entropy(np.ones((2, 3)), np.ones((2, 4)) / 4, 10)
+    with pytest.raises(LandscapeError, match="sum to 1"):
+        density_entropy(np.ones((1, 3)), np.ones((1, 3)), 10)
+    with pytest.raises(LandscapeError, match="dim"):
+        density_entropy(np.ones((1, 2)), np.full((1, 2), 0.5), 0)
+
+
+# ---------------------------------------------------------------------------- smoothing
+
+
+def test_smooth_by_hand():
+    x = np.array([0.0, 3.0, 0.0, 6.0])
+    np.testing.assert_allclose(smooth(x, 3), [1.5, 1.0, 3.0, 3.0])
+    np.testing.assert_array_equal(smooth(x, 1), x)
+    with pytest.raises(LandscapeError, match="odd"):
+        smooth(x, 2)
+
+
+# ---------------------------------------------------------------------------- phases
+
+EPOCHS = np.arange(0.0, 200.0, 10.0)  # 20 checkpoints
+
+
+def v_then_flat(depth=0.4, noise=0.0, seed=0):
+    """5 -> 5 (1 - depth) over 6 checkpoints, back up to 5 over 6, then flat for 8."""
+    low = 5.0 * (1 - depth)
+    s = np.concatenate([np.linspace(5.0, low, 6), np.linspace(low, 5.0, 7)[1:], np.full(8, 5.0)])
+    return s + noise * np.random.default_rng(seed).standard_normal(s.size)
+
+
+def test_v_shape_then_flat_gives_three_phases_in_order():
+    ph = detect_phases(EPOCHS, v_then_flat())
+    assert ph.three_phases
+    assert ph.labels[:5] == (COLLAPSE,) * 5
+    assert ph.labels[-7:] == (STABILIZATION,) * 7
+    assert DIVERSIFICATION in ph.labels
+    order = [lab for i, lab in enumerate(ph.labels) if i == 0 or ph.labels[i - 1] != lab]
+    assert order == [COLLAPSE, DIVERSIFICATION, STABILIZATION]
+    assert ph.collapse_end == 50.0  # the minimum, at the sixth checkpoint
+    assert ph.drop == pytest.approx((ph.smoothed[0] - ph.smoothed[5]) / ph.scale)
+    b = ph.boundaries()
+    assert b[COLLAPSE] == 0.0 < b[DIVERSIFICATION] < b[STABILIZATION] == ph.stabilization_start
+
+
+def test_noisy_v_still_gives_three_phases():
+    assert detect_phases(EPOCHS, v_then_flat(noise=0.01)).three_phases
+
+
+def test_phases_do_not_depend_on_the_epoch_unit():
+    a, b = detect_phases(EPOCHS, v_then_flat()), detect_phases(EPOCHS / 10, v_then_flat())
+    assert a.labels == b.labels
+
+
+@pytest.mark.parametrize(
+    "series, missing",
+    [
+        (np.linspace(5.0, 2.0, 20), DIVERSIFICATION),  # monotone fall, never levels
+        (np.linspace(2.0, 5.0, 20), COLLAPSE),  # monotone rise
+        (np.full(20, 3.0), COLLAPSE),  # flat
+        (2.0 + 3.0 * np.exp(-EPOCHS / 30.0), DIVERSIFICATION),  # fall that levels off
+        (np.concatenate([np.linspace(5, 3, 8), np.linspace(3, 5.5, 12)]), STABILIZATION),
+    ],
+    ids=["falling", "rising", "flat", "fall-then-flat", "v-without-tail"],
+)
+def test_series_without_the_three_phases(series, missing):
+    ph = detect_phases(EPOCHS, series)
+    assert not ph.three_phases
+    assert missing not in ph.labels
+
+
+def test_flat_series_is_all_stabilization():
+    ph = detect_phases(EPOCHS, np.full(20, 3.0))
+    assert set(ph.labels) == {STABILIZATION} and ph.drop == 0.0
+
+
+def test_shallow_dip_is_below_the_default_threshold_but_the_threshold_is_a_parameter():
+    series = v_then_flat(depth=0.03)
+    assert not detect_phases(EPOCHS, series).three_phases
+    ph = detect_phases(EPOCHS, series, collapse_drop=0.01, diversify_rise=0.01)
+    assert ph.three_phases
+    assert ph.params["collapse_drop"] == 0.01
+    assert UNASSIGNED not in ph.labels
+
+
+def test_label_at_picks_the_nearest_checkpoint():
+    ph = detect_phases(EPOCHS, v_then_flat())
+    assert ph.label_at(2.0) == COLLAPSE and ph.label_at(188.0) == STABILIZATION
+
+
+@pytest.mark.parametrize(
+    "epochs, series, match",
+    [
+        ([0, 1], [1, 2], ">= 3"),
+        ([0, 1, 2], [1, 2], ">= 3"),
+        ([0, 2, 1], [1, 2, 3], "increasing"),
+        ([0, 1, 2], [1, np.nan, 3], "finite"),
+    ],
+)
+def test_detect_phases_rejects_bad_series(epochs, series, match):
+    with pytest.raises(LandscapeError, match=match):
+        detect_phases(epochs, series)
