@@ -1,0 +1,556 @@
+"""The Hessian of a loss as a linear operator, its references, and the PyHessian peer.
+
+:class:`HessianOperator` turns a pair ``(loss_fn, params)`` (see :mod:`landscape.objective`)
+into a :class:`~landscape.spectral.SymmetricOperator` on flat vectors in
+:class:`~landscape.objective.ParamLayout` order, ready for :func:`~landscape.spectral.lanczos`,
+:func:`~landscape.spectral.hutchpp`, :func:`~landscape.spectral.slq` and
+:func:`~landscape.spectral.exact_spectrum`. The gradient graph is built once; every product
+is one double-backward through it.
+
+Also here: :func:`param_groups` (per-block spectra), :func:`dense_hessian_reference` (the
+float64 truth for tests), :func:`preconditioned_operator` and :func:`stability_threshold`
+(sharpness beside its edge-of-stability threshold), and :func:`pyhessian_backend` (PyHessian
+0.1 on the same model and data, with its HVPs counted and the caller's model left as it was).
+
+Why not ``torch.func.hessian`` as the truth: on torch 2.13 it (``jacrev`` of ``jacrev``) is
+wrong through ``layer_norm`` (off by 11-40 % on a Linear-LayerNorm-Linear model) while
+``torch.autograd.functional.hessian``, ``jacfwd(grad)`` and finite differences agree to
+rounding; ``tests/test_hessian.py`` keeps that check.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.errors import LandscapeError
+from landscape.objective import ParamLayout
+from landscape.spectral import ScaledOperator, SymmetricOperator
+from landscape.tasks.base import IGNORE, Split
+
+LossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+
+# ----------------------------------------------------------------------------- the operator
+
+
+class HessianOperator(SymmetricOperator):
+    """Hessian-vector products of ``loss_fn`` at ``params``, on one retained gradient graph.
+
+    The parameters are copied (detached, cast to ``dtype``) into fresh leaves; the loss
+    and its gradient are computed once with ``create_graph=True``, and each product is
+    ``autograd.grad(g, leaves, grad_outputs=v, retain_graph=True)``, i.e. the gradient of
+    ``g . v``. Nothing of the caller's is touched: no module weight, mode or ``.grad``
+    (``loss_fn`` is expected to use ``functional_call``, as :func:`make_loss_fn` does).
+
+    Args:
+        loss_fn: ``loss_fn(params) -> 0-d Tensor``.
+        params: parameter values by name (a module's ``named_parameters()`` order).
+        dtype: dtype of the products (default: that of the parameters); float64 casts.
+        wrt: names to differentiate (default all); the others are frozen constants, which
+            gives the Hessian block of that group (see :meth:`restrict`).
+        batched: how :meth:`matmat` computes: ``True`` with ``is_grads_batched`` (vmap over
+            the double backward), ``False`` one product per column, ``None`` (default)
+            batched on CUDA after checking once that it agrees with single products
+            (falling back to the loop if it fails or disagrees), the loop on CPU (measured
+            on the default model: a batched column costs about 2x a single product there).
+
+    Attributes:
+        layout: the :class:`ParamLayout` of the differentiated parameters (flat order).
+        loss: the loss value at ``params`` (float).
+        gradient: ``[P]`` the gradient at ``params`` (detached).
+        n_grad: gradient evaluations so far (1, plus 1 per :meth:`check_determinism`).
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        params: Mapping[str, torch.Tensor],
+        dtype: torch.dtype | None = None,
+        wrt: Iterable[str] | None = None,
+        batched: bool | None = None,
+    ):
+        names = list(params) if wrt is None else list(wrt)
+        _check_names(names, params)
+        self._loss_fn = loss_fn
+        self._values = _leaves(params, names, dtype)
+        self._wrt = [self._values[n] for n in names]
+        self.layout = ParamLayout.of({n: self._values[n] for n in names})
+        first = self._wrt[0]
+        super().__init__(self.layout.size, first.dtype, first.device)
+        self._batched = batched if batched is not None or self.device.type == "cuda" else False
+        self.loss, self._g = self._gradient_graph()
+        self.gradient = self._g.detach().clone()
+        self.n_grad = 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of the differentiated parameters, in flat order."""
+        return self.layout.names
+
+    def _gradient_graph(self) -> tuple[float, torch.Tensor]:
+        with torch.enable_grad():
+            loss = self._loss_fn(self._values)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise LandscapeError("HessianOperator: loss_fn must return a scalar tensor")
+            if not loss.requires_grad:
+                raise LandscapeError("HessianOperator: the loss does not depend on the parameters")
+            grads = torch.autograd.grad(loss.reshape(()), self._wrt, create_graph=True,
+                                        allow_unused=True)
+        flat = torch.cat([_or_zeros(g, p).reshape(-1) for g, p in zip(grads, self._wrt)])
+        return float(loss.detach()), flat
+
+    def _hvp(self, g: torch.Tensor, v: torch.Tensor, batched: bool = False) -> torch.Tensor:
+        """``[P]`` (or ``[b, P]`` with ``batched``) products through the graph of ``g``."""
+        if not g.requires_grad:  # the loss is affine in the parameters: H = 0
+            return torch.zeros_like(v)
+        hv = torch.autograd.grad(g, self._wrt, grad_outputs=v, retain_graph=True,
+                                 allow_unused=True, is_grads_batched=batched)
+        lead = v.shape[:-1]
+        return torch.cat([_or_zeros(h, p, lead).reshape(*lead, -1)
+                          for h, p in zip(hv, self._wrt)], dim=-1)
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self._hvp(self._g, v)
+
+    def _matmat(self, vs: torch.Tensor) -> torch.Tensor:
+        if self._batched is False or vs.shape[1] == 1:
+            return super()._matmat(vs)
+        try:
+            out = self._hvp(self._g, vs.T.contiguous(), batched=True).T
+        except RuntimeError:
+            if self._batched:
+                raise
+            self._batched = False
+            return super()._matmat(vs)
+        if self._batched is None:  # first use: check one column against a single product
+            self.n_matvec += 1
+            ref = self._matvec(vs[:, 0])
+            err = float(torch.linalg.vector_norm(out[:, 0] - ref))
+            ok = err <= 1e3 * torch.finfo(self.dtype).eps * float(torch.linalg.vector_norm(ref))
+            self._batched = ok
+            if not ok:
+                return super()._matmat(vs)
+        return out
+
+    def check_determinism(self, seed: int = 0, rtol: float | None = None) -> float:
+        """Rebuild the gradient graph and check that loss, gradient and one product agree.
+
+        One graph applied twice always agrees with itself; a loss with dropout in train
+        mode, or data shuffled between calls, gives a different graph each time, and
+        this check catches it (cost: one gradient and two products).
+
+        Args:
+            seed: seed of the random test vector.
+            rtol: tolerance on relative differences (default ``1e3 * eps`` of the dtype).
+
+        Returns:
+            The largest relative difference seen.
+
+        Raises:
+            LandscapeError: the two evaluations differ by more than ``rtol``.
+        """
+        rtol = 1e3 * torch.finfo(self.dtype).eps if rtol is None else rtol
+        gen = torch.Generator().manual_seed(seed)
+        v = torch.randn(self.dim, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
+        loss2, g2 = self._gradient_graph()
+        self.n_grad += 1
+        self.n_matvec += 2
+        diffs = {
+            "loss": abs(loss2 - self.loss) / max(abs(self.loss), 1e-30),
+            "gradient": _rel(g2.detach(), self.gradient),
+            "Hessian-vector product": _rel(self._hvp(g2, v), self._hvp(self._g, v)),
+        }
+        worst = max(diffs, key=diffs.get)
+        if not diffs[worst] <= rtol:
+            raise LandscapeError(
+                f"the loss is not deterministic: two evaluations differ by {diffs[worst]:.3g} "
+                f"(relative) in the {worst}; put the model in eval mode (dropout) and use a "
+                "fixed batch"
+            )
+        return max(diffs.values())
+
+    def restrict(self, names: Iterable[str]) -> HessianOperator:
+        """The Hessian block of the parameters ``names``, the others frozen at their values.
+
+        Builds a new gradient graph (one gradient), whose products are cheaper than the
+        full operator's. Flat vectors follow the order of ``names`` as given.
+        """
+        names = list(names)
+        _check_names(names, self._values)
+        return HessianOperator(self._loss_fn, {n: v.detach() for n, v in self._values.items()},
+                               self.dtype, wrt=names, batched=self._batched)
+
+
+def _check_names(names: list[str], params: Mapping[str, torch.Tensor]) -> None:
+    if not names:
+        raise LandscapeError("HessianOperator: no parameters to differentiate")
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise LandscapeError(f"HessianOperator: unknown parameter names {unknown}; "
+                             f"known: {list(params)}")
+    if len(set(names)) != len(names):
+        raise LandscapeError(f"HessianOperator: repeated parameter names in {names}")
+    bad = [n for n in names if not params[n].is_floating_point()]
+    if bad:
+        raise LandscapeError(f"HessianOperator: parameters {bad} are not floating point")
+
+
+def _leaves(params: Mapping[str, torch.Tensor], wrt: list[str], dtype) -> dict[str, torch.Tensor]:
+    """Fresh copies of ``params`` (floating ones cast to ``dtype``); those in ``wrt`` need grad."""
+    out = {}
+    for name, p in params.items():
+        cast = dtype if dtype is not None and p.is_floating_point() else p.dtype
+        t = p.detach().to(dtype=cast, copy=True)
+        out[name] = t.requires_grad_(name in wrt)
+    return out
+
+
+def _or_zeros(g: torch.Tensor | None, p: torch.Tensor, lead: tuple = ()) -> torch.Tensor:
+    return torch.zeros(*lead, *p.shape, dtype=p.dtype, device=p.device) if g is None else g
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    den = float(torch.linalg.vector_norm(b))
+    return float(torch.linalg.vector_norm(a - b)) / max(den, 1e-30)
+
+
+# ----------------------------------------------------------------------------- groups
+
+GROUPS = ("embedding", "q", "k", "v", "o", "mlp", "norm", "head", "other")
+
+_GROUP_PATTERNS = (
+    ("embedding", r"^(embed|pos)\."),
+    ("q", r"(^|\.)attn\.q\."),
+    ("k", r"(^|\.)attn\.k\."),
+    ("v", r"(^|\.)attn\.v\."),
+    ("o", r"(^|\.)attn\.o\."),
+    ("mlp", r"(^|\.)mlp\."),
+    ("norm", r"(^|\.)(ln\w*|norm\w*)\."),
+    ("head", r"^head\."),
+)
+
+
+def param_groups(names: Iterable[str]) -> dict[str, list[str]]:
+    """Group the parameter names of :class:`~landscape.model.LoopedTransformer` by role.
+
+    Groups, in this order: ``embedding`` (token and position embeddings), ``q``, ``k``,
+    ``v``, ``o`` (attention projections), ``mlp``, ``norm`` (every LayerNorm), ``head``
+    (absent when tied to the embedding), and ``other`` for names that match none (so a
+    notebook model still gets a complete partition). Empty groups are left out.
+
+    Args:
+        names: parameter names, e.g. ``HessianOperator.names``.
+
+    Returns:
+        ``{group: [names in the given order]}``.
+    """
+    out: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for name in names:
+        group = next((g for g, pat in _GROUP_PATTERNS if re.search(pat, name)), "other")
+        out[group].append(name)
+    return {g: ns for g, ns in out.items() if ns}
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def dense_hessian_reference(
+    loss_fn: LossFn, params: Mapping[str, torch.Tensor], wrt: Iterable[str] | None = None,
+) -> torch.Tensor:
+    """The dense Hessian in float64 by ``torch.autograd.functional.hessian`` (for tests).
+
+    Independent of :class:`HessianOperator`'s code path: the loss is written as a
+    function of one flat float64 vector. (Not ``torch.func.hessian``: wrong through
+    LayerNorm on torch 2.13, see the module docstring.) Cost: ``P`` backward passes.
+
+    Args:
+        loss_fn: ``loss_fn(params) -> 0-d Tensor``.
+        params: parameter values by name.
+        wrt: names to differentiate (default all), in flat order; the others frozen.
+
+    Returns:
+        ``[P, P]`` float64.
+    """
+    names = list(params) if wrt is None else list(wrt)
+    _check_names(names, params)
+    base = {n: p.detach().to(torch.float64) for n, p in params.items()}
+    layout = ParamLayout.of({n: base[n] for n in names})
+    x0 = layout.flatten(base)
+
+    def flat_loss(x: torch.Tensor) -> torch.Tensor:
+        return loss_fn({**base, **layout.unflatten(x)})
+
+    return torch.autograd.functional.hessian(flat_loss, x0)
+
+
+# ----------------------------------------------------------------------------- sharpness
+
+
+def preconditioned_operator(
+    op, adam_exp_avg_sq, eps: float, step: int, beta2: float,
+) -> ScaledOperator:
+    """The Adam-preconditioned Hessian ``P^{-1/2} H P^{-1/2}``.
+
+    ``P = diag(sqrt(v_hat) + eps)`` with ``v_hat = exp_avg_sq / (1 - beta2^step)``: the
+    denominator of ``torch.optim.Adam``'s update at ``step`` (its ``state[p]["step"]``).
+    The largest eigenvalue of this operator is the *preconditioned sharpness* that Cohen et
+    al. (2022) compare with :func:`stability_threshold` (``38 / lr`` for ``beta1 = 0.9``).
+
+    Args:
+        op: the Hessian operator (a :class:`HessianOperator`, or any operator when
+            ``adam_exp_avg_sq`` is already flat).
+        adam_exp_avg_sq: Adam's second-moment state, as a flat ``[P]`` tensor in the
+            operator's order or a dict ``{name: tensor}`` flattened with ``op.layout``.
+        eps: Adam's ``eps``.
+        step: Adam's step count (>= 1) for the bias correction.
+        beta2: Adam's ``beta2`` in ``[0, 1)``.
+
+    Returns:
+        A :class:`~landscape.spectral.ScaledOperator` (counts its own matvecs).
+    """
+    if isinstance(adam_exp_avg_sq, Mapping):
+        if not hasattr(op, "layout"):
+            raise LandscapeError("preconditioned_operator: pass exp_avg_sq as a flat tensor "
+                                 "for an operator without a parameter layout")
+        adam_exp_avg_sq = op.layout.flatten(adam_exp_avg_sq)
+    v = torch.as_tensor(adam_exp_avg_sq).detach().to(torch.float64)
+    if step < 1 or not 0.0 <= beta2 < 1.0 or eps < 0:
+        raise LandscapeError(f"preconditioned_operator: need step >= 1, 0 <= beta2 < 1, eps >= 0 "
+                             f"(got step={step}, beta2={beta2}, eps={eps})")
+    if v.shape != (op.dim,):
+        raise LandscapeError(f"preconditioned_operator: exp_avg_sq has {tuple(v.shape)} entries, "
+                             f"the operator {op.dim}")
+    if bool((v < 0).any()) or not bool(torch.isfinite(v).all()):
+        raise LandscapeError("preconditioned_operator: exp_avg_sq must be finite and >= 0")
+    denom = (v / (1.0 - beta2**step)).sqrt() + eps
+    if bool((denom <= 0).any()):
+        raise LandscapeError("preconditioned_operator: zero preconditioner entries "
+                             "(exp_avg_sq = 0 with eps = 0)")
+    return ScaledOperator(op, denom.rsqrt())
+
+
+def stability_threshold(lr: float, beta1: float = 0.0) -> float:
+    """The sharpness at which (preconditioned) gradient descent turns unstable.
+
+    ``(2 + 2 beta1) / ((1 - beta1) lr)``: ``2 / lr`` for plain gradient descent (Cohen,
+    Kaur, Li, Kolter & Talwalkar, "Gradient Descent on Neural Networks Typically Occurs at
+    the Edge of Stability", ICLR 2021), and for heavy-ball momentum ``beta1``; for Adam it
+    applies to the preconditioned sharpness (:func:`preconditioned_operator`), which
+    equilibrates at ``38 / lr`` for ``beta1 = 0.9`` (Cohen et al., "Adaptive Gradient
+    Methods at the Edge of Stability", arXiv:2207.14484, 2022).
+
+    Args:
+        lr: learning rate (> 0).
+        beta1: momentum coefficient in ``[0, 1)`` (0 for plain gradient descent).
+
+    Returns:
+        The threshold.
+    """
+    if not lr > 0 or not 0.0 <= beta1 < 1.0:
+        raise LandscapeError(f"stability_threshold: need lr > 0 and 0 <= beta1 < 1 "
+                             f"(got lr={lr}, beta1={beta1})")
+    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
+
+
+# ----------------------------------------------------------------------------- PyHessian
+
+
+PYHESSIAN_DENSITY_UNSUPPORTED = (
+    "PyHessian 0.1's density() calls torch.eig, which torch removed in 2.0 (it raises "
+    "RuntimeError on torch {version}); use landscape.spectral.slq for the spectral density"
+)
+
+
+@dataclass(frozen=True)
+class PyHessianResult:
+    """What PyHessian 0.1 computed, with its cost.
+
+    Attributes:
+        eigenvalues: ``[top_n]`` in the order PyHessian found them (power iteration with
+            deflation: the largest in *magnitude* first, not necessarily sorted).
+        eigenvectors: ``[P, top_n]`` float in flat :class:`ParamLayout` order.
+        n_hvp_eigen: Hessian-vector products spent on the eigenvalues.
+        trace: Hutchinson estimate (mean of the samples), NaN if not asked for.
+        trace_stderr: sample std / sqrt(n), NaN with fewer than 2 samples.
+        trace_samples: ``[n]`` the ``v^T H v`` PyHessian drew.
+        n_hvp_trace: products spent on the trace.
+        density_nodes: ``[n_v, iter]`` SLQ nodes where PyHessian's density could run.
+        density_weights: same shape, their weights.
+        unsupported: ``{what: why}`` for requested computations PyHessian cannot do here
+            (``"density"`` on torch >= 2).
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: torch.Tensor
+    n_hvp_eigen: int
+    trace: float
+    trace_stderr: float
+    trace_samples: np.ndarray
+    n_hvp_trace: int
+    density_nodes: np.ndarray | None = None
+    density_weights: np.ndarray | None = None
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+
+class _FlatLogits(nn.Module):
+    """``model(x, loops)`` with logits flattened to ``[B*T, V]``, as PyHessian expects."""
+
+    def __init__(self, model: nn.Module, loops: int | None):
+        super().__init__()
+        self.model, self.loops = model, loops
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B*T, V]`` of ``tokens`` ``[B, T]``."""
+        logits = self.model(tokens, loops=self.loops)
+        return logits.reshape(-1, logits.shape[-1])
+
+
+def _token_criterion(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over scored tokens, as :func:`landscape.model.token_loss`."""
+    return F.cross_entropy(logits, targets.reshape(-1), ignore_index=IGNORE)
+
+
+@contextmanager
+def _preserved(model: nn.Module, dtype: torch.dtype):
+    """Restore the model's modes, ``.grad`` tensors, the RNG and the default dtype on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.grad, None if p.grad is None else p.grad.detach().clone())
+             for p in model.parameters()]
+    default = torch.get_default_dtype()
+    devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
+    try:
+        with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+            # PyHessian's loss.backward(create_graph=True) warns of a parameter <-> .grad
+            # cycle; restoring the caller's .grad below breaks it.
+            warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph")
+            torch.set_default_dtype(dtype)  # PyHessian draws its vectors in the default dtype
+            yield
+    finally:
+        torch.set_default_dtype(default)
+        for m, mode in modes:
+            m.training = mode
+        for p, g, saved in grads:
+            p.grad = g
+            if g is not None and not torch.equal(g, saved):
+                with torch.no_grad():
+                    g.copy_(saved)
+
+
+@contextmanager
+def _count_pyhessian_hvps(counter: list[int]):
+    """Count PyHessian's calls to its ``hessian_vector_product`` while inside."""
+    import pyhessian  # noqa: F401  (the package's `hessian` attribute is the class, not the module)
+
+    ph = sys.modules["pyhessian.hessian"]
+    original = ph.hessian_vector_product
+
+    def counted(grads, params, v):
+        counter[0] += 1
+        return original(grads, params, v)
+
+    ph.hessian_vector_product = counted
+    try:
+        yield
+    finally:
+        ph.hessian_vector_product = original
+
+
+def pyhessian_backend(
+    model: nn.Module,
+    split: Split,
+    loops: int | None = None,
+    top_n: int = 5,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    trace: bool = True,
+    trace_max_iter: int = 100,
+    trace_tol: float = 1e-3,
+    density: bool = False,
+    seed: int = 0,
+) -> PyHessianResult:
+    """Run PyHessian 0.1 (``hessian(...).eigenvalues`` and ``.trace``) on ``model`` and ``split``.
+
+    The same objective as :func:`landscape.objective.make_loss_fn`: mean cross-entropy
+    over all scored tokens of the split (one batch), ``loops`` passes of the block.
+    PyHessian's own behaviour, kept as is (it is the peer being measured):
+
+    * ``eigenvalues``: power iteration with deflation, each eigenvalue stopped when two
+      successive estimates differ by less than ``tol`` (relative) or after ``max_iter``
+      products; it converges to the largest *magnitude*, so a dominant negative
+      eigenvalue comes out as "top".
+    * ``trace``: Hutchinson, stopped when the running mean changes by less than
+      ``trace_tol`` relative to ``mean + 1e-6``. When the running mean is negative that
+      ratio is negative, so it stops after two samples whatever their spread.
+    * ``density``: calls ``torch.eig``, removed in torch 2; where it is gone the density is
+      not attempted and the reason is put in ``unsupported["density"]``.
+
+    The caller's model is left as it was: PyHessian calls ``model.eval()`` and fills
+    ``.grad`` with a create-graph gradient; modes and gradients are restored here, the
+    global RNG is forked (``seed`` seeds PyHessian's draws) and the default dtype is set
+    to the model's for the call (PyHessian draws vectors in the default dtype). Only
+    parameters with ``requires_grad`` are seen by PyHessian.
+
+    Args:
+        model: a :class:`~landscape.model.LoopedTransformer` (or any module mapping
+            tokens ``[B, T]`` and ``loops=`` to logits ``[B, T, V]``).
+        split: the data (one batch).
+        loops: block passes (default ``model.loops``).
+        top_n: eigenvalues to compute.
+        tol: PyHessian's ``tol`` for ``eigenvalues``.
+        max_iter: PyHessian's ``maxIter`` per eigenvalue.
+        trace: also run ``trace``.
+        trace_max_iter: its ``maxIter``.
+        trace_tol: its ``tol``.
+        density: ask for the density (reported as unsupported on torch >= 2).
+        seed: seed for PyHessian's random vectors.
+
+    Returns:
+        A :class:`PyHessianResult`.
+    """
+    from pyhessian import hessian as pyhessian_hessian
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise LandscapeError("pyhessian_backend: the model has no trainable parameters")
+    if top_n < 1:
+        raise LandscapeError(f"pyhessian_backend: top_n={top_n} must be >= 1")
+    cuda = params[0].device.type == "cuda"
+    data = (split.inputs.to(params[0].device), split.targets.to(params[0].device))
+    counter = [0]
+    with _preserved(model, params[0].dtype), _count_pyhessian_hvps(counter):
+        torch.manual_seed(seed)
+        comp = pyhessian_hessian(_FlatLogits(model, loops), _token_criterion, data=data, cuda=cuda)
+        values, vectors = comp.eigenvalues(maxIter=max_iter, tol=tol, top_n=top_n)
+        n_eigen = counter[0]
+        samples = np.asarray(comp.trace(maxIter=trace_max_iter, tol=trace_tol) if trace else [])
+        nodes = weights = None
+        if density and _torch_eig_works():
+            nodes, weights = (np.asarray(a, dtype=np.float64) for a in comp.density())
+        del comp
+    flat = torch.stack([torch.cat([t.detach().reshape(-1) for t in v]) for v in vectors], dim=1)
+    mean = float(samples.mean()) if samples.size else math.nan
+    stderr = float(samples.std(ddof=1) / math.sqrt(samples.size)) if samples.size > 1 else math.nan
+    unsupported = {}
+    if density and nodes is None:
+        unsupported["density"] = PYHESSIAN_DENSITY_UNSUPPORTED.format(version=torch.__version__)
+    return PyHessianResult(np.asarray(values, dtype=np.float64), flat, n_eigen, mean, stderr,
+                           samples, counter[0] - n_eigen, nodes, weights, unsupported)
+
+
+def _torch_eig_works() -> bool:
+    """Whether the legacy ``torch.eig`` that PyHessian's density needs still exists."""
+    try:
+        torch.eig(torch.eye(1), eigenvectors=True)  # removed in torch 2: raises
+    except (AttributeError, RuntimeError):
+        return False
+    return True

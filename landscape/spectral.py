@@ -1,0 +1,781 @@
+"""Spectral algorithms on a symmetric linear operator: Lanczos, Hutch++, SLQ, dense spectra.
+
+Nothing here knows about neural networks. An *operator* is any object with
+
+* ``dim`` (int), ``dtype`` and ``device`` (of the vectors it acts on),
+* ``matvec(v: Tensor[P]) -> Tensor[P]``, and optionally ``matmat(V: Tensor[P, b]) -> Tensor[P, b]``,
+* ``n_matvec``: how many vectors it has been applied to so far (a ``matmat`` on ``b``
+  columns counts ``b``).
+
+:class:`SymmetricOperator` is a base class that does the counting and the shape checks;
+:class:`DenseOperator` wraps an explicit matrix (tests, small problems), and
+:class:`ScaledOperator` is ``D A D`` for a diagonal ``D`` (preconditioned spectra).
+
+Vectors live in the operator's dtype and device (so CUDA works); every small dense
+problem (the tridiagonal matrices of Lanczos and SLQ, the projected matrices of Hutch++)
+is solved in float64 on the CPU. Eigenvalues, residuals, weights and estimates come back
+as numpy float64 arrays; vectors as torch tensors in the operator's dtype and device.
+Random vectors are drawn on the CPU from a seeded generator, in float64, then moved, so a
+seed gives the same probes on every device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.linalg import eigh_tridiagonal
+
+from landscape.errors import LandscapeError
+
+# ----------------------------------------------------------------------------- operators
+
+
+class SymmetricOperator:
+    """A symmetric linear map on ``R^dim``, known by its action on vectors.
+
+    Subclasses implement ``_matvec`` (and ``_matmat`` where a batched product pays).
+    The public :meth:`matvec` and :meth:`matmat` check shapes, move inputs to the
+    operator's dtype and device, and count every column in :attr:`n_matvec`.
+
+    Attributes:
+        dim: the dimension P.
+        dtype: dtype of the vectors it acts on.
+        device: device of the vectors it acts on.
+        n_matvec: number of vectors applied so far.
+    """
+
+    def __init__(self, dim: int, dtype: torch.dtype, device: torch.device | str):
+        self.dim, self.dtype, self.device = int(dim), dtype, torch.device(device)
+        self.n_matvec = 0
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``A v`` for ``v`` ``[P]``; returns ``[P]``."""
+        if v.shape != (self.dim,):
+            raise LandscapeError(
+                f"matvec: vector of shape {tuple(v.shape)}, expected ({self.dim},)"
+            )
+        self.n_matvec += 1
+        return self._matvec(v.to(self.device, self.dtype))
+
+    def matmat(self, vs: torch.Tensor) -> torch.Tensor:
+        """``A V`` for ``V`` ``[P, b]``; returns ``[P, b]`` (counts ``b`` products)."""
+        if vs.dim() != 2 or vs.shape[0] != self.dim:
+            raise LandscapeError(
+                f"matmat: matrix of shape {tuple(vs.shape)}, expected ({self.dim}, b)"
+            )
+        self.n_matvec += vs.shape[1]
+        return self._matmat(vs.to(self.device, self.dtype))
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _matmat(self, vs: torch.Tensor) -> torch.Tensor:
+        cols = [self._matvec(vs[:, j]) for j in range(vs.shape[1])]
+        return torch.stack(cols, dim=1) if cols else vs.clone()
+
+
+class DenseOperator(SymmetricOperator):
+    """An explicit symmetric matrix as an operator.
+
+    Args:
+        matrix: ``[P, P]``, symmetric to within ``1e3 * eps`` of its dtype (relative to
+            its largest entry); its dtype and device are the operator's.
+    """
+
+    def __init__(self, matrix: torch.Tensor):
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise LandscapeError(f"DenseOperator: need a square matrix, got {tuple(matrix.shape)}")
+        if not matrix.dtype.is_floating_point:
+            raise LandscapeError(f"DenseOperator: need a floating-point matrix, got {matrix.dtype}")
+        scale = float(matrix.abs().max()) if matrix.numel() else 0.0
+        asym = float((matrix - matrix.T).abs().max()) if matrix.numel() else 0.0
+        if asym > 1e3 * torch.finfo(matrix.dtype).eps * max(scale, 1e-300):
+            raise LandscapeError(
+                f"DenseOperator: matrix is not symmetric (max |A - A^T| = {asym:.3g})"
+            )
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ v
+
+    def _matmat(self, vs: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ vs
+
+
+class ScaledOperator(SymmetricOperator):
+    """``D A D`` for a symmetric operator ``A`` and a diagonal ``D = diag(scale)``.
+
+    Args:
+        op: the operator ``A``.
+        scale: ``[P]`` the diagonal of ``D`` (cast to the operator's dtype and device).
+    """
+
+    def __init__(self, op, scale: torch.Tensor):
+        if scale.shape != (op.dim,):
+            raise LandscapeError(f"ScaledOperator: scale has shape {tuple(scale.shape)}, "
+                                 f"expected ({op.dim},)")
+        if not bool(torch.isfinite(scale).all()):
+            raise LandscapeError("ScaledOperator: scale has non-finite entries")
+        super().__init__(op.dim, op.dtype, op.device)
+        self.op, self.scale = op, scale.to(op.device, op.dtype)
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.op.matvec(self.scale * v)
+
+    def _matmat(self, vs: torch.Tensor) -> torch.Tensor:
+        return self.scale[:, None] * apply(self.op, self.scale[:, None] * vs)
+
+
+def apply(op, vs: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``A V`` for ``V`` ``[P, b]``, through ``op.matmat`` in chunks of columns where it has one.
+
+    Args:
+        op: an operator.
+        vs: ``[P, b]`` in the operator's dtype and device.
+        chunk: at most this many columns per ``matmat`` call (default: all at once).
+
+    Returns:
+        ``[P, b]``.
+    """
+    b = vs.shape[1]
+    if not hasattr(op, "matmat"):
+        cols = [op.matvec(vs[:, j]) for j in range(b)]
+        return torch.stack(cols, dim=1) if cols else vs.clone()
+    step = b if not chunk else max(1, int(chunk))
+    if b <= step:
+        return op.matmat(vs)
+    return torch.cat([op.matmat(vs[:, i : i + step]) for i in range(0, b, step)], dim=1)
+
+
+# ----------------------------------------------------------------------------- randomness
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def _gaussian(op, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``[P, n]`` standard normal entries in the operator's dtype and device."""
+    return torch.randn(op.dim, n, generator=gen, dtype=torch.float64).to(op.device, op.dtype)
+
+
+def _rademacher(op, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``[P, n]`` independent +-1 entries in the operator's dtype and device."""
+    bits = torch.randint(0, 2, (op.dim, n), generator=gen, dtype=torch.int8)
+    return (2 * bits - 1).to(op.device, op.dtype)
+
+
+# ----------------------------------------------------------------------------- Lanczos core
+
+
+class _Krylov:
+    """A Krylov basis grown one Lanczos step at a time, fully re-orthogonalised.
+
+    After ``m`` steps: ``A Q_m = Q_m T_m + sum_k r_k e_{end_k}^T`` with ``Q_m`` ``[P, m]``
+    orthonormal and ``T_m`` tridiagonal (``alpha`` on the diagonal, ``off`` beside it). The
+    ``r_k`` are the residuals at the end of each block: a block ends where the recurrence
+    broke down (an invariant subspace was found, ``|r_k|`` at rounding level), and the
+    basis then continues with a fresh random direction orthogonal to all before it, with
+    a zero coupling in ``T``. The last block's residual is the live one (``rnorm``).
+    """
+
+    def __init__(self, op, v0: torch.Tensor, gen: torch.Generator):
+        self.op, self.gen = op, gen
+        self.basis = torch.empty(op.dim, min(op.dim, 32), dtype=op.dtype, device=op.device)
+        self.m, self.alpha, self.off = 0, [], []
+        self.block_ends, self.block_rnorms = [], []  # closed blocks: last index, |r_k|
+        self.w, self.rnorm, self.hnorm = None, 0.0, 0.0
+        self.eps = torch.finfo(op.dtype).eps
+        nrm = float(torch.linalg.vector_norm(v0))
+        if not math.isfinite(nrm) or nrm == 0.0:
+            raise LandscapeError("lanczos: the start vector is zero or not finite")
+        self._first = v0.to(op.device, op.dtype) / nrm
+
+    @property
+    def restarts(self) -> int:
+        """Number of breakdowns (invariant subspaces) met so far."""
+        return len(self.block_ends)
+
+    @property
+    def broken_down(self) -> bool:
+        """Whether the current basis spans an invariant subspace (residual at rounding level)."""
+        return self.rnorm <= 100 * self.eps * max(self.hnorm, 1e-300)
+
+    @property
+    def block_start(self) -> int:
+        """Index of the first basis vector of the current block."""
+        return self.block_ends[-1] + 1 if self.block_ends else 0
+
+    def _append(self, q: torch.Tensor) -> None:
+        if self.m == self.basis.shape[1]:
+            grown = min(self.op.dim, 2 * self.m)
+            extra = torch.empty(self.op.dim, grown - self.m, dtype=self.op.dtype,
+                                device=self.op.device)
+            self.basis = torch.cat([self.basis, extra], dim=1)
+        self.basis[:, self.m] = q
+        self.m += 1
+
+    def _orthogonalise(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``w`` minus its projection on the basis: classical Gram-Schmidt, twice or thrice.
+
+        Returns the new ``w`` and the first pass's coefficients ``Q^T w`` ``[m]``.
+        """
+        q = self.basis[:, : self.m]
+        first = q.T @ w
+        w = w - q @ first
+        before = torch.linalg.vector_norm(w)
+        w = w - q @ (q.T @ w)  # "twice is enough" (Kahan, Parlett)
+        if torch.linalg.vector_norm(w) < 0.5 * before:  # cancellation again: once more
+            w = w - q @ (q.T @ w)
+        return w, first
+
+    def _fresh_direction(self) -> torch.Tensor:
+        for _ in range(5):
+            w, _ = self._orthogonalise(_gaussian(self.op, 1, self.gen)[:, 0])
+            w, _ = self._orthogonalise(w)
+            nrm = float(torch.linalg.vector_norm(w))
+            if nrm > 0:
+                return w / nrm
+        raise LandscapeError("lanczos: could not find a direction orthogonal to the basis")
+
+    def step(self) -> None:
+        """Extend the basis by one vector and apply the operator to it (one matvec)."""
+        if self.m == 0:
+            q, coupling = self._first, 0.0
+        elif not self.broken_down:
+            q, coupling = self.w / self.rnorm, self.rnorm
+        else:  # breakdown: the basis spans an invariant subspace; start a new block
+            self.block_ends.append(self.m - 1)
+            self.block_rnorms.append(self.rnorm)
+            q, coupling = self._fresh_direction(), 0.0
+        if self.m > 0:
+            self.off.append(coupling)
+        self._append(q)
+        j = self.m - 1
+        w = self.op.matvec(q)
+        a = float(q @ w)
+        w = w - a * q
+        if coupling:
+            w = w - coupling * self.basis[:, j - 1]
+        w, h = self._orthogonalise(w)
+        self.alpha.append(a + float(h[j]))
+        self.w, self.rnorm = w, float(torch.linalg.vector_norm(w))
+        self.hnorm = max(self.hnorm, abs(self.alpha[-1]) + coupling + self.rnorm)
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ritz values (ascending), eigenvectors of ``T`` ``[m, m]``, residual bounds ``[m]``.
+
+        The residual of Ritz pair ``i`` is bounded by ``sum_k |r_k| |S[end_k, i]|`` over
+        the blocks (exactly ``|beta_m S[m-1, i]|`` when there was no breakdown), which is
+        ``||A y_i - theta_i y_i||`` up to rounding (of order ``eps ||A||``).
+        """
+        theta, s = eigh_tridiagonal(np.asarray(self.alpha), np.asarray(self.off))
+        ends = [*self.block_ends, self.m - 1]
+        rn = np.asarray([*self.block_rnorms, self.rnorm])
+        res = (rn[:, None] * np.abs(s[ends, :])).sum(axis=0)
+        return theta, s, res
+
+    def vectors(self, s_cols: np.ndarray) -> torch.Tensor:
+        """``Q_m S[:, cols]`` ``[P, c]``: Ritz vectors in the operator's dtype and device."""
+        s = torch.as_tensor(s_cols, dtype=self.op.dtype, device=self.op.device)
+        return self.basis[:, : self.m] @ s
+
+
+# ----------------------------------------------------------------------------- Lanczos
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """Extreme eigenpairs found by :func:`lanczos`.
+
+    Attributes:
+        top_values: ``[k_top]`` largest Ritz values, descending.
+        top_vectors: ``[P, k_top]`` their Ritz vectors (unit norm), operator dtype/device.
+        top_residuals: ``[k_top]`` ``||A y - theta y||`` (bound from the recurrence, honest
+            to rounding).
+        top_converged: ``[k_top]`` bool, ``residual <= tol * max|theta|``.
+        bottom_values: ``[k_bottom]`` smallest Ritz values, ascending.
+        bottom_vectors: ``[P, k_bottom]``.
+        bottom_residuals: ``[k_bottom]``.
+        bottom_converged: ``[k_bottom]`` bool.
+        ritz_values: ``[steps]`` all Ritz values of the final Krylov space, ascending.
+        tol: the tolerance used.
+        steps: dimension of the final Krylov space.
+        n_matvec: operator applications spent (equals ``steps``).
+        restarts: breakdowns met (invariant subspaces; each restarted with a random vector).
+        converged: every requested eigenvalue converged.
+    """
+
+    top_values: np.ndarray
+    top_vectors: torch.Tensor
+    top_residuals: np.ndarray
+    top_converged: np.ndarray
+    bottom_values: np.ndarray
+    bottom_vectors: torch.Tensor
+    bottom_residuals: np.ndarray
+    bottom_converged: np.ndarray
+    ritz_values: np.ndarray
+    tol: float
+    steps: int
+    n_matvec: int
+    restarts: int
+    converged: bool
+
+
+def default_tol(dtype: torch.dtype) -> float:
+    """Default Lanczos tolerance: ``1e-8`` in float64, ``1e-4`` in lower precision.
+
+    A residual ``r`` bounds an eigenvalue's error by ``r`` and, away from clusters, by
+    ``r^2 / gap``; ``1e-4`` relative is above the rounding floor of float32 HVPs.
+    """
+    return 1e-8 if dtype == torch.float64 else 1e-4
+
+
+def _start_vector(op, v0, warm, warm_noise: float, gen: torch.Generator) -> torch.Tensor:
+    """The Lanczos start: ``v0``, or the normalised sum of ``warm``'s columns plus noise."""
+    if v0 is not None and warm is not None:
+        raise LandscapeError("lanczos: give v0 or warm, not both")
+    if v0 is not None:
+        if v0.shape != (op.dim,):
+            raise LandscapeError(f"lanczos: v0 has shape {tuple(v0.shape)}, expected ({op.dim},)")
+        return v0.to(op.device, op.dtype)
+    noise = _gaussian(op, 1, gen)[:, 0]
+    noise = noise / torch.linalg.vector_norm(noise)
+    if warm is None:
+        return noise
+    if warm.dim() != 2 or warm.shape[0] != op.dim:
+        raise LandscapeError(f"lanczos: warm has shape {tuple(warm.shape)}, expected ({op.dim}, k)")
+    if warm_noise < 0:
+        raise LandscapeError(f"lanczos: warm_noise={warm_noise} must be >= 0")
+    w = warm.to(op.device, op.dtype)
+    w = w / torch.linalg.vector_norm(w, dim=0).clamp_min(1e-300)
+    start = w.sum(dim=1)
+    start = start / torch.linalg.vector_norm(start).clamp_min(1e-300)
+    return start + warm_noise * noise
+
+
+def _check_lanczos_args(op, k_top: int, k_bottom: int, max_steps: int, tol: float) -> None:
+    if k_top < 0 or k_bottom < 0 or k_top + k_bottom < 1:
+        raise LandscapeError(f"lanczos: k_top={k_top}, k_bottom={k_bottom}: ask for at least one")
+    if k_top + k_bottom > op.dim:
+        raise LandscapeError(f"lanczos: k_top + k_bottom = {k_top + k_bottom} exceeds the "
+                             f"dimension {op.dim}; ask for fewer eigenvalues")
+    if not k_top + k_bottom <= max_steps <= op.dim:
+        raise LandscapeError(f"lanczos: max_steps={max_steps} must lie between k_top + k_bottom"
+                             f" = {k_top + k_bottom} and the dimension {op.dim}")
+    if not tol >= 0:
+        raise LandscapeError(f"lanczos: tol={tol} must be >= 0")
+
+
+def lanczos(
+    op,
+    k_top: int = 5,
+    k_bottom: int = 0,
+    *,
+    tol: float | None = None,
+    max_steps: int | None = None,
+    v0: torch.Tensor | None = None,
+    warm: torch.Tensor | None = None,
+    warm_noise: float = 0.1,
+    seed: int = 0,
+    exact_residuals: bool = False,
+) -> LanczosResult:
+    """Top-k and bottom-k eigenpairs of a symmetric operator by Lanczos.
+
+    Every new Krylov vector is re-orthogonalised against all previous ones (classical
+    Gram-Schmidt, twice), so there are no ghost eigenvalues; the tridiagonal matrix is
+    solved in float64 after every step, and the space grows until every requested Ritz
+    pair has ``||A y - theta y|| <= tol * max|theta|`` (``max|theta|`` over all Ritz
+    values, an estimate of ``||A||``), or until ``max_steps``. An error ``r`` in the
+    residual means an eigenvalue error of at most ``r``, and about ``r^2 / gap`` for an
+    eigenvalue separated from the rest of the spectrum by ``gap``.
+
+    On breakdown (an invariant subspace, e.g. a start vector in the span of a few
+    eigenvectors, or repeated eigenvalues) the basis continues with a random vector
+    orthogonal to it, so ``max_steps == dim`` always recovers the whole spectrum
+    (``ritz_values``). A single start vector sees each repeated eigenvalue once until
+    then: copies appear only after a breakdown (or through rounding).
+
+    Warm start: ``warm`` ``[P, k]`` (e.g. the previous checkpoint's top and bottom
+    eigenvectors) gives the start vector ``normalise(sum_i w_i / |w_i|) + warm_noise * g``
+    with ``g`` a random unit vector. The sum puts weight on every old eigenvector at once
+    (the Krylov space contains their span after about ``k`` steps if they are still
+    near-eigenvectors); the noise keeps every other direction reachable.
+
+    Args:
+        op: a symmetric operator (``dim``, ``dtype``, ``device``, ``matvec``).
+        k_top: number of largest eigenvalues wanted.
+        k_bottom: number of smallest (most negative) eigenvalues wanted.
+        tol: relative residual tolerance; default :func:`default_tol` of ``op.dtype``.
+            ``tol=0`` never stops early: it runs ``max_steps`` steps.
+        max_steps: largest Krylov dimension (default ``min(dim, 300)``).
+        v0: ``[P]`` start vector (default: random, seeded).
+        warm: ``[P, k]`` vectors to warm-start from (exclusive with ``v0``).
+        warm_noise: relative size of the random part of a warm start.
+        seed: seed of the random start and of any restart vectors.
+        exact_residuals: recompute the returned pairs' residuals (and converged flags) by
+            explicit products, ``k_top + k_bottom`` more matvecs. Without it they come from
+            the recurrence (free, and equal to the true ones up to ``~eps ||A||``).
+
+    Returns:
+        A :class:`LanczosResult`; ``converged`` is False if ``max_steps`` ran out first.
+
+    Raises:
+        LandscapeError: ``k_top + k_bottom`` exceeds the dimension, bad ``max_steps`` or
+            ``tol``, a zero start vector.
+    """
+    tol = default_tol(op.dtype) if tol is None else float(tol)
+    max_steps = min(op.dim, 300) if max_steps is None else int(max_steps)
+    _check_lanczos_args(op, k_top, k_bottom, max_steps, tol)
+    gen = _generator(seed)
+    kry = _Krylov(op, _start_vector(op, v0, warm, warm_noise, gen), gen)
+    start = getattr(op, "n_matvec", 0)
+    while True:
+        kry.step()
+        if kry.m < k_top + k_bottom and kry.m < max_steps:
+            continue
+        theta, s, res = kry.ritz()
+        want = np.r_[np.arange(k_bottom), np.arange(kry.m - k_top, kry.m)]
+        conv = res <= tol * np.abs(theta).max()
+        if kry.m >= max_steps:
+            break
+        if tol > 0 and bool(conv[want].all()) and not _block_found_more(kry, theta, k_top,
+                                                                         k_bottom, tol):
+            break
+    top = np.arange(kry.m - 1, kry.m - 1 - k_top, -1)
+    bot = np.arange(k_bottom)
+    vec_top, vec_bot = kry.vectors(s[:, top]), kry.vectors(s[:, bot])
+    if exact_residuals:
+        res, scale = res.copy(), tol * np.abs(theta).max()
+        res[top] = _true_residuals(op, vec_top, theta[top])
+        res[bot] = _true_residuals(op, vec_bot, theta[bot])
+        conv = res <= scale
+    return LanczosResult(
+        top_values=theta[top], top_vectors=vec_top, top_residuals=res[top],
+        top_converged=conv[top], bottom_values=theta[bot], bottom_vectors=vec_bot,
+        bottom_residuals=res[bot], bottom_converged=conv[bot], ritz_values=theta, tol=tol,
+        steps=kry.m, n_matvec=int(getattr(op, "n_matvec", kry.m) - start),
+        restarts=kry.restarts, converged=bool(conv[top].all() and conv[bot].all()),
+    )
+
+
+def _block_found_more(kry: _Krylov, theta: np.ndarray, k_top: int, k_bottom: int,
+                      tol: float) -> bool:
+    """After a breakdown, whether the block just closed changed the wanted eigenvalues.
+
+    A block that ends in an invariant subspace leaves the rest of the space unexplored.
+    If it added nothing to the wanted ends (all its values lie inside them, up to
+    ``tol``), the earlier blocks already had the answer and the search stops; otherwise
+    (e.g. another copy of a repeated top eigenvalue) the next block may find more.
+    """
+    if not kry.broken_down or kry.m >= kry.op.dim:
+        return False
+    start = kry.block_start
+    if start < k_top + k_bottom:
+        return True
+    prev = eigh_tridiagonal(np.asarray(kry.alpha[:start]), np.asarray(kry.off[: start - 1]),
+                            eigvals_only=True)
+    ends = np.r_[np.arange(k_bottom), np.arange(-k_top, 0)]
+    slack = max(tol, 1e3 * float(kry.eps)) * np.abs(theta).max()
+    return bool(np.abs(theta[ends] - prev[ends]).max() > slack)
+
+
+def _true_residuals(op, vecs: torch.Tensor, theta: np.ndarray) -> np.ndarray:
+    """``||A y_i - theta_i y_i||`` by explicit products (``len(theta)`` matvecs)."""
+    if not len(theta):
+        return np.zeros(0)
+    ay = apply(op, vecs).double()
+    r = ay - vecs.double() * torch.as_tensor(theta, device=ay.device)
+    return torch.linalg.vector_norm(r, dim=0).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- trace
+
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    """A stochastic trace estimate.
+
+    Attributes:
+        estimate: the trace estimate.
+        stderr: standard error of the Hutchinson part (sample std / sqrt(probes)); the
+            low-rank part of Hutch++ is exact given its subspace and adds no error term.
+        low_rank: ``tr(Q^T A Q)`` over the sketched (or given) subspace; 0 for Hutchinson.
+        residual: the Hutchinson estimate of the trace on the complement.
+        n_probes: Rademacher probes of the Hutchinson part.
+        rank: dimension of the deflated subspace ``Q`` (0 for Hutchinson).
+        n_matvec: operator applications spent.
+        samples: ``[n_probes]`` the individual ``g^T A g`` of the Hutchinson part.
+    """
+
+    estimate: float
+    stderr: float
+    low_rank: float
+    residual: float
+    n_probes: int
+    rank: int
+    n_matvec: int
+    samples: np.ndarray
+
+
+def _hutchinson_part(op, n: int, gen, basis: torch.Tensor | None, chunk) -> np.ndarray:
+    """``g^T (I - QQ^T) A (I - QQ^T) g`` for ``n`` Rademacher ``g``; float64 ``[n]``."""
+    g = _rademacher(op, n, gen)
+    if basis is not None and basis.shape[1]:
+        g = g - basis @ (basis.T @ g)
+    ag = apply(op, g, chunk)
+    return (g.double() * ag.double()).sum(dim=0).cpu().numpy()
+
+
+def _summary(samples: np.ndarray) -> tuple[float, float]:
+    n = samples.size
+    mean = float(samples.mean()) if n else 0.0
+    stderr = float(samples.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return mean, stderr
+
+
+def hutchinson(op, n: int, seed: int = 0, chunk: int | None = 32) -> TraceEstimate:
+    """Hutchinson's trace estimate ``mean_i g_i^T A g_i`` over ``n`` Rademacher probes.
+
+    Args:
+        op: a symmetric operator.
+        n: number of probes (= matvecs), at least 2.
+        seed: probe seed.
+        chunk: probes per ``matmat`` call.
+
+    Returns:
+        A :class:`TraceEstimate` (``stderr`` = sample std / sqrt(n)).
+    """
+    if n < 2:
+        raise LandscapeError(f"hutchinson: n={n} probes; need at least 2 for a standard error")
+    samples = _hutchinson_part(op, n, _generator(seed), None, chunk)
+    mean, stderr = _summary(samples)
+    return TraceEstimate(mean, stderr, 0.0, mean, n, 0, n, samples)
+
+
+def _orthonormal(vs: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis ``[P, c]`` of the columns of ``vs`` (QR in float64)."""
+    q, _ = torch.linalg.qr(vs.double())
+    return q.to(vs.dtype)
+
+
+def hutchpp(
+    op, n_matvec: int, seed: int = 0, *, basis: torch.Tensor | None = None,
+    chunk: int | None = 32,
+) -> TraceEstimate:
+    """Hutch++ trace estimate (Meyer, Musco, Musco & Woodruff, SOSA 2021), Rademacher probes.
+
+    With ``m = n_matvec``: sketch ``Y = A S`` with ``m/3`` Rademacher columns, take
+    ``Q = orth(Y)``; the trace is ``tr(Q^T A Q)`` (``m/3`` matvecs, exact on that
+    subspace) plus Hutchinson on ``(I - QQ^T) A (I - QQ^T)`` with the remaining ``m/3``
+    probes. The top of the spectrum, which dominates Hutchinson's variance, is thus
+    removed: error ``O(1/m)`` instead of ``O(1/sqrt(m))`` for PSD operators.
+
+    With ``basis`` (e.g. Lanczos's top Ritz vectors), that subspace replaces the sketch:
+    ``len(basis.T)`` matvecs for the low-rank part, all others to Hutchinson. Its
+    ``residual`` is then the bulk trace (the trace without the deflated directions).
+
+    Args:
+        op: a symmetric operator.
+        n_matvec: total matvec budget, at least 4 (at least ``basis`` columns + 2).
+        seed: probe seed.
+        basis: ``[P, k]`` optional deflation subspace (orthonormalised here).
+        chunk: columns per ``matmat`` call.
+
+    Returns:
+        A :class:`TraceEstimate`; ``stderr`` is that of the Hutchinson part.
+    """
+    gen = _generator(seed)
+    if basis is None:
+        if n_matvec < 4:
+            raise LandscapeError(f"hutchpp: n_matvec={n_matvec}; need at least 4")
+        k = min(n_matvec // 3, op.dim)
+        q = _orthonormal(apply(op, _rademacher(op, k, gen), chunk))
+    else:
+        if basis.dim() != 2 or basis.shape[0] != op.dim:
+            raise LandscapeError(f"hutchpp: basis has shape {tuple(basis.shape)}, "
+                                 f"expected ({op.dim}, k)")
+        k = basis.shape[1]
+        if n_matvec < k + 2:
+            raise LandscapeError(f"hutchpp: n_matvec={n_matvec}; need at least basis "
+                                 f"columns + 2 = {k + 2}")
+        q = _orthonormal(basis.to(op.device, op.dtype))
+    low = float((q.double() * apply(op, q, chunk).double()).sum())
+    n_probes = n_matvec - (2 * k if basis is None else k)
+    if q.shape[1] >= op.dim:
+        n_probes = 0  # the subspace is everything: the trace is exact
+    samples = _hutchinson_part(op, n_probes, gen, q, chunk)
+    mean, stderr = _summary(samples)
+    if n_probes == 0:
+        stderr = 0.0
+    used = (0 if basis is None else -k) + 2 * k + n_probes
+    return TraceEstimate(low + mean, stderr, low, mean, n_probes, q.shape[1], used, samples)
+
+
+# ----------------------------------------------------------------------------- density
+
+
+@dataclass(frozen=True)
+class SLQResult:
+    """Raw stochastic Lanczos quadrature.
+
+    The spectral density ``(1/P) sum_i delta(x - lambda_i)`` is estimated by
+    ``(1/n_runs) sum_r sum_j weights[r, j] delta(x - nodes[r, j])``; multiply by ``P`` for
+    eigenvalue counts. For every run and every polynomial ``f`` of degree below
+    ``2 n_steps``, ``sum_j weights[r, j] f(nodes[r, j]) = v_r^T f(A) v_r`` exactly
+    (Gauss quadrature), so the moments are Hutchinson estimates of ``tr f(A) / P``.
+
+    Attributes:
+        nodes: ``[n_runs, n_steps]`` Ritz values of each run, ascending.
+        weights: ``[n_runs, n_steps]`` squared first components of the Ritz vectors;
+            each row sums to 1 (zeros after a breakdown: nodes the start vector cannot see).
+        n_matvec: operator applications spent (``n_runs * n_steps``).
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    n_matvec: int
+
+
+def slq(op, n_runs: int = 10, n_steps: int = 90, seed: int = 0) -> SLQResult:
+    """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani et al. 2019).
+
+    Each run starts Lanczos (fully re-orthogonalised, restarted on breakdown) from a
+    normalised Rademacher vector ``v`` and takes ``n_steps`` steps; the eigenvalues of
+    the tridiagonal matrix are the nodes, the squared first components of its
+    eigenvectors the weights. No smoothing here: see :func:`density_on_grid`.
+
+    Args:
+        op: a symmetric operator.
+        n_runs: number of independent start vectors.
+        n_steps: Lanczos steps per run (at most ``dim``).
+        seed: seed of the start vectors.
+
+    Returns:
+        An :class:`SLQResult`.
+    """
+    if n_runs < 1 or n_steps < 1:
+        raise LandscapeError(f"slq: n_runs={n_runs}, n_steps={n_steps} must be >= 1")
+    if n_steps > op.dim:
+        raise LandscapeError(f"slq: n_steps={n_steps} exceeds the dimension {op.dim}; "
+                             "use fewer steps or exact_spectrum for so small an operator")
+    gen = _generator(seed)
+    nodes = np.empty((n_runs, n_steps))
+    weights = np.empty((n_runs, n_steps))
+    for r in range(n_runs):
+        v = _rademacher(op, 1, gen)[:, 0]
+        kry = _Krylov(op, v, gen)
+        for _ in range(n_steps):
+            kry.step()
+        theta, s, _ = kry.ritz()
+        nodes[r], weights[r] = theta, s[0, :] ** 2
+    return SLQResult(nodes, weights, n_runs * n_steps)
+
+
+def density_on_grid(nodes, weights, grid, sigma: float) -> np.ndarray:
+    """Gaussian-smoothed SLQ density on a grid (for plots and tests).
+
+    Args:
+        nodes: ``[n_runs, n_steps]`` (or ``[n_steps]``) quadrature nodes.
+        weights: same shape, rows summing to 1.
+        grid: ``[G]`` points at which to evaluate.
+        sigma: Gaussian width (> 0).
+
+    Returns:
+        ``[G]`` the average over runs of ``sum_j w_j N(x; node_j, sigma^2)``; it integrates
+        to 1 over the real line.
+    """
+    if not sigma > 0:
+        raise LandscapeError(f"density_on_grid: sigma={sigma} must be > 0")
+    nodes, weights = np.atleast_2d(nodes), np.atleast_2d(weights)
+    if nodes.shape != weights.shape:
+        raise LandscapeError(f"density_on_grid: nodes {nodes.shape} and weights {weights.shape} "
+                             "differ in shape")
+    x = np.asarray(grid, dtype=np.float64)
+    z = (x[:, None] - nodes.reshape(-1)[None, :]) / sigma  # [G, R * S]
+    kern = np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
+    return kern @ weights.reshape(-1) / nodes.shape[0]
+
+
+# ----------------------------------------------------------------------------- dense
+
+
+def dense_matrix(op, chunk: int = 64, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The operator as an explicit matrix, built column by column and symmetrised.
+
+    Columns come in batches of ``chunk`` through ``op.matmat`` where it exists (``dim``
+    matvecs in all); the result is then replaced by ``(M + M^T) / 2`` block by block, in
+    place.
+
+    Args:
+        op: a symmetric operator.
+        chunk: columns per batch.
+        dtype: dtype of the result (default the operator's).
+
+    Returns:
+        ``[P, P]`` on the operator's device.
+    """
+    if chunk < 1:
+        raise LandscapeError(f"dense_matrix: chunk={chunk} must be >= 1")
+    p = op.dim
+    out = torch.empty(p, p, dtype=dtype or op.dtype, device=op.device)
+    for i in range(0, p, chunk):
+        eye = torch.zeros(p, min(chunk, p - i), dtype=op.dtype, device=op.device)
+        eye[i : i + eye.shape[1]] = torch.eye(eye.shape[1], dtype=op.dtype, device=op.device)
+        out[:, i : i + eye.shape[1]] = apply(op, eye)
+    for i in range(0, p, chunk):  # symmetrise in place, one pair of blocks at a time
+        for j in range(i, p, chunk):
+            a, b = out[i : i + chunk, j : j + chunk], out[j : j + chunk, i : i + chunk]
+            avg = 0.5 * (a + b.T)
+            a.copy_(avg)
+            b.copy_(avg.T)
+    return out
+
+
+def exact_spectrum(op, chunk: int = 64, vectors: bool = False):
+    """All eigenvalues of the operator: float64 ``eigh`` of :func:`dense_matrix`.
+
+    The matrix is built in the operator's dtype (float32 columns are fine for histograms:
+    errors of order ``eps ||A||``) and cast to float64 for the eigensolver.
+
+    Args:
+        op: a symmetric operator.
+        chunk: columns per batch while building the matrix.
+        vectors: also return the eigenvectors.
+
+    Returns:
+        ``[P]`` ascending float64 numpy eigenvalues, or ``(values, vectors [P, P] float64
+        tensor)`` when ``vectors``.
+    """
+    mat = dense_matrix(op, chunk).double()
+    if vectors:
+        vals, vecs = torch.linalg.eigh(mat)
+        return vals.cpu().numpy(), vecs
+    return torch.linalg.eigvalsh(mat).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- subspaces
+
+
+def subspace_overlap(u: torch.Tensor, v: torch.Tensor) -> np.ndarray:
+    """Cosines of the principal angles between the column spaces of ``u`` and ``v``.
+
+    Args:
+        u: ``[P, a]``.
+        v: ``[P, b]``.
+
+    Returns:
+        ``[min(a, b)]`` float64 in ``[0, 1]``, descending: 1 for shared directions, 0 for
+        orthogonal ones (their mean square is ``||Q_u^T Q_v||_F^2 / min(a, b)``).
+    """
+    if u.dim() != 2 or v.dim() != 2 or u.shape[0] != v.shape[0]:
+        raise LandscapeError(f"subspace_overlap: shapes {tuple(u.shape)} and {tuple(v.shape)} "
+                             "must be [P, a] and [P, b]")
+    qu, _ = torch.linalg.qr(u.double())
+    qv, _ = torch.linalg.qr(v.to(u.device).double())
+    cos = torch.linalg.svdvals(qu.T @ qv).clamp(0.0, 1.0)
+    return cos.cpu().numpy()

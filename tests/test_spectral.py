@@ -1,0 +1,407 @@
+"""Spectral algorithms against dense float64 truth: eigh, exact traces, exact spectra."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import wasserstein_distance
+
+from landscape.errors import LandscapeError
+from landscape.spectral import (
+    DenseOperator,
+    ScaledOperator,
+    apply,
+    dense_matrix,
+    density_on_grid,
+    exact_spectrum,
+    hutchinson,
+    hutchpp,
+    lanczos,
+    slq,
+    subspace_overlap,
+)
+
+F64 = torch.float64
+
+
+def sym(eigenvalues, seed=0, dtype=F64):
+    """A symmetric matrix with the given spectrum and random eigenvectors; also the vectors."""
+    lam = torch.as_tensor(eigenvalues, dtype=F64)
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=g, dtype=F64))
+    a = q @ torch.diag(lam) @ q.T
+    return ((a + a.T) / 2).to(dtype), q
+
+
+def spread_spectrum(p=200, seed=1):
+    """Distinct top and bottom ends beside a bulk, like a trained network's Hessian."""
+    rng = np.random.default_rng(seed)
+    top = [50.0, 31.0, 20.0, 14.0, 9.0]
+    bottom = [-6.0, -4.0, -2.5]
+    bulk = rng.uniform(-1.0, 3.0, p - len(top) - len(bottom))
+    return np.sort(np.r_[top, bottom, bulk])
+
+
+def rel(a, b):
+    return np.abs(np.asarray(a) - np.asarray(b)) / np.abs(np.asarray(b))
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+def test_dense_operator_counts_and_checks():
+    a, _ = sym([1.0, 2.0, 3.0])
+    op = DenseOperator(a)
+    v = torch.ones(3, dtype=F64)
+    assert torch.allclose(op.matvec(v), a @ v)
+    assert torch.allclose(op.matmat(torch.eye(3, dtype=F64)[:, :2]), a[:, :2])
+    assert op.n_matvec == 3
+    with pytest.raises(LandscapeError, match="symmetric"):
+        DenseOperator(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=F64))
+    with pytest.raises(LandscapeError, match="square"):
+        DenseOperator(torch.ones(2, 3, dtype=F64))
+    with pytest.raises(LandscapeError, match="shape"):
+        op.matvec(torch.ones(4, dtype=F64))
+
+
+def test_scaled_operator_is_dad():
+    a, _ = sym([3.0, -1.0, 0.5, 2.0])
+    d = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=F64)
+    op = ScaledOperator(DenseOperator(a), d)
+    assert torch.allclose(dense_matrix(op, chunk=3), torch.diag(d) @ a @ torch.diag(d),
+                          atol=1e-14)
+    assert op.n_matvec == 4 and op.op.n_matvec == 4
+
+
+def test_dense_matrix_and_exact_spectrum():
+    lam = spread_spectrum(p=37)
+    a, q = sym(lam)
+    for chunk in (1, 5, 64):
+        op = DenseOperator(a)
+        m = dense_matrix(op, chunk=chunk)
+        assert op.n_matvec == 37
+        assert torch.equal(m, m.T)
+        assert torch.allclose(m, a, atol=1e-13)
+    vals = exact_spectrum(DenseOperator(a))
+    np.testing.assert_allclose(vals, lam, atol=1e-12)
+    vals, vecs = exact_spectrum(DenseOperator(a), vectors=True)
+    assert subspace_overlap(vecs[:, -3:], q[:, -3:]).min() > 1 - 1e-12
+
+
+def test_dense_matrix_float32_columns_float64_eigh():
+    lam = spread_spectrum(p=60)
+    a, _ = sym(lam, dtype=torch.float32)
+    vals = exact_spectrum(DenseOperator(a))
+    assert vals.dtype == np.float64
+    assert np.abs(vals - lam).max() < 50 * 1e-5  # float32 rounding of ||A|| = 50
+
+
+# ----------------------------------------------------------------------------- Lanczos
+
+
+def test_lanczos_top_and_bottom_match_eigh():
+    lam = spread_spectrum()
+    a, q = sym(lam)
+    op = DenseOperator(a)
+    res = lanczos(op, k_top=5, k_bottom=3, tol=1e-10, seed=3)
+    assert res.converged and res.top_converged.all() and res.bottom_converged.all()
+    assert rel(res.top_values, lam[::-1][:5]).max() <= 1e-8
+    assert rel(res.bottom_values, lam[:3]).max() <= 1e-8
+    assert res.n_matvec == res.steps == op.n_matvec < 120
+    # Ritz vectors span the true eigenvectors (eigenvalues are simple here)
+    assert subspace_overlap(res.top_vectors, q[:, -5:]).min() > 1 - 1e-8
+    assert subspace_overlap(res.bottom_vectors, q[:, :3]).min() > 1 - 1e-8
+    assert np.all(np.diff(res.top_values) < 0) and np.all(np.diff(res.bottom_values) > 0)
+
+
+def test_lanczos_residuals_are_honest():
+    lam = spread_spectrum()
+    a, _ = sym(lam)
+    for tol in (1e-3, 1e-10):
+        res = lanczos(DenseOperator(a), k_top=5, k_bottom=3, tol=tol, seed=1)
+        for vals, vecs, rs in ((res.top_values, res.top_vectors, res.top_residuals),
+                               (res.bottom_values, res.bottom_vectors, res.bottom_residuals)):
+            true = torch.linalg.vector_norm(a @ vecs - vecs * torch.as_tensor(vals), dim=0)
+            assert np.abs(rs - true.numpy()).max() <= 1e3 * 2.2e-16 * 50
+            # and the eigenvalue error is within the residual (Weyl / Kato bound)
+        assert np.all(np.abs(res.top_values - lam[::-1][:5]) <= res.top_residuals + 1e-12)
+        assert np.all(res.top_residuals[res.top_converged] <= tol * 50.0 * (1 + 1e-12))
+    exact = lanczos(DenseOperator(a), k_top=5, k_bottom=3, tol=1e-3, seed=1,
+                    exact_residuals=True)
+    assert exact.n_matvec == exact.steps + 8
+
+
+def test_lanczos_loose_tol_stops_early_and_says_so():
+    lam = spread_spectrum()
+    a, _ = sym(lam)
+    loose = lanczos(DenseOperator(a), k_top=5, tol=1e-2, seed=0)
+    tight = lanczos(DenseOperator(a), k_top=5, tol=1e-10, seed=0)
+    assert loose.steps < tight.steps
+    capped = lanczos(DenseOperator(a), k_top=5, tol=1e-10, max_steps=8, seed=0)
+    assert capped.steps == 8 and not capped.converged
+
+
+def test_lanczos_full_dimension_recovers_whole_spectrum():
+    lam = spread_spectrum(p=80)
+    a, _ = sym(lam)
+    res = lanczos(DenseOperator(a), k_top=1, max_steps=80, tol=0, seed=2)
+    assert res.steps == 80
+    np.testing.assert_allclose(res.ritz_values, lam, atol=1e-11)
+
+
+def test_lanczos_breakdown_low_rank_and_repeated_eigenvalues():
+    lam = np.r_[[4.0] * 3, [2.0] * 4, [0.0] * 13]
+    a, q = sym(lam, seed=5)
+    full = lanczos(DenseOperator(a), k_top=1, max_steps=20, tol=0, seed=0)
+    assert full.restarts > 0
+    np.testing.assert_allclose(full.ritz_values, np.sort(lam), atol=1e-12)
+    # top-5 = 4, 4, 4, 2, 2: every copy is found after restarts, then the search stops
+    res = lanczos(DenseOperator(a), k_top=5, k_bottom=2, tol=1e-10, seed=0)
+    np.testing.assert_allclose(res.top_values, [4, 4, 4, 2, 2], atol=1e-12)
+    np.testing.assert_allclose(res.bottom_values, [0, 0], atol=1e-12)
+    assert res.converged and res.steps < 20
+    assert subspace_overlap(res.top_vectors[:, :3], q[:, :3]).min() > 1 - 1e-10
+
+
+def test_lanczos_start_in_invariant_subspace_still_finds_the_top():
+    lam = spread_spectrum(p=50)
+    a = torch.diag(torch.as_tensor(lam))
+    e = torch.eye(50, dtype=F64)
+    # v0 in the span of two bulk eigenvectors: the first block breaks down after 2 steps
+    res = lanczos(DenseOperator(a), k_top=3, v0=e[:, 10] + e[:, 20], tol=1e-10)
+    assert res.restarts >= 1
+    assert rel(res.top_values, lam[::-1][:3]).max() <= 1e-8
+    # the same start on a rotated matrix: rounding, not an exact zero, ends the block
+    a, q = sym(lam)
+    res = lanczos(DenseOperator(a), k_top=3, v0=q[:, 10] + q[:, 20], tol=1e-10)
+    assert rel(res.top_values, lam[::-1][:3]).max() <= 1e-8
+
+
+def test_warm_start_reduces_matvecs_on_perturbed_matrix():
+    rng = np.random.default_rng(0)  # a clustered top, as in trained networks
+    lam = np.sort(np.r_[[10, 9.7, 9.5, 9.3, 9.1], rng.uniform(-1, 8.5, 292), [-2, -1.9, -1.8]])
+    a, _ = sym(lam)
+    g = torch.Generator().manual_seed(7)
+    e = torch.randn(len(lam), len(lam), generator=g, dtype=F64) * 1e-3
+    b = a + (e + e.T) / 2
+    truth = np.linalg.eigvalsh(b.numpy())
+    first = lanczos(DenseOperator(a), k_top=5, k_bottom=3, tol=1e-8, seed=0)
+    warm = torch.cat([first.top_vectors, first.bottom_vectors], dim=1)
+    cold, hot = [], []
+    for seed in range(3):
+        for runs, kw in ((cold, {}), (hot, {"warm": warm})):
+            r = lanczos(DenseOperator(b), k_top=5, k_bottom=3, tol=1e-8, seed=seed, **kw)
+            assert r.converged
+            assert rel(r.top_values, truth[::-1][:5]).max() <= 1e-8
+            assert rel(r.bottom_values, truth[:3]).max() <= 1e-8
+            runs.append(r.n_matvec)
+    assert np.mean(hot) < 0.85 * np.mean(cold)
+
+
+def test_lanczos_float32_operator():
+    lam = spread_spectrum()
+    a, _ = sym(lam, dtype=torch.float32)
+    res = lanczos(DenseOperator(a), k_top=5, k_bottom=3, seed=0)  # default tol 1e-4
+    assert res.converged and res.top_vectors.dtype == torch.float32
+    assert rel(res.top_values, lam[::-1][:5]).max() <= 1e-4
+    assert rel(res.bottom_values, lam[:3]).max() <= 1e-4
+
+
+def test_lanczos_bad_input():
+    op = DenseOperator(sym([1.0, 2.0, 3.0, 4.0])[0])
+    with pytest.raises(LandscapeError, match="exceeds the dimension"):
+        lanczos(op, k_top=3, k_bottom=2)
+    with pytest.raises(LandscapeError, match="at least one"):
+        lanczos(op, k_top=0)
+    with pytest.raises(LandscapeError, match="max_steps"):
+        lanczos(op, k_top=2, max_steps=1)
+    with pytest.raises(LandscapeError, match="max_steps"):
+        lanczos(op, k_top=2, max_steps=5)
+    with pytest.raises(LandscapeError, match="tol"):
+        lanczos(op, k_top=1, tol=-1.0)
+    with pytest.raises(LandscapeError, match="zero"):
+        lanczos(op, k_top=1, v0=torch.zeros(4, dtype=F64))
+    with pytest.raises(LandscapeError, match="not both"):
+        lanczos(op, k_top=1, v0=torch.ones(4, dtype=F64), warm=torch.ones(4, 1, dtype=F64))
+    with pytest.raises(LandscapeError, match="warm"):
+        lanczos(op, k_top=1, warm=torch.ones(3, 1, dtype=F64))
+
+
+def test_lanczos_beats_power_iteration_in_matvecs():
+    """Power iteration (PyHessian's method) on the same matrix, to 1e-4 on the top value."""
+    rng = np.random.default_rng(0)
+    lam = np.sort(np.r_[[50.0, 47.0], rng.uniform(-5.0, 30.0, 198)])
+    a, _ = sym(lam)
+    ours = lanczos(DenseOperator(a), k_top=1, tol=1e-4, seed=0)
+    assert rel(ours.top_values[0], lam[-1]) <= 1e-4
+    v = torch.randn(len(lam), generator=torch.Generator().manual_seed(0), dtype=F64)
+    power_steps = 0
+    while rel(float(v @ a @ v), lam[-1]) > 1e-4 and power_steps < 1000:
+        v = a @ v
+        v = v / torch.linalg.vector_norm(v)
+        power_steps += 1
+    assert ours.n_matvec * 2 <= power_steps
+
+
+# ----------------------------------------------------------------------------- trace
+
+
+def psd_decaying(p=300, seed=2):
+    lam = 100.0 / np.arange(1, p + 1) ** 1.5
+    return lam, sym(lam, seed=seed)[0]
+
+
+def test_hutchinson_converges_within_standard_errors():
+    lam, a = psd_decaying()
+    exact = lam.sum()
+    errors = []
+    for n in (10, 100, 1000):
+        est = hutchinson(DenseOperator(a), n, seed=n)
+        assert est.n_matvec == n and est.samples.shape == (n,)
+        assert abs(est.estimate - exact) <= 4 * est.stderr
+        errors.append(est.stderr)
+    assert errors[0] > 2 * errors[1] > 4 * errors[2]
+
+
+def test_hutchpp_converges_and_beats_hutchinson():
+    lam, a = psd_decaying()
+    exact = lam.sum()
+    err_pp, err_h = [], []
+    for n in (30, 90, 270):
+        pp = [hutchpp(DenseOperator(a), n, seed=s) for s in range(5)]
+        hh = [hutchinson(DenseOperator(a), n, seed=s) for s in range(5)]
+        assert all(e.n_matvec == n for e in pp)
+        assert all(abs(e.estimate - exact) <= 4 * e.stderr + 1e-9 for e in pp)
+        err_pp.append(np.sqrt(np.mean([(e.estimate - exact) ** 2 for e in pp])))
+        err_h.append(np.sqrt(np.mean([(e.estimate - exact) ** 2 for e in hh])))
+    assert err_pp[0] > err_pp[1] > err_pp[2]
+    assert all(p < h / 3 for p, h in zip(err_pp, err_h))
+
+
+def test_hutchpp_exact_when_sketch_covers_the_space():
+    lam = spread_spectrum(p=20)
+    a, _ = sym(lam)
+    est = hutchpp(DenseOperator(a), 66, seed=0)
+    assert est.rank == 20 and est.n_probes == 0 and est.stderr == 0.0
+    assert abs(est.estimate - lam.sum()) < 1e-10
+
+
+def test_hutchpp_with_basis_gives_bulk_trace():
+    lam = spread_spectrum()
+    a, q = sym(lam)
+    top = q[:, -5:]
+    est = hutchpp(DenseOperator(a), 205, seed=0, basis=top)
+    assert est.n_matvec == 205 and est.rank == 5 and est.n_probes == 200
+    assert abs(est.low_rank - lam[-5:].sum()) < 1e-10
+    assert abs(est.residual - lam[:-5].sum()) <= 4 * est.stderr
+    assert abs(est.estimate - lam.sum()) <= 4 * est.stderr
+
+
+def test_trace_bad_input():
+    op = DenseOperator(sym([1.0, 2.0, 3.0])[0])
+    with pytest.raises(LandscapeError):
+        hutchinson(op, 1)
+    with pytest.raises(LandscapeError):
+        hutchpp(op, 3)
+    with pytest.raises(LandscapeError):
+        hutchpp(op, 3, basis=torch.eye(3, dtype=F64)[:, :2])
+
+
+# ----------------------------------------------------------------------------- density
+
+
+def test_slq_weights_and_moments_converge():
+    lam = spread_spectrum(p=150)
+    a, _ = sym(lam)
+    p = len(lam)
+    exact = [np.mean(lam**k) for k in (1, 2, 3)]
+    errs = []
+    for n_runs in (4, 64):
+        out = slq(DenseOperator(a), n_runs=n_runs, n_steps=12, seed=0)
+        assert out.nodes.shape == out.weights.shape == (n_runs, 12)
+        assert out.n_matvec == n_runs * 12
+        np.testing.assert_allclose(out.weights.sum(axis=1), 1.0, atol=1e-12)
+        per_run = np.stack([(out.weights * out.nodes**k).sum(axis=1) for k in (1, 2, 3)])
+        mean, se = per_run.mean(axis=1), per_run.std(axis=1, ddof=1) / math.sqrt(n_runs)
+        assert np.all(np.abs(mean - exact) <= 4 * se)
+        errs.append(np.abs(mean - exact) / np.abs(exact))
+    assert np.mean(errs[1]) < np.mean(errs[0])
+    # Gauss quadrature: a single run reproduces v^T A^k v exactly for k < 2 * n_steps
+    out = slq(DenseOperator(a), n_runs=1, n_steps=6, seed=9)
+    g = torch.Generator().manual_seed(9)
+    v = (2 * torch.randint(0, 2, (p, 1), generator=g, dtype=torch.int8) - 1).to(F64)[:, 0]
+    v = v / torch.linalg.vector_norm(v)
+    for k in range(1, 12):
+        quad = (out.weights[0] * out.nodes[0] ** k).sum()
+        assert abs(quad - float(v @ torch.linalg.matrix_power(a, k) @ v)) <= 1e-9 * 50.0**k
+
+
+def test_slq_distribution_approaches_exact_spectrum():
+    lam = spread_spectrum(p=150)
+    a, _ = sym(lam)
+    dists = []
+    for n_steps in (3, 10, 40):
+        out = slq(DenseOperator(a), n_runs=10, n_steps=n_steps, seed=0)
+        dists.append(wasserstein_distance(out.nodes.ravel(), lam, out.weights.ravel()))
+    assert dists[0] > dists[1] > dists[2]
+    assert dists[2] < 0.02 * (lam.max() - lam.min())
+
+
+def test_slq_restarts_give_zero_weight_nodes():
+    lam = np.r_[[3.0] * 5, [1.0] * 5]
+    a, _ = sym(lam)
+    out = slq(DenseOperator(a), n_runs=2, n_steps=6, seed=0)
+    np.testing.assert_allclose(out.weights.sum(axis=1), 1.0, atol=1e-12)
+    assert np.all(np.isin(np.round(out.nodes, 10), [1.0, 3.0]))
+    with pytest.raises(LandscapeError, match="exceeds the dimension"):
+        slq(DenseOperator(a), n_steps=11)
+
+
+def test_density_on_grid():
+    grid = np.linspace(-10, 10, 4001)
+    nodes = np.array([[0.0, 2.0], [1.0, 5.0]])
+    weights = np.array([[0.25, 0.75], [0.5, 0.5]])
+    dens = density_on_grid(nodes, weights, grid, sigma=0.5)
+    assert abs(np.trapezoid(dens, grid) - 1.0) < 1e-6
+    expected = (0.25 + 0.75 * math.exp(-8.0) + 0.5 * math.exp(-2.0) + 0.5 * math.exp(-50.0))
+    expected /= 2 * 0.5 * math.sqrt(2 * math.pi)
+    assert abs(density_on_grid(nodes, weights, [0.0], 0.5)[0] - expected) < 1e-12
+    with pytest.raises(LandscapeError):
+        density_on_grid(nodes, weights, grid, sigma=0.0)
+
+
+# ----------------------------------------------------------------------------- subspaces
+
+
+def test_subspace_overlap_known_angles():
+    e = torch.eye(6, dtype=F64)
+    t = 0.3
+    u = e[:, :2]
+    v = torch.stack([math.cos(t) * e[:, 0] + math.sin(t) * e[:, 2], 5.0 * e[:, 1]], dim=1)
+    np.testing.assert_allclose(subspace_overlap(u, v), [1.0, math.cos(t)], atol=1e-14)
+    np.testing.assert_allclose(subspace_overlap(u, e[:, 3:5]), [0.0, 0.0], atol=1e-15)
+    assert subspace_overlap(u, e[:, :1]).shape == (1,)
+    with pytest.raises(LandscapeError):
+        subspace_overlap(u, torch.ones(5, 2, dtype=F64))
+
+
+def test_apply_chunks_match_one_matmat():
+    a, _ = sym(spread_spectrum(p=30))
+    vs = torch.randn(30, 7, dtype=F64)
+    op = DenseOperator(a)
+    assert torch.allclose(apply(op, vs, chunk=3), a @ vs)
+    assert op.n_matvec == 7
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_lanczos_and_hutchpp_on_cuda():
+    lam = spread_spectrum()
+    a, _ = sym(lam)
+    op = DenseOperator(a.cuda())
+    res = lanczos(op, k_top=5, k_bottom=3, tol=1e-10, seed=3)
+    assert res.top_vectors.is_cuda
+    assert rel(res.top_values, lam[::-1][:5]).max() <= 1e-8
+    cpu = hutchpp(DenseOperator(a), 60, seed=0)
+    gpu = hutchpp(op, 60, seed=0)
+    assert abs(cpu.estimate - gpu.estimate) < 1e-8
