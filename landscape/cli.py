@@ -161,6 +161,81 @@ def _progress_bar(quiet: bool):
     return None if quiet else _Bar()
 
 
+# --- probe ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("run_file", type=click.Path(path_type=Path))
+@click.option("--steps", default="spaced:6", show_default=True,
+              help="Checkpoints: all, last, spaced:K (K evenly spaced, plus a SHIFT switch) "
+                   "or N,M,... (optimiser steps).")
+@click.option("--hessian/--no-hessian", default=True, show_default=True,
+              help="Hessian spectra: top/bottom-k, trace, SLQ density, exact where small.")
+@click.option("--geometry/--no-geometry", default=True, show_default=True,
+              help="River/valley split, valley widths, river direction, 2-D slices, and "
+                   "run-level river progress, PCA plane, loop curve, SHIFT switch.")
+@click.option("--k", "k_top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Top eigenvalues (with eigenvectors).")
+@click.option("--k-bottom", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Bottom eigenvalues (negative curvature).")
+@click.option("--slq-runs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--slq-steps", type=click.IntRange(min=2), default=90, show_default=True)
+@click.option("--trace-hvps", type=click.IntRange(min=2), default=60, show_default=True,
+              help="Hutch++ products beyond the deflated top-k.")
+@click.option("--exact", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="Full spectrum (dense Hessian, P HVPs); auto: P <= "
+                                      "--exact-max-params.")
+@click.option("--exact-max-params", type=click.IntRange(min=1), default=3000,
+              show_default=True)
+@click.option("--blocks", is_flag=True, help="Per-parameter-group spectra (Q/K/V/O, ...).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--backend", type=click.Choice(["landscape", "pyhessian"]), default="landscape",
+              show_default=True, help="pyhessian: also store PyHessian 0.1's numbers.")
+@click.option("--grid", type=click.IntRange(min=3), default=21, show_default=True,
+              help="Points per axis of 2-D slices (odd).")
+@click.option("--delta", type=float, default=0.02, show_default=True,
+              help="Loss rise (nats) at which valley widths are read.")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="torch CPU threads (0: torch's default).")
+@click.option("--force", is_flag=True, help="Recompute parts already stored.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_steps, trace_hvps,
+          exact, exact_max_params, blocks, dtype, backend, grid, delta, threads, force, quiet):
+    """Compute Hessian and River-Valley diagnostics on a run file's checkpoints.
+
+    Results go into the run file; a second call skips what is done (--force
+    recomputes) and a killed call resumes.
+
+    \b
+    Examples:
+      landscape probe checkpoints/looped_attn.h5
+      landscape probe run.h5 --steps last --no-geometry --k 20 --exact always
+      landscape probe run.h5 --steps 0,640 --backend pyhessian --dtype float64
+    """
+    import torch
+
+    from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings
+    from landscape.probe import probe as run_probe
+
+    if not hessian and not geometry:
+        raise UserError("nothing to do: give --hessian and/or --geometry")
+    if threads:
+        torch.set_num_threads(threads)
+    settings = ProbeSettings(
+        steps=steps, force=force,
+        hessian=HessianSettings(k_top=k_top, k_bottom=k_bottom, slq_runs=slq_runs,
+                                slq_steps=slq_steps, trace_hvps=trace_hvps, exact=exact,
+                                exact_max_params=exact_max_params, blocks=blocks, dtype=dtype,
+                                backend=backend) if hessian else None,
+        geometry=GeometrySettings(grid=grid, delta=delta) if geometry else None,
+    )
+    t0 = time.perf_counter()
+    report = None if quiet else (lambda msg: click.echo(msg, err=True))
+    done = run_probe(run_file, settings, report)
+    click.echo(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
+
+
 # --- info -------------------------------------------------------------------------------
 
 

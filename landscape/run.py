@@ -185,6 +185,55 @@ class Run:
         """Stored results of probe ``kind`` at a checkpoint, or None if not computed."""
         return store.read_group(self.path, store.probe_group(self.step_at(step), kind))
 
+    @property
+    def probed_steps(self) -> list[int]:
+        """Checkpoint steps with any stored probe result, ascending."""
+        return sorted(self.probes)
+
+    def hessian(self, step: int | None = -1) -> dict:
+        """The Hessian probe at a checkpoint, by part.
+
+        Parts (each a dict of arrays, with ``attrs`` holding ``hvps``, ``seconds``, ``loops``):
+        ``top`` (``values``, ``residuals``, ``converged``, ``vectors`` ``[k, P]``,
+        ``bottom_values``, ...), ``trace`` (``estimate``, ``stderr``, ``bulk``), ``slq``
+        (``nodes``, ``weights`` ``[runs, steps]``), ``exact`` (``eigvals`` ``[P]``, where
+        computed), ``sharpness``, ``overlap``, ``blocks``, ``pyhessian``.
+
+        Raises:
+            LandscapeError: the checkpoint has not been probed.
+        """
+        return self._probe_or_raise(step, "hessian", "--hessian")
+
+    def geometry(self, step: int | None = -1) -> dict:
+        """The geometry probe at a checkpoint: ``valley``, ``widths``, ``river``, slices."""
+        return self._probe_or_raise(step, "geometry", "--geometry")
+
+    def valley(self, step: int | None = -1) -> dict:
+        """River/valley split (``attrs``), widths and river direction at a checkpoint."""
+        g = self.geometry(step)
+        return {k: g[k] for k in ("valley", "widths", "river") if k in g}
+
+    def slices(self, step: int | None = -1) -> dict:
+        """The stored loss grids at a checkpoint by name (``random``, ``river_valley``).
+
+        Each holds ``alphas``, ``betas``, ``loss`` and ``directions`` (``x`` and ``y`` by
+        parameter name), with the plane's description in ``attrs``.
+        """
+        g = self.geometry(step)
+        return {k.removeprefix("slice_"): v for k, v in g.items() if k.startswith("slice_")}
+
+    def run_probe(self, part: str) -> dict | None:
+        """A run-level probe result (``river_progress``, ``pca``, ``loops``, ``switch``)."""
+        return store.read_group(self.path, f"probe/run/{part}")
+
+    def _probe_or_raise(self, step: int | None, kind: str, flag: str) -> dict:
+        found = self.probe_result(step, kind)
+        if found is None:
+            s = self.step_at(step)
+            raise LandscapeError(f"step {s} of {self.path} has no {kind} probe; run "
+                                 f"`landscape probe {self.path} {flag} --steps {s}`")
+        return found
+
 
 def _describe_steps(steps: np.ndarray) -> str:
     if len(steps) <= 8:

@@ -16,7 +16,8 @@ state, the fixed probe set, and every probe computed on it later. Layout::
     /events                 [e] JSON str   e.g. the SHIFT switch and the criterion that fired it
     /resume/state           [b] uint8      torch.save of optimiser + RNG + loop state; attr step
     /probe_set/ids|inputs|targets          the fixed sequences every probe evaluates
-    /probe/step_<N>/<kind>/...             probe results (hessian, slices, valley), by step
+    /probe/step_<N>/<kind>/<part>          probe results by checkpoint (kind: hessian, geometry)
+    /probe/run/<part>                      run-level probe results (river progress, PCA, loops)
 
 Crash safety is by **copy-on-write**: the file on disk is never opened for writing.
 Every change (a training commit, a probe result) copies the file to ``RUN.h5.tmp``,
@@ -204,7 +205,12 @@ class Transaction:
                 continue
             if k in g:
                 del g[k]
-            g.create_dataset(k, data=np.asarray(v))
+            arr = np.asarray(v)
+            if arr.dtype.kind in "OU":  # strings: variable-length UTF-8
+                arr = arr.astype(object)
+                g.create_dataset(k, data=arr, dtype=_STR)
+            else:
+                g.create_dataset(k, data=arr)
 
     def delete(self, group: str) -> None:
         """Remove a group or dataset if present."""
@@ -324,7 +330,8 @@ def _decode_str(s: Any) -> str:
 def _probe_index(f: h5py.File) -> dict[int, list[str]]:
     if "probe" not in f:
         return {}
-    return {int(k.removeprefix("step_")): sorted(g) for k, g in f["probe"].items()}
+    return {int(k.removeprefix("step_")): sorted(g) for k, g in f["probe"].items()
+            if k.startswith("step_")}
 
 
 def read_params(path: str | Path, index: int | slice | np.ndarray,
@@ -371,7 +378,12 @@ def read_group(path: str | Path, group: str) -> dict | None:
 def _read(g: h5py.Group) -> dict:
     out: dict = {"attrs": {k: _decode(v) for k, v in g.attrs.items()}}
     for k, item in g.items():
-        out[k] = _read(item) if isinstance(item, h5py.Group) else item[()]
+        if isinstance(item, h5py.Group):
+            out[k] = _read(item)
+        elif h5py.check_string_dtype(item.dtype) is not None:
+            out[k] = item.asstr()[()]
+        else:
+            out[k] = item[()]
     return out
 
 

@@ -1,0 +1,107 @@
+"""Composite River-Valley measurements on a ``(loss_fn, params)`` pair.
+
+Each function combines the primitives (:mod:`landscape.spectral`, :mod:`landscape.slices`,
+:mod:`landscape.valley`) into one measurement a notebook can call on any model, and the
+probe driver stores per checkpoint:
+
+* :func:`valley_widths` -- 1-D slices along unit Hessian eigenvectors and the width at a
+  loss rise ``delta`` on each, beside the quadratic prediction ``2 sqrt(2 delta / lambda)``;
+* :func:`loop_curve` -- loss and lambda_max as a function of the number of loops at
+  fixed weights;
+* :func:`unit_direction` -- a flat vector as a unit-norm direction dict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from landscape.errors import LandscapeError
+from landscape.hessian import HessianOperator
+from landscape.objective import LossFn, ParamLayout
+from landscape.slices import loss_grid, make_axis
+from landscape.spectral import lanczos
+from landscape.valley import quadratic_width, valley_width
+
+
+def unit_direction(layout: ParamLayout, vec) -> dict[str, torch.Tensor]:
+    """The flat ``[P]`` vector ``vec`` scaled to unit norm, as a direction dict (float64)."""
+    v = torch.as_tensor(np.asarray(vec, dtype=np.float64))
+    norm = float(v.norm())
+    if not math.isfinite(norm) or norm == 0.0:
+        raise LandscapeError("a direction is zero or not finite")
+    return {k: t.clone() for k, t in layout.unflatten(v / norm).items()}
+
+
+def valley_widths(loss_fn: LossFn, params: Mapping[str, torch.Tensor], vectors, values,
+                  delta: float, n_points: int = 31, span: float = 3.0) -> dict[str, np.ndarray]:
+    """Widths of the loss along Hessian eigenvectors at a loss rise ``delta``.
+
+    Along each unit eigenvector ``u_i`` with eigenvalue ``lambda_i > 0`` the loss is sliced
+    on ``[-s_i, s_i]`` with ``s_i = span * sqrt(2 delta / lambda_i)`` (``span`` times the
+    quadratic half-width, so a parabola crosses ``delta`` at a third of the grid by
+    default), and the width is read with :func:`landscape.valley.valley_width`.
+
+    Args:
+        loss_fn: the objective.
+        params: where to slice.
+        vectors: ``[P, k]`` eigenvectors (columns; ParamLayout order of ``params``).
+        values: ``[k]`` their eigenvalues (all > 0).
+        delta: the loss rise (nats).
+        n_points: grid points per slice (odd).
+        span: grid half-length in quadratic half-widths.
+
+    Returns:
+        Arrays: ``alphas`` ``[k, n]``, ``losses`` ``[k, n]``, ``lam``, ``left``, ``right``,
+        ``width``, ``quadratic``, ``ratio`` (each ``[k]``).
+    """
+    layout = ParamLayout.of(params)
+    vecs = np.asarray(vectors, dtype=np.float64)
+    lams = np.asarray(values, dtype=np.float64)
+    if vecs.ndim != 2 or vecs.shape != (layout.size, lams.size):
+        raise LandscapeError(f"vectors must be [P={layout.size}, k={lams.size}], got {vecs.shape}")
+    if np.any(lams <= 0) or delta <= 0:
+        raise LandscapeError("valley widths need positive eigenvalues and delta > 0")
+    out: dict[str, list] = {k: [] for k in ("alphas", "losses", "left", "right", "width",
+                                            "quadratic", "ratio")}
+    for i, lam in enumerate(lams):
+        half = span * quadratic_width(lam, delta) / 2
+        alphas = make_axis(-half, half, n_points)
+        losses = loss_grid(loss_fn, params, unit_direction(layout, vecs[:, i]), alphas)
+        w = valley_width(alphas, losses, delta, lam=float(lam))
+        for key, value in (("alphas", alphas), ("losses", losses), ("left", w.left),
+                           ("right", w.right), ("width", w.width), ("quadratic", w.quadratic),
+                           ("ratio", w.ratio)):
+            out[key].append(value)
+    return {"lam": lams, **{k: np.asarray(v) for k, v in out.items()}}
+
+
+def loop_curve(loss_fn_at: Callable[[int], LossFn], params: Mapping[str, torch.Tensor],
+               loops: Sequence[int], tol: float = 1e-3,
+               max_steps: int = 80) -> dict[str, np.ndarray]:
+    """Loss and top Hessian eigenvalue at fixed weights as the number of loops varies.
+
+    Args:
+        loss_fn_at: ``loss_fn_at(n)`` is the objective with ``n`` loops.
+        params: the fixed weights.
+        loops: loop counts to evaluate.
+        tol: Lanczos tolerance for lambda_max (relative residual).
+        max_steps: Lanczos step cap per loop count.
+
+    Returns:
+        ``loops``, ``loss``, ``lambda_max``, ``converged`` and ``hvps`` arrays.
+    """
+    res: dict[str, list] = {"loss": [], "lambda_max": [], "converged": [], "hvps": []}
+    for n in loops:
+        op = HessianOperator(loss_fn_at(int(n)), params)
+        top = lanczos(op, k_top=1, tol=tol, max_steps=min(max_steps, op.dim))
+        res["loss"].append(op.loss)
+        res["lambda_max"].append(float(top.top_values[0]))
+        res["converged"].append(bool(top.top_converged[0]))
+        res["hvps"].append(top.n_matvec)
+        del op
+    return {"loops": np.asarray(loops, dtype=np.int64), **{k: np.asarray(v) for k, v in
+                                                            res.items()}}
