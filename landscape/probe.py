@@ -166,6 +166,10 @@ class Prober:
         self.report = report or (lambda msg: None)
         self.run = Run.open(self.path)
         store.read_probe_set(self.path)  # raises if there is none
+        hs, p = settings.hessian, self.run.layout.size
+        if hs is not None and hs.k_top + hs.k_bottom > p:
+            raise LandscapeError(f"k_top + k_bottom = {hs.k_top + hs.k_bottom} exceeds the "
+                                 f"model's {p} parameters")
         self.probe_split = self.run.split("probe")
         self.hvps = 0
 

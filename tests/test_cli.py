@@ -97,3 +97,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     assert "Traceback" not in res.output
     for p, data in before.items():  # nothing already on disk is damaged
         assert p.read_bytes() == data, p
+
+
+def test_probe_command(tmp_path):
+    out = tmp_path / "r.h5"
+    assert invoke("train", *TINY, "--out", out).exit_code == 0
+    res = invoke("probe", out, "--steps", "last", "--k", "3", "--k-bottom", "1", "--slq-runs",
+                 "2", "--slq-steps", "8", "--trace-hvps", "8", "--grid", "5", "-q")
+    assert res.exit_code == 0, res.output
+    run = Run.open(out)
+    assert run.hessian(-1)["top"]["values"].shape == (3,)
+    assert "slice_random" in run.geometry(-1)
+    assert "probes: geometry, hessian" in invoke("info", out).output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "7"], "step 7 is not a checkpoint"),
+    (["--k", "100000"], "exceeds the model's"),
+    (["--grid", "4"], "must be odd"),
+    (["--no-hessian", "--no-geometry"], "nothing to do"),
+])
+def test_probe_bad_input(tmp_path, args, message):
+    out = tmp_path / "r.h5"
+    assert invoke("train", *TINY, "--out", out).exit_code == 0
+    before = out.read_bytes()
+    res = invoke("probe", out, *args, "-q")
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert out.read_bytes() == before

@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import torch
+
+from landscape import store
+from landscape.errors import LandscapeError
+from landscape.hessian import dense_hessian_reference
+from landscape.probe import GeometrySettings, HessianSettings, Prober, ProbeSettings, probe
+from landscape.run import Run
+
+SMALL_H = HessianSettings(k_top=4, k_bottom=2, slq_runs=3, slq_steps=20, trace_hvps=30)
+SMALL_G = GeometrySettings(grid=5, width_points=7, width_dirs=2)
+
+
+def _copy(src, tmp_path, name="r.h5"):
+    dst = tmp_path / name
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+@pytest.fixture(scope="module")
+def probed(trained_runs, tmp_path_factory):
+    """The tiny SHIFT run, probed once (Hessian and geometry) at three checkpoints."""
+    path = _copy(trained_runs["shift"], tmp_path_factory.mktemp("probe"))
+    steps = probe(path, ProbeSettings(steps="spaced:3", hessian=SMALL_H, geometry=SMALL_G))
+    return path, steps
+
+
+def test_every_part_is_stored(probed):
+    path, steps = probed
+    run = Run.open(path)
+    assert steps == [0, 16, 32] and run.probed_steps == steps  # the switch (16) included
+    for s in steps:
+        h = run.hessian(s)
+        assert {"top", "trace", "slq", "exact", "sharpness"} <= set(h)
+        assert h["top"]["attrs"]["hvps"] > 0 and h["top"]["attrs"]["seconds"] >= 0
+        assert h["top"]["vectors"].shape == (4, run.layout.size)
+        assert h["slq"]["nodes"].shape == (3, 20)
+        g = run.geometry(s)
+        assert {"valley", "widths", "river", "slice_random"} <= set(g)
+        assert g["slice_random"]["loss"].shape == (5, 5)
+        assert set(g["slice_random"]["directions"]["x"]) - {"attrs"} == set(run.layout.names)
+    assert "overlap" in run.hessian(16) and "overlap" not in run.hessian(0)
+    assert run.hessian(32)["top"]["attrs"]["loops"] == 3
+    assert run.hessian(16)["top"]["attrs"]["loops"] == 1
+    for part in ("river_progress", "pca", "loops", "switch"):
+        assert run.run_probe(part) is not None, part
+
+
+def test_top_and_bottom_match_the_exact_spectrum(probed):
+    run = Run.open(probed[0])
+    for s in probed[1]:
+        h = run.hessian(s)
+        exact = np.sort(h["exact"]["eigvals"])
+        top, conv = h["top"]["values"], h["top"]["converged"]
+        scale = np.abs(exact).max()
+        np.testing.assert_allclose(top[conv], exact[::-1][: len(top)][conv], atol=1e-3 * scale)
+        bottom = h["top"]["bottom_values"]
+        np.testing.assert_allclose(bottom, exact[: len(bottom)], atol=1e-3 * scale)
+        tr = h["trace"]
+        assert abs(tr["estimate"] - exact.sum()) < 5 * tr["stderr"] + 1e-3 * np.abs(exact).sum()
+        assert h["sharpness"]["lambda_max"] == pytest.approx(top[0])
+
+
+def test_probe_hessian_is_the_dense_hessian_in_float64(trained_runs, tmp_path):
+    path = _copy(trained_runs["looped"], tmp_path)
+    hs = HessianSettings(k_top=3, k_bottom=2, slq_runs=2, slq_steps=10, trace_hvps=10,
+                         dtype="float64", exact="never")
+    probe(path, ProbeSettings(steps="last", hessian=hs))
+    run = Run.open(path)
+    h = run.hessian(-1)["top"]
+    dense = dense_hessian_reference(run.loss_fn("probe"), run.params(dtype=torch.float64))
+    truth = np.linalg.eigvalsh(dense.numpy())
+    assert h["attrs"]["loops"] == 3 and h["converged"].all()
+    np.testing.assert_allclose(h["values"], truth[::-1][:3], rtol=1e-8)
+    np.testing.assert_allclose(h["bottom_values"], truth[:2], rtol=1e-8)
+
+
+def test_second_call_does_nothing_and_force_recomputes(probed, tmp_path):
+    path = _copy(probed[0], tmp_path)
+    before = path.read_bytes()
+    settings = ProbeSettings(steps="spaced:3", hessian=SMALL_H, geometry=SMALL_G)
+    lines = []
+    probe(path, settings, lines.append)
+    assert path.read_bytes() == before  # nothing recomputed, nothing rewritten
+    assert all(line.startswith("step ") for line in lines)
+    probe(path, ProbeSettings(steps="0", hessian=SMALL_H, force=True), lines.append)
+    assert any("hessian top" in line for line in lines)
+
+
+def test_killed_probe_resumes_to_the_same_results(trained_runs, tmp_path, monkeypatch):
+    full = _copy(trained_runs["single"], tmp_path, "full.h5")
+    cut = _copy(trained_runs["single"], tmp_path, "cut.h5")
+    settings = ProbeSettings(steps="spaced:2", hessian=SMALL_H)
+    probe(full, settings)
+    real, calls = Prober._part, {"n": 0}
+
+    def dies_on_fifth(self, group, compute, label):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # a kill between two parts
+        return real(self, group, compute, label)
+
+    monkeypatch.setattr(Prober, "_part", dies_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        probe(cut, settings)
+    monkeypatch.setattr(Prober, "_part", real)
+    assert store.writer_holding(cut) is None
+    probe(cut, settings)
+    a, b = Run.open(full), Run.open(cut)
+    for s in a.probed_steps:
+        for part in ("top", "trace", "slq", "exact"):
+            for key in ("values", "estimate", "nodes", "eigvals"):
+                if key in a.hessian(s)[part]:
+                    np.testing.assert_array_equal(a.hessian(s)[part][key],
+                                                  b.hessian(s)[part][key])
+    np.testing.assert_array_equal(a.trajectory(), b.trajectory())
+
+
+def test_probe_never_touches_the_trajectory(probed, trained_runs):
+    np.testing.assert_array_equal(Run.open(probed[0]).trajectory(),
+                                  Run.open(trained_runs["shift"]).trajectory())
+
+
+def test_bad_input(trained_runs, tmp_path):
+    path = _copy(trained_runs["single"], tmp_path)
+    with pytest.raises(LandscapeError, match="step 5 is not a checkpoint"):
+        probe(path, ProbeSettings(steps="5", hessian=SMALL_H))
+    with pytest.raises(LandscapeError, match="exceeds the model's"):
+        probe(path, ProbeSettings(hessian=HessianSettings(k_top=100000)))
+    with pytest.raises(LandscapeError, match="has no Hessian probe"):
+        probe(path, ProbeSettings(steps="last", hessian=None, geometry=SMALL_G))
+    with pytest.raises(LandscapeError, match="steps 'x'"):
+        probe(path, ProbeSettings(steps="x", hessian=SMALL_H))
+    with store.writer_lock(path, "training"):
+        with pytest.raises(LandscapeError, match="being written by training"):
+            probe(path, ProbeSettings(steps="last", hessian=SMALL_H))
+    with pytest.raises(LandscapeError, match="has no hessian probe"):
+        Run.open(path).hessian(-1)
+
+
+def test_file_without_probe_set_is_refused(trained_runs, tmp_path):
+    import h5py
+
+    path = _copy(trained_runs["single"], tmp_path)
+    with h5py.File(path, "a") as f:
+        for k in list(f["probe_set"]):
+            del f["probe_set"][k]
+    with pytest.raises(LandscapeError, match="no probe set"):
+        probe(path, ProbeSettings(steps="last", hessian=SMALL_H))
