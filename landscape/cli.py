@@ -236,6 +236,72 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
     click.echo(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
 
 
+# --- plot and reproduce -----------------------------------------------------------------
+
+
+@main.command()
+@click.argument("run_files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--figure", "names", multiple=True, default=["all"], show_default=True,
+              help="Figure to draw (repeatable): all, concept, sample_dynamics, spectra, "
+                   "shift, algorithmic, valley, slices, loops, switch, sharpness.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("figures/out"), show_default=True, help="Folder for the files.")
+@click.option("--format", "formats", default="pdf,png", show_default=True,
+              help="Comma-separated: pdf, png, svg.")
+@click.option("--dpi", type=click.IntRange(min=20), default=200, show_default=True)
+def plot(run_files, names, out, formats, dpi):
+    """Draw publication figures from run files (probe them first for the curvature ones).
+
+    \b
+    Examples:
+      landscape plot checkpoints/*.h5 --out figures/out
+      landscape plot reproduce/quick/runs/*.h5 --figure spectra --format png
+    """
+    from landscape.figures import render
+    from landscape.run import Run
+
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in fmts if f not in ("pdf", "png", "svg")]
+    if bad:
+        raise UserError(f"unknown format {bad[0]!r} (formats: pdf, png, svg)")
+    runs = [Run.open(p) for p in run_files]
+    done = render(runs, names, out, fmts, dpi=dpi,
+                  report=lambda msg: click.echo(msg, err=True))
+    drawn = [n for n, v in done.items() if not isinstance(v, str)]
+    if not drawn:
+        raise UserError("no figure could be drawn: " + "; ".join(str(v) for v in done.values()))
+    click.echo(f"wrote {len(drawn)} figure(s) to {out}")
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick",
+              show_default=True, help="quick: ~15 min on 2 CPU cores; paper: hours.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder [default: reproduce/<preset>].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress.")
+def reproduce(preset, out, quiet):
+    """Train, probe, plot and judge the paper's claims; writes REPORT.md and claims.json.
+
+    Resumable: finished runs and probes are reused, a killed call continues.
+
+    \b
+    Examples:
+      landscape reproduce                      # the quick preset, into reproduce/quick
+      landscape reproduce --preset paper --out reproduce/paper
+    """
+    from landscape.reproduce import reproduce as run_reproduce
+
+    out = out or Path("reproduce") / preset
+    t0 = time.perf_counter()
+    say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    bar = None if quiet else _Bar
+    result = run_reproduce(preset, out, report=say, progress_factory=bar)
+    click.echo(f"reproduce {preset}: {_elapsed(t0)}")
+    for c in result.claims:
+        click.echo(f"  claim {c.id}: {c.verdict:<13} {c.title}")
+    click.echo(f"report: {out / 'REPORT.md'}")
+
+
 # --- info -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,221 @@
+"""The figures of a reproduction, built from run files (``landscape plot``, ``reproduce``).
+
+Each entry of :data:`FIGURES` takes the runs (grouped by task and architecture, see
+:func:`landscape.series.group_runs`) and returns ``{file stem: Figure}``; it raises
+:class:`LandscapeError` saying which runs or probes it needs when they are missing.
+The arrays come from :mod:`landscape.series`; the drawing from :mod:`landscape.plot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from landscape import plot, series
+from landscape.errors import LandscapeError
+from landscape.run import Run
+from landscape.simulator import compare
+
+Grouped = dict[str, dict[str, list[Run]]]
+MARKOV_KEYS = ("simple.acc", "complex.acc", "simple.loss", "complex.loss", "all.acc")
+
+
+def _markov(groups: Grouped, archs: Iterable[str], what: str) -> dict[str, list[Run]]:
+    runs = groups.get("markov", {})
+    missing = [a for a in archs if a not in runs]
+    if missing:
+        raise LandscapeError(f"figure {what} needs Markov runs of {', '.join(missing)} "
+                             "(landscape train models/<arch>.toml)")
+    return {a: runs[a] for a in archs}
+
+
+def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
+    algo = {t: g for t, g in groups.items() if t != "markov"}
+    if not algo:
+        raise LandscapeError("needs algorithmic-task runs (landscape train models/parity.toml "
+                             "--model looped, ...)")
+    return algo
+
+
+def concept(groups: Grouped) -> dict[str, Figure]:
+    """Paper Fig. 1 from the valley-hopping simulator (and a SHIFT run's timeline if any)."""
+    cmp = compare()
+    timeline = None
+    shift_runs = groups.get("markov", {}).get("shift")
+    if shift_runs:
+        c = series.curve(shift_runs[0], ["complex.acc"])
+        timeline = {"start": 0.0, "switch": c.get("switch_epoch", np.nan),
+                    "end": float(c["epoch"][-1]), "unit": "epoch",
+                    "loops": shift_runs[0].recipe.shift.loops_after,
+                    "curve": {"x": c["epoch"], "y": c["complex.acc"],
+                              "label": "SHIFT, complex accuracy"}}
+    return {"fig1_concept": plot.concept(cmp.u, cmp.v, timeline)}
+
+
+def sample_dynamics(groups: Grouped) -> dict[str, Figure]:
+    """Paper Fig. 2: simple/complex accuracy and loss, Single vs Looped, Bayes ceilings."""
+    runs = _markov(groups, ("single", "looped"), "sample_dynamics")
+    curves = {a: [series.curve(r, MARKOV_KEYS) for r in rs] for a, rs in runs.items()}
+    return {"fig2_sample_dynamics": plot.sample_dynamics(curves, runs["single"][0].ceilings)}
+
+
+def spectra(groups: Grouped) -> dict[str, Figure]:
+    """Paper Figs. 3 and 7-8: spectra over training with phases and matrix entropy."""
+    runs = _markov(groups, ("single", "looped"), "spectra")
+    by_model, phases = {}, {}
+    for arch, rs in runs.items():
+        by_model[arch] = series.spectrum_checkpoints(rs[0])
+        if len(by_model[arch]) >= 3:
+            phases[arch] = series.phases_of(rs[0])
+    return {"fig3_spectra": plot.spectra(by_model, phases or None)}
+
+
+def shift(groups: Grouped) -> dict[str, Figure]:
+    """Paper Fig. 4: SHIFT vs Single vs Looped against epoch and wall-clock."""
+    runs = _markov(groups, ("single", "looped", "shift"), "shift")
+    curves = {a: [series.curve(r, MARKOV_KEYS) for r in rs] for a, rs in runs.items()}
+    return {"fig4_shift": plot.shift_comparison(curves)}
+
+
+def algorithmic(groups: Grouped) -> dict[str, Figure]:
+    """Paper Figs. 11-16 and length generalization, from the algorithmic-task runs."""
+    algo = _algorithmic(groups)
+    wall, curves, lengths, train_range = {}, {}, {}, None
+    for task, g in algo.items():
+        wall[task] = {a: {"wall": series.final(rs[0], "wall"),
+                          "acc": series.final(rs[0], "iid.seq_acc")} for a, rs in g.items()}
+        curves[task] = {a: [{"step": r.metrics["step"], "acc": r.metrics["iid.seq_acc"],
+                             **({"switch_step": float(r.shift_step)} if r.shift_step else {})}
+                            for r in rs] for a, rs in g.items() if a in ("looped", "shift")}
+        for a, rs in g.items():
+            lengths.setdefault(a, []).append(series.length_series(rs[0]))
+        t = next(iter(g.values()))[0].recipe.task
+        train_range = (t.train_min_len, t.train_max_len)
+    out = {"fig11_algorithmic_wallclock": plot.algorithmic_wallclock(wall)}
+    if any(curves.values()):
+        out["fig12_task_curves"] = plot.task_curves({t: c for t, c in curves.items() if c})
+    out["length_generalization"] = plot.length_generalization(lengths, train_range)
+    return out
+
+
+def valley(groups: Grouped) -> dict[str, Figure]:
+    """Ours: kappa, small-eigenvalue counts and force; width against river progress."""
+    runs = _markov(groups, ("single", "looped"), "valley")
+    stats = {a: [series.valley_series(r) for r in rs] for a, rs in runs.items()}
+    out = {"valley_stats": plot.valley_stats(stats)}
+    widths = {}
+    for a, rs in runs.items():
+        w = series.width_series(rs[0])
+        widths[a] = {k: w[k] for k in ("progress", "width", "quadratic")}
+    out["valley_width_vs_river"] = plot.valley_width_vs_river(widths)
+    return out
+
+
+def slices(groups: Grouped) -> dict[str, Figure]:
+    """Ours: 2-D slices at the last probed checkpoint (random, river x valley, PCA plane)."""
+    runs = _markov(groups, ("single", "looped"), "slices")
+    out = {}
+    for arch, rs in runs.items():
+        run = rs[0]
+        if not run.probed_steps:
+            raise LandscapeError(f"{run.path} has no probes; run `landscape probe {run.path}`")
+        step = run.probed_steps[-1]
+        for name, grid in run.slices(step).items():
+            if "loss" not in grid:
+                continue
+            out[f"slice_{name}_{arch}"] = plot.slice_2d(
+                grid["alphas"], grid["betas"], grid["loss"],
+                title=f"{plot.MODEL_LABELS.get(arch, arch)}, {name.replace('_', ' ')} plane, "
+                      f"epoch {series.epoch_of(run, step):g}")
+        pca = run.run_probe("pca")
+        if pca is not None:
+            evr = pca["explained_variance_ratio"]
+            out[f"slice_pca_{arch}"] = plot.slice_2d(
+                pca["alphas"], pca["betas"], pca["loss"], trajectory_xy=pca["coords"],
+                title=f"{plot.MODEL_LABELS.get(arch, arch)}, PCA plane "
+                      f"({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
+                axis_labels=("PC 1", "PC 2"))
+    return out
+
+
+def loops(groups: Grouped) -> dict[str, Figure]:
+    """Ours: loss and lambda_max against the number of loops at the final weights."""
+    runs = _markov(groups, ("single", "looped"), "loops")
+    curves = {a: rs[0].run_probe("loops") for a, rs in runs.items()}
+    if any(c is None for c in curves.values()):
+        raise LandscapeError("figure loops needs `landscape probe --geometry` on both runs")
+    n = min(len(c["loops"]) for c in curves.values())
+    return {"loop_curve": plot.loop_curve(
+        curves["single"]["loops"][:n], {a: c["loss"][:n] for a, c in curves.items()},
+        {a: c["lambda_max"][:n] for a, c in curves.items()},
+        {a: int(c["attrs"]["trained_loops"]) for a, c in curves.items()})}
+
+
+def switch(groups: Grouped) -> dict[str, Figure]:
+    """Ours: what happens at the SHIFT switch."""
+    run = _markov(groups, ("shift",), "switch")["shift"][0]
+    d = run.run_probe("switch")
+    if d is None:
+        raise LandscapeError(f"{run.path} has no switch diagnostics; run `landscape probe "
+                             f"{run.path} --geometry`")
+    return {"switch": plot.switch_diagnostics({
+        "loss_before": float(d["before"]["loss"]), "loss_after": float(d["after"]["loss"]),
+        "lambda_max_before": float(d["before"]["values"][0]),
+        "lambda_max_after": float(d["after"]["values"][0]),
+        "trace_before": float(d["before"]["trace"]), "trace_after": float(d["after"]["trace"]),
+        "overlap": d["overlap"], "step": run.shift_step})}
+
+
+def sharpness(groups: Grouped) -> dict[str, Figure]:
+    """Ours: lambda_max against 2/lr and the Adam-preconditioned lambda_max against 38/lr."""
+    runs = _markov(groups, ("looped",), "sharpness")
+    s = series.sharpness_series(runs["looped"][0])
+    return {"sharpness": plot.sharpness(s["epoch"], s["lambda_max"], s["threshold"],
+                                        s["adam_lambda_max"], s["adam_threshold"],
+                                        model="looped")}
+
+
+FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {
+    "concept": concept, "sample_dynamics": sample_dynamics, "spectra": spectra,
+    "shift": shift, "algorithmic": algorithmic, "valley": valley, "slices": slices,
+    "loops": loops, "switch": switch, "sharpness": sharpness,
+}
+
+
+def render(runs: list[Run], names: Iterable[str], out: str | Path,
+           formats: tuple[str, ...] = ("pdf", "png"), dpi: int = 200,
+           report: Callable[[str], None] | None = None) -> dict[str, list[Path] | str]:
+    """Draw the named figures (``all`` for every one) into ``out``.
+
+    Returns:
+        ``{figure name: written paths}``, or the reason a figure was skipped.
+    """
+    names = list(FIGURES) if "all" in names else list(names)
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise LandscapeError(f"unknown figure {unknown[0]!r} (figures: all, "
+                             f"{', '.join(FIGURES)})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = series.group_runs(runs)
+    sources = sorted(str(r.path) for r in runs)
+    done: dict[str, list[Path] | str] = {}
+    for name in names:
+        try:
+            figs = FIGURES[name](groups)
+        except LandscapeError as e:
+            done[name] = f"skipped: {e}"
+            if report:
+                report(f"{name}: skipped ({e})")
+            continue
+        paths = []
+        for stem, fig in figs.items():
+            paths += plot.save(fig, out / stem, formats, {"figure": name, "runs": sources},
+                               dpi=dpi)
+        done[name] = paths
+        if report:
+            report(f"{name}: {', '.join(p.name for p in paths)}")
+    return done

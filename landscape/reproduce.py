@@ -1,0 +1,217 @@
+"""``landscape reproduce``: train, probe, plot and judge the paper's claims in one folder.
+
+A preset is a list of :class:`Job` (a run to train and what to probe on it). For each
+job the run file ``DIR/runs/<name>.h5`` is trained (skipped when complete, resumed when
+interrupted), then probed (parts already stored are skipped), then every figure is drawn
+into ``DIR/figures`` and the claims are judged into ``DIR/REPORT.md`` and
+``DIR/claims.json``. A second call therefore redoes only what is missing, and a killed
+call continues where it stopped.
+
+Presets:
+
+* ``quick`` (``make reproduce``): Markov Single-Attn, Looped-Attn and SHIFT (60 epochs,
+  seed 0), probed at 5 checkpoints with Lanczos, Hutch++ and SLQ (no exact spectra) and
+  coarse slices; parity with Single, Looped and SHIFT. About 15 minutes on 2 CPU cores.
+* ``paper``: the Markov recipes at full length (300 epochs) with seeds 0, 1, 2, probed at
+  8 checkpoints with exact spectra for seed 0 (SLQ for the others); all five algorithmic
+  tasks with Single, Looped and SHIFT. Expected time: see README ("Presets").
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from landscape import claims as claims_mod
+from landscape import figures, series
+from landscape.config import Recipe, load_recipe
+from landscape.errors import LandscapeError
+from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
+from landscape.run import Run
+from landscape.train import train
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a preset: its recipe and the probes to run on it."""
+
+    name: str  # file stem in DIR/runs
+    recipe: str  # recipe file in models/
+    preset: str | None = None  # the recipe's [presets.X] to apply
+    overrides: tuple = ()  # dicts merged last (e.g. the seed)
+    probe: ProbeSettings | None = None
+
+    def load(self, models: Path = MODELS) -> Recipe:
+        """The job's recipe, named after the job."""
+        return load_recipe(models / self.recipe, preset=self.preset,
+                           overrides=[*self.overrides, {"name": self.name}])
+
+
+QUICK_PROBE = ProbeSettings(
+    steps="spaced:5",
+    hessian=HessianSettings(k_top=5, k_bottom=3, slq_runs=4, slq_steps=40, trace_hvps=30,
+                            exact="never"),
+    geometry=GeometrySettings(grid=13, width_points=21, width_dirs=2),
+)
+PAPER_PROBE = ProbeSettings(steps="spaced:8", hessian=HessianSettings(exact="never"),
+                            geometry=GeometrySettings())
+PAPER_EXACT = ProbeSettings(steps="spaced:8", hessian=HessianSettings(exact="always"),
+                            geometry=GeometrySettings())
+THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for these sizes
+
+
+def _markov_jobs(preset: str | None, seeds, probes) -> list[Job]:
+    jobs = []
+    for seed, pr in zip(seeds, probes):
+        for arch in ("single_attn", "looped_attn", "shift"):
+            jobs.append(Job(f"markov_{arch}_s{seed}", f"{arch}.toml", preset,
+                            (THREADS, {"train": {"seed": seed}}), pr))
+    return jobs
+
+
+def _algorithmic_jobs(tasks, preset: str | None) -> list[Job]:
+    archs = {"single": {"model": {"loops": 1}},
+             "looped": {"model": {"loops": 3}},
+             "shift": {"model": {"loops": 1}, "shift": {"enabled": True}}}
+    return [Job(f"{task}_{arch}_s0", f"{task}.toml", preset, (THREADS, over))
+            for task in tasks for arch, over in archs.items()]
+
+
+PRESETS: dict[str, list[Job]] = {
+    "quick": _markov_jobs("quick", [0], [QUICK_PROBE]) + _algorithmic_jobs(["parity"], "quick"),
+    "paper": _markov_jobs(None, [0, 1, 2], [PAPER_EXACT, PAPER_PROBE, PAPER_PROBE])
+    + _algorithmic_jobs(["parity", "copy", "addition", "binary_sum", "unique_set"], None),
+}
+
+
+@dataclass
+class Outcome:
+    """What a reproduce call did."""
+
+    out: Path
+    runs: list[Path] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+    claims: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
+              progress_factory: Callable[[], Callable] | None = None,
+              jobs: list[Job] | None = None) -> Outcome:
+    """Train, probe, plot and judge a preset into ``out`` (resumable; see module doc).
+
+    Args:
+        preset: ``quick`` or ``paper`` (ignored when ``jobs`` is given).
+        out: the output folder.
+        report: receives one line per step taken.
+        progress_factory: makes one trainer progress callback per run (a progress bar).
+        jobs: run these instead of the preset's (tests use tiny jobs).
+    """
+    if jobs is None:
+        if preset not in PRESETS:
+            raise LandscapeError(f"unknown preset {preset!r} (presets: {', '.join(PRESETS)})")
+        jobs = PRESETS[preset]
+    say = report or (lambda msg: None)
+    t0 = time.perf_counter()
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    result = Outcome(out)
+    for job in jobs:
+        path = out / "runs" / f"{job.name}.h5"
+        progress = progress_factory() if progress_factory else None
+        _train_job(job, path, say, progress, result)
+        if job.probe is not None:
+            say(f"probe {job.name}")
+            probe(path, job.probe, lambda msg: say(f"  {msg}"))
+        result.runs.append(path)
+    runs = [Run.open(p) for p in result.runs]
+    say("figures")
+    result.figures = figures.render(runs, ["all"], out / "figures", formats=("pdf", "png"),
+                                    report=lambda msg: say(f"  {msg}"))
+    result.claims = claims_mod.judge_all(runs)
+    result.seconds = time.perf_counter() - t0
+    (out / "claims.json").write_text(claims_mod.to_json(result.claims))
+    (out / "REPORT.md").write_text(report_markdown(preset, runs, result))
+    return result
+
+
+def _train_job(job: Job, path: Path, say: Report, progress, result: Outcome) -> None:
+    recipe = job.load()
+    if path.exists():
+        run = Run.open(path)
+        if run.recipe != recipe:
+            raise LandscapeError(f"{path} was trained with another recipe than preset job "
+                                 f"{job.name}; move it away or use another --out")
+        if run.status == "complete":
+            say(f"train {job.name}: done")
+            return
+        say(f"train {job.name}: resuming at step {run.steps[-1]}")
+        train(None, path, resume=True, progress=progress)
+    else:
+        say(f"train {job.name}")
+        train(recipe, path, progress=progress)
+    result.trained.append(job.name)
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+def report_markdown(preset: str, runs: list[Run], result: Outcome) -> str:
+    """REPORT.md: claims with their verdicts, the runs' numbers, the figures."""
+    import landscape
+
+    lines = [f"# Reproduction report: Gong, Liu & Teng (arXiv 2510.10089), preset `{preset}`",
+             "",
+             f"Written by landscape {landscape.__version__} on {time.strftime('%Y-%m-%d')} "
+             f"({platform.machine()}, Python {platform.python_version()}); this call took "
+             f"{result.seconds / 60:.1f} min. Every rule is fixed in `landscape/claims.py`.",
+             "", "## Claims", "", claims_mod.to_markdown(result.claims), "## Runs", ""]
+    lines += _markov_table(runs) + [""] + _algorithmic_table(runs) + ["", "## Figures", ""]
+    for name, paths in result.figures.items():
+        if isinstance(paths, str):
+            lines.append(f"- {name}: {paths}")
+        else:
+            pngs = [p for p in paths if str(p).endswith(".png")]
+            lines += [f"- {name}: " + ", ".join(f"[{p.name}](figures/{p.name})" for p in pngs)]
+    return "\n".join(lines) + "\n"
+
+
+def _markov_table(runs: list[Run]) -> list[str]:
+    rows = [r for r in runs if r.recipe.task.name == "markov"]
+    if not rows:
+        return []
+    c = rows[0].ceilings
+    out = ["Markov language (hybrid; accuracy on the held-out test set, last evaluation):", "",
+           "| run | epochs | simple acc | complex acc | train wall (s) | switch |",
+           "|---|---|---|---|---|---|",
+           f"| Bayes ceiling | | {c['simple']['acc']:.3f} | {c['complex']['acc']:.3f} | | |"]
+    for r in rows:
+        sw = f"epoch {series.epoch_of(r, r.shift_step):.0f}" if r.shift_step is not None else ""
+        out.append(f"| {r.name} | {series.final(r, 'epoch'):.0f} | "
+                   f"{series.final(r, 'simple.acc'):.3f} | {series.final(r, 'complex.acc'):.3f} "
+                   f"| {series.final(r, 'wall'):.0f} | {sw} |")
+    return out
+
+
+def _algorithmic_table(runs: list[Run]) -> list[str]:
+    rows = [r for r in runs if r.recipe.task.name != "markov"]
+    if not rows:
+        return []
+    out = ["Algorithmic tasks (whole-sequence accuracy, last evaluation):", "",
+           "| run | steps | in-distribution | per test length | train wall (s) | switch |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        ls = series.length_series(r)
+        per = ", ".join(f"{int(n)}: {a:.2f}" for n, a in zip(ls["length"], ls["acc"]))
+        sw = f"step {r.shift_step}" if r.shift_step is not None else ""
+        out.append(f"| {r.name} | {int(series.final(r, 'step'))} | "
+                   f"{series.final(r, 'iid.seq_acc'):.3f} | {per} | "
+                   f"{series.final(r, 'wall'):.0f} | {sw} |")
+    return out

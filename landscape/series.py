@@ -1,0 +1,175 @@
+"""From run files to the series that figures and claims read.
+
+One place derives every quantity shown or judged (so a figure and the claims report can
+never disagree): training curves, spectra per probed checkpoint with their matrix
+entropy and phases, river-valley statistics, widths against river progress, sharpness.
+Functions take :class:`~landscape.run.Run` objects and return plain dicts of numpy
+arrays; they raise :class:`LandscapeError` naming the probe to run when data is missing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import numpy as np
+
+from landscape.errors import LandscapeError
+from landscape.phases import Phases, density_entropy, detect_phases, matrix_entropy
+from landscape.run import Run
+
+ARCHS = ("single", "looped", "shift")
+
+
+def group_runs(runs: Iterable[Run]) -> dict[str, dict[str, list[Run]]]:
+    """Runs by task name, then by architecture (``single``, ``looped``, ``shift``), seeds listed."""
+    out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        out[run.recipe.task.name][run.recipe.arch].append(run)
+    for task in out.values():
+        for lst in task.values():
+            lst.sort(key=lambda r: r.recipe.train.seed)
+    return {t: dict(v) for t, v in out.items()}
+
+
+def curve(run: Run, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """A run's evaluation metrics (all, or ``keys``), with ``switch_epoch``/``switch_step``."""
+    m = run.metrics
+    wanted = list(m) if keys is None else ["step", "epoch", "wall", *keys]
+    out = {k: np.asarray(m[k]) for k in wanted if k in m}
+    if run.shift_step is not None:
+        spe = int(run.attrs.get("steps_per_epoch", 1))
+        out["switch_step"] = float(run.shift_step)
+        out["switch_epoch"] = run.shift_step / spe
+    return out
+
+
+def epoch_of(run: Run, step: int) -> float:
+    """Epoch of an optimiser step."""
+    return step / int(run.attrs.get("steps_per_epoch", 1))
+
+
+def spectrum_checkpoints(run: Run) -> list[dict]:
+    """The spectrum at each Hessian-probed checkpoint, in step order.
+
+    Each is ``{"epoch", "step"}`` with the exact ``eigvals`` or the SLQ ``nodes``,
+    ``weights`` and ``dim``.
+    """
+    out = []
+    for step in run.probed_steps:
+        h = run.probe_result(step, "hessian")
+        if h is None:
+            continue
+        ck = {"epoch": epoch_of(run, step), "step": step}
+        if "exact" in h:
+            ck["eigvals"] = np.asarray(h["exact"]["eigvals"])
+        elif "slq" in h:
+            ck.update(nodes=np.asarray(h["slq"]["nodes"]), weights=np.asarray(h["slq"]["weights"]),
+                      dim=run.layout.size)
+        else:
+            continue
+        out.append(ck)
+    if not out:
+        raise LandscapeError(f"{run.path} has no Hessian spectra; run `landscape probe "
+                             f"{run.path} --hessian`")
+    return out
+
+
+def entropy_series(run: Run) -> dict[str, np.ndarray]:
+    """Matrix entropy of the spectrum at each probed checkpoint (``epoch``, ``entropy``)."""
+    cks = spectrum_checkpoints(run)
+    ent = [matrix_entropy(c["eigvals"]) if "eigvals" in c else
+           density_entropy(c["nodes"], c["weights"], c["dim"]) for c in cks]
+    return {"epoch": np.array([c["epoch"] for c in cks]), "entropy": np.array(ent),
+            "source": "exact" if all("eigvals" in c for c in cks) else "slq"}
+
+
+def phases_of(run: Run) -> Phases:
+    """Collapse / Diversification / Stabilization of the entropy series (phases.py rule)."""
+    s = entropy_series(run)
+    if len(s["epoch"]) < 3:
+        raise LandscapeError(f"{run.path}: phase detection needs at least 3 probed checkpoints")
+    return detect_phases(s["epoch"], s["entropy"])
+
+
+def _geometry(run: Run, step: int) -> dict | None:
+    return run.probe_result(step, "geometry")
+
+
+def valley_series(run: Run) -> dict[str, np.ndarray]:
+    """kappa(H_valley), river dimension, small-eigenvalue count and force per checkpoint."""
+    rows = []
+    for step in run.probed_steps:
+        g = _geometry(run, step)
+        if g is None or "valley" not in g:
+            continue
+        a = g["valley"]["attrs"]
+        values = [float(a.get(k, np.nan)) for k in
+                  ("kappa", "river_dim", "valley_dim", "small_count", "small_force")]
+        rows.append((epoch_of(run, step), step, *values, a["label"]))
+    if not rows:
+        raise LandscapeError(f"{run.path} has no valley split; run `landscape probe "
+                             f"{run.path} --geometry`")
+    cols = list(zip(*rows))
+    keys = ("epoch", "step", "kappa", "river_dim", "valley_dim", "small_count", "small_force")
+    out = {k: np.asarray(c, dtype=float) for k, c in zip(keys, cols[:-1])}
+    out["label"] = np.asarray(cols[-1])
+    return out
+
+
+def width_series(run: Run) -> dict[str, np.ndarray]:
+    """Valley widths (``[n, k]``) and their quadratic predictions against river progress."""
+    rp = run.run_probe("river_progress")
+    if rp is None:
+        raise LandscapeError(f"{run.path} has no river progress; run `landscape probe "
+                             f"{run.path} --geometry` on at least two checkpoints")
+    all_steps, progress = np.asarray(rp["steps"]), np.asarray(rp["progress"])
+    rows = []
+    for step in run.probed_steps:
+        g = _geometry(run, step)
+        if g is None or "widths" not in g:
+            continue
+        where = np.flatnonzero(all_steps == step)
+        if where.size:
+            rows.append((epoch_of(run, step), progress[where[0]], np.asarray(g["widths"]["width"]),
+                         np.asarray(g["widths"]["quadratic"])))
+    if not rows:
+        raise LandscapeError(f"{run.path} has no valley widths; run `landscape probe --geometry`")
+    k = min(len(r[2]) for r in rows)
+    return {"epoch": np.array([r[0] for r in rows]), "progress": np.array([r[1] for r in rows]),
+            "width": np.stack([r[2][:k] for r in rows]),
+            "quadratic": np.stack([r[3][:k] for r in rows])}
+
+
+def sharpness_series(run: Run) -> dict[str, np.ndarray]:
+    """lambda_max, 2/lr, the Adam-preconditioned lambda_max and 38/lr per checkpoint."""
+    rows = []
+    for step in run.probed_steps:
+        h = run.probe_result(step, "hessian")
+        if h is None or "sharpness" not in h:
+            continue
+        s = h["sharpness"]
+        rows.append([epoch_of(run, step)] + [float(s[k]) for k in (
+            "lambda_max", "threshold", "adam_lambda_max", "adam_threshold")])
+    if not rows:
+        raise LandscapeError(f"{run.path} has no sharpness; run `landscape probe --hessian`")
+    a = np.array(rows)
+    return dict(zip(("epoch", "lambda_max", "threshold", "adam_lambda_max", "adam_threshold"),
+                    a.T))
+
+
+def final(run: Run, key: str, last: int = 1) -> float:
+    """Mean of the last ``last`` evaluations of metric ``key``."""
+    if key not in run.metrics:
+        raise LandscapeError(f"{run.path} has no metric {key!r}")
+    return float(np.mean(run.metrics[key][-last:]))
+
+
+def length_series(run: Run, metric: str = "seq_acc") -> dict[str, np.ndarray]:
+    """Final accuracy per test length of an algorithmic run (``length``, ``acc``)."""
+    lengths = sorted(int(k.split(".")[0].removeprefix("len_")) for k in run.metrics
+                     if k.startswith("len_") and k.endswith(f".{metric}"))
+    if not lengths:
+        raise LandscapeError(f"{run.path} has no per-length evaluation (not an algorithmic task)")
+    return {"length": np.array(lengths, dtype=float),
+            "acc": np.array([final(run, f"len_{n}.{metric}") for n in lengths])}

@@ -1,0 +1,97 @@
+"""reproduce on tiny jobs: every figure, every claim, resumable; landscape plot."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from landscape import reproduce as rep
+from landscape.cli import main
+from landscape.figures import FIGURES
+from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings
+from landscape.run import Run
+
+PROBE = ProbeSettings(
+    steps="spaced:4",
+    hessian=HessianSettings(k_top=4, k_bottom=2, slq_runs=3, slq_steps=20, trace_hvps=20,
+                            exact="never"),
+    geometry=GeometrySettings(grid=5, width_points=7, width_dirs=2))
+MARKOV = ({"task": {"n_train": 128, "n_test": 64, "seq_len": 12}, "model": {"d_model": 8},
+           "train": {"batch_size": 16, "epochs": 6, "probe_size": 16, "threads": 1}},)
+ALGO = ({"task": {"n_train": 256, "n_test": 32, "train_max_len": 4}, "model": {"d_model": 8},
+         "train": {"steps": 40, "eval_every": 10, "checkpoint_every": 10, "threads": 1}},)
+JOBS = [rep.Job(f"m_{a}", f"{a}.toml", None, MARKOV, PROBE)
+        for a in ("single_attn", "looped_attn", "shift")]
+JOBS += [rep.Job(f"p_{a}", "parity.toml", None, (*ALGO, o)) for a, o in (
+    ("single", {}), ("looped", {"model": {"loops": 3}}), ("shift", {"shift": {"enabled": True}}))]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep")
+    return out, rep.reproduce("tiny", out, jobs=JOBS)
+
+
+def test_every_figure_and_claim(reproduced):
+    out, result = reproduced
+    assert sorted(result.trained) == sorted(j.name for j in JOBS)
+    assert set(result.figures) == set(FIGURES)
+    for name, paths in result.figures.items():
+        assert not isinstance(paths, str), f"{name}: {paths}"
+        for p in paths:
+            assert p.stat().st_size > 1000, p
+    report = (out / "REPORT.md").read_text()
+    assert report.count("### Claim") == 6
+    data = json.loads((out / "claims.json").read_text())
+    assert [c["id"] for c in data] == ["1", "2", "3", "4", "5", "6"]
+    assert {c["verdict"] for c in data} <= {"holds", "does not hold", "inconclusive"}
+    assert "| m_shift |" in report and "| p_looped |" in report
+
+
+def test_second_call_reuses_runs_and_probes(reproduced):
+    out, first = reproduced
+    before = {p: p.read_bytes() for p in (out / "runs").glob("*.h5")}
+    again = rep.reproduce("tiny", out, jobs=JOBS)
+    assert again.trained == []
+    assert {p: p.read_bytes() for p in (out / "runs").glob("*.h5")} == before
+    assert [c.verdict for c in again.claims] == [c.verdict for c in first.claims]
+
+
+def test_killed_call_continues(tmp_path, monkeypatch):
+    jobs = JOBS[:2]
+    real, calls = rep.probe, {"n": 0}
+
+    def dies_in_second_probe(path, settings, report=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(path, settings, report)
+
+    monkeypatch.setattr(rep, "probe", dies_in_second_probe)
+    with pytest.raises(KeyboardInterrupt):
+        rep.reproduce("tiny", tmp_path, jobs=jobs)
+    monkeypatch.setattr(rep, "probe", real)
+    result = rep.reproduce("tiny", tmp_path, jobs=jobs)
+    assert result.trained == []  # both runs were already trained
+    assert all(Run.open(p).probed_steps for p in result.runs)
+    assert (tmp_path / "REPORT.md").exists()
+
+
+def test_plot_command(reproduced, tmp_path):
+    out, _ = reproduced
+    runs = sorted(str(p) for p in (out / "runs").glob("m_*.h5"))
+    res = CliRunner().invoke(main, ["plot", *runs, "--figure", "spectra", "--figure",
+                                    "algorithmic", "--format", "png", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "fig3_spectra.png").stat().st_size > 1000
+    assert "algorithmic: skipped" in res.output  # no algorithmic runs given
+    res = CliRunner().invoke(main, ["plot", runs[0], "--figure", "switch", "--out",
+                                    str(tmp_path)])
+    assert res.exit_code == 2 and "no figure could be drawn" in res.output
+    res = CliRunner().invoke(main, ["plot", runs[0], "--figure", "nope"])
+    assert res.exit_code == 2 and "unknown figure 'nope'" in res.output
+
+
+def test_unknown_preset(tmp_path):
+    with pytest.raises(Exception, match="unknown preset"):
+        rep.reproduce("huge", tmp_path)
