@@ -29,6 +29,12 @@ reproduce: setup
 
 bench: setup
 	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/hessian.py
+	$(BIN)/python bench/slices.py
+
+# The README gallery (docs/gallery/*.png, committed) from the quick preset's runs.
+gallery: reproduce
+	$(BIN)/python figures/gallery.py $(OUT) --out docs/gallery
 
 lint: setup
 	$(BIN)/ruff check .

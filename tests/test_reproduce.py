@@ -95,3 +95,23 @@ def test_plot_command(reproduced, tmp_path):
 def test_unknown_preset(tmp_path):
     with pytest.raises(Exception, match="unknown preset"):
         rep.reproduce("huge", tmp_path)
+
+
+def test_figure_scripts_run_alone(reproduced, tmp_path, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    out, _ = reproduced
+    scripts = sorted((Path(__file__).parents[1] / "figures").glob("[!_]*.py"))
+    monkeypatch.syspath_prepend(str(scripts[0].parent))
+    for script in scripts:
+        dest = tmp_path / script.stem
+        argv = [str(script), str(out), "--out", str(dest)]
+        if script.stem == "gallery":
+            argv += ["--dpi", "60"]
+        else:
+            argv += ["--format", "png"]
+        monkeypatch.setattr(sys, "argv", argv)
+        runpy.run_path(str(script), run_name="__main__")
+        assert any(dest.glob("*.png")), script.name

@@ -1,0 +1,8 @@
+"""Paper Fig. 1: River-U and River-V valleys with gradient descent, and the SHIFT timeline.
+
+Usage: python figures/fig1_concept.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+"""
+
+from _common import draw
+
+draw("concept", __doc__)

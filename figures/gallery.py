@@ -1,0 +1,38 @@
+"""Regenerate the README gallery: small PNGs of every figure of a reproduce folder.
+
+Usage: python figures/gallery.py [reproduce/quick] [--out docs/gallery]
+Each PNG must stay under 300 KB (they are committed); the script fails otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from landscape.figures import render
+from landscape.run import Run
+
+LIMIT = 300_000
+
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("folder", nargs="?", default="reproduce/quick")
+ap.add_argument("--out", default="docs/gallery")
+ap.add_argument("--dpi", type=int, default=110)
+args = ap.parse_args()
+paths = sorted(Path(args.folder, "runs").glob("*.h5"))
+if not paths:
+    sys.exit(f"error: no runs in {args.folder}/runs; run `make reproduce` first")
+done = render([Run.open(p) for p in paths], ["all"], args.out, ("png",), dpi=args.dpi)
+too_big = []
+for name, result in done.items():
+    if isinstance(result, str):
+        print(f"{name}: {result}")
+        continue
+    for p in result:
+        size = p.stat().st_size
+        print(f"{p} {size / 1000:.0f} KB")
+        if size > LIMIT:
+            too_big.append(p)
+if too_big:
+    sys.exit(f"error: over {LIMIT // 1000} KB: {', '.join(map(str, too_big))}; lower --dpi")

@@ -1,0 +1,8 @@
+"""Ours: loss and lambda_max against the number of loops at fixed weights.
+
+Usage: python figures/loops.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+"""
+
+from _common import draw
+
+draw("loops", __doc__)

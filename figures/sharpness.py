@@ -1,0 +1,8 @@
+"""Ours: lambda_max against its stability threshold, plain and Adam-preconditioned.
+
+Usage: python figures/sharpness.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+"""
+
+from _common import draw
+
+draw("sharpness", __doc__)
