@@ -1,6 +1,6 @@
-"""Paper Figs. 11-16: SHIFT vs Looped wall-clock and accuracy per algorithmic task, and length generalization.
+"""Paper Figs. 11-16: SHIFT vs Looped per algorithmic task, and length generalization.
 
-Usage: python figures/fig11_algorithmic.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/fig11_algorithmic.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw

@@ -1,6 +1,6 @@
 """Paper Fig. 1: River-U and River-V valleys with gradient descent, and the SHIFT timeline.
 
-Usage: python figures/fig1_concept.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/fig1_concept.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw

@@ -1,6 +1,6 @@
 """Paper Fig. 2: accuracy and loss on simple and complex samples, Single vs Looped.
 
-Usage: python figures/fig2_sample_dynamics.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/fig2_sample_dynamics.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw

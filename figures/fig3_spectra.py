@@ -1,6 +1,6 @@
 """Paper Figs. 3, 7-8: Hessian spectra over training with phases and matrix entropy.
 
-Usage: python figures/fig3_spectra.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/fig3_spectra.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw

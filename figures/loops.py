@@ -1,6 +1,6 @@
 """Ours: loss and lambda_max against the number of loops at fixed weights.
 
-Usage: python figures/loops.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/loops.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw

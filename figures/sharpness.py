@@ -1,6 +1,6 @@
 """Ours: lambda_max against its stability threshold, plain and Adam-preconditioned.
 
-Usage: python figures/sharpness.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/sharpness.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw

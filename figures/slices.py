@@ -1,6 +1,6 @@
 """Ours: 2-D loss slices (random, river x valley, PCA plane with the trajectory).
 
-Usage: python figures/slices.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/slices.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw

@@ -1,6 +1,6 @@
 """Ours: the SHIFT switch (loss jump, sharpness, eigenspace overlap).
 
-Usage: python figures/switch.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/switch.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw

@@ -1,6 +1,6 @@
-"""Ours: kappa(H_valley), small-eigenvalue counts and force over training; valley width vs river progress.
+"""Ours: kappa(H_valley), small-eigenvalue counts and force; valley width vs river progress.
 
-Usage: python figures/valley.py [reproduce/quick] [--out figures/out] [--format pdf,png]
+Usage: python figures/valley.py [FOLDER] [--out DIR] [--format pdf,png]
 """
 
 from _common import draw
