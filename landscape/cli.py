@@ -2,10 +2,12 @@
 
 Every command parses, calls the library and prints. A :class:`LandscapeError` (bad
 input) or an OS error on a named file becomes a one-line message and exit status 2.
+Under ``torchrun`` only rank 0 prints progress and results (errors print on every rank).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -115,8 +117,9 @@ def train(recipe, out, model, task, preset, epochs, steps, seed, device, every, 
                             sets)
         out = out or Path("checkpoints") / f"{rec.name}.h5"
         path = run_training(rec, out, progress=_progress_bar(quiet))
-    click.echo(f"wrote {path}")
-    _print_summary(path)
+    if _main_rank():
+        click.echo(f"wrote {path}")
+        _print_summary(path)
 
 
 def _build_recipe(recipe, model, task, preset, epochs, steps, seed, device, every, sets):
@@ -158,7 +161,12 @@ class _Bar:
 
 
 def _progress_bar(quiet: bool):
-    return None if quiet else _Bar()
+    return None if quiet or not _main_rank() else _Bar()
+
+
+def _main_rank() -> bool:
+    """False on the ranks other than 0 of a torchrun job (they stay quiet)."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 # --- probe ------------------------------------------------------------------------------
@@ -231,9 +239,10 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
         geometry=GeometrySettings(grid=grid, delta=delta) if geometry else None,
     )
     t0 = time.perf_counter()
-    report = None if quiet else (lambda msg: click.echo(msg, err=True))
+    report = None if quiet or not _main_rank() else (lambda msg: click.echo(msg, err=True))
     done = run_probe(run_file, settings, report)
-    click.echo(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
+    if _main_rank():
+        click.echo(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
 
 
 # --- plot and reproduce -----------------------------------------------------------------
@@ -278,8 +287,11 @@ def plot(run_files, names, out, formats, dpi):
               show_default=True, help="quick: ~15 min on 2 CPU cores; paper: hours.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder [default: reproduce/<preset>].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Runs trained and probed at once, one process and one torch thread "
+                   "each [default: CPU cores, at most 4].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress.")
-def reproduce(preset, out, quiet):
+def reproduce(preset, out, workers, quiet):
     """Train, probe, plot and judge the paper's claims; writes REPORT.md and claims.json.
 
     Resumable: finished runs and probes are reused, a killed call continues.
@@ -295,7 +307,8 @@ def reproduce(preset, out, quiet):
     t0 = time.perf_counter()
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     bar = None if quiet else _Bar
-    result = run_reproduce(preset, out, report=say, progress_factory=bar)
+    workers = workers or min(4, os.cpu_count() or 1)
+    result = run_reproduce(preset, out, report=say, progress_factory=bar, workers=workers)
     click.echo(f"reproduce {preset}: {_elapsed(t0)}")
     for c in result.claims:
         click.echo(f"  claim {c.id}: {c.verdict:<13} {c.title}")

@@ -38,7 +38,13 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     proc = _train(ref, resume=False)
     _wait_for(ref, proc)
     t0 = time.perf_counter()
-    assert proc.wait(120) == 0
+    reads = 0
+    while proc.poll() is None:  # a reader while training writes: always a consistent file
+        run = Run.open(ref)
+        assert len(run.steps) == len(run.loops) == run.trajectory().shape[0] >= 1
+        assert len(run.metrics["step"]) >= len(run.steps)
+        reads += 1
+    assert proc.wait(120) == 0 and reads > 3
     train_time = time.perf_counter() - t0  # from the file's creation to the end
     rng = random.Random(1234)
     out, kills, committed = tmp_path / "cut.h5", 0, []

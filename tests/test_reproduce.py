@@ -115,3 +115,16 @@ def test_figure_scripts_run_alone(reproduced, tmp_path, monkeypatch):
         monkeypatch.setattr(sys, "argv", argv)
         runpy.run_path(str(script), run_name="__main__")
         assert any(dest.glob("*.png")), script.name
+
+
+def test_workers_give_the_same_runs(reproduced, tmp_path):
+    import numpy as np
+
+    out, _ = reproduced
+    jobs = [JOBS[0], JOBS[3]]
+    result = rep.reproduce("tiny", tmp_path, jobs=jobs, workers=2)
+    assert sorted(result.trained) == sorted(j.name for j in jobs)
+    for job in jobs:
+        a, b = Run.open(out / "runs" / f"{job.name}.h5"), Run.open(tmp_path / "runs" /
+                                                                  f"{job.name}.h5")
+        np.testing.assert_array_equal(a.trajectory(), b.trajectory())
