@@ -5,6 +5,7 @@ A recipe file has four tables, each optional::
     name = "looped_attn"          # defaults to the file's stem
     extends = "markov.toml"       # optional: a recipe this one overrides (path relative to it)
     [task]   name = "markov" ...  # tasks.markov.MarkovConfig or tasks.algorithmic.AlgorithmicConfig
+                                  # (Markov: language = "hybrid" | "fixed1" | ... names one)
     [model]  loops = 3 ...        # landscape.model.ModelConfig
     [train]  lr = 1e-3 ...        # TrainConfig below
     [shift]  enabled = true ...   # ShiftConfig below
@@ -192,7 +193,7 @@ def recipe_from_dict(data: dict, name: str = "run") -> Recipe:
         raise LandscapeError(
             f"recipe: unknown table or key {unknown[0]!r} (known: {', '.join(sorted(known))})"
         )
-    task = dict(data.get("task", {}))
+    task = _expand_language(dict(data.get("task", {})))
     task_cls = task_config_class(task.get("name", "markov"))
     return Recipe(
         name=_coerce(data.get("name", name), str, "name"),
@@ -201,6 +202,19 @@ def recipe_from_dict(data: dict, name: str = "run") -> Recipe:
         train=build(TrainConfig, data.get("train", {}), "train"),
         shift=build(ShiftConfig, data.get("shift", {}), "shift"),
     )
+
+
+def _expand_language(task: dict) -> dict:
+    """``[task] language = "fixed1"``: a named Markov language, explicit keys overriding it."""
+    if "language" not in task:
+        return task
+    from landscape.tasks.markov import LANGUAGES
+
+    name = task.pop("language")
+    if task.get("name", "markov") != "markov" or name not in LANGUAGES:
+        raise LandscapeError(f"task.language={name!r}: a Markov language is one of "
+                             f"{', '.join(LANGUAGES)}")
+    return {**LANGUAGES[name], **task}
 
 
 def merge(base: dict, over: dict) -> dict:

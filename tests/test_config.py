@@ -14,7 +14,7 @@ from landscape.errors import LandscapeError
 MODELS = Path(__file__).parents[1] / "models"
 
 
-@pytest.mark.parametrize("path", sorted(MODELS.glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(MODELS.rglob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(path):
     r = load_recipe(path)
     assert isinstance(r, Recipe)
@@ -78,3 +78,13 @@ def test_bad_recipe_files(tmp_path):
         load_recipe(loop)
     with pytest.raises(LandscapeError, match="no preset 'fast'"):
         load_recipe(MODELS / "single_attn.toml", preset="fast")
+
+
+def test_named_languages():
+    r = load_recipe(MODELS / "controls" / "fixed1.toml")
+    assert (r.task.n_det, r.task.n_ctx, r.task.n_fixed) == (4, 0, 8) and r.name == "control_fixed1"
+    assert load_recipe(MODELS / "markov.toml").task.n_ctx == 4
+    over = recipe_from_dict({"task": {"language": "incontext", "n_ctx": 6}})
+    assert over.task.n_ctx == 6 and over.task.n_det == 0  # explicit keys win
+    with pytest.raises(LandscapeError, match="task.language='zipf'"):
+        recipe_from_dict({"task": {"language": "zipf"}})
