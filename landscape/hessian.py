@@ -63,6 +63,11 @@ class HessianOperator(SymmetricOperator):
             batched on CUDA after checking once that it agrees with single products
             (falling back to the loop if it fails or disagrees), the loop on CPU (measured
             on the default model: a batched column costs about 2x a single product there).
+        reduce: for a Hessian sharded over processes (see :mod:`landscape.distributed`):
+            sums a tensor over them. Each process's ``loss_fn`` is its share of the
+            objective (e.g. its shard's token-mean loss times its share of the tokens); the
+            loss, the gradient and every product are summed with ``reduce``, so every
+            process sees the operator of the whole objective. None (default): one process.
 
     Attributes:
         layout: the :class:`ParamLayout` of the differentiated parameters (flat order).
@@ -78,6 +83,7 @@ class HessianOperator(SymmetricOperator):
         dtype: torch.dtype | None = None,
         wrt: Iterable[str] | None = None,
         batched: bool | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         names = list(params) if wrt is None else list(wrt)
         _check_names(names, params)
@@ -88,8 +94,9 @@ class HessianOperator(SymmetricOperator):
         first = self._wrt[0]
         super().__init__(self.layout.size, first.dtype, first.device)
         self._batched = batched if batched is not None or self.device.type == "cuda" else False
+        self._reduce = reduce
         self.loss, self._g = self._gradient_graph()
-        self.gradient = self._g.detach().clone()
+        self.gradient = self._sum(self._g.detach()).clone()
         self.n_grad = 1
 
     @property
@@ -107,17 +114,21 @@ class HessianOperator(SymmetricOperator):
             grads = torch.autograd.grad(loss.reshape(()), self._wrt, create_graph=True,
                                         allow_unused=True)
         flat = torch.cat([_or_zeros(g, p).reshape(-1) for g, p in zip(grads, self._wrt)])
-        return float(loss.detach()), flat
+        return float(self._sum(loss.detach())), flat
+
+    def _sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the processes sharing this operator (``t`` itself for one)."""
+        return t if self._reduce is None else self._reduce(t)
 
     def _hvp(self, g: torch.Tensor, v: torch.Tensor, batched: bool = False) -> torch.Tensor:
         """``[P]`` (or ``[b, P]`` with ``batched``) products through the graph of ``g``."""
         if not g.requires_grad:  # the loss is affine in the parameters: H = 0
-            return torch.zeros_like(v)
+            return self._sum(torch.zeros_like(v))
         hv = torch.autograd.grad(g, self._wrt, grad_outputs=v, retain_graph=True,
                                  allow_unused=True, is_grads_batched=batched)
         lead = v.shape[:-1]
-        return torch.cat([_or_zeros(h, p, lead).reshape(*lead, -1)
-                          for h, p in zip(hv, self._wrt)], dim=-1)
+        return self._sum(torch.cat([_or_zeros(h, p, lead).reshape(*lead, -1)
+                                    for h, p in zip(hv, self._wrt)], dim=-1))
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self._hvp(self._g, v)
@@ -167,7 +178,7 @@ class HessianOperator(SymmetricOperator):
         self.n_matvec += 2
         diffs = {
             "loss": abs(loss2 - self.loss) / max(abs(self.loss), 1e-30),
-            "gradient": _rel(g2.detach(), self.gradient),
+            "gradient": _rel(self._sum(g2.detach()), self.gradient),
             "Hessian-vector product": _rel(self._hvp(g2, v), self._hvp(self._g, v)),
         }
         worst = max(diffs, key=diffs.get)
@@ -188,7 +199,8 @@ class HessianOperator(SymmetricOperator):
         names = list(names)
         _check_names(names, self._values)
         return HessianOperator(self._loss_fn, {n: v.detach() for n, v in self._values.items()},
-                               self.dtype, wrt=names, batched=self._batched)
+                               self.dtype, wrt=names, batched=self._batched,
+                               reduce=self._reduce)
 
 
 def _check_names(names: list[str], params: Mapping[str, torch.Tensor]) -> None:

@@ -30,16 +30,23 @@ eigenvectors), ``river`` (the river direction's share of the step), ``slice_rand
 and ``slice_river_valley`` (2-D grids). Run-level parts: ``river_progress``, ``pca``
 (plane of the trajectory with its grid), ``loops`` (loss and lambda_max vs loops) and,
 for SHIFT runs, ``switch``.
+
+Under ``torchrun`` (see :mod:`landscape.distributed`) every rank runs the same probe:
+Hessian products are sharded over the probe set and summed, grid cells are dealt out and
+gathered, rank 0 decides which parts are already stored and alone writes them. The other
+parts (valley split, widths, loop curve, PyHessian) are computed on every rank alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -61,6 +68,9 @@ from landscape.spectral import default_tol, exact_spectrum, hutchpp, lanczos, sl
 from landscape.spectral import subspace_overlap as _overlap
 from landscape.train import lr_at
 from landscape.valley import river_direction, river_progress, split_from_slq, split_spectrum
+
+if TYPE_CHECKING:
+    from landscape.distributed import Ranks
 
 Report = Callable[[str], None]
 EXACT_OPTIONS = ("auto", "always", "never")
@@ -158,10 +168,16 @@ def select_steps(run: Run, spec: str) -> list[int]:
 
 
 class Prober:
-    """Runs the parts of a probe on one run file, committing each as it finishes."""
+    """Runs the parts of a probe on one run file, committing each as it finishes.
 
-    def __init__(self, path: str | Path, settings: ProbeSettings, report: Report | None = None):
-        self.path = Path(path)
+    ``ranks``: the process group when several processes probe together (Hessian products
+    and grid cells shared out, rank 0 decides and writes); None for one process.
+    """
+
+    def __init__(self, path: str | Path, settings: ProbeSettings, report: Report | None = None,
+                 ranks: Ranks | None = None):
+        self.path, self.ranks = Path(path), ranks
+        self._reduce = None if ranks is None else ranks.all_reduce_sum
         self.settings = settings
         self.report = report or (lambda msg: None)
         self.run = Run.open(self.path)
@@ -176,6 +192,15 @@ class Prober:
     # --- storage helpers ----------------------------------------------------------------
 
     def _stored(self, group: str) -> dict | None:
+        """The complete part at ``group``, or None; with ranks, rank 0's answer for all."""
+        found = self._read_complete(group) if self.ranks is None or self.ranks.is_main else None
+        if self.ranks is None:
+            return found
+        if not self.ranks.broadcast_object(found is not None):
+            return None
+        return found if found is not None else self._read_complete(group)
+
+    def _read_complete(self, group: str) -> dict | None:
         found = store.read_group(self.path, group)
         if found is None or not found["attrs"].get("complete", False):
             return None
@@ -195,7 +220,8 @@ class Prober:
             tx.delete(group)
             tx.put(group, arrays, attrs)
 
-        store.commit(self.path, change)
+        if self.ranks is None or self.ranks.is_main:
+            store.commit(self.path, change)
         hv = attrs.get("hvps")
         self.report(f"{label}: {attrs['seconds']:.1f} s" + (f", {hv} HVPs" if hv else ""))
         return {"attrs": attrs, **arrays}
@@ -208,6 +234,21 @@ class Prober:
         from landscape.objective import make_loss_fn
 
         return make_loss_fn(model, self.probe_split)
+
+    def _hvp_loss_fn(self, step: int, loops: int | None = None):
+        """The objective of Hessian products: with ranks, this rank's weighted share of it."""
+        if self.ranks is None:
+            return self._loss_fn(step, loops)
+        from landscape.distributed import sharded_loss_fn
+
+        return sharded_loss_fn(self.run.model(step, loops=loops), self.probe_split, self.ranks)
+
+    def _loss_grid(self, loss_fn, params, plane, alphas, betas) -> np.ndarray:
+        if self.ranks is None:
+            return loss_grid(loss_fn, params, plane, alphas, betas)
+        from landscape.distributed import sharded_loss_grid
+
+        return sharded_loss_grid(loss_fn, params, plane, alphas, betas, ranks=self.ranks)
 
     # --- the driver ---------------------------------------------------------------------
 
@@ -236,7 +277,8 @@ class Prober:
     def _operator(self, step: int, loops: int | None = None) -> HessianOperator:
         hs = self.settings.hessian
         dtype = torch.float64 if hs.dtype == "float64" else torch.float32
-        op = HessianOperator(self._loss_fn(step, loops), self._params(step, dtype), dtype=dtype)
+        op = HessianOperator(self._hvp_loss_fn(step, loops), self._params(step, dtype),
+                             dtype=dtype, reduce=self._reduce)
         op.check_determinism(seed=hs.seed)
         return op
 
@@ -383,7 +425,7 @@ class Prober:
     def _grid(self, step: int, plane, alphas, betas, info: dict, loops: int | None = None):
         loss_fn = self._loss_fn(step, loops)
         params = self._params(step, torch.float32)
-        grid = loss_grid(loss_fn, params, plane, alphas, betas)
+        grid = self._loss_grid(loss_fn, params, plane, alphas, betas)
         dirs = {"x": {k: v.float().numpy() for k, v in plane.x.items()},
                 "y": {k: v.float().numpy() for k, v in plane.y.items()}}
         return ({"alphas": alphas, "betas": betas, "loss": grid, "directions": dirs},
@@ -488,7 +530,8 @@ class Prober:
         def compute():
             out, hvps = {}, 0
             for name, loops in (("before", 1), ("after", after_loops)):
-                op = HessianOperator(self._loss_fn(s, loops), self._params(s, torch.float32))
+                op = HessianOperator(self._hvp_loss_fn(s, loops),
+                                     self._params(s, torch.float32), reduce=self._reduce)
                 top = lanczos(op, k_top=hs.k_top, tol=hs.tol or None,
                               max_steps=min(hs.max_steps, op.dim))
                 tr = hutchpp(op, hs.trace_hvps + hs.k_top, basis=top.top_vectors, seed=hs.seed)
@@ -580,5 +623,16 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
     """
     store.check_run_file(path)
     settings = settings or ProbeSettings()
+    if os.environ.get("WORLD_SIZE", "").strip() not in ("", "1"):  # torchrun, several ranks
+        return _probe_ranks(Path(path), settings, report)
     with store.writer_lock(path, "probe"):
         return Prober(path, settings, report).probe()
+
+
+def _probe_ranks(path: Path, settings: ProbeSettings, report: Report | None) -> list[int]:
+    """:func:`probe` on one rank of a torchrun job (gloo: the probes compute on the CPU)."""
+    from landscape import distributed
+
+    with distributed.process_group("cpu") as ranks, ranks.main_only(
+            lambda: store.writer_lock(path, f"probe (rank 0 of {ranks.world})")):
+        return Prober(path, settings, report if ranks.is_main else None, ranks).probe()

@@ -14,6 +14,15 @@ Determinism: on CPU, the same recipe and seed give bit-identical metrics and
 checkpoints (wall-clock and throughput aside), with or without interruptions: a resumed
 run restores the model, the optimiser, the batch-order generator and the loop state
 exactly as they were at its last commit.
+
+Several processes (``torchrun``, see :mod:`landscape.distributed`): every rank draws the
+same batch order and takes a contiguous share of each global batch; its share's token-mean
+loss, weighted by ``world * (share tokens / batch tokens)``, is differentiated under
+DistributedDataParallel, whose gradient average is then the gradient of the token mean
+over the whole global batch, as one process computes it (clipping sees that global
+gradient). Evaluations are sharded and their sums all-reduced. Rank 0 alone writes the run
+file; every rank resumes from it. Against one process the trajectory differs only by
+rounding (measured in ``tests/test_distributed.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +30,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +46,9 @@ from landscape.errors import LandscapeError
 from landscape.model import LoopedTransformer, token_loss
 from landscape.objective import ParamLayout
 from landscape.tasks import IGNORE, Split, TaskData, generate
+
+if TYPE_CHECKING:
+    from landscape.distributed import Ranks
 
 Progress = Callable[[int, int, dict], None]
 
@@ -52,9 +66,18 @@ def lr_at(step: int, total: int, recipe: Recipe) -> float:
     return tc.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, batch: int = 256) -> dict[str, float]:
     """Token-mean loss, token accuracy and whole-sequence accuracy on ``split``."""
+    return metrics_from_sums(evaluation_sums(model, split, batch))
+
+
+@torch.no_grad()
+def evaluation_sums(model: torch.nn.Module, split: Split, batch: int = 256) -> torch.Tensor:
+    """``[5]`` float64 sums over ``split`` (they add up over shards of it).
+
+    Loss summed over scored tokens, correct tokens, scored tokens, fully correct sequences,
+    sequences with a scored token.
+    """
     loss_sum, right, scored, seq_right = 0.0, 0, 0, 0
     for i in range(0, len(split), batch):
         x = split.inputs[i : i + batch]
@@ -68,6 +91,12 @@ def evaluate(model: torch.nn.Module, split: Split, batch: int = 256) -> dict[str
         scored += n
         seq_right += int(((hit | ~mask).all(dim=1) & mask.any(dim=1)).sum())
     n_seq = int((split.targets != IGNORE).any(dim=1).sum())
+    return torch.tensor([loss_sum, right, scored, seq_right, n_seq], dtype=torch.float64)
+
+
+def metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
+    """The metrics of :func:`evaluate` from :func:`evaluation_sums`."""
+    loss_sum, right, scored, seq_right, n_seq = sums.tolist()
     return {"loss": loss_sum / max(scored, 1), "acc": right / max(scored, 1),
             "seq_acc": seq_right / max(n_seq, 1)}
 
@@ -108,12 +137,18 @@ class Trainer:
         recipe: what to train.
         path: the run file (created by :meth:`start`, continued by :meth:`resume`).
         data: the task's data (generated from ``recipe.task`` when None).
+        ranks: the process group when several processes train together (each global batch
+            shared out, rank 0 writes); None for one process.
     """
 
-    def __init__(self, recipe: Recipe, path: str | Path, data: TaskData | None = None):
-        self.recipe, self.path = recipe, Path(path)
+    def __init__(self, recipe: Recipe, path: str | Path, data: TaskData | None = None,
+                 ranks: Ranks | None = None):
+        self.recipe, self.path, self.ranks = recipe, Path(path), ranks
         tc = recipe.train
-        self.device = torch.device(tc.device)
+        self.device = torch.device(tc.device) if ranks is None else ranks.device
+        if ranks is not None and tc.batch_size % ranks.world:
+            raise LandscapeError(f"train.batch_size={tc.batch_size} does not divide by the "
+                                 f"{ranks.world} ranks; choose a multiple of {ranks.world}")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise LandscapeError("train.device is cuda but no CUDA device is available")
         if tc.threads:
@@ -127,6 +162,7 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = LoopedTransformer(recipe.model, self.data.vocab_size, self.data.max_len)
         self.model.to(self.device)
+        self.net = self.model if ranks is None else ranks.data_parallel(self.model)
         self.layout = ParamLayout.of(self.model)
         self.optimizer = self._new_optimizer()
         self.gen = torch.Generator().manual_seed(tc.seed + 1)
@@ -159,10 +195,25 @@ class Trainer:
         n = min(self.recipe.train.probe_size, len(self.data.train))
         return np.sort(torch.randperm(len(self.data.train), generator=g)[:n].numpy())
 
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run file (one process, or rank 0)."""
+        return self.ranks is None or self.ranks.is_main
+
+    def _note_ranks(self) -> None:
+        if self.ranks is not None:
+            self._pending["events"].append({"kind": "data_parallel", "step": self.state.step,
+                                            "world": self.ranks.world,
+                                            "backend": self.ranks.backend})
+
     def start(self) -> None:
         """Create the run file with step 0 (evaluation, checkpoint, resume state) in it."""
         self._record_eval()
         self._checkpoint()
+        self._note_ranks()
+        if not self.writes:
+            self._pending = {"ckpt": [], "metrics": [], "events": []}
+            return
         ids = self.probe_ids()
         ceilings = self.data.ceilings
         store.create_run(
@@ -196,6 +247,7 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.gen.set_state(saved["gen"])
         self._pending["events"].append({"kind": "resume", "step": self.state.step})
+        self._note_ranks()
 
     def _resume_blob(self) -> bytes:
         buf = io.BytesIO()
@@ -204,7 +256,8 @@ class Trainer:
         return buf.getvalue()
 
     def _commit(self, final: bool = False) -> None:
-        store.commit(self.path, self._pending_change(final))
+        if self.writes:
+            store.commit(self.path, self._pending_change(final))
         self._pending = {"ckpt": [], "metrics": [], "events": []}
 
     def _pending_change(self, final: bool = False) -> Callable[[store.Transaction], None]:
@@ -269,9 +322,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        x, y = self.train_x[idx], self.train_y[idx]
-        loss = token_loss(self.model(x), y)
-        value = loss.item()
+        loss, value, n_tok = self._batch_loss(idx)
         if not math.isfinite(value):
             raise LandscapeError(
                 f"training loss became {value} at step {st.step} (lr {lr:g}); the run "
@@ -283,7 +334,6 @@ class Trainer:
         gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         self.optimizer.step()
         dt = time.perf_counter() - t0
-        n_tok = int((y != IGNORE).sum())
         st.step += 1
         st.wall += dt
         st.tokens += n_tok
@@ -293,6 +343,33 @@ class Trainer:
         st.wall_since += dt
         st.tokens_since += n_tok
         return value
+
+    def _batch_loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """The loss to differentiate, the batch's token-mean loss, and its scored tokens.
+
+        With several ranks, this rank's contiguous share of the batch, weighted by
+        ``world * share tokens / batch tokens`` (DDP averages the gradients over ranks).
+        """
+        x, y = self.train_x[idx], self.train_y[idx]
+        n_tok = int((y != IGNORE).sum())
+        if self.ranks is None:
+            loss = token_loss(self.model(x), y)
+            return loss, loss.item(), n_tok
+        part = self.ranks.shard(len(idx))
+        xs, ys = x[part], y[part]
+        mine = int((ys != IGNORE).sum())
+        share = mine / n_tok if n_tok else math.nan
+        logits = self.net(xs)
+        loss = token_loss(logits, ys) if mine else logits.sum() * 0.0
+        value = float(self.ranks.all_reduce_sum(loss.detach() * share))
+        return loss * (self.ranks.world * share), value, n_tok
+
+    def _evaluate(self, split: Split) -> dict[str, float]:
+        if self.ranks is None:
+            return evaluate(self.model, split)
+        part = self.ranks.shard(len(split))
+        sums = evaluation_sums(self.model, Split(split.inputs[part], split.targets[part]))
+        return metrics_from_sums(self.ranks.all_reduce_sum(sums))
 
     def _record_eval(self) -> None:
         st = self.state
@@ -304,7 +381,7 @@ class Trainer:
                "grad_norm": st.gnorm_sum / n if n else float("nan"),
                "tokens_per_s": st.tokens_since / st.wall_since if st.wall_since else float("nan")}
         for name, split in self.evals.items():
-            for key, value in evaluate(self.model, split).items():
+            for key, value in self._evaluate(split).items():
                 row[f"{name}.{key}"] = value
         self._pending["metrics"].append(row)
         if n:
@@ -403,21 +480,49 @@ def train(recipe: Recipe | None, out: str | Path, *, resume: bool = False,
         The path of the run file.
     """
     out = Path(out)
+    if os.environ.get("WORLD_SIZE", "").strip() not in ("", "1"):  # torchrun, several ranks
+        return _train_ranks(recipe, out, resume, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     with store.writer_lock(out, "training"):
-        if resume:
-            recipe = _recipe_for_resume(out, recipe)
-            trainer = Trainer(recipe, out)
-            trainer.resume()
-        else:
-            if recipe is None:
-                raise LandscapeError("no recipe given")
-            if out.exists():
-                raise LandscapeError(f"{out} already exists; pass --resume to continue it "
-                                     "or choose another --out")
-            trainer = Trainer(recipe, out)
-            trainer.start()
-        trainer.run(progress)
+        _trainer(recipe, out, resume).run(progress)
+    return out
+
+
+def _trainer(recipe: Recipe | None, out: Path, resume: bool,
+             ranks: Ranks | None = None) -> Trainer:
+    """A trainer resumed from ``out`` or started into it (the caller holds the lock)."""
+    if resume:
+        trainer = Trainer(_recipe_for_resume(out, recipe), out, ranks=ranks)
+        trainer.resume()
+        return trainer
+    if recipe is None:
+        raise LandscapeError("no recipe given")
+    if out.exists():
+        raise LandscapeError(f"{out} already exists; pass --resume to continue it "
+                             "or choose another --out")
+    trainer = Trainer(recipe, out, ranks=ranks)
+    trainer.start()
+    return trainer
+
+
+def _train_ranks(recipe: Recipe | None, out: Path, resume: bool,
+                 progress: Progress | None) -> Path:
+    """:func:`train` on one rank of a torchrun job: rank 0 holds the lock and writes.
+
+    Every rank checks the same file before rank 0 first writes to it (that needs the
+    other ranks' first collective), so all raise the same errors.
+    """
+    from landscape import distributed
+
+    device = _recipe_for_resume(out, recipe).train.device if resume else (
+        recipe.train.device if recipe is not None else "cpu")
+
+    def lock():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return store.writer_lock(out, f"training (rank 0 of {ranks.world})")
+
+    with distributed.process_group(device) as ranks, ranks.main_only(lock):
+        _trainer(recipe, out, resume, ranks).run(progress if ranks.is_main else None)
     return out
 
 
