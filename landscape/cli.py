@@ -204,12 +204,14 @@ def _main_rank() -> bool:
               help="Points per axis of 2-D slices (odd).")
 @click.option("--delta", type=float, default=0.02, show_default=True,
               help="Loss rise (nats) at which valley widths are read.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="torch CPU threads (0: torch's default).")
 @click.option("--force", is_flag=True, help="Recompute parts already stored.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_steps, trace_hvps,
-          exact, exact_max_params, blocks, dtype, backend, grid, delta, threads, force, quiet):
+          exact, exact_max_params, blocks, dtype, backend, grid, delta, device, threads, force,
+          quiet):
     """Compute Hessian and River-Valley diagnostics on a run file's checkpoints.
 
     Results go into the run file; a second call skips what is done (--force
@@ -231,7 +233,7 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
     if threads:
         torch.set_num_threads(threads)
     settings = ProbeSettings(
-        steps=steps, force=force,
+        steps=steps, force=force, device=device,
         hessian=HessianSettings(k_top=k_top, k_bottom=k_bottom, slq_runs=slq_runs,
                                 slq_steps=slq_steps, trace_hvps=trace_hvps, exact=exact,
                                 exact_max_params=exact_max_params, blocks=blocks, dtype=dtype,
@@ -290,8 +292,10 @@ def plot(run_files, names, out, formats, dpi):
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Runs trained and probed at once, one process and one torch thread "
                    "each [default: CPU cores, at most 4].")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu or cuda: where every run trains and is probed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress.")
-def reproduce(preset, out, workers, quiet):
+def reproduce(preset, out, workers, device, quiet):
     """Train, probe, plot and judge the paper's claims; writes REPORT.md and claims.json.
 
     Resumable: finished runs and probes are reused, a killed call continues.
@@ -299,7 +303,7 @@ def reproduce(preset, out, workers, quiet):
     \b
     Examples:
       landscape reproduce                      # the quick preset, into reproduce/quick
-      landscape reproduce --preset paper --out reproduce/paper
+      landscape reproduce --preset paper --out reproduce/paper --device cuda
     """
     from landscape.reproduce import reproduce as run_reproduce
 
@@ -308,7 +312,8 @@ def reproduce(preset, out, workers, quiet):
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     bar = None if quiet else _Bar
     workers = workers or min(4, os.cpu_count() or 1)
-    result = run_reproduce(preset, out, report=say, progress_factory=bar, workers=workers)
+    result = run_reproduce(preset, out, report=say, progress_factory=bar, workers=workers,
+                           device=device)
     click.echo(f"reproduce {preset}: {_elapsed(t0)}")
     for c in result.claims:
         click.echo(f"  claim {c.id}: {c.verdict:<13} {c.title}")

@@ -40,6 +40,7 @@ parts (valley split, widths, loop curve, PyHessian) are computed on every rank a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -62,10 +63,12 @@ from landscape.hessian import (
     pyhessian_backend,
     stability_threshold,
 )
+from landscape.objective import make_loss_fn
 from landscape.run import Run
 from landscape.slices import loss_grid, make_axis
 from landscape.spectral import default_tol, exact_spectrum, hutchpp, lanczos, slq
 from landscape.spectral import subspace_overlap as _overlap
+from landscape.tasks.base import Split
 from landscape.train import lr_at
 from landscape.valley import river_direction, river_progress, split_from_slq, split_spectrum
 
@@ -137,6 +140,7 @@ class ProbeSettings:
     hessian: HessianSettings | None = field(default_factory=HessianSettings)
     geometry: GeometrySettings | None = None
     force: bool = False  # recompute parts already stored
+    device: str = "cpu"  # where products and grids are computed ("cuda" on a GPU)
 
 
 def select_steps(run: Run, spec: str) -> list[int]:
@@ -186,7 +190,14 @@ class Prober:
         if hs is not None and hs.k_top + hs.k_bottom > p:
             raise LandscapeError(f"k_top + k_bottom = {hs.k_top + hs.k_bottom} exceeds the "
                                  f"model's {p} parameters")
-        self.probe_split = self.run.split("probe")
+        self.device = torch.device(settings.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise LandscapeError("--device cuda: no CUDA device is available")
+        if ranks is not None and self.device.type != "cpu":
+            raise LandscapeError("probes under torchrun compute on the CPU (gloo); drop --device")
+        self.probe_split_cpu = self.run.split("probe")
+        self.probe_split = Split(self.probe_split_cpu.inputs.to(self.device),
+                                 self.probe_split_cpu.targets.to(self.device))
         self.hvps = 0
 
     # --- storage helpers ----------------------------------------------------------------
@@ -227,13 +238,11 @@ class Prober:
         return {"attrs": attrs, **arrays}
 
     def _params(self, step: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        return self.run.params(step, dtype=dtype)
+        return self.run.params(step, dtype=dtype, device=self.device)
 
     def _loss_fn(self, step: int, loops: int | None = None):
-        model = self.run.model(step, loops=loops)
-        from landscape.objective import make_loss_fn
-
-        return make_loss_fn(model, self.probe_split)
+        return make_loss_fn(self.run.model(step, loops=loops, device=self.device),
+                            self.probe_split)
 
     def _hvp_loss_fn(self, step: int, loops: int | None = None):
         """The objective of Hessian products: with ranks, this rank's weighted share of it."""
@@ -341,8 +350,8 @@ class Prober:
         v, adam_step = self.run.adam_state(step)
         n0 = op.n_matvec
         if adam_step >= 1:
-            pre = preconditioned_operator(op, torch.as_tensor(v), eps=1e-8, step=adam_step,
-                                          beta2=rec.beta2)
+            pre = preconditioned_operator(op, torch.as_tensor(v, device=op.device), eps=1e-8,
+                                          step=adam_step, beta2=rec.beta2)
             res = lanczos(pre, k_top=1, tol=1e-3, max_steps=min(100, op.dim))
             arrays["adam_lambda_max"] = float(res.top_values[0])
         else:
@@ -367,7 +376,7 @@ class Prober:
     def _pyhessian_part(self, step: int, common: dict):
         hs = self.settings.hessian
         model = self.run.model(step)
-        res = pyhessian_backend(model, self.probe_split, top_n=min(hs.k_top, 5), seed=hs.seed)
+        res = pyhessian_backend(model, self.probe_split_cpu, top_n=min(hs.k_top, 5), seed=hs.seed)
         return ({"eigenvalues": res.eigenvalues, "trace": res.trace,
                  "trace_stderr": res.trace_stderr},
                 {**common, "hvps": res.n_hvp_eigen + res.n_hvp_trace,
@@ -422,22 +431,41 @@ class Prober:
                  "valley_fraction": rd.valley_fraction, "degenerate": rd.degenerate,
                  "valley_rank": int(valley_basis.shape[1])})
 
-    def _grid(self, step: int, plane, alphas, betas, info: dict, loops: int | None = None):
+    def _grid(self, group: str, step: int, plane, alphas, betas, info: dict,
+              loops: int | None = None):
+        """A 2-D loss grid; resumed from the cells a killed call already stored there."""
         loss_fn = self._loss_fn(step, loops)
         params = self._params(step, torch.float32)
-        grid = self._loss_grid(loss_fn, params, plane, alphas, betas)
-        dirs = {"x": {k: v.float().numpy() for k, v in plane.x.items()},
-                "y": {k: v.float().numpy() for k, v in plane.y.items()}}
-        return ({"alphas": alphas, "betas": betas, "loss": grid, "directions": dirs},
-                {"plane": info, "points": int(grid.size), "loops": loops or
-                 int(self.run.loops[self.run.index(step)])})
+        dirs = {"x": {k: v.float().cpu().numpy() for k, v in plane.x.items()},
+                "y": {k: v.float().cpu().numpy() for k, v in plane.y.items()}}
+        attrs = {"plane": info, "points": len(alphas) * len(betas), "loops": loops or
+                 int(self.run.loops[self.run.index(step)]), "plane_hash": _digest(dirs)}
+        arrays = {"alphas": alphas, "betas": betas, "directions": dirs}
+        if self.ranks is not None:
+            grid = self._loss_grid(loss_fn, params, plane, alphas, betas)
+        else:
+            saver = _PartialGrid(self.path, group, arrays, attrs, self._partial(group, attrs))
+            grid = loss_grid(loss_fn, params, plane, alphas, betas, done=saver.done,
+                             values=saver.loss, on_chunk=saver)
+            attrs["resumed_cells"] = saver.resumed
+        return {**arrays, "loss": grid}, attrs
+
+    def _partial(self, group: str, attrs: dict) -> dict | None:
+        """A half-done grid of the same plane stored at ``group`` by a killed call, or None."""
+        if self.settings.force:
+            return None
+        found = store.read_group(self.path, group)
+        if found is None or found["attrs"].get("plane_hash") != attrs["plane_hash"]:
+            return None
+        return found if "done" in found else None
 
     def _random_slice(self, step: int):
         gs = self.settings.geometry
         params = self._params(step, torch.float32)
         plane = random_plane(params, gs.seed)
         axis = make_axis(-gs.span, gs.span, gs.grid)
-        return self._grid(step, plane, axis, axis, {**plane.info, "seed": gs.seed})
+        return self._grid(f"{store.probe_group(step, 'geometry')}/slice_random", step, plane,
+                          axis, axis, {**plane.info, "seed": gs.seed})
 
     def _river_valley_slice(self, step: int, valley_basis: np.ndarray, lam: np.ndarray):
         gs = self.settings.geometry
@@ -454,7 +482,8 @@ class Prober:
         a = make_axis(-2 * step_len, 2 * step_len, gs.grid)
         half = 3 * math.sqrt(2 * gs.delta / float(lam[0]))
         b = make_axis(-half, half, gs.grid)
-        return self._grid(step, plane, a, b, {"kind": "river_valley", "x": "river (unit)",
+        group = f"{store.probe_group(step, 'geometry')}/slice_river_valley"
+        return self._grid(group, step, plane, a, b, {"kind": "river_valley", "x": "river (unit)",
                                               "y": "top valley eigenvector (unit)"})
 
     # --- run-level parts ----------------------------------------------------------------
@@ -487,7 +516,8 @@ class Prober:
             last = int(self.run.steps[-1])
             layout = self.run.layout
             loss_fn = self._loss_fn(last)
-            proj = projection_losses(loss_fn, layout, traj, pca.centre.float(), pca)
+            proj = projection_losses(loss_fn, layout, traj, pca.centre.float().to(self.device),
+                                     pca)
             x, y = pca.directions(layout)
             coords = pca.coords.numpy()
             lo, hi = coords.min(0), coords.max(0)
@@ -497,7 +527,8 @@ class Prober:
             b = make_axis(-ext[1], ext[1], gs.grid)
             from landscape.directions import Plane
 
-            arrays, attrs = self._grid(last, Plane(x, y, pca.info), a, b, pca.info)
+            arrays, attrs = self._grid("probe/run/pca", last, Plane(x, y, pca.info), a, b,
+                                       pca.info)
             arrays.pop("directions")
             arrays.update({"components": pca.components.float().numpy(), "coords": coords,
                            "residuals": pca.residuals.numpy(), "steps": self.run.steps,
@@ -538,13 +569,14 @@ class Prober:
                 out[name] = {"loss": op.loss, "values": top.top_values, "trace": tr.estimate,
                              "trace_stderr": tr.stderr, "vectors": top.top_vectors}
                 hvps += op.n_matvec
-            cos = _overlap(out["before"].pop("vectors").double(),
-                           out["after"].pop("vectors").double())
+            cos = _overlap(out["before"].pop("vectors").double().cpu(),
+                           out["after"].pop("vectors").double().cpu())
             lo, hi = max(i - 1, 0), min(i + 1, len(self.run.steps) - 1)
             a_, b_, c_ = (self.run.params(int(self.run.steps[j])) for j in (i, hi, lo))
             plane = plane_through(a_, b_, c_ if lo != i else None, seed=gs.seed)
             axis = make_axis(-1.5, 1.5, gs.grid)
-            arrays, attrs = self._grid(s, plane, axis, axis, plane.info, loops=after_loops)
+            arrays, attrs = self._grid("probe/run/switch/slice", s, plane, axis, axis,
+                                       plane.info, loops=after_loops)
             arrays.pop("directions")
             return ({**out, "overlap": cos, "loss_jump": out["after"]["loss"] -
                      out["before"]["loss"], "slice": arrays},
@@ -556,6 +588,47 @@ class Prober:
         self._part("probe/run/switch", compute, "SHIFT switch diagnostics")
 
 
+# --- resumable grids --------------------------------------------------------------------
+
+PARTIAL_EVERY_S = 20.0  # a grid in progress is committed at most this often
+
+
+def _digest(dirs: dict) -> str:
+    """A fingerprint of a plane's directions: a stored half-grid resumes only on the same one."""
+    h = hashlib.sha1()
+    for axis in ("x", "y"):
+        for name in sorted(dirs[axis]):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(dirs[axis][name]).tobytes())
+    return h.hexdigest()
+
+
+class _PartialGrid:
+    """Receives finished grid cells and commits the grid with its done-mask now and then."""
+
+    def __init__(self, path: Path, group: str, arrays: dict, attrs: dict, found: dict | None):
+        shape = (len(arrays["alphas"]), len(arrays["betas"]))
+        self.path, self.group, self.arrays, self.attrs = path, group, arrays, attrs
+        self.done = np.zeros(shape, dtype=bool) if found is None else found["done"].copy()
+        self.loss = np.full(shape, np.nan) if found is None else found["loss"].copy()
+        self.resumed = int(self.done.sum())
+        self.last = time.perf_counter()
+
+    def __call__(self, cells: np.ndarray, losses: np.ndarray) -> None:
+        self.done.flat[cells] = True
+        self.loss.flat[cells] = losses
+        if time.perf_counter() - self.last >= PARTIAL_EVERY_S and not self.done.all():
+            arrays = {**self.arrays, "loss": self.loss, "done": self.done}
+            attrs = {**self.attrs, "complete": False}
+
+            def change(tx: store.Transaction) -> None:
+                tx.delete(self.group)
+                tx.put(self.group, arrays, attrs)
+
+            store.commit(self.path, change)
+            self.last = time.perf_counter()
+
+
 # --- Hessian parts as functions of an operator (usable from a notebook) ------------------
 
 
@@ -564,6 +637,8 @@ def _top_part(op: HessianOperator, hs: HessianSettings, warm, common: dict):
     k_bottom = min(hs.k_bottom, max(op.dim - k_top, 0))
     if warm is not None and warm.shape[0] != op.dim:
         warm = None
+    if warm is not None:
+        warm = warm.to(device=op.device, dtype=op.dtype)
     res = lanczos(op, k_top=k_top, k_bottom=k_bottom, tol=hs.tol or None,
                   max_steps=min(hs.max_steps, op.dim), warm=warm, seed=hs.seed)
     return ({"values": res.top_values, "residuals": res.top_residuals,
@@ -577,7 +652,7 @@ def _top_part(op: HessianOperator, hs: HessianSettings, warm, common: dict):
 
 
 def _trace_part(op: HessianOperator, hs: HessianSettings, vecs: torch.Tensor, common: dict):
-    basis = vecs.to(op.dtype)
+    basis = vecs.to(device=op.device, dtype=op.dtype)
     tr = hutchpp(op, hs.trace_hvps + basis.shape[1], seed=hs.seed, basis=basis)
     return ({"estimate": tr.estimate, "stderr": tr.stderr, "bulk": tr.residual,
              "top_sum": tr.low_rank, "samples": tr.samples},

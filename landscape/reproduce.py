@@ -22,7 +22,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from landscape import claims as claims_mod
@@ -104,7 +104,8 @@ class Outcome:
 
 def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
               progress_factory: Callable[[], Callable] | None = None,
-              jobs: list[Job] | None = None, workers: int = 1) -> Outcome:
+              jobs: list[Job] | None = None, workers: int = 1,
+              device: str = "cpu") -> Outcome:
     """Train, probe, plot and judge a preset into ``out`` (resumable; see module doc).
 
     Args:
@@ -116,11 +117,19 @@ def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
         workers: runs trained and probed at once, each in its own process with one torch
             thread (independent runs: on 2 cores, 2 workers halve the time). 1: in this
             process, in order, with progress bars.
+        device: ``cpu`` or ``cuda``: where every run trains and is probed (a run file
+            trained elsewhere is reused as it is).
     """
     if jobs is None:
         if preset not in PRESETS:
             raise LandscapeError(f"unknown preset {preset!r} (presets: {', '.join(PRESETS)})")
         jobs = PRESETS[preset]
+    if device != "cpu":
+        import torch
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise LandscapeError(f"--device {device}: no CUDA device is available")
+        jobs = [_on_device(job, device) for job in jobs]
     say = report or (lambda msg: None)
     t0 = time.perf_counter()
     out = Path(out)
@@ -128,7 +137,7 @@ def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
     result = Outcome(out)
     result.runs = [out / "runs" / f"{job.name}.h5" for job in jobs]
     if workers > 1 and len(jobs) > 1:
-        _parallel(jobs, result, workers, say)
+        _parallel(jobs, result, workers, say, quiet=report is None)
     else:
         for job, path in zip(jobs, result.runs):
             progress = progress_factory() if progress_factory else None
@@ -145,6 +154,12 @@ def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
     return result
 
 
+def _on_device(job: Job, device: str) -> Job:
+    probe_settings = None if job.probe is None else replace(job.probe, device=device)
+    return replace(job, overrides=(*job.overrides, {"train": {"device": device}}),
+                   probe=probe_settings)
+
+
 def _run_job(job: Job, path: Path, say: Report, progress=None) -> bool:
     """Train (or resume) and probe one job; True if it trained anything."""
     trained = _train_job(job, path, say, progress)
@@ -154,28 +169,37 @@ def _run_job(job: Job, path: Path, say: Report, progress=None) -> bool:
     return trained
 
 
-def _job_in_worker(job: Job, path: Path) -> bool:
+def _job_in_worker(job: Job, path: Path, quiet: bool) -> bool:
     """A worker process's job: one torch thread, progress lines to its stderr."""
     import sys
 
     import torch
 
     torch.set_num_threads(1)
-    return _run_job(job, path, lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    return _run_job(job, path, say)
 
 
-def _parallel(jobs: list[Job], result: Outcome, workers: int, say: Report) -> None:
-    """Independent jobs in ``workers`` processes (spawned: no forked torch state)."""
+def _parallel(jobs: list[Job], result: Outcome, workers: int, say: Report,
+              quiet: bool = False) -> None:
+    """Independent jobs in ``workers`` processes (spawned: no forked torch state).
+
+    The first failure cancels the jobs not yet started and is raised once the running
+    ones have finished (their run files stay complete or resumable).
+    """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     say(f"{len(jobs)} runs on {workers} worker processes")
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_job_in_worker, job, path)
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
+        futures = [pool.submit(_job_in_worker, job, path, quiet)
                    for job, path in zip(jobs, result.runs)]
         for job, fut in zip(jobs, futures):
             if fut.result():
                 result.trained.append(job.name)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _train_job(job: Job, path: Path, say: Report, progress=None) -> bool:

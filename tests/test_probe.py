@@ -148,3 +148,41 @@ def test_file_without_probe_set_is_refused(trained_runs, tmp_path):
             del f["probe_set"][k]
     with pytest.raises(LandscapeError, match="no probe set"):
         probe(path, ProbeSettings(steps="last", hessian=SMALL_H))
+
+
+def test_killed_grid_resumes_from_its_done_cells(trained_runs, tmp_path, monkeypatch):
+    import landscape.probe as pr
+
+    settings = ProbeSettings(steps="last", hessian=SMALL_H,
+                             geometry=GeometrySettings(grid=7, width_points=7, width_dirs=1))
+    ref, path = (_copy(trained_runs["single"], tmp_path, n) for n in ("ref.h5", "cut.h5"))
+    probe(ref, settings)
+    monkeypatch.setattr(pr, "PARTIAL_EVERY_S", 0.0)  # commit after every cell
+    real, calls = pr._PartialGrid.__call__, {"n": 0}
+
+    def dies_after_20_cells(self, cells, losses):
+        real(self, cells, losses)
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pr._PartialGrid, "__call__", dies_after_20_cells)
+    with pytest.raises(KeyboardInterrupt):
+        probe(path, settings)
+    monkeypatch.setattr(pr._PartialGrid, "__call__", real)
+    group = f"{store.probe_group(Run.open(path).steps[-1], 'geometry')}/slice_random"
+    half = store.read_group(path, group)
+    assert half["attrs"]["complete"] is False and half["done"].sum() == 20
+    probe(path, settings)
+    done, full = Run.open(path).slices(-1)["random"], Run.open(ref).slices(-1)["random"]
+    assert done["attrs"]["resumed_cells"] == 20 and full["attrs"]["resumed_cells"] == 0
+    np.testing.assert_array_equal(done["loss"], full["loss"])
+
+
+def test_probe_on_an_explicit_cpu_device(trained_runs, tmp_path):
+    path = _copy(trained_runs["single"], tmp_path)
+    probe(path, ProbeSettings(steps="last", hessian=SMALL_H, device="cpu"))
+    assert Run.open(path).hessian(-1)["top"]["converged"].any()
+    if not torch.cuda.is_available():
+        with pytest.raises(LandscapeError, match="no CUDA device"):
+            probe(path, ProbeSettings(steps="last", hessian=SMALL_H, device="cuda"))

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from landscape import reproduce as rep
 from landscape.cli import main
+from landscape.errors import LandscapeError
 from landscape.figures import FIGURES
 from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings
 from landscape.run import Run
@@ -128,3 +129,9 @@ def test_workers_give_the_same_runs(reproduced, tmp_path):
         a, b = Run.open(out / "runs" / f"{job.name}.h5"), Run.open(tmp_path / "runs" /
                                                                   f"{job.name}.h5")
         np.testing.assert_array_equal(a.trajectory(), b.trajectory())
+
+
+def test_a_failing_job_stops_the_workers_with_a_clear_message(tmp_path):
+    bad = rep.Job("bad", "parity.toml", None, (*ALGO, {"train": {"lr": 1e30, "grad_clip": 0.0}}))
+    with pytest.raises(LandscapeError, match="loss became nan"):
+        rep.reproduce("tiny", tmp_path, jobs=[bad, JOBS[3]], workers=2)
