@@ -92,7 +92,8 @@ class CausalAttention(nn.Module):
         q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
         if self.rope:
             q, k = _rope(q), _rope(k)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(d // h)  # [B, H, T, T]
+        q = q / math.sqrt(d // h)  # scale the small tensor, not the [T, T] scores
+        scores = q @ k.transpose(-2, -1)  # [B, H, T, T]
         future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
         if self.kind == "softmax":
             weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
@@ -178,8 +179,11 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over all scored tokens (targets != IGNORE), not a mean of row means."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
-    )
+def token_loss(logits: torch.Tensor, targets: torch.Tensor,
+               reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over all scored tokens (targets != IGNORE): their mean, or their sum.
+
+    The mean is over tokens, not a mean of row means.
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE, reduction=reduction)
