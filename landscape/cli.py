@@ -309,7 +309,7 @@ def reproduce(preset, out, workers, device, quiet):
 
     out = out or Path("reproduce") / preset
     t0 = time.perf_counter()
-    say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    say = None if quiet else (lambda msg: click.echo(msg, err=True))
     bar = None if quiet else _Bar
     workers = workers or min(4, os.cpu_count() or 1)
     result = run_reproduce(preset, out, report=say, progress_factory=bar, workers=workers,

@@ -104,7 +104,8 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
 def valley(groups: Grouped) -> dict[str, Figure]:
     """Ours: kappa, small-eigenvalue counts and force; width against river progress."""
     runs = _markov(groups, ("single", "looped"), "valley")
-    stats = {a: [series.valley_series(r) for r in rs] for a, rs in runs.items()}
+    stats = {a: [series.valley_series(r) for r in rs if r.probed_steps] or
+             [series.valley_series(rs[0])] for a, rs in runs.items()}
     out = {"valley_stats": plot.valley_stats(stats)}
     widths = {}
     for a, rs in runs.items():

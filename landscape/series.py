@@ -22,13 +22,18 @@ ARCHS = ("single", "looped", "shift")
 
 
 def group_runs(runs: Iterable[Run]) -> dict[str, dict[str, list[Run]]]:
-    """Runs by task name, then by architecture (``single``, ``looped``, ``shift``), seeds listed."""
+    """Runs by task name, then by architecture (``single``, ``looped``, ``shift``).
+
+    Within an architecture the probed runs come first, then by seed: the first run of
+    each list is the one a curvature figure or claim reads, all of them feed the seed
+    spreads.
+    """
     out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         out[run.recipe.task.name][run.recipe.arch].append(run)
     for task in out.values():
         for lst in task.values():
-            lst.sort(key=lambda r: r.recipe.train.seed)
+            lst.sort(key=lambda r: (not r.probed_steps, r.recipe.train.seed))
     return {t: dict(v) for t, v in out.items()}
 
 

@@ -135,3 +135,21 @@ def test_a_failing_job_stops_the_workers_with_a_clear_message(tmp_path):
     bad = rep.Job("bad", "parity.toml", None, (*ALGO, {"train": {"lr": 1e30, "grad_clip": 0.0}}))
     with pytest.raises(LandscapeError, match="loss became nan"):
         rep.reproduce("tiny", tmp_path, jobs=[bad, JOBS[3]], workers=2)
+
+
+def test_unprobed_seeds_do_not_hide_the_probed_one(reproduced, tmp_path):
+    import shutil
+
+    from landscape.figures import render
+
+    out, _ = reproduced
+    runs = [Run.open(p) for p in sorted((out / "runs").glob("m_*.h5"))]
+    extra = tmp_path / "m_single_seed7.h5"  # an unprobed second seed of Single-Attn
+    shutil.copy(out / "runs" / "m_single_attn.h5", extra)
+    import h5py
+
+    with h5py.File(extra, "a") as f:
+        del f["probe"]
+    runs.append(Run.open(extra))
+    done = render(runs, ["valley", "spectra"], tmp_path / "figs", ("png",))
+    assert all(not isinstance(v, str) for v in done.values()), done
