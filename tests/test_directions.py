@@ -13,15 +13,6 @@ from landscape.objective import ParamLayout, detached_params, make_loss_fn
 from landscape.tasks.base import IGNORE, Split
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Toy sizes: one intra-op thread (2 threads fight for 2 busy cores, 10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_params(mlp=True, dtype=torch.float64, seed=0, perturb=True):
     """Parameters of a tiny model; perturbed so that biases and LayerNorm are not trivial."""
     torch.manual_seed(seed)

@@ -14,15 +14,6 @@ from landscape.slices import estimate_point_bytes, loss_grid, make_axis
 from landscape.tasks.base import IGNORE, Split
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Toy sizes: one intra-op thread (2 threads fight for 2 busy cores, 10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(dtype=torch.float64, mlp=True, d_model=8, seed=0):
     """A tiny model, its loss on a few random sequences, and its (detached) parameters."""
     torch.manual_seed(seed)
