@@ -14,12 +14,13 @@ the shared machine hits them alike; medians over repeats, ratios formed inside a
   evaluated by iterating a ``torch.utils.data.DataLoader`` over the probe set
   (``--peer-batch`` sequences per batch, batch losses weighted by their scored tokens);
 * ``bound``: N x N bare forward passes of the module at the checkpoint's weights over the
-  whole probe set (``torch.no_grad``, the same loss): a grid with zero overhead per point.
+  probe set (``torch.no_grad``, the same loss), in the library's chunks of
+  :data:`landscape.objective.CHUNK` sequences: a grid with zero overhead per point.
 
 Two diagnostic arms (``--no-diagnostics`` drops them) separate the peer's per-point
 overhead from its batch size: the peer with one DataLoader batch of the whole probe set,
-and bare forwards over the probe set in chunks of ``--peer-batch`` sequences. The peer's
-grid is checked against ours (largest absolute difference printed).
+and bare forwards over the whole probe set at once. The peer's grid is checked against
+ours (largest absolute difference printed).
 
     python bench/slices.py [--repeats 3] [--threads 1] [--quick]
 """
@@ -41,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from landscape.config import load_recipe
 from landscape.directions import random_plane
 from landscape.model import token_loss
+from landscape.objective import CHUNK
 from landscape.run import Run
 from landscape.slices import loss_grid, make_axis
 from landscape.tasks.base import IGNORE
@@ -50,16 +52,15 @@ ROOT = Path(__file__).parents[1]
 OURS = "ours, batch_points=1"
 AUTO = 'ours, batch_points="auto"'
 PEER = "peer: loss-landscape loop (DataLoader, --peer-batch)"
-BOUND = "bound: bare forwards, whole probe set"
+BOUND = "bound: bare forwards over the probe set, in the library's chunks"
 PEER_FULL = "peer at a DataLoader batch of the whole probe set (diagnostic)"
-CHUNKED = "bare forwards in chunks of --peer-batch (diagnostic)"
+WHOLE = "bare forwards, whole probe set at once (diagnostic)"
 RATIOS = {  # name: (numerator arm, denominator arm) of a throughput ratio
     "ours / bound": (OURS, BOUND),
     "auto / bound": (AUTO, BOUND),
     "ours / peer": (OURS, PEER),
-    "peer at the full batch / bound (the peer's own overhead)": (PEER_FULL, BOUND),
-    "ours / chunked bare forwards": (OURS, CHUNKED),
-    "chunked / whole-set bare forwards": (CHUNKED, BOUND),
+    "peer at the full batch / whole-set forwards (the peer's own overhead)": (PEER_FULL, WHOLE),
+    "whole-set / chunked bare forwards": (WHOLE, BOUND),
 }
 
 
@@ -130,8 +131,8 @@ def eval_loss(net, loader) -> float:
 def bound(run: Run, axis, chunk: int):
     """Bare forward passes at the checkpoint's weights over the probe set, one per grid point.
 
-    ``chunk`` sequences per forward (the whole probe set for the bound proper), the chunk
-    losses weighted by their scored tokens.
+    ``chunk`` sequences per forward (the library's :data:`CHUNK` for the bound proper), the
+    chunk losses weighted by their scored tokens.
     """
     net, split = run.model(), run.split("probe")
     x, y = split.inputs, split.targets
@@ -180,11 +181,11 @@ def main() -> None:
         OURS: ours(run, plane, axis, 1),
         AUTO: ours(run, plane, axis, "auto"),
         PEER: peer(run, plane, axis, pb),
-        BOUND: bound(run, axis, n_seq),
+        BOUND: bound(run, axis, CHUNK),
     }
     if not args.no_diagnostics:
         arms[PEER_FULL] = peer(run, plane, axis, n_seq)
-        arms[CHUNKED] = bound(run, axis, pb)
+        arms[WHOLE] = bound(run, axis, n_seq)
     names = list(arms)
     rates = {n: [] for n in names}
     ratios = {n: [] for n in RATIOS if all(a in arms for a in RATIOS[n])}
