@@ -204,14 +204,19 @@ def _main_rank() -> bool:
               help="Points per axis of 2-D slices (odd).")
 @click.option("--delta", type=float, default=0.02, show_default=True,
               help="Loss rise (nats) at which valley widths are read.")
+@click.option("--shared-plane", default="", metavar="init|REF.h5[:STEP]",
+              help="Also slice a random plane normalised against a reference checkpoint, "
+                   "the same for every run probed with it: init (the run's own first "
+                   "checkpoint: runs from one initialisation share it) or another run "
+                   "file's checkpoint (default its first).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="torch CPU threads (0: torch's default).")
 @click.option("--force", is_flag=True, help="Recompute parts already stored.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_steps, trace_hvps,
-          exact, exact_max_params, blocks, dtype, backend, grid, delta, device, threads, force,
-          quiet):
+          exact, exact_max_params, blocks, dtype, backend, grid, delta, shared_plane, device,
+          threads, force, quiet):
     """Compute Hessian and River-Valley diagnostics on a run file's checkpoints.
 
     Results go into the run file; a second call skips what is done (--force
@@ -222,6 +227,7 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
       landscape probe checkpoints/looped_attn.h5
       landscape probe run.h5 --steps last --no-geometry --k 20 --exact always
       landscape probe run.h5 --steps 0,640 --backend pyhessian --dtype float64
+      landscape probe looped.h5 --shared-plane single.h5:0   # compare on one plane
     """
     import torch
 
@@ -230,6 +236,8 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
 
     if not hessian and not geometry:
         raise UserError("nothing to do: give --hessian and/or --geometry")
+    if shared_plane and not geometry:
+        raise UserError("--shared-plane is a geometry probe: drop --no-geometry")
     if threads:
         torch.set_num_threads(threads)
     settings = ProbeSettings(
@@ -238,7 +246,8 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
                                 slq_steps=slq_steps, trace_hvps=trace_hvps, exact=exact,
                                 exact_max_params=exact_max_params, blocks=blocks, dtype=dtype,
                                 backend=backend) if hessian else None,
-        geometry=GeometrySettings(grid=grid, delta=delta) if geometry else None,
+        geometry=GeometrySettings(grid=grid, delta=delta, shared_plane=shared_plane)
+        if geometry else None,
     )
     t0 = time.perf_counter()
     report = None if quiet or not _main_rank() else (lambda msg: click.echo(msg, err=True))
@@ -254,7 +263,8 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
 @click.argument("run_files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--figure", "names", multiple=True, default=["all"], show_default=True,
               help="Figure to draw (repeatable): all, concept, sample_dynamics, spectra, "
-                   "shift, algorithmic, valley, slices, loops, switch, sharpness.")
+                   "shift, algorithmic, valley, slices, shared_plane, loops, switch, "
+                   "sharpness.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("figures/out"), show_default=True, help="Folder for the files.")
 @click.option("--format", "formats", default="pdf,png", show_default=True,

@@ -125,7 +125,7 @@ def slices(groups: Grouped) -> dict[str, Figure]:
             raise LandscapeError(f"{run.path} has no probes; run `landscape probe {run.path}`")
         step = run.probed_steps[-1]
         for name, grid in run.slices(step).items():
-            if "loss" not in grid:
+            if "loss" not in grid or name == "shared":  # shared planes: their own figure
                 continue
             out[f"slice_{name}_{arch}"] = plot.slice_2d(
                 grid["alphas"], grid["betas"], grid["loss"],
@@ -140,6 +140,50 @@ def slices(groups: Grouped) -> dict[str, Figure]:
                       f"({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
                 axis_labels=("PC 1", "PC 2"))
     return out
+
+
+def shared_plane(groups: Grouped) -> dict[str, Figure]:
+    """Ours: Single- vs Looped-Attn (and SHIFT) on one plane, at up to three checkpoints."""
+    runs = _markov(groups, ("single", "looped"), "shared_plane")
+    if "shift" in groups["markov"]:
+        runs["shift"] = groups["markov"]["shift"]
+    found: dict[str, dict[int, dict]] = {}
+    for arch, rs in runs.items():
+        run = rs[0]
+        steps = {s: run.slices(s).get("shared") for s in run.probed_steps}
+        steps = {s: g for s, g in steps.items() if g is not None and "loss" in g}
+        if steps:
+            found[arch] = steps
+    if not {"single", "looped"} <= set(found):
+        raise LandscapeError("figure shared_plane needs Single- and Looped-Attn runs probed "
+                             "with `landscape probe RUN.h5 --shared-plane init` (or REF.h5)")
+    grids = [g for steps in found.values() for g in steps.values()]
+    if len({g["attrs"]["plane_hash"] for g in grids}) != 1:
+        raise LandscapeError("figure shared_plane: the runs' shared slices are not on one plane "
+                             "(different references, seeds or initialisations); probe them "
+                             "with the same --shared-plane REF.h5")
+    if any(g["alphas"].shape != grids[0]["alphas"].shape
+           or not np.allclose(g["alphas"], grids[0]["alphas"])
+           or not np.allclose(g["betas"], grids[0]["betas"]) for g in grids):
+        raise LandscapeError("figure shared_plane: the shared slices have different grids; "
+                             "probe the runs with the same --grid")
+    common = sorted(set(found["single"]) & set(found["looped"]))
+    if not common:
+        raise LandscapeError("figure shared_plane: Single- and Looped-Attn have no probed "
+                             "checkpoint in common")
+    if len(common) >= 4:  # leave out the initialisation, whose flat plateau sets the scale
+        common = common[1:]
+    picks = sorted({common[0], common[len(common) // 2], common[-1]})
+    panels = {}
+    for arch, steps in found.items():
+        run = runs[arch][0]
+        if all(s in steps for s in picks):  # SHIFT only where probed at the same steps
+            panels[arch] = {f"epoch {series.epoch_of(run, s):g}": steps[s]["loss"]
+                            for s in picks}
+    ref = grids[0]["attrs"]["plane"].get("reference", "?")
+    return {"shared_plane": plot.shared_slices(
+        grids[0]["alphas"], grids[0]["betas"], panels,
+        title=f"one random plane for all runs, normalised against {ref}")}
 
 
 def loops(groups: Grouped) -> dict[str, Figure]:
@@ -182,7 +226,7 @@ def sharpness(groups: Grouped) -> dict[str, Figure]:
 FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {
     "concept": concept, "sample_dynamics": sample_dynamics, "spectra": spectra,
     "shift": shift, "algorithmic": algorithmic, "valley": valley, "slices": slices,
-    "loops": loops, "switch": switch, "sharpness": sharpness,
+    "shared_plane": shared_plane, "loops": loops, "switch": switch, "sharpness": sharpness,
 }
 
 

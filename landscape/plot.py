@@ -1227,6 +1227,90 @@ def slice_2d(
     return fig
 
 
+@_styled
+def shared_slices(
+    alphas: object,
+    betas: object,
+    grids: Mapping,
+    *,
+    rise: float = 0.1,
+    levels: int = 20,
+    title: str | None = None,
+) -> Figure:
+    """Several runs sliced along the same plane, on one colour scale (ours).
+
+    How to read it. One row per model, one column per checkpoint; every panel is the loss
+    at ``theta0 + a x + b y`` around that run's own weights ``theta0`` (the star), with
+    the same ``x`` and ``y`` for all panels (a random plane normalised against one stated
+    reference checkpoint), so that the basins are compared on equal terms. The levels are
+    shared (geometric where every loss is positive). The white contour is the basin edge,
+    ``loss(theta0) + rise``, and each title gives the share of the plane inside it: a wide,
+    flat basin has a large share, a narrow (sharp) one a small share.
+
+    Args:
+        alphas: ``[na]`` x coordinates, shared by every panel.
+        betas: ``[nb]`` y coordinates, shared by every panel.
+        grids: ``{model: {column title: [na, nb] losses}}`` (same column titles per row are
+            not required; rows are drawn in the mapping's order).
+        rise: loss rise (nats) above the centre that marks the basin edge.
+        levels: number of contour levels.
+        title: optional suptitle.
+
+    Returns:
+        The figure (page width).
+    """
+    a, b = _vec(alphas, "shared_slices: alphas"), _vec(betas, "shared_slices: betas")
+    if not isinstance(grids, Mapping) or not grids or not all(
+            isinstance(row, Mapping) and row for row in grids.values()):
+        raise LandscapeError("shared_slices: grids must be {model: {title: [na, nb] losses}}")
+    rows = {m: {t: np.asarray(z, dtype=np.float64) for t, z in row.items()}
+            for m, row in grids.items()}
+    for m, row in rows.items():
+        for t, z in row.items():
+            if z.shape != (a.size, b.size):
+                raise LandscapeError(f"shared_slices: grid {m!r} / {t!r} has shape {z.shape}, "
+                                     f"not [{a.size}, {b.size}]")
+    every = np.concatenate([z[np.isfinite(z)] for row in rows.values() for z in row.values()])
+    if every.size == 0:
+        raise LandscapeError("shared_slices: no finite loss in any grid")
+    if rise <= 0:
+        raise LandscapeError(f"shared_slices: rise must be > 0, got {rise}")
+    log = bool(every.min() > 0)
+    lv = _levels(every, levels, log=log)
+    ncol = max(len(row) for row in rows.values())
+    fig = _new_figure("page", len(rows) * (0.9 / max(ncol, 2) + 0.06))
+    axes = np.atleast_2d(fig.subplots(len(rows), ncol, sharex=True, sharey=True, squeeze=False))
+    norm = mpl.colors.LogNorm(lv[0], lv[-1]) if log else None
+    ia, ib = int(np.argmin(np.abs(a))), int(np.argmin(np.abs(b)))
+    cs = None
+    for r, (model, row) in enumerate(rows.items()):
+        for c in range(ncol):
+            ax = axes[r, c]
+            if c >= len(row):
+                ax.set_visible(False)
+                continue
+            name, z = list(row.items())[c]
+            zm = np.ma.masked_invalid(z.T)
+            cs = ax.contourf(a, b, zm, levels=lv, norm=norm, extend="neither")
+            centre = z[ia, ib]
+            share = float(np.mean(z <= centre + rise)) if np.isfinite(centre) else float("nan")
+            if np.isfinite(centre):
+                ax.contour(a, b, zm, levels=[centre + rise], colors="white", linewidths=1.0)
+            ax.plot(0, 0, marker="*", color="white", markeredgecolor="black", markersize=7,
+                    linestyle="none")
+            ax.set_title(f"{_label(model)}, {name}\n{100 * share:.0f} % within +{rise:g}",
+                         fontsize="small")
+            ax.grid(False)
+            if r == len(rows) - 1:
+                ax.set_xlabel(r"$\alpha$")
+            if c == 0:
+                ax.set_ylabel(r"$\beta$")
+    fig.colorbar(cs, ax=axes, label="loss", format="%.3g")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def _overlay_path(ax, trajectory_xy: object | None) -> None:
     if trajectory_xy is None:
         return

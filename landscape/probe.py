@@ -27,7 +27,9 @@ Hessian parts (``kind = hessian``):
 Geometry parts (``kind = geometry``): ``valley`` (river/valley split, kappa, small
 eigenvalue count and force, U/V label), ``widths`` (valley widths along the top valley
 eigenvectors), ``river`` (the river direction's share of the step), ``slice_random``
-and ``slice_river_valley`` (2-D grids). Run-level parts: ``river_progress``, ``pca``
+and ``slice_river_valley`` (2-D grids), and on request ``slice_shared`` (a random plane
+normalised against a reference checkpoint, so that several runs are sliced along the same
+directions; see :attr:`GeometrySettings.shared_plane`). Run-level parts: ``river_progress``, ``pca``
 (plane of the trajectory with its grid), ``loops`` (loss and lambda_max vs loops) and,
 for SHIFT runs, ``switch``.
 
@@ -53,7 +55,13 @@ import numpy as np
 import torch
 
 from landscape import store
-from landscape.directions import pca_directions, plane_through, projection_losses, random_plane
+from landscape.directions import (
+    pca_directions,
+    plane_through,
+    projection_losses,
+    random_plane,
+    shared_plane,
+)
 from landscape.errors import LandscapeError
 from landscape.geometry import loop_curve, unit_direction, valley_widths
 from landscape.hessian import (
@@ -123,6 +131,11 @@ class GeometrySettings:
     span: float = 1.0  # half-extent of the random plane (filter-normalised units)
     loops_max: int = 0  # loop curve up to this many loops; 0: twice the trained loops
     seed: int = 0  # random plane seed
+    # A random plane shared between runs ("" for none): "init" normalises it against the
+    # run's own first checkpoint (runs started from the same initialisation, e.g. Single-
+    # and Looped-Attn with one seed, then get the same directions); "PATH" or "PATH:STEP"
+    # against a checkpoint of another run file (default: its first). Stored as slice_shared.
+    shared_plane: str = ""
 
     def __post_init__(self):
         if self.grid % 2 == 0 or self.width_points % 2 == 0:
@@ -171,6 +184,32 @@ def select_steps(run: Run, spec: str) -> list[int]:
     return sorted(set(wanted))
 
 
+def _shared_reference(run: Run, spec: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """``(name, float32 parameters)`` of the checkpoint a shared plane is normalised against.
+
+    ``spec``: ``init`` (``run``'s own first checkpoint), ``PATH`` (that run file's first
+    checkpoint) or ``PATH:STEP``. The reference must have ``run``'s parameter layout.
+    """
+    spec = spec.strip()
+    if spec == "init":
+        step = int(run.steps[0])
+        return f"init (step {step})", run.params(step, dtype=torch.float32)
+    path, step = spec, None
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail.strip().lstrip("-").isdigit():
+        path, step = head, int(tail)
+    ref = Run.open(path)
+    if not len(ref.steps):
+        raise LandscapeError(f"--shared-plane {spec}: {path} has no checkpoints")
+    step = int(ref.steps[0]) if step is None else step
+    ref.index(step)  # raises with the available steps
+    if ref.layout.names != run.layout.names or ref.layout.shapes != run.layout.shapes:
+        raise LandscapeError(f"--shared-plane {spec}: {path} has a different parameter layout "
+                             f"from {run.path} (a plane can only be shared by same-shape "
+                             "models)")
+    return f"{Path(path).name} step {step}", ref.params(step, dtype=torch.float32)
+
+
 class Prober:
     """Runs the parts of a probe on one run file, committing each as it finishes.
 
@@ -195,6 +234,10 @@ class Prober:
             raise LandscapeError("--device cuda: no CUDA device is available")
         if ranks is not None and self.device.type != "cpu":
             raise LandscapeError("probes under torchrun compute on the CPU (gloo); drop --device")
+        self.shared_reference = None
+        if settings.geometry is not None and settings.geometry.shared_plane:
+            self.shared_reference = _shared_reference(self.run,
+                                                      settings.geometry.shared_plane)
         self.probe_split_cpu = self.run.split("probe")
         self.probe_split = Split(self.probe_split_cpu.inputs.to(self.device),
                                  self.probe_split_cpu.targets.to(self.device))
@@ -416,6 +459,10 @@ class Prober:
         self._part(f"{base}/slice_river_valley",
                    lambda: self._river_valley_slice(step, valley_basis, lam),
                    "  2-D slice, river x valley plane")
+        if self.shared_reference is not None:
+            self._check_shared(f"{base}/slice_shared")
+            self._part(f"{base}/slice_shared", lambda: self._shared_slice(step),
+                       "  2-D slice, shared plane")
 
     def _neighbours(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         i = self.run.index(step)
@@ -466,6 +513,29 @@ class Prober:
         axis = make_axis(-gs.span, gs.span, gs.grid)
         return self._grid(f"{store.probe_group(step, 'geometry')}/slice_random", step, plane,
                           axis, axis, {**plane.info, "seed": gs.seed})
+
+    def _shared_slice(self, step: int):
+        gs = self.settings.geometry
+        name, ref = self.shared_reference
+        params = self._params(step, torch.float32)
+        plane = shared_plane({k: v.to(self.device) for k, v in ref.items()}, gs.seed,
+                             reference_name=name, others=[params])
+        axis = make_axis(-gs.span, gs.span, gs.grid)
+        return self._grid(f"{store.probe_group(step, 'geometry')}/slice_shared", step, plane,
+                          axis, axis, {**plane.info, "seed": gs.seed})
+
+    def _check_shared(self, group: str) -> None:
+        """A stored shared slice must be on the plane asked for now (else --force)."""
+        found = None if self.settings.force else self._stored(group)
+        if found is None:
+            return
+        plane = found["attrs"].get("plane", {})
+        asked = (self.shared_reference[0], self.settings.geometry.seed)
+        if (plane.get("reference"), plane.get("seed")) != asked:
+            raise LandscapeError(
+                f"{self.path}: {group} was normalised against {plane.get('reference')!r} "
+                f"(seed {plane.get('seed')}), not {asked[0]!r} (seed {asked[1]}); add --force "
+                "to recompute it")
 
     def _river_valley_slice(self, step: int, valley_basis: np.ndarray, lam: np.ndarray):
         gs = self.settings.geometry

@@ -58,12 +58,14 @@ QUICK_PROBE = ProbeSettings(
     steps="spaced:6",
     hessian=HessianSettings(k_top=5, k_bottom=2, slq_runs=4, slq_steps=40, trace_hvps=20,
                             exact="never"),
-    geometry=GeometrySettings(grid=11, width_points=15, width_dirs=2),
+    geometry=GeometrySettings(grid=11, width_points=15, width_dirs=2, shared_plane="init"),
 )
+# The Markov runs of one seed start from one initialisation, so shared_plane="init" puts
+# Single-Attn, Looped-Attn and SHIFT on the same plane (the figure checks that it is one).
 PAPER_PROBE = ProbeSettings(steps="spaced:8", hessian=HessianSettings(exact="never"),
-                            geometry=GeometrySettings())
+                            geometry=GeometrySettings(shared_plane="init"))
 PAPER_EXACT = ProbeSettings(steps="spaced:8", hessian=HessianSettings(exact="always"),
-                            geometry=GeometrySettings())
+                            geometry=GeometrySettings(shared_plane="init"))
 THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for these sizes
 
 

@@ -214,10 +214,11 @@ class Run:
         return {k: g[k] for k in ("valley", "widths", "river") if k in g}
 
     def slices(self, step: int | None = -1) -> dict:
-        """The stored loss grids at a checkpoint by name (``random``, ``river_valley``).
+        """The stored loss grids at a checkpoint by name.
 
-        Each holds ``alphas``, ``betas``, ``loss`` and ``directions`` (``x`` and ``y`` by
-        parameter name), with the plane's description in ``attrs``.
+        ``random`` and ``river_valley``, and ``shared`` where probed with a shared plane
+        (``--shared-plane``). Each holds ``alphas``, ``betas``, ``loss`` and ``directions``
+        (``x`` and ``y`` by parameter name), with the plane's description in ``attrs``.
         """
         g = self.geometry(step)
         return {k.removeprefix("slice_"): v for k, v in g.items() if k.startswith("slice_")}

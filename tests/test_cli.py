@@ -116,6 +116,8 @@ def test_probe_command(tmp_path):
     (["--k", "100000"], "exceeds the model's"),
     (["--grid", "4"], "must be odd"),
     (["--no-hessian", "--no-geometry"], "nothing to do"),
+    (["--shared-plane", "nope.h5"], "nope.h5"),
+    (["--no-geometry", "--shared-plane", "init"], "drop --no-geometry"),
 ])
 def test_probe_bad_input(tmp_path, args, message):
     out = tmp_path / "r.h5"

@@ -90,6 +90,10 @@ def _figures(sims):
         "slice_1d": lambda: plot.slice_1d(a, {"river": 1 - 0.1 * a, "valley": 1 + a**2}),
         "slice_2d": lambda: plot.slice_2d(a, b, 1 + np.add.outer(a**2, b**2), [[-1, 0.5], [0, 0]],
                                           "plane", log_levels=True),
+        "shared_slices": lambda: plot.shared_slices(
+            a, b, {"single": {"epoch 10": 1 + np.add.outer(a**2, b**2)},
+                   "looped": {"epoch 10": 1 + np.add.outer(4 * a**2, b**2),
+                              "epoch 20": 1 + np.add.outer(9 * a**2, b**2)}}),
         "loop_curve": lambda: plot.loop_curve(loops, 1 + (loops - 3) ** 2, 5.0 * loops, 3),
         "switch_diagnostics": lambda: plot.switch_diagnostics(
             {"loss_before": 1.0, "loss_after": 1.5, "lambda_max_before": 2.0,
@@ -341,6 +345,9 @@ def test_partial_slice_counts_missing_cells():
         (lambda: plot.slice_1d([0, 1], {}), "losses_by_direction"),
         (lambda: plot.slice_2d([0, 1], [0, 1, 2], np.ones((2, 2))), "grid"),
         (lambda: plot.loop_curve([1, 2], None), "loss"),
+        (lambda: plot.shared_slices([0, 1], [0, 1], {}), "grids"),
+        (lambda: plot.shared_slices([0, 1], [0, 1], {"single": {"e": np.ones((2, 3))}}),
+         "shape"),
         (lambda: plot.switch_diagnostics({"loss_before": 1.0}), "loss_after"),
         (lambda: plot.sharpness(EP, None, 1.0), "lambda_max"),
     ],
@@ -349,6 +356,19 @@ def test_missing_required_data_raises_naming_it(make, name):
     with pytest.raises(LandscapeError, match=name):
         make()
     assert plt.get_fignums() == []
+
+
+def test_shared_slices_share_one_scale_and_report_the_basin_share():
+    a = np.linspace(-1, 1, 5)
+    wide, narrow = 1 + 0.04 * np.add.outer(a**2, a**2), 1 + np.add.outer(a**2, a**2)
+    fig = plot.shared_slices(a, a, {"single": {"e": wide}, "looped": {"e": narrow}}, rise=0.1)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    # wide: every cell within +0.1 (largest rise 0.08); narrow: only the centre is (its
+    # nearest neighbours rise by 0.25), 1 cell of 25
+    assert titles == ["Single-Attn, e\n100 % within +0.1", "Looped-Attn, e\n4 % within +0.1"]
+    (cbar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    lo, hi = cbar.get_ylim()
+    assert lo == pytest.approx(1.0) and hi == pytest.approx(3.0)  # both grids on one scale
 
 
 def test_shape_mismatch_raises():

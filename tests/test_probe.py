@@ -1,12 +1,14 @@
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_recipe
 
 from landscape import store
 from landscape.errors import LandscapeError
 from landscape.hessian import dense_hessian_reference
 from landscape.probe import GeometrySettings, HessianSettings, Prober, ProbeSettings, probe
 from landscape.run import Run
+from landscape.train import train
 
 SMALL_H = HessianSettings(k_top=4, k_bottom=2, slq_runs=3, slq_steps=20, trace_hvps=30)
 SMALL_G = GeometrySettings(grid=5, width_points=7, width_dirs=2)
@@ -186,3 +188,79 @@ def test_probe_on_an_explicit_cpu_device(trained_runs, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(LandscapeError, match="no CUDA device"):
             probe(path, ProbeSettings(steps="last", hessian=SMALL_H, device="cuda"))
+
+
+# ----------------------------------------------------------------------- shared plane
+
+NO_H = HessianSettings(k_top=2, k_bottom=0, slq_runs=1, slq_steps=4, trace_hvps=4,
+                       exact="never")
+
+
+def _shared(path, spec, steps="0,32", force=False):
+    g = GeometrySettings(grid=5, width_points=7, width_dirs=1, shared_plane=spec)
+    probe(path, ProbeSettings(steps=steps, hessian=NO_H, geometry=g, force=force))
+    run = Run.open(path)
+    return {int(s): run.slices(int(s))["shared"] for s in steps.split(",")}
+
+
+def test_shared_plane_is_one_plane_for_runs_from_one_initialisation(trained_runs, tmp_path):
+    from landscape.directions import filter_norms
+
+    single = _copy(trained_runs["single"], tmp_path, "single.h5")
+    looped = _copy(trained_runs["looped"], tmp_path, "looped.h5")
+    a, b = _shared(single, "init"), _shared(looped, f"{single}:0")
+    hashes = {g["attrs"]["plane_hash"] for g in (*a.values(), *b.values())}
+    assert len(hashes) == 1  # same directions at every step of both runs
+    assert b[32]["attrs"]["plane"]["reference"] == "single.h5 step 0"
+    assert a[0]["attrs"]["plane"]["kind"] == "shared"
+    run = Run.open(single)
+    init = run.params(0, dtype=torch.float32)
+    for name, w in init.items():
+        x = torch.as_tensor(a[32]["directions"]["x"][name])
+        np.testing.assert_array_equal(x, b[0]["directions"]["x"][name])
+        if w.ndim >= 2:  # filter-normalised against the reference, not the checkpoint
+            np.testing.assert_allclose(filter_norms(x), filter_norms(w), rtol=1e-5)
+    for path, grids in ((single, a), (looped, b)):
+        r = Run.open(path)
+        for s, g in grids.items():
+            base = float(r.loss_fn("probe")(r.params(s, dtype=torch.float32)))
+            assert g["loss"][2, 2] == pytest.approx(base, rel=1e-5)
+    assert not np.allclose(b[32]["loss"], a[32]["loss"])  # each around its own weights
+
+
+def test_shared_plane_refuses_another_reference_without_force(trained_runs, tmp_path):
+    path = _copy(trained_runs["looped"], tmp_path)
+    first = _shared(path, "init", steps="0")
+    with pytest.raises(LandscapeError, match="add --force"):
+        _shared(path, f"{path}:32", steps="0")
+    again = _shared(path, f"{path}:32", steps="0", force=True)
+    assert again[0]["attrs"]["plane"]["reference"] == "r.h5 step 32"
+    assert again[0]["attrs"]["plane_hash"] != first[0]["attrs"]["plane_hash"]
+
+
+def test_shared_plane_bad_references(trained_runs, tmp_path):
+    path = _copy(trained_runs["single"], tmp_path)
+    other = train(tiny_recipe(model={"d_model": 12}), tmp_path / "wide.h5")
+    before = path.read_bytes()
+    for spec, message in ((str(tmp_path / "missing.h5"), "missing.h5"),
+                          (f"{trained_runs['looped']}:7", "step 7 is not a checkpoint"),
+                          (str(other), "different parameter layout")):
+        with pytest.raises(LandscapeError, match=message):
+            _shared(path, spec)
+    assert path.read_bytes() == before
+
+
+def test_shared_plane_figure_refuses_runs_on_different_planes(trained_runs, tmp_path):
+    from landscape import figures, series
+
+    single = _copy(trained_runs["single"], tmp_path, "single.h5")
+    looped = _copy(trained_runs["looped"], tmp_path, "looped.h5")
+    _shared(single, "init")
+    _shared(looped, f"{looped}:32")  # normalised against another checkpoint
+    groups = series.group_runs([Run.open(single), Run.open(looped)])
+    with pytest.raises(LandscapeError, match="not on one plane"):
+        figures.shared_plane(groups)
+    _shared(looped, "init", force=True)
+    figs = figures.shared_plane(series.group_runs([Run.open(single), Run.open(looped)]))
+    assert [ax.get_title().split(",")[0] for ax in figs["shared_plane"].axes[:2]] == [
+        "Single-Attn", "Single-Attn"]

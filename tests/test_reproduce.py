@@ -16,7 +16,7 @@ PROBE = ProbeSettings(
     steps="spaced:4",
     hessian=HessianSettings(k_top=4, k_bottom=2, slq_runs=3, slq_steps=20, trace_hvps=20,
                             exact="never"),
-    geometry=GeometrySettings(grid=5, width_points=7, width_dirs=2))
+    geometry=GeometrySettings(grid=5, width_points=7, width_dirs=2, shared_plane="init"))
 MARKOV = ({"task": {"n_train": 128, "n_test": 64, "seq_len": 12}, "model": {"d_model": 8},
            "train": {"batch_size": 16, "epochs": 6, "probe_size": 16, "threads": 1}},)
 ALGO = ({"task": {"n_train": 256, "n_test": 32, "train_max_len": 4}, "model": {"d_model": 8},
