@@ -33,7 +33,8 @@ directions; see :attr:`GeometrySettings.shared_plane`). Run-level parts: ``river
 (plane of the trajectory with its grid), ``loops`` (loss and lambda_max vs loops) and,
 for SHIFT runs, ``switch``.
 
-Under ``torchrun`` (see :mod:`landscape.distributed`) every rank runs the same probe:
+Under ``torchrun`` (see :mod:`landscape.distributed`) every rank runs the same probe, on
+the CPU (gloo) or, with ``device="cuda"``, on its own GPU (nccl):
 Hessian products are sharded over the probe set and summed, grid cells are dealt out and
 gathered, rank 0 decides which parts are already stored and alone writes them. The other
 parts (valley split, widths, loop curve, PyHessian) are computed on every rank alike.
@@ -229,11 +230,9 @@ class Prober:
         if hs is not None and hs.k_top + hs.k_bottom > p:
             raise LandscapeError(f"k_top + k_bottom = {hs.k_top + hs.k_bottom} exceeds the "
                                  f"model's {p} parameters")
-        self.device = torch.device(settings.device)
+        self.device = torch.device(settings.device) if ranks is None else ranks.device
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise LandscapeError("--device cuda: no CUDA device is available")
-        if ranks is not None and self.device.type != "cpu":
-            raise LandscapeError("probes under torchrun compute on the CPU (gloo); drop --device")
         self.shared_reference = None
         if settings.geometry is not None and settings.geometry.shared_plane:
             self.shared_reference = _shared_reference(self.run,
@@ -293,7 +292,8 @@ class Prober:
             return self._loss_fn(step, loops)
         from landscape.distributed import sharded_loss_fn
 
-        return sharded_loss_fn(self.run.model(step, loops=loops), self.probe_split, self.ranks)
+        return sharded_loss_fn(self.run.model(step, loops=loops, device=self.device),
+                               self.probe_split, self.ranks)
 
     def _loss_grid(self, loss_fn, params, plane, alphas, betas) -> np.ndarray:
         if self.ranks is None:
@@ -775,9 +775,9 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
 
 
 def _probe_ranks(path: Path, settings: ProbeSettings, report: Report | None) -> list[int]:
-    """:func:`probe` on one rank of a torchrun job (gloo: the probes compute on the CPU)."""
+    """:func:`probe` on one rank of a torchrun job (gloo on CPU, nccl with cuda)."""
     from landscape import distributed
 
-    with distributed.process_group("cpu") as ranks, ranks.main_only(
+    with distributed.process_group(settings.device) as ranks, ranks.main_only(
             lambda: store.writer_lock(path, f"probe (rank 0 of {ranks.world})")):
         return Prober(path, settings, report if ranks.is_main else None, ranks).probe()

@@ -306,10 +306,11 @@ def test_two_ranks_probe_like_one(runs, tmp_path):
     b.write_bytes(one.read_bytes())
     hs = HessianSettings(k_top=3, k_bottom=1, slq_runs=2, slq_steps=12, trace_hvps=12,
                          exact="never")
-    gs = GeometrySettings(grid=5, width_points=7, width_dirs=1, loops_max=2)
+    gs = GeometrySettings(grid=5, width_points=7, width_dirs=1, loops_max=2, shared_plane="init")
     probe(a, ProbeSettings(steps="16,32", hessian=hs, geometry=gs))
     res = _torchrun("probe", b, "--steps", "16,32", "--k", 3, "--k-bottom", 1, "--slq-runs", 2,
-                    "--slq-steps", 12, "--trace-hvps", 12, "--exact", "never", "--grid", 5)
+                    "--slq-steps", 12, "--trace-hvps", 12, "--exact", "never", "--grid", 5,
+                    "--shared-plane", "init")
     assert res.returncode == 0, res.stderr[-3000:]
     ra, rb = Run.open(a), Run.open(b)
     for s in (16, 32):
@@ -320,12 +321,27 @@ def test_two_ranks_probe_like_one(runs, tmp_path):
         assert hb["top"]["attrs"]["hvps"] == ha["top"]["attrs"]["hvps"]
         ga, gb = ra.geometry(s), rb.geometry(s)
         np.testing.assert_array_equal(gb["slice_random"]["loss"], ga["slice_random"]["loss"])
+        np.testing.assert_array_equal(gb["slice_shared"]["loss"], ga["slice_shared"]["loss"])
         _close(gb["slice_river_valley"]["loss"], ga["slice_river_valley"]["loss"], "slice")
     sa, sb = ra.run_probe("switch"), rb.run_probe("switch")
     for name in ("before", "after"):
         _close(sb[name]["values"], sa[name]["values"], f"switch {name}")
     np.testing.assert_array_equal(rb.run_probe("pca")["loss"], ra.run_probe("pca")["loss"])
     assert store.writer_holding(b) is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_ranks_asked_for_cuda_without_it_are_refused_before_joining(runs, tmp_path,
+                                                                    monkeypatch):
+    path = tmp_path / "r.h5"
+    path.write_bytes(runs[0].read_bytes())
+    before = path.read_bytes()
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
+                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(LandscapeError, match="needs a CUDA device"):
+        probe(path, ProbeSettings(steps="last", device="cuda"))
+    assert path.read_bytes() == before
 
 
 # ---------------------------------------------------------------------------------------
