@@ -156,8 +156,11 @@ class Run:
         return generate(self.recipe.task)
 
     def split(self, name: str = "probe") -> Split:
-        """Sequences by name: ``probe`` (the fixed probe set), ``train``, or an eval split."""
-        if name == "probe":
+        """Sequences by name: ``probe`` (the fixed probe set), ``train``, or an eval split.
+
+        ``hessian`` is an alias of ``probe``: the set every Hessian probe evaluates.
+        """
+        if name in ("probe", "hessian"):
             ps = store.read_probe_set(self.path)
             return Split(torch.from_numpy(ps["inputs"]), torch.from_numpy(ps["targets"]))
         if name == "train":

@@ -41,6 +41,8 @@ def test_eval_split_loss_matches_metrics(trained_runs):
     res = evaluate(model, run.split("complex"))
     assert res["loss"] == pytest.approx(run.metrics["complex.loss"][-1], rel=1e-6)
     assert float(run.loss_fn("complex")(run.params())) == pytest.approx(res["loss"], rel=1e-6)
+    probe_set = run.split("probe")
+    assert torch.equal(run.split("hessian").inputs, probe_set.inputs)  # the design's name
 
 
 def test_bad_step_and_split(trained_runs):
