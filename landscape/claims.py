@@ -166,7 +166,8 @@ def judge_landscape(groups: Grouped) -> Claim:
             "not hold if both get the same label; Assumption 1 (more and smaller small valley "
             "eigenvalues for Looped) is reported beside, as the counts and 1/lambda sums in "
             "(eps, tau]")
-    measured = "kappa(H_valley), its U/V label, and small-eigenvalue count/force, last checkpoint"
+    measured = ("kappa(H_valley), its U/V label, and small-eigenvalue count/force, last "
+                "checkpoint; beside, valley width over its parabola prediction")
     runs = _markov(groups, ("single", "looped"))
     if runs is None:
         return _missing("3", title, measured, rule, "needs Markov Single and Looped runs")
@@ -185,8 +186,25 @@ def judge_landscape(groups: Grouped) -> Claim:
                       f"{d['small_count']:.0f}, force {d['small_force']:.3g}"
                       for a, d in last.items())
     value += f"; Assumption 1 {'holds' if a1 else 'does not hold'} by these numbers"
+    ratios = _width_ratios(runs)
+    if ratios:
+        value += ("; beside, valley width / its parabola prediction along the top valley "
+                  "direction (1: a parabola): " + ", ".join(f"{a} {r:.2f}"
+                                                          for a, r in ratios.items()))
     return Claim("3", title, measured, value, rule, verdict,
-                 {"last": last, "assumption_1": a1})
+                 {"last": last, "assumption_1": a1, "width_ratio": ratios})
+
+
+def _width_ratios(runs: dict[str, list[Run]]) -> dict[str, float]:
+    """Measured width over the quadratic prediction, top valley direction, last checkpoint."""
+    out = {}
+    for arch, rs in runs.items():
+        try:
+            w = series.width_series(rs[0])
+        except LandscapeError:
+            continue
+        out[arch] = float(w["width"][-1][0] / w["quadratic"][-1][0])
+    return out
 
 
 # --- claim 4 ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ class FakeRun(SimpleNamespace):
         return self.probes.get((step, kind))
 
     def run_probe(self, part):
-        return None
+        return getattr(self, "run_probes", {}).get(part)
 
 
 def markov_run(arch, complex_acc, seed=0, simple_acc=0.98, wall=None, shift_step=None,
@@ -88,6 +88,24 @@ def test_claim3_labels():
     vv = markov_run("single", STALL, probes=valley("V", 60.0, 40, 50.0))
     c = claims.judge_landscape(groups(single=vv, looped=v))
     assert c.verdict == FAILS and not c.details["assumption_1"]
+    assert c.details["width_ratio"] == {} and "parabola" not in c.value  # no widths probed
+
+
+def test_claim3_reports_width_ratios_beside_without_changing_the_verdict():
+    def probed(label, width):
+        attrs = {"kappa": 50.0, "river_dim": 1.0, "valley_dim": 1.0, "small_count": 3,
+                 "small_force": 2.0, "label": label}
+        run = markov_run("single" if label == "U" else "looped", STALL, probes={
+            (10, "geometry"): {"valley": {"attrs": attrs},
+                               "widths": {"width": [width, 9.0], "quadratic": [0.5, 9.0]}}})
+        run.run_probes = {"river_progress": {"steps": [0, 10], "progress": [0.0, 1.0]}}
+        return run
+
+    c = claims.judge_landscape(groups(single=probed("V", 0.5), looped=probed("V", 0.8)))
+    assert c.verdict == FAILS  # the rule is kappa's; the widths are only reported
+    assert c.details["width_ratio"] == {"single": pytest.approx(1.0),
+                                        "looped": pytest.approx(1.6)}
+    assert "single 1.00, looped 1.60" in c.value
 
 
 def test_missing_data_is_inconclusive_never_a_pass():
