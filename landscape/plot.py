@@ -541,7 +541,7 @@ def sample_dynamics(
                 _need(run, key, f"sample_dynamics: a run of {m!r}")
     metrics = ["acc"] + (["loss"] if any(_has(curves, f"{s}.loss") for s in splits) else [])
     fig = _new_figure("page", 0.3 * len(metrics) + 0.08)
-    axes = np.atleast_2d(fig.subplots(len(metrics), len(splits), sharex=True, squeeze=False))
+    axes = fig.subplots(len(metrics), len(splits), sharex=True, squeeze=False)
     colors = _colors(models)
     for (i, metric), (j, split) in ((a, b) for a in enumerate(metrics) for b in enumerate(splits)):
         ax, key = axes[i, j], f"{split}.{metric}"
@@ -937,7 +937,7 @@ def task_curves(per_task: Mapping, *, metric: str = "acc", xkey: str = "step") -
     ncol = min(3, len(per_task))
     nrow = math.ceil(len(per_task) / ncol)
     fig = _new_figure("page" if ncol > 1 else "column", 0.3 * nrow + 0.08)
-    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False, sharey=True)).ravel()
+    axes = fig.subplots(nrow, ncol, squeeze=False, sharey=True).ravel()
     for i, (ax, (task, entry)) in enumerate(zip(axes, per_task.items())):
         _task_panel(ax, task, entry, metric, xkey)
         ax.set(xlabel=xkey, ylabel=_ylabel(metric) if i % ncol == 0 else "")
@@ -1279,17 +1279,15 @@ def shared_slices(
     lv = _levels(every, levels, log=log)
     ncol = max(len(row) for row in rows.values())
     fig = _new_figure("page", len(rows) * (0.9 / max(ncol, 2) + 0.06))
-    axes = np.atleast_2d(fig.subplots(len(rows), ncol, sharex=True, sharey=True, squeeze=False))
+    axes = fig.subplots(len(rows), ncol, sharex=True, sharey=True, squeeze=False)
     norm = mpl.colors.LogNorm(lv[0], lv[-1]) if log else None
     ia, ib = int(np.argmin(np.abs(a))), int(np.argmin(np.abs(b)))
     cs = None
     for r, (model, row) in enumerate(rows.items()):
-        for c in range(ncol):
+        for ax in axes[r, len(row):]:  # a row with fewer checkpoints
+            ax.set_visible(False)
+        for c, (name, z) in enumerate(row.items()):
             ax = axes[r, c]
-            if c >= len(row):
-                ax.set_visible(False)
-                continue
-            name, z = list(row.items())[c]
             zm = np.ma.masked_invalid(z.T)
             cs = ax.contourf(a, b, zm, levels=lv, norm=norm, extend="neither")
             centre = z[ia, ib]

@@ -29,9 +29,9 @@ eigenvalue count and force, U/V label), ``widths`` (valley widths along the top 
 eigenvectors), ``river`` (the river direction's share of the step), ``slice_random``
 and ``slice_river_valley`` (2-D grids), and on request ``slice_shared`` (a random plane
 normalised against a reference checkpoint, so that several runs are sliced along the same
-directions; see :attr:`GeometrySettings.shared_plane`). Run-level parts: ``river_progress``, ``pca``
-(plane of the trajectory with its grid), ``loops`` (loss and lambda_max vs loops) and,
-for SHIFT runs, ``switch``.
+directions; see :attr:`GeometrySettings.shared_plane`). Run-level parts:
+``river_progress``, ``pca`` (plane of the trajectory with its grid), ``loops`` (loss and
+lambda_max vs loops) and, for SHIFT runs, ``switch``.
 
 Under ``torchrun`` (see :mod:`landscape.distributed`) every rank runs the same probe, on
 the CPU (gloo) or, with ``device="cuda"``, on its own GPU (nccl):
@@ -57,6 +57,7 @@ import torch
 
 from landscape import store
 from landscape.directions import (
+    Plane,
     pca_directions,
     plane_through,
     projection_losses,
@@ -233,10 +234,11 @@ class Prober:
         self.device = torch.device(settings.device) if ranks is None else ranks.device
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise LandscapeError("--device cuda: no CUDA device is available")
-        self.shared_reference = None
+        self.shared = None  # the --shared-plane plane, the same at every step
         if settings.geometry is not None and settings.geometry.shared_plane:
-            self.shared_reference = _shared_reference(self.run,
-                                                      settings.geometry.shared_plane)
+            name, ref = _shared_reference(self.run, settings.geometry.shared_plane)
+            self.shared = shared_plane({k: v.to(self.device) for k, v in ref.items()},
+                                       settings.geometry.seed, reference_name=name)
         self.probe_split_cpu = self.run.split("probe")
         self.probe_split = Split(self.probe_split_cpu.inputs.to(self.device),
                                  self.probe_split_cpu.targets.to(self.device))
@@ -459,7 +461,7 @@ class Prober:
         self._part(f"{base}/slice_river_valley",
                    lambda: self._river_valley_slice(step, valley_basis, lam),
                    "  2-D slice, river x valley plane")
-        if self.shared_reference is not None:
+        if self.shared is not None:
             self._check_shared(f"{base}/slice_shared")
             self._part(f"{base}/slice_shared", lambda: self._shared_slice(step),
                        "  2-D slice, shared plane")
@@ -516,13 +518,9 @@ class Prober:
 
     def _shared_slice(self, step: int):
         gs = self.settings.geometry
-        name, ref = self.shared_reference
-        params = self._params(step, torch.float32)
-        plane = shared_plane({k: v.to(self.device) for k, v in ref.items()}, gs.seed,
-                             reference_name=name, others=[params])
         axis = make_axis(-gs.span, gs.span, gs.grid)
-        return self._grid(f"{store.probe_group(step, 'geometry')}/slice_shared", step, plane,
-                          axis, axis, {**plane.info, "seed": gs.seed})
+        return self._grid(f"{store.probe_group(step, 'geometry')}/slice_shared", step,
+                          self.shared, axis, axis, {**self.shared.info, "seed": gs.seed})
 
     def _check_shared(self, group: str) -> None:
         """A stored shared slice must be on the plane asked for now (else --force)."""
@@ -530,7 +528,7 @@ class Prober:
         if found is None:
             return
         plane = found["attrs"].get("plane", {})
-        asked = (self.shared_reference[0], self.settings.geometry.seed)
+        asked = (self.shared.info["reference"], self.settings.geometry.seed)
         if (plane.get("reference"), plane.get("seed")) != asked:
             raise LandscapeError(
                 f"{self.path}: {group} was normalised against {plane.get('reference')!r} "
@@ -545,8 +543,6 @@ class Prober:
             return {}, {"skipped": "no river direction or empty valley at this checkpoint"}
         x = unit_direction(layout, rd["direction"])
         y = unit_direction(layout, valley_basis[:, 0])
-        from landscape.directions import Plane
-
         plane = Plane(x, y, {"kind": "river_valley"})
         step_len = max(float(rd["attrs"]["step_norm"]), 1e-8)
         a = make_axis(-2 * step_len, 2 * step_len, gs.grid)
@@ -595,8 +591,6 @@ class Prober:
             ext = np.maximum(np.abs(lo - pad), np.abs(hi + pad))
             a = make_axis(-ext[0], ext[0], gs.grid)
             b = make_axis(-ext[1], ext[1], gs.grid)
-            from landscape.directions import Plane
-
             arrays, attrs = self._grid("probe/run/pca", last, Plane(x, y, pca.info), a, b,
                                        pca.info)
             arrays.pop("directions")
