@@ -12,7 +12,9 @@ Thresholds (all module constants, chosen before any run was looked at):
   second half of training; it *masters* a split within ``MASTER`` = 2 points of its
   Bayes ceiling;
 * SHIFT is *comparable* to Looped-Attn within ``COMPARABLE`` = 1 point (Markov) or
-  2 points (algorithmic tasks);
+  ``COMPARABLE_ALGO`` = 2 points (algorithmic tasks);
+* early W_Q/W_K gradients of Single and Looped are *aligned* above a cosine of
+  ``QK_ALIGNED`` (reported beside claim 4, not a verdict);
 * length generalization differs when the mean extrapolation accuracy differs by more than
   ``LENGTH_GAP`` = 5 points.
 """
@@ -95,16 +97,19 @@ def judge_sample_level(groups: Grouped) -> Claim:
     runs = _markov(groups, ("single", "looped"))
     if runs is None:
         return _missing("1", title, measured, rule, "needs Markov Single and Looped runs")
-    pairs = _paired(runs["single"], runs["looped"])
-    gaps = [series.final(lo, "complex.acc") - series.final(si, "complex.acc")
-            for si, lo in pairs]
+    try:
+        pairs = _paired(runs["single"], runs["looped"])
+        single = [series.final(si, "complex.acc") for si, _ in pairs]
+        looped = [series.final(lo, "complex.acc") for _, lo in pairs]
+        master = all(series.final(r, "simple.acc") >= r.ceilings["simple"]["acc"] - MASTER
+                     for pair in pairs for r in pair)
+    except LandscapeError as e:
+        return _missing("1", title, measured, rule, str(e))
+    gaps = [lo - si for si, lo in zip(single, looped)]
     stall = [_second_half_rise(si, "complex.acc") for si, _ in pairs]
-    master = all(series.final(r, "simple.acc") >= r.ceilings["simple"]["acc"] - MASTER
-                 for pair in pairs for r in pair)
     ceiling = pairs[0][0].ceilings["complex"]["acc"]
     details = {"gap": gaps, "single_second_half_rise": stall, "both_master_simple": master,
-               "single_complex": [series.final(s, "complex.acc") for s, _ in pairs],
-               "looped_complex": [series.final(lo, "complex.acc") for _, lo in pairs],
+               "single_complex": single, "looped_complex": looped,
                "complex_ceiling": ceiling}
     if min(gaps) <= 0:
         verdict = FAILS
@@ -175,7 +180,7 @@ def judge_landscape(groups: Grouped) -> Claim:
         vs = {a: series.valley_series(rs[0]) for a, rs in runs.items()}
     except LandscapeError as e:
         return _missing("3", title, measured, rule, str(e))
-    last = {a: {k: (v[k][-1].item() if hasattr(v[k][-1], "item") else v[k][-1])
+    last = {a: {k: v[k][-1].item()
                 for k in ("epoch", "kappa", "small_count", "small_force", "label")}
             for a, v in vs.items()}
     s, lo = last["single"]["label"], last["looped"]["label"]
@@ -264,6 +269,24 @@ def judge_shift(groups: Grouped) -> Claim:
             f"{COMPARABLE_ALGO:.0%}; does not hold if SHIFT is slower or falls short on every "
             "seed and task")
     measured = "final accuracy and training seconds, SHIFT vs Looped"
+    try:
+        rows = _shift_rows(groups)
+    except LandscapeError as e:
+        return _missing("5", title, measured, rule, str(e))
+    if not rows:
+        return _missing("5", title, measured, rule, "needs SHIFT and Looped runs with a seed "
+                        "in common")
+    good = [r["acc_shift"] >= r["acc_looped"] - r["tol"] and r["wall_shift"] < r["wall_looped"]
+            for r in rows]
+    verdict = HOLDS if all(good) else FAILS if not any(good) else INCONCLUSIVE
+    value = "; ".join(f"{r['task']} seed {r['seed']}: acc {r['acc_shift']:.3f} vs "
+                      f"{r['acc_looped']:.3f}, {r['wall_shift']:.1f} s vs {r['wall_looped']:.1f} s"
+                      for r in rows)
+    return Claim("5", title, measured, value, rule, verdict, {"rows": rows})
+
+
+def _shift_rows(groups: Grouped) -> list[dict]:
+    """SHIFT against Looped, per task and shared seed: final accuracy and training seconds."""
     rows = []
     for task, g in groups.items():
         if "shift" not in g or "looped" not in g:
@@ -280,16 +303,7 @@ def judge_shift(groups: Grouped) -> Claim:
                          "wall_shift": series.final(sh, "wall"),
                          "wall_looped": series.final(lo, "wall"), "tol": tol,
                          "switch_step": sh.shift_step})
-    if not rows:
-        return _missing("5", title, measured, rule, "needs SHIFT and Looped runs with a seed "
-                        "in common")
-    good = [r["acc_shift"] >= r["acc_looped"] - r["tol"] and r["wall_shift"] < r["wall_looped"]
-            for r in rows]
-    verdict = HOLDS if all(good) else FAILS if not any(good) else INCONCLUSIVE
-    value = "; ".join(f"{r['task']} seed {r['seed']}: acc {r['acc_shift']:.3f} vs "
-                      f"{r['acc_looped']:.3f}, {r['wall_shift']:.1f} s vs {r['wall_looped']:.1f} s"
-                      for r in rows)
-    return Claim("5", title, measured, value, rule, verdict, {"rows": rows})
+    return rows
 
 
 # --- claim 6 ----------------------------------------------------------------------------

@@ -18,8 +18,6 @@ from landscape.errors import LandscapeError
 from landscape.phases import Phases, density_entropy, detect_phases, matrix_entropy
 from landscape.run import Run
 
-ARCHS = ("single", "looped", "shift")
-
 
 def group_runs(runs: Iterable[Run]) -> dict[str, dict[str, list[Run]]]:
     """Runs by task name, then by architecture (``single``, ``looped``, ``shift``).
@@ -81,7 +79,11 @@ def spectrum_checkpoints(run: Run) -> list[dict]:
 
 
 def entropy_series(run: Run) -> dict[str, np.ndarray]:
-    """Matrix entropy of the spectrum at each probed checkpoint (``epoch``, ``entropy``)."""
+    """Matrix entropy of the spectrum at each probed checkpoint.
+
+    Returns ``epoch`` and ``entropy`` arrays, and ``source``: ``exact`` where every
+    checkpoint has its exact spectrum, else ``slq``.
+    """
     cks = spectrum_checkpoints(run)
     ent = [matrix_entropy(c["eigvals"]) if "eigvals" in c else
            density_entropy(c["nodes"], c["weights"], c["dim"]) for c in cks]

@@ -94,7 +94,7 @@ def test_plot_command(reproduced, tmp_path):
 
 
 def test_unknown_preset(tmp_path):
-    with pytest.raises(Exception, match="unknown preset"):
+    with pytest.raises(LandscapeError, match="unknown preset"):
         rep.reproduce("huge", tmp_path)
 
 
@@ -144,12 +144,12 @@ def test_unprobed_seeds_do_not_hide_the_probed_one(reproduced, tmp_path):
 
     out, _ = reproduced
     runs = [Run.open(p) for p in sorted((out / "runs").glob("m_*.h5"))]
-    extra = tmp_path / "m_single_seed7.h5"  # an unprobed second seed of Single-Attn
+    extra = tmp_path / "m_single_copy.h5"  # an unprobed run of Single-Attn, listed first
     shutil.copy(out / "runs" / "m_single_attn.h5", extra)
     import h5py
 
     with h5py.File(extra, "a") as f:
         del f["probe"]
-    runs.append(Run.open(extra))
+    runs.insert(0, Run.open(extra))  # group_runs must still put the probed run first
     done = render(runs, ["valley", "spectra"], tmp_path / "figs", ("png",))
     assert all(not isinstance(v, str) for v in done.values()), done
