@@ -150,7 +150,7 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
     found: dict[str, dict[int, dict]] = {}
     for arch, rs in runs.items():
         run = rs[0]
-        steps = {s: run.slices(s).get("shared") for s in run.probed_steps}
+        steps = {s: run.probe_result(s, "geometry", "slice_shared") for s in run.probed_steps}
         steps = {s: g for s, g in steps.items() if g is not None and "loss" in g}
         if steps:
             found[arch] = steps

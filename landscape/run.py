@@ -184,9 +184,14 @@ class Run:
 
     # --- probe results ------------------------------------------------------------------
 
-    def probe_result(self, step: int | None, kind: str) -> dict | None:
-        """Stored results of probe ``kind`` at a checkpoint, or None if not computed."""
-        return store.read_group(self.path, store.probe_group(self.step_at(step), kind))
+    def probe_result(self, step: int | None, kind: str, part: str | None = None) -> dict | None:
+        """Stored results of probe ``kind`` at a checkpoint, or None if not computed.
+
+        With ``part`` (e.g. ``"valley"``), only that part is read: a whole kind also holds
+        the ``[k, P]`` eigenvectors and every slice's directions.
+        """
+        group = store.probe_group(self.step_at(step), kind)
+        return store.read_group(self.path, group if part is None else f"{group}/{part}")
 
     @property
     def probed_steps(self) -> list[int]:

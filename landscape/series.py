@@ -60,14 +60,13 @@ def spectrum_checkpoints(run: Run) -> list[dict]:
     """
     out = []
     for step in run.probed_steps:
-        h = run.probe_result(step, "hessian")
-        if h is None:
-            continue
         ck = {"epoch": epoch_of(run, step), "step": step}
-        if "exact" in h:
-            ck["eigvals"] = np.asarray(h["exact"]["eigvals"])
-        elif "slq" in h:
-            ck.update(nodes=np.asarray(h["slq"]["nodes"]), weights=np.asarray(h["slq"]["weights"]),
+        exact = run.probe_result(step, "hessian", "exact")
+        slq = None if exact is not None else run.probe_result(step, "hessian", "slq")
+        if exact is not None:
+            ck["eigvals"] = np.asarray(exact["eigvals"])
+        elif slq is not None:
+            ck.update(nodes=np.asarray(slq["nodes"]), weights=np.asarray(slq["weights"]),
                       dim=run.layout.size)
         else:
             continue
@@ -99,18 +98,14 @@ def phases_of(run: Run) -> Phases:
     return detect_phases(s["epoch"], s["entropy"])
 
 
-def _geometry(run: Run, step: int) -> dict | None:
-    return run.probe_result(step, "geometry")
-
-
 def valley_series(run: Run) -> dict[str, np.ndarray]:
     """kappa(H_valley), river dimension, small-eigenvalue count and force per checkpoint."""
     rows = []
     for step in run.probed_steps:
-        g = _geometry(run, step)
-        if g is None or "valley" not in g:
+        v = run.probe_result(step, "geometry", "valley")
+        if v is None:
             continue
-        a = g["valley"]["attrs"]
+        a = v["attrs"]
         values = [float(a.get(k, np.nan)) for k in
                   ("kappa", "river_dim", "valley_dim", "small_count", "small_force")]
         rows.append((epoch_of(run, step), step, *values, a["label"]))
@@ -133,13 +128,11 @@ def width_series(run: Run) -> dict[str, np.ndarray]:
     all_steps, progress = np.asarray(rp["steps"]), np.asarray(rp["progress"])
     rows = []
     for step in run.probed_steps:
-        g = _geometry(run, step)
-        if g is None or "widths" not in g:
-            continue
+        w = run.probe_result(step, "geometry", "widths")
         where = np.flatnonzero(all_steps == step)
-        if where.size:
-            rows.append((epoch_of(run, step), progress[where[0]], np.asarray(g["widths"]["width"]),
-                         np.asarray(g["widths"]["quadratic"])))
+        if w is not None and where.size:
+            rows.append((epoch_of(run, step), progress[where[0]], np.asarray(w["width"]),
+                         np.asarray(w["quadratic"])))
     if not rows:
         raise LandscapeError(f"{run.path} has no valley widths; run `landscape probe --geometry`")
     k = min(len(r[2]) for r in rows)
@@ -152,10 +145,9 @@ def sharpness_series(run: Run) -> dict[str, np.ndarray]:
     """lambda_max, 2/lr, the Adam-preconditioned lambda_max and 38/lr per checkpoint."""
     rows = []
     for step in run.probed_steps:
-        h = run.probe_result(step, "hessian")
-        if h is None or "sharpness" not in h:
+        s = run.probe_result(step, "hessian", "sharpness")
+        if s is None:
             continue
-        s = h["sharpness"]
         rows.append([epoch_of(run, step)] + [float(s[k]) for k in (
             "lambda_max", "threshold", "adam_lambda_max", "adam_threshold")])
     if not rows:

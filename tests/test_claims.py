@@ -13,8 +13,9 @@ from landscape.claims import FAILS, HOLDS, INCONCLUSIVE
 class FakeRun(SimpleNamespace):
     """Just what the claim rules read from a Run."""
 
-    def probe_result(self, step, kind):
-        return self.probes.get((step, kind))
+    def probe_result(self, step, kind, part=None):
+        found = self.probes.get((step, kind))
+        return found if found is None or part is None else found.get(part)
 
     def run_probe(self, part):
         return getattr(self, "run_probes", {}).get(part)
