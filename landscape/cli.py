@@ -279,12 +279,13 @@ def plot(run_files, names, out, formats, dpi):
       landscape plot reproduce/quick/runs/*.h5 --figure spectra --format png
     """
     from landscape.figures import render
+    from landscape.plot import FORMATS
     from landscape.run import Run
 
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
-    bad = [f for f in fmts if f not in ("pdf", "png", "svg")]
+    bad = [f for f in fmts if f not in FORMATS]
     if bad:
-        raise UserError(f"unknown format {bad[0]!r} (formats: pdf, png, svg)")
+        raise UserError(f"unknown format {bad[0]!r} (formats: {', '.join(FORMATS)})")
     runs = [Run.open(p) for p in run_files]
     done = render(runs, names, out, fmts, dpi=dpi,
                   report=lambda msg: click.echo(msg, err=True))

@@ -61,7 +61,7 @@ import torch
 import torch.distributed as dist
 
 from landscape.errors import LandscapeError
-from landscape.tasks.base import IGNORE, Split
+from landscape.tasks.base import Split
 
 ENV_TIMEOUT = "LANDSCAPE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
@@ -394,12 +394,12 @@ def shard_split(split: Split, ranks: Ranks) -> tuple[Split, float]:
     if len(split) < ranks.world:
         raise LandscapeError(f"{len(split)} sequences cannot be shared by {ranks.world} ranks; "
                              f"start at most {len(split)} processes")
-    total = int((split.targets != IGNORE).sum())
+    total = split.n_scored
     if total == 0:
         raise LandscapeError("the split has no scored tokens")
     part = ranks.shard(len(split))
     share = Split(split.inputs[part], split.targets[part])
-    return share, int((share.targets != IGNORE).sum()) / total
+    return share, share.n_scored / total
 
 
 def sharded_loss_fn(model: torch.nn.Module, split: Split, ranks: Ranks,

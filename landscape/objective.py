@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from landscape.errors import LandscapeError
 from landscape.model import token_loss
 from landscape.tasks.base import Split
 
@@ -117,9 +118,11 @@ def make_loss_fn(model: nn.Module, split: Split, loops: int | None = None,
     Returns:
         ``loss_fn(params) -> Tensor`` (a 0-d tensor), differentiable w.r.t. ``params``.
     """
+    if chunk < 1:
+        raise LandscapeError(f"make_loss_fn: chunk={chunk} must be >= 1")
     buffers = dict(model.named_buffers())
     pieces = [(split.inputs[i : i + chunk], split.targets[i : i + chunk])
-              for i in range(0, len(split), max(1, chunk))]
+              for i in range(0, len(split), chunk)]
     n_scored = max(split.n_scored, 1)
 
     def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:

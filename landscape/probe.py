@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from landscape import store
+from landscape import distributed, store
 from landscape.directions import (
     Plane,
     pca_directions,
@@ -298,8 +297,7 @@ class Prober:
                                self.probe_split, self.ranks)
 
     def _loss_grid(self, loss_fn, params, plane, alphas, betas) -> np.ndarray:
-        if self.ranks is None:
-            return loss_grid(loss_fn, params, plane, alphas, betas)
+        """A grid whose cells are shared out between the ranks (``self.ranks`` is set)."""
         from landscape.distributed import sharded_loss_grid
 
         return sharded_loss_grid(loss_fn, params, plane, alphas, betas, ranks=self.ranks)
@@ -762,7 +760,7 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
     """
     store.check_run_file(path)
     settings = settings or ProbeSettings()
-    if os.environ.get("WORLD_SIZE", "").strip() not in ("", "1"):  # torchrun, several ranks
+    if distributed.launched():  # torchrun, several ranks
         return _probe_ranks(Path(path), settings, report)
     with store.writer_lock(path, "probe"):
         return Prober(path, settings, report).probe()
@@ -770,8 +768,6 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
 
 def _probe_ranks(path: Path, settings: ProbeSettings, report: Report | None) -> list[int]:
     """:func:`probe` on one rank of a torchrun job (gloo on CPU, nccl with cuda)."""
-    from landscape import distributed
-
     with distributed.process_group(settings.device) as ranks, ranks.main_only(
             lambda: store.writer_lock(path, f"probe (rank 0 of {ranks.world})")):
         return Prober(path, settings, report if ranks.is_main else None, ranks).probe()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from landscape import store
+from landscape import distributed, store
 from landscape.config import Recipe, recipe_from_dict
 from landscape.errors import LandscapeError
 from landscape.model import LoopedTransformer, token_loss
@@ -391,6 +390,8 @@ class Trainer:
         st.n_since = st.tokens_since = 0
 
     def _checkpoint(self) -> None:
+        if not self.writes:  # only rank 0 records the trajectory
+            return
         params = dict(self.model.named_parameters())
         flat = self.layout.flatten(params).detach().float().cpu().numpy()
         v, adam_step = self._adam_second_moment(params)
@@ -480,7 +481,7 @@ def train(recipe: Recipe | None, out: str | Path, *, resume: bool = False,
         The path of the run file.
     """
     out = Path(out)
-    if os.environ.get("WORLD_SIZE", "").strip() not in ("", "1"):  # torchrun, several ranks
+    if distributed.launched():  # torchrun, several ranks
         return _train_ranks(recipe, out, resume, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     with store.writer_lock(out, "training"):
@@ -512,8 +513,6 @@ def _train_ranks(recipe: Recipe | None, out: Path, resume: bool,
     Every rank checks the same file before rank 0 first writes to it (that needs the
     other ranks' first collective), so all raise the same errors.
     """
-    from landscape import distributed
-
     device = _recipe_for_resume(out, recipe).train.device if resume else (
         recipe.train.device if recipe is not None else "cpu")
 

@@ -33,6 +33,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import tiny_recipe
+from test_train import _same_run
 
 from landscape import distributed, store
 from landscape.config import load_recipe
@@ -115,7 +116,8 @@ def _close(a, b, what, rtol=RTOL, atol=0.0):
 
 
 def test_docstring_examples():
-    assert doctest.testmod(distributed).failed == 0
+    result = doctest.testmod(distributed)
+    assert result.attempted >= 2 and result.failed == 0
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 5])
@@ -207,8 +209,8 @@ def _worker(rank, world, init, out):
                                            axis, axis[:3], ranks=ranks)
         result["sent"] = ranks.broadcast_object({"from": ranks.rank})
 
-        def refuse():
-            raise LandscapeError("the lock is held elsewhere")
+        def refuse():  # names the rank that entered: main_only lets only rank 0 in
+            raise LandscapeError(f"the lock is held elsewhere (seen by rank {ranks.rank})")
 
         try:
             with ranks.main_only(refuse):
@@ -258,7 +260,8 @@ def test_sharded_grid_equals_one_process(two_ranks):
 
 def test_rank_zero_speaks_for_all(two_ranks):
     assert [res["sent"] for res in two_ranks] == [{"from": 0}, {"from": 0}]
-    assert [res["main_only"] for res in two_ranks] == ["the lock is held elsewhere"] * 2
+    assert [res["main_only"] for res in two_ranks] == [
+        "the lock is held elsewhere (seen by rank 0)"] * 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,11 +385,8 @@ def test_a_lost_rank_ends_the_job_and_the_file_resumes(runs, tmp_path):
     assert store.writer_holding(out) is None
     res = _torchrun("train", "--resume", "--out", out, "-q")
     assert res.returncode == 0, res.stderr[-3000:]
-    a, b = Run.open(two), Run.open(out)
+    b = Run.open(out)
     assert b.status == "complete"
-    np.testing.assert_array_equal(b.trajectory(), a.trajectory())
-    for key in a.metrics:
-        if key not in ("wall", "tokens_per_s"):
-            np.testing.assert_array_equal(b.metrics[key], a.metrics[key], err_msg=key)
+    _same_run(two, out)
     assert [e["kind"] for e in b.events] == ["data_parallel", "shift", "resume",
                                              "data_parallel"]

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from landscape.errors import LandscapeError
 from landscape.model import LoopedTransformer, ModelConfig, token_loss
 from landscape.objective import ParamLayout, detached_params, make_loss_fn
 from landscape.tasks.base import IGNORE, Split
@@ -28,6 +29,12 @@ def test_chunked_loss_is_the_token_mean(chunk):
     g2 = torch.func.grad(make_loss_fn(model, split, chunk=len(split)))(params)
     for name in g1:
         torch.testing.assert_close(g1[name], g2[name], rtol=1e-10, atol=1e-12)
+
+
+def test_chunk_below_one_is_refused():
+    model = LoopedTransformer(ModelConfig(d_model=8), 5, 6)
+    with pytest.raises(LandscapeError, match="chunk=0"):
+        make_loss_fn(model, _split(), chunk=0)
 
 
 def test_layout_round_trip():
