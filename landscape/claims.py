@@ -145,8 +145,9 @@ def judge_hessian_phases(groups: Grouped) -> Claim:
     if runs is None:
         return _missing("2", title, measured, rule, "needs Markov Single and Looped runs")
     try:
-        ph: dict[str, Phases] = {a: series.phases_of(rs[0]) for a, rs in runs.items()}
-        src = series.entropy_series(runs["looped"][0])["source"]
+        ent = {a: series.entropy_series(rs[0]) for a, rs in runs.items()}
+        ph: dict[str, Phases] = {a: series.phases_of(rs[0], ent[a]) for a, rs in runs.items()}
+        src = ent["looped"]["source"]
     except LandscapeError as e:
         return _missing("2", title, measured, rule, str(e))
     s, lo = ph["single"].three_phases, ph["looped"].three_phases

@@ -69,7 +69,7 @@ def spectra(groups: Grouped) -> dict[str, Figure]:
     for arch, rs in runs.items():
         by_model[arch] = series.spectrum_checkpoints(rs[0])
         if len(by_model[arch]) >= 3:
-            phases[arch] = series.phases_of(rs[0])
+            phases[arch] = series.phases_of(rs[0], series.entropy_series(rs[0], by_model[arch]))
     return {"fig3_spectra": plot.spectra(by_model, phases or None)}
 
 

@@ -48,9 +48,9 @@ class Job:
     overrides: tuple = ()  # dicts merged last (e.g. the seed)
     probe: ProbeSettings | None = None
 
-    def load(self, models: Path = MODELS) -> Recipe:
-        """The job's recipe, named after the job."""
-        return load_recipe(models / self.recipe, preset=self.preset,
+    def load(self) -> Recipe:
+        """The job's recipe (from ``models/``), named after the job."""
+        return load_recipe(MODELS / self.recipe, preset=self.preset,
                            overrides=[*self.overrides, {"name": self.name}])
 
 

@@ -41,9 +41,8 @@ def curve(run: Run, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     wanted = list(m) if keys is None else ["step", "epoch", "wall", *keys]
     out = {k: np.asarray(m[k]) for k in wanted if k in m}
     if run.shift_step is not None:
-        spe = int(run.attrs.get("steps_per_epoch", 1))
         out["switch_step"] = float(run.shift_step)
-        out["switch_epoch"] = run.shift_step / spe
+        out["switch_epoch"] = epoch_of(run, run.shift_step)
     return out
 
 
@@ -77,22 +76,26 @@ def spectrum_checkpoints(run: Run) -> list[dict]:
     return out
 
 
-def entropy_series(run: Run) -> dict[str, np.ndarray]:
+def entropy_series(run: Run, checkpoints: list[dict] | None = None) -> dict[str, np.ndarray]:
     """Matrix entropy of the spectrum at each probed checkpoint.
 
     Returns ``epoch`` and ``entropy`` arrays, and ``source``: ``exact`` where every
-    checkpoint has its exact spectrum, else ``slq``.
+    checkpoint has its exact spectrum, else ``slq``. ``checkpoints``: the run's
+    :func:`spectrum_checkpoints` where the caller already has them.
     """
-    cks = spectrum_checkpoints(run)
+    cks = spectrum_checkpoints(run) if checkpoints is None else checkpoints
     ent = [matrix_entropy(c["eigvals"]) if "eigvals" in c else
            density_entropy(c["nodes"], c["weights"], c["dim"]) for c in cks]
     return {"epoch": np.array([c["epoch"] for c in cks]), "entropy": np.array(ent),
             "source": "exact" if all("eigvals" in c for c in cks) else "slq"}
 
 
-def phases_of(run: Run) -> Phases:
-    """Collapse / Diversification / Stabilization of the entropy series (phases.py rule)."""
-    s = entropy_series(run)
+def phases_of(run: Run, entropy: dict[str, np.ndarray] | None = None) -> Phases:
+    """Collapse / Diversification / Stabilization of the entropy series (phases.py rule).
+
+    ``entropy``: the run's :func:`entropy_series` where the caller already has it.
+    """
+    s = entropy_series(run) if entropy is None else entropy
     if len(s["epoch"]) < 3:
         raise LandscapeError(f"{run.path}: phase detection needs at least 3 probed checkpoints")
     return detect_phases(s["epoch"], s["entropy"])

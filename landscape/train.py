@@ -84,7 +84,7 @@ def evaluation_sums(model: torch.nn.Module, split: Split, batch: int = 256) -> t
         logits = model(x)
         mask = y != IGNORE
         n = int(mask.sum())
-        loss_sum += float(token_loss(logits, y)) * n
+        loss_sum += float(token_loss(logits, y, reduction="sum"))  # 0 with no scored token
         hit = (logits.argmax(-1) == y) & mask
         right += int(hit.sum())
         scored += n
