@@ -43,6 +43,22 @@ LossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
 # ----------------------------------------------------------------------------- the operator
 
 
+def double_backward_attention():
+    """A context in which ``scaled_dot_product_attention`` uses its math kernel.
+
+    The fused kernels (flash, memory-efficient, and the CPU flash kernel that
+    ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` pick by default) have no
+    double backward, so a Hessian-vector product through them raises "derivative for
+    ..._backward is not implemented". The math kernel is made of ordinary differentiable
+    operations; the choice is made in the forward pass, so only the forward that builds a
+    gradient graph needs this context.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+
 class HessianOperator(SymmetricOperator):
     """Hessian-vector products of ``loss_fn`` at ``params``, on one retained gradient graph.
 
@@ -105,7 +121,7 @@ class HessianOperator(SymmetricOperator):
         return self.layout.names
 
     def _gradient_graph(self) -> tuple[float, torch.Tensor]:
-        with torch.enable_grad():
+        with torch.enable_grad(), double_backward_attention():
             loss = self._loss_fn(self._values)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise LandscapeError("HessianOperator: loss_fn must return a scalar tensor")
@@ -302,7 +318,8 @@ def dense_hessian_reference(
     def flat_loss(x: torch.Tensor) -> torch.Tensor:
         return loss_fn({**base, **layout.unflatten(x)})
 
-    return torch.autograd.functional.hessian(flat_loss, x0)
+    with double_backward_attention():
+        return torch.autograd.functional.hessian(flat_loss, x0)
 
 
 # ----------------------------------------------------------------------------- sharpness

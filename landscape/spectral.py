@@ -164,12 +164,21 @@ def _gaussian(op, n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def _rademacher(op, n: int, gen: torch.Generator) -> torch.Tensor:
-    """``[P, n]`` independent +-1 entries in the operator's dtype and device."""
-    bits = torch.randint(0, 2, (op.dim, n), generator=gen, dtype=torch.int8)
-    return (2 * bits - 1).to(op.device, op.dtype)
+    """``[P, n]`` independent +-1 entries in the operator's dtype and device.
+
+    Drawn column after column (as ``[n, P]``, transposed), so ``n`` draws of one column
+    give the same vectors as one draw of ``n`` columns.
+    """
+    bits = torch.randint(0, 2, (n, op.dim), generator=gen, dtype=torch.int8)
+    return (2 * bits - 1).to(op.device, op.dtype).T
 
 
 # ----------------------------------------------------------------------------- Lanczos core
+
+
+BASIS_BLOCK = 32
+"""Columns per tensor of a Krylov basis: it grows a block at a time, never copied, so a
+basis of ``m`` vectors holds ``m P`` floats (rounded up to a block) and no more."""
 
 
 class _Krylov:
@@ -185,7 +194,7 @@ class _Krylov:
 
     def __init__(self, op, v0: torch.Tensor, gen: torch.Generator):
         self.op, self.gen = op, gen
-        self.basis = torch.empty(op.dim, min(op.dim, 32), dtype=op.dtype, device=op.device)
+        self._blocks: list[torch.Tensor] = []  # the basis, BASIS_BLOCK columns per tensor
         self.m, self.alpha, self.off = 0, [], []
         self.block_ends, self.block_rnorms = [], []  # closed blocks: last index, |r_k|
         self.w, self.rnorm, self.hnorm = None, 0.0, 0.0
@@ -211,26 +220,38 @@ class _Krylov:
         return self.block_ends[-1] + 1 if self.block_ends else 0
 
     def _append(self, q: torch.Tensor) -> None:
-        if self.m == self.basis.shape[1]:
-            grown = min(self.op.dim, 2 * self.m)
-            extra = torch.empty(self.op.dim, grown - self.m, dtype=self.op.dtype,
-                                device=self.op.device)
-            self.basis = torch.cat([self.basis, extra], dim=1)
-        self.basis[:, self.m] = q
+        j = self.m % BASIS_BLOCK
+        if j == 0:  # a new block; the old ones are never copied
+            self._blocks.append(torch.empty(self.op.dim, min(BASIS_BLOCK, self.op.dim - self.m),
+                                            dtype=self.op.dtype, device=self.op.device))
+        self._blocks[-1][:, j] = q
         self.m += 1
+
+    def _views(self) -> list[torch.Tensor]:
+        """The basis's used columns, block by block (``[P, <= BASIS_BLOCK]`` views)."""
+        return [b[:, : self.m - i * BASIS_BLOCK] for i, b in enumerate(self._blocks)]
+
+    def _column(self, i: int) -> torch.Tensor:
+        return self._blocks[i // BASIS_BLOCK][:, i % BASIS_BLOCK]
+
+    def _project(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w - Q Q^T w, Q^T w)`` over the blocks of the basis."""
+        views = self._views()
+        coef = torch.cat([v.T @ w for v in views])
+        for v, c in zip(views, torch.split(coef, [v.shape[1] for v in views])):
+            w = w - v @ c
+        return w, coef
 
     def _orthogonalise(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``w`` minus its projection on the basis: classical Gram-Schmidt, twice or thrice.
 
         Returns the new ``w`` and the first pass's coefficients ``Q^T w`` ``[m]``.
         """
-        q = self.basis[:, : self.m]
-        first = q.T @ w
-        w = w - q @ first
+        w, first = self._project(w)
         before = torch.linalg.vector_norm(w)
-        w = w - q @ (q.T @ w)  # "twice is enough" (Kahan, Parlett)
+        w, _ = self._project(w)  # "twice is enough" (Kahan, Parlett)
         if torch.linalg.vector_norm(w) < 0.5 * before:  # cancellation again: once more
-            w = w - q @ (q.T @ w)
+            w, _ = self._project(w)
         return w, first
 
     def _fresh_direction(self) -> torch.Tensor:
@@ -260,7 +281,7 @@ class _Krylov:
         a = float(q @ w)
         w = w - a * q
         if coupling:
-            w = w - coupling * self.basis[:, j - 1]
+            w = w - coupling * self._column(j - 1)
         w, h = self._orthogonalise(w)
         self.alpha.append(a + float(h[j]))
         self.w, self.rnorm = w, float(torch.linalg.vector_norm(w))
@@ -282,7 +303,10 @@ class _Krylov:
     def vectors(self, s_cols: np.ndarray) -> torch.Tensor:
         """``Q_m S[:, cols]`` ``[P, c]``: Ritz vectors in the operator's dtype and device."""
         s = torch.as_tensor(s_cols, dtype=self.op.dtype, device=self.op.device)
-        return self.basis[:, : self.m] @ s
+        out = torch.zeros(self.op.dim, s.shape[1], dtype=self.op.dtype, device=self.op.device)
+        for i, v in enumerate(self._views()):
+            out += v @ s[i * BASIS_BLOCK : i * BASIS_BLOCK + v.shape[1]]
+        return out
 
 
 # ----------------------------------------------------------------------------- Lanczos
@@ -523,12 +547,22 @@ class TraceEstimate:
 
 
 def _hutchinson_part(op, n: int, gen, basis: torch.Tensor | None, chunk) -> np.ndarray:
-    """``g^T (I - QQ^T) A (I - QQ^T) g`` for ``n`` Rademacher ``g``; float64 ``[n]``."""
-    g = _rademacher(op, n, gen)
-    if basis is not None and basis.shape[1]:
-        g = g - basis @ (basis.T @ g)
-    ag = apply(op, g, chunk)
-    return (g.double() * ag.double()).sum(dim=0).cpu().numpy()
+    """``g^T (I - QQ^T) A (I - QQ^T) g`` for ``n`` Rademacher ``g``; float64 ``[n]``.
+
+    The probes are drawn and applied ``chunk`` at a time (all at once for ``chunk=None``),
+    so only ``O(chunk P)`` floats are alive beside the basis; the draws do not depend on
+    ``chunk``.
+    """
+    step = n if not chunk else max(1, int(chunk))
+    out = []
+    for start in range(0, n, step):
+        g = _rademacher(op, min(step, n - start), gen)
+        if basis is not None and basis.shape[1]:
+            g = g - basis @ (basis.T @ g)
+        ag = op.matmat(g) if hasattr(op, "matmat") else apply(op, g)
+        out.append((g.double() * ag.double()).sum(dim=0).cpu())
+        del g, ag
+    return torch.cat(out).numpy() if out else np.zeros(0)
 
 
 def _summary(samples: np.ndarray) -> tuple[float, float]:

@@ -405,3 +405,60 @@ def test_lanczos_and_hutchpp_on_cuda():
     cpu = hutchpp(DenseOperator(a), 60, seed=0)
     gpu = hutchpp(op, 60, seed=0)
     assert abs(cpu.estimate - gpu.estimate) < 1e-8
+
+
+class _Watched(DenseOperator):
+    """Records the dtype and device of every vector an algorithm hands the operator."""
+
+    def __init__(self, matrix):
+        super().__init__(matrix)
+        self.seen = set()
+
+    def matvec(self, v):
+        self.seen.add((v.dtype, v.device))
+        return super().matvec(v)
+
+    def matmat(self, vs):
+        self.seen.add((vs.dtype, vs.device))
+        return super().matmat(vs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_algorithms_keep_vectors_in_the_operators_dtype_and_device(dtype):
+    a, _ = sym(spread_spectrum(p=60), dtype=dtype)
+    op = _Watched(a)
+    res = lanczos(op, k_top=3, k_bottom=2, max_steps=40)
+    tr = hutchpp(op, 30, basis=res.top_vectors)
+    slq(op, n_runs=2, n_steps=10)
+    hutchinson(op, 4, chunk=3)
+    assert op.seen == {(dtype, a.device)}  # nothing was converted on the way in
+    assert res.top_vectors.dtype == dtype and res.top_vectors.device == a.device
+    assert np.isfinite(tr.estimate)
+
+
+def test_hutchinson_probes_do_not_depend_on_the_chunk():
+    a, _ = sym(spread_spectrum(p=40))
+    ref = hutchinson(DenseOperator(a), 10, seed=4, chunk=None)
+    for chunk in (1, 3, 10):
+        got = hutchinson(DenseOperator(a), 10, seed=4, chunk=chunk)
+        np.testing.assert_allclose(got.samples, ref.samples, rtol=1e-12)
+
+
+def test_lanczos_basis_holds_only_its_own_vectors(monkeypatch):
+    """A Krylov basis of m vectors allocates m P floats (in blocks), never a grown copy."""
+    import landscape.spectral as sp
+
+    sizes = []
+    real_empty = torch.empty
+
+    def counting_empty(*shape, **kw):
+        t = real_empty(*shape, **kw)
+        if t.dim() == 2:
+            sizes.append(t.numel())
+        return t
+
+    monkeypatch.setattr(sp.torch, "empty", counting_empty)
+    a, _ = sym(spread_spectrum(p=200))
+    res = lanczos(DenseOperator(a), k_top=5, tol=0, max_steps=70)
+    assert res.steps == 70
+    assert sum(sizes) == 200 * 3 * sp.BASIS_BLOCK  # 70 columns in 3 blocks of 32
