@@ -23,6 +23,7 @@ from landscape.tasks.base import IGNORE
 ATTENTIONS = ("softmax", "linear")
 NORMS = ("pre", "none")
 POSITIONS = ("learned", "rope", "none")
+LOOP_RULES = ("fixed", "size")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class ModelConfig:
     positions: str = "learned"  # "learned" absolute rows, "rope" (rotary), "none" (NoPE)
     input_injection: bool = False  # re-add the input embedding before every loop after the first
     loops: int = 1  # how often the block runs: 1 is Single-Attn, 3 is Looped-Attn
+    layers: int = 1  # distinct (untied) blocks run in sequence on each pass; 3 with loops=1
+    #                  is the untied three-layer model of Looped-Attn's compute
+    loop_rule: str = "fixed"  # "fixed": `loops` passes; "size": each sample runs
+    #                           T(n) = loop_scale * n + loop_offset passes, n its input size
+    loop_scale: int = 1  # size rule: passes per unit of input size
+    loop_offset: int = 0  # size rule: passes added to every sample
     tie_embeddings: bool = False  # head shares the token embedding matrix
 
     def __post_init__(self):
@@ -52,11 +59,20 @@ class ModelConfig:
             ("attention", self.attention, ATTENTIONS),
             ("norm", self.norm, NORMS),
             ("positions", self.positions, POSITIONS),
+            ("loop_rule", self.loop_rule, LOOP_RULES),
         ):
             if value not in allowed:
                 raise LandscapeError(f"model: {key}={value!r} is not one of {', '.join(allowed)}")
         if self.loops < 1:
             raise LandscapeError(f"model: loops={self.loops} must be at least 1")
+        if self.layers < 1:
+            raise LandscapeError(f"model: layers={self.layers} must be at least 1")
+        if self.loop_scale < 0 or self.loop_offset < 0 or self.loop_scale + self.loop_offset < 1:
+            raise LandscapeError("model: loop_scale and loop_offset must be >= 0, and not both 0")
+
+    def passes(self, sizes: torch.Tensor) -> torch.Tensor:
+        """Passes of the block stack per sample under the size rule: ``T(n)``, at least 1."""
+        return (self.loop_scale * sizes + self.loop_offset).clamp(min=1)
         if self.d_mlp < 0:
             raise LandscapeError(f"model: d_mlp={self.d_mlp} must be >= 0")
 
@@ -138,6 +154,13 @@ class LoopedTransformer(nn.Module):
 
     The parameters do not depend on ``loops``: ``model.loops`` may be changed at any
     time (SHIFT does), and ``forward(x, loops=n)`` overrides it for one call.
+
+    With ``layers > 1`` each pass runs ``block`` and then the ``untied`` blocks (their own
+    weights) in sequence: ``layers=3, loops=1`` is a plain three-layer transformer.
+    With ``loop_rule="size"`` the number of passes follows each sample's input size
+    (``forward(x, sizes=n)``): the batch runs the largest ``T(n)``, and a sample whose
+    ``T(n)`` is reached keeps its residual stream unchanged from then on, so its output is
+    exactly that of ``T(n)`` passes.
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
@@ -146,15 +169,28 @@ class LoopedTransformer(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.pos = nn.Embedding(max_len, cfg.d_model) if cfg.positions == "learned" else None
         self.block = Block(cfg)
+        self.untied = nn.ModuleList(Block(cfg) for _ in range(cfg.layers - 1))
         self.ln_f = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
         self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight  # weight tying: one matrix, two uses
         self.apply(_init)
 
-    def forward(self, tokens: torch.Tensor, loops: int | None = None) -> torch.Tensor:
-        """Logits ``[B, T, V]`` of ``tokens`` ``[B, T]`` after ``loops`` passes of the block."""
+    def forward(self, tokens: torch.Tensor, loops: int | None = None,
+                sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, T, V]`` of ``tokens`` ``[B, T]`` after ``loops`` passes of the block.
+
+        ``sizes`` ``[B]``: each sample's input size, needed by ``loop_rule="size"`` (then
+        each sample runs ``T(n)`` passes) unless ``loops`` is given (then all run ``loops``).
+        """
         t = tokens.shape[1]
+        per_sample = None
+        if loops is None and self.cfg.loop_rule == "size":
+            if sizes is None:
+                raise LandscapeError("model: loop_rule='size' needs each sample's input size "
+                                     "(sizes), or an explicit loops")
+            per_sample = self.cfg.passes(sizes.to(tokens.device))  # [B]
+            loops = int(per_sample.max()) if len(per_sample) else 1
         if self.pos is not None and t > self.max_len:
             raise LandscapeError(
                 f"sequence length {t} exceeds the {self.max_len} learned positions; "
@@ -165,10 +201,37 @@ class LoopedTransformer(nn.Module):
             x0 = x0 + self.pos.weight[:t]
         h = x0
         for i in range(self.loops if loops is None else loops):
-            if i > 0 and self.cfg.input_injection:
-                h = h + x0
-            h = self.block(h)
+            z = h + x0 if i > 0 and self.cfg.input_injection else h
+            for block in (self.block, *self.untied):
+                z = block(z)
+            h = z if per_sample is None else torch.where((i < per_sample)[:, None, None], z, h)
         return self.head(self.ln_f(h))
+
+
+def forward_flops(cfg: ModelConfig, vocab_size: int, seq_len: int, passes: int) -> int:
+    """Floating-point operations of one forward pass of one sequence, counted from the config.
+
+    Matrix products only (2 per multiply-add; embedding look-ups, LayerNorm, softmax and
+    residual additions are O(T d) and left out), as this module computes them: per pass and
+    block, the Q, K, V, O projections ``4 * 2 T d^2``, the scores and their product with V
+    over the full ``T x T`` matrix (the causal mask is applied after, so the masked half is
+    computed too) ``2 * 2 T^2 d``, the MLP ``2 * 2 T d d_mlp``; then the head ``2 T d V``.
+    A training step costs three times this per sequence (the backward pass computes two
+    products of each forward product's size: every layer's input feeds a parameter).
+
+    Args:
+        cfg: the architecture (``layers`` blocks per pass).
+        vocab_size: V.
+        seq_len: T, the (padded) length the model is run on.
+        passes: passes of the block stack (``loops``, or the batch's largest ``T(n)``).
+
+    >>> forward_flops(ModelConfig(d_model=4, n_heads=2), vocab_size=5, seq_len=3, passes=1)
+    648
+    """
+    d, t = cfg.d_model, seq_len
+    d_mlp = (cfg.d_mlp or 4 * d) if cfg.mlp else 0
+    block = 8 * t * d * d + 4 * t * t * d + 4 * t * d * d_mlp
+    return passes * cfg.layers * block + 2 * t * d * vocab_size
 
 
 def _init(module: nn.Module) -> None:

@@ -2,13 +2,16 @@
 
 The loop is plain AdamW on the token-mean cross-entropy. Every ``eval_every`` steps it
 records loss and accuracy on each evaluation split of the task (simple / complex / all
-for Markov, per test length for algorithmic tasks), the mean training loss and gradient
-norm since the last evaluation, the learning rate, the training wall-clock (seconds spent
-in optimiser steps, evaluations excluded) and throughput. Every ``checkpoint_every``
-steps it appends the flat parameters to the trajectory and commits everything buffered,
-with the full resume state, to the run file in one atomic step (see ``store.py``).
-Each checkpoint also records AdamW's second moment (``exp_avg_sq``) and step count, so
-probes can compute the Adam-preconditioned sharpness at that checkpoint.
+for Markov, per test length for algorithmic tasks), the mean training loss, training
+token accuracy (of each batch before its update) and gradient norm since the last
+evaluation, the training FLOPs so far (counted from the architecture, so that they
+compare across machines: :func:`landscape.model.forward_flops`), the learning rate, the
+training wall-clock (seconds spent in optimiser steps, evaluations excluded) and
+throughput. Every ``checkpoint_every`` steps it appends the flat parameters to the
+trajectory and commits everything buffered, with the full resume state, to the run file
+in one atomic step (see ``store.py``). Each checkpoint also records AdamW's second moment
+(``exp_avg_sq``) and step count, so probes can compute the Adam-preconditioned sharpness
+at that checkpoint.
 
 Determinism: on CPU, the same recipe and seed give bit-identical metrics and
 checkpoints (wall-clock and throughput aside), with or without interruptions: a resumed
@@ -42,7 +45,7 @@ import torch
 from landscape import distributed, store
 from landscape.config import Recipe, recipe_from_dict
 from landscape.errors import LandscapeError
-from landscape.model import LoopedTransformer, token_loss
+from landscape.model import LoopedTransformer, forward_flops, token_loss
 from landscape.objective import ParamLayout
 from landscape.tasks import IGNORE, Split, TaskData, generate
 
@@ -81,7 +84,7 @@ def evaluation_sums(model: torch.nn.Module, split: Split, batch: int = 256) -> t
     for i in range(0, len(split), batch):
         x = split.inputs[i : i + batch]
         y = split.targets[i : i + batch]
-        logits = model(x)
+        logits = model(x, sizes=None if split.sizes is None else split.sizes[i : i + batch])
         mask = y != IGNORE
         n = int(mask.sum())
         loss_sum += float(token_loss(logits, y, reduction="sum"))  # 0 with no scored token
@@ -105,6 +108,7 @@ class ShiftState:
     """What the SHIFT criterion remembers between evaluations."""
 
     losses: list[float] = field(default_factory=list)  # training loss at each evaluation
+    accs: list[float] = field(default_factory=list)  # training token accuracy at each one
     streak: int = 0  # evaluations in a row at which both conditions held
     fired: bool = False
     last: dict = field(default_factory=dict)  # the criterion's values at the last evaluation
@@ -121,8 +125,11 @@ class LoopState:
     loops: int = 1
     wall: float = 0.0  # seconds spent in optimiser steps so far
     tokens: int = 0  # training tokens processed so far
+    flops: int = 0  # training FLOPs so far, counted from the architecture (model.forward_flops)
     loss_sum: float = 0.0  # sums since the last evaluation
     gnorm_sum: float = 0.0
+    right_since: int = 0  # correctly predicted training tokens since the last evaluation
+    scored_since: int = 0  # scored training tokens since the last evaluation
     n_since: int = 0
     wall_since: float = 0.0
     tokens_since: int = 0
@@ -169,13 +176,14 @@ class Trainer:
         self.model.loops = self.state.loops
         self.train_x = self.data.train.inputs.to(self.device)
         self.train_y = self.data.train.targets.to(self.device)
-        self.evals = {k: Split(s.inputs.to(self.device), s.targets.to(self.device))
-                      for k, s in self.data.evals.items()}
+        self.train_sizes = (None if self.data.train.sizes is None
+                            else self.data.train.sizes.to(self.device))
+        self.evals = {k: s.to(self.device) for k, s in self.data.evals.items()}
         self._pending: dict[str, list] = {"ckpt": [], "metrics": [], "events": []}
 
     def _check_shift_split(self) -> None:
         sc = self.recipe.shift
-        if sc.enabled and sc.split and sc.split not in self.data.evals:
+        if sc.enabled and sc.criterion == "oracle" and sc.split and sc.split not in self.data.evals:
             raise LandscapeError(
                 f"shift.split={sc.split!r} is not an evaluation split of task "
                 f"{self.data.name} (splits: {', '.join(self.data.evals)}); set shift.split"
@@ -321,7 +329,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loss, value, n_tok = self._batch_loss(idx)
+        loss, value, n_tok, right = self._batch_loss(idx)
         if not math.isfinite(value):
             raise LandscapeError(
                 f"training loss became {value} at step {st.step} (lr {lr:g}); the run "
@@ -335,39 +343,59 @@ class Trainer:
         dt = time.perf_counter() - t0
         st.step += 1
         st.wall += dt
+        st.flops += self._step_flops(idx)
         st.tokens += n_tok
         st.loss_sum += value
         st.gnorm_sum += gnorm
         st.n_since += 1
         st.wall_since += dt
         st.tokens_since += n_tok
+        st.right_since += right
+        st.scored_since += n_tok
         return value
 
-    def _batch_loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, float, int]:
-        """The loss to differentiate, the batch's token-mean loss, and its scored tokens.
+    def _step_flops(self, idx: torch.Tensor) -> int:
+        """FLOPs of the training step on batch ``idx``: 3 x forward, as the model runs it."""
+        cfg = self.recipe.model
+        if cfg.loop_rule == "size" and self.train_sizes is not None:
+            passes = int(cfg.passes(self.train_sizes[idx]).max())
+        else:
+            passes = self.state.loops
+        per_seq = forward_flops(cfg, self.data.vocab_size, self.train_x.shape[1], passes)
+        return 3 * len(idx) * per_seq
 
-        With several ranks, this rank's contiguous share of the batch, weighted by
-        ``world * share tokens / batch tokens`` (DDP averages the gradients over ranks).
+    def _batch_loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, float, int, int]:
+        """The loss to differentiate, the token-mean loss, scored tokens and right predictions.
+
+        Right predictions: the argmax of the logits before this step's update. With several
+        ranks, this rank's contiguous share of the batch, weighted by ``world * share tokens
+        / batch tokens`` (DDP averages the gradients over ranks).
         """
         x, y = self.train_x[idx], self.train_y[idx]
+        sizes = None if self.train_sizes is None else self.train_sizes[idx]
         n_tok = int((y != IGNORE).sum())
         if self.ranks is None:
-            loss = token_loss(self.model(x), y)
-            return loss, loss.item(), n_tok
+            logits = self.model(x, sizes=sizes)
+            loss = token_loss(logits, y)
+            return loss, loss.item(), n_tok, _right(logits, y)
         part = self.ranks.shard(len(idx))
         xs, ys = x[part], y[part]
         mine = int((ys != IGNORE).sum())
         share = mine / n_tok if n_tok else math.nan
-        logits = self.net(xs)
+        logits = self.net(xs, sizes=None if sizes is None else sizes[part])
         loss = token_loss(logits, ys) if mine else logits.sum() * 0.0
-        value = float(self.ranks.all_reduce_sum(loss.detach() * share))
-        return loss * (self.ranks.world * share), value, n_tok
+        both = torch.stack([loss.detach().double() * share,
+                            torch.tensor(float(_right(logits, ys)), dtype=torch.float64,
+                                         device=loss.device)])
+        value, right = self.ranks.all_reduce_sum(both).tolist()
+        return loss * (self.ranks.world * share), value, n_tok, int(round(right))
 
     def _evaluate(self, split: Split) -> dict[str, float]:
         if self.ranks is None:
             return evaluate(self.model, split)
         part = self.ranks.shard(len(split))
-        sums = evaluation_sums(self.model, Split(split.inputs[part], split.targets[part]))
+        sizes = None if split.sizes is None else split.sizes[part]
+        sums = evaluation_sums(self.model, Split(split.inputs[part], split.targets[part], sizes))
         return metrics_from_sums(self.ranks.all_reduce_sum(sums))
 
     def _record_eval(self) -> None:
@@ -375,8 +403,10 @@ class Trainer:
         self.model.eval()
         n = st.n_since
         row = {"step": st.step, "epoch": st.step / self.steps_per_epoch, "wall": st.wall,
+               "flops": float(st.flops),
                "lr": lr_at(max(st.step - 1, 0), self.total, self.recipe), "loops": st.loops,
                "train_loss": st.loss_sum / n if n else float("nan"),
+               "train_acc": st.right_since / st.scored_since if st.scored_since else float("nan"),
                "grad_norm": st.gnorm_sum / n if n else float("nan"),
                "tokens_per_s": st.tokens_since / st.wall_since if st.wall_since else float("nan")}
         for name, split in self.evals.items():
@@ -385,9 +415,10 @@ class Trainer:
         self._pending["metrics"].append(row)
         if n:
             st.shift.losses.append(row["train_loss"])
+            st.shift.accs.append(row["train_acc"])
             self._update_shift_criterion(row)
         st.loss_sum = st.gnorm_sum = st.wall_since = 0.0
-        st.n_since = st.tokens_since = 0
+        st.n_since = st.tokens_since = st.right_since = st.scored_since = 0
 
     def _checkpoint(self) -> None:
         if not self.writes:  # only rank 0 records the trajectory
@@ -412,22 +443,35 @@ class Trainer:
     # --- SHIFT --------------------------------------------------------------------------
 
     def _update_shift_criterion(self, row: dict) -> None:
+        """One evaluation's step of the switch criterion (see :class:`ShiftConfig`).
+
+        The default criterion reads only the training signals the state has collected;
+        ``row`` (which also holds the evaluation splits' metrics) is read by the oracle
+        variant alone.
+        """
         sc, sh = self.recipe.shift, self.state.shift
         if not sc.enabled or sh.fired or sc.at_step:
             return
-        w = sc.window
-        if len(sh.losses) < 2 * w:
+        signals = training_plateau(sh.losses, sh.accs, sc.window)
+        if signals is None:
             return
-        now, before = np.mean(sh.losses[-w:]), np.mean(sh.losses[-2 * w : -w])
-        improvement = float((before - now) / abs(before)) if before else 0.0
-        plateau = improvement < sc.delta_1
-        mastered, acc, ceiling = True, float("nan"), float("nan")
-        if sc.split and "acc" in self.data.ceilings.get(sc.split, {}):
-            acc, ceiling = row[f"{sc.split}.acc"], self.data.ceilings[sc.split]["acc"]
-            mastered = acc >= ceiling - sc.delta_2
-        sh.streak = sh.streak + 1 if plateau and mastered else 0
-        sh.last = {"improvement": improvement, "acc": acc, "ceiling": ceiling,
-                   "streak": sh.streak}
+        plateau = signals["improvement"] < sc.delta_1
+        if sc.criterion == "training":
+            second = signals["acc_rise"] < sc.delta_2
+            values = signals
+        else:
+            second, acc, ceiling = self._oracle_mastered(row)
+            values = {"improvement": signals["improvement"], "acc": acc, "ceiling": ceiling}
+        sh.streak = sh.streak + 1 if plateau and second else 0
+        sh.last = {**values, "streak": sh.streak}
+
+    def _oracle_mastered(self, row: dict) -> tuple[bool, float, float]:
+        """The oracle's condition (b): evaluation accuracy on ``split`` near its ceiling."""
+        sc = self.recipe.shift
+        if not sc.split or "acc" not in self.data.ceilings.get(sc.split, {}):
+            return True, float("nan"), float("nan")
+        acc, ceiling = row[f"{sc.split}.acc"], self.data.ceilings[sc.split]["acc"]
+        return acc >= ceiling - sc.delta_2, acc, ceiling
 
     def _shift_due(self) -> bool:
         sc, st = self.recipe.shift, self.state
@@ -448,12 +492,43 @@ class Trainer:
                  "reason": st.shift.reason, "loops_before": st.loops, "loops_after": sc.loops_after,
                  "keep_optimizer": sc.keep_optimizer, "window": sc.window,
                  "delta_1": sc.delta_1, "delta_2": sc.delta_2, "patience": sc.patience,
-                 "split": sc.split, **st.shift.last}
+                 "criterion": sc.criterion, **({"split": sc.split} if sc.criterion == "oracle"
+                                               else {}), **st.shift.last}
         st.shift.fired = True
         st.loops = self.model.loops = sc.loops_after
         if not sc.keep_optimizer:
             self.optimizer = self._new_optimizer()
         self._pending["events"].append(event)
+
+
+def _right(logits: torch.Tensor, targets: torch.Tensor) -> int:
+    """Scored positions where the argmax of ``logits`` is the target."""
+    return int(((logits.detach().argmax(-1) == targets) & (targets != IGNORE)).sum())
+
+
+def training_plateau(losses: list[float], accs: list[float], window: int) -> dict | None:
+    """The SHIFT criterion's training signals, from the per-evaluation training means.
+
+    Args:
+        losses: training loss (mean over the steps since the previous evaluation), one per
+            evaluation so far.
+        accs: training token accuracy, likewise.
+        window: W, the evaluations averaged on each side.
+
+    Returns:
+        ``{"improvement", "acc_rise"}``: the relative drop of the mean loss over the last
+        ``window`` evaluations against the ``window`` before, and the absolute rise of the
+        mean accuracy likewise; None before ``2 * window`` evaluations.
+
+    >>> training_plateau([2.0, 2.0, 1.0, 1.0], [0.5, 0.5, 0.75, 0.75], 2)
+    {'improvement': 0.5, 'acc_rise': 0.25}
+    """
+    if len(losses) < 2 * window or len(accs) < 2 * window:
+        return None
+    now, before = float(np.mean(losses[-window:])), float(np.mean(losses[-2 * window : -window]))
+    improvement = (before - now) / abs(before) if before else 0.0
+    acc_rise = float(np.mean(accs[-window:]) - np.mean(accs[-2 * window : -window]))
+    return {"improvement": improvement, "acc_rise": acc_rise}
 
 
 def versions() -> dict[str, str]:

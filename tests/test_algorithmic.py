@@ -261,3 +261,16 @@ def test_good_edge_configs():
     AlgorithmicConfig("parity", test_lengths=(16,))  # exactly 2 * train_max_len
     AlgorithmicConfig("parity", train_min_len=3, train_max_len=3, test_lengths=(1, 6))
     AlgorithmicConfig("parity", test_lengths=(np.int64(20),))
+
+
+def test_splits_carry_each_samples_input_size():
+    from landscape.tasks.algorithmic import AlgorithmicConfig, generate
+
+    data = generate(AlgorithmicConfig("addition", train_max_len=4, n_train=32, n_test=8))
+    assert data.train.sizes.tolist() == data.sample_info["train_n"].tolist()
+    assert data.evals["iid"].sizes.tolist() == data.sample_info["iid_n"].tolist()
+    assert data.evals["len_8"].sizes.tolist() == [8] * 8
+    sep = (data.train.inputs == 1).int().argmax(1)  # SEP after 2n + 1 prompt tokens
+    assert (sep == 2 * data.train.sizes + 1).all()
+    sub = data.train.subset([3, 1])
+    assert sub.sizes.tolist() == data.train.sizes[[3, 1]].tolist()

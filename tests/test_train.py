@@ -72,10 +72,72 @@ def test_shift_criterion_fires_and_records_values(tmp_path):
     (event,) = [e for e in run.events if e["kind"] == "shift"]
     # the criterion needs 2 * window = 4 evaluations with a training loss: steps 4..16
     assert event["reason"] == "criterion" and event["step"] == 16
-    assert event["improvement"] < 10.0 and event["streak"] == 1
-    assert event["ceiling"] == pytest.approx(run.ceilings["simple"]["acc"])
+    assert event["criterion"] == "training" and "split" not in event and "ceiling" not in event
+    assert event["improvement"] < 10.0 and event["acc_rise"] < 1.0 and event["streak"] == 1
+    # the values it recorded are those of the stored training metrics (training data only)
+    m = run.metrics
+    losses, accs = m["train_loss"][1:5], m["train_acc"][1:5]
+    assert event["improvement"] == pytest.approx(
+        (losses[:2].mean() - losses[2:].mean()) / losses[:2].mean())
+    assert event["acc_rise"] == pytest.approx(accs[2:].mean() - accs[:2].mean())
     assert 16 in run.steps.tolist()  # a checkpoint at the switch, with loops before it
     assert run.loops[run.steps.tolist().index(16)] == 1
+
+
+def test_training_accuracy_is_recorded():
+    from landscape.train import Trainer
+
+    trainer = Trainer(tiny_recipe(), "unused.h5")
+    trainer._record_eval()  # step 0: nothing trained yet
+    trainer._train_step()
+    trainer._train_step()
+    trainer._record_eval()
+    row = trainer._pending["metrics"][-1]
+    assert 0 <= row["train_acc"] <= 1 and np.isnan(trainer._pending["metrics"][0]["train_acc"])
+
+
+def _poison(monkeypatch, rng_seed=0):
+    """Evaluation metrics replaced by garbage: NaN losses and accuracies."""
+    from landscape.train import Trainer
+
+    def garbage(self, split):
+        return {"loss": float("nan"), "acc": float("nan"), "seq_acc": float("nan")}
+
+    monkeypatch.setattr(Trainer, "_evaluate", garbage)
+
+
+def _switch(path):
+    run = Run.open(path)
+    (event,) = [e for e in run.events if e["kind"] == "shift"]
+    return run, event
+
+
+def test_shift_switch_never_reads_an_evaluation_split(tmp_path, monkeypatch):
+    shift = {"enabled": True, "window": 2, "patience": 2, "delta_1": 0.05, "delta_2": 0.02,
+             "max_fraction": 0.9}
+    r = tiny_recipe(train={"epochs": 24, "eval_every": 4, "checkpoint_every": 8}, shift=shift)
+    clean, event = _switch(train(r, tmp_path / "clean.h5"))
+    assert event["reason"] == "criterion"  # a real decision, not the cap
+    _poison(monkeypatch)
+    dirty, poisoned = _switch(train(r, tmp_path / "dirty.h5"))
+    assert np.isnan(dirty.metrics["simple.acc"]).all()  # the poison reached the metrics
+    assert poisoned == event  # same step, same criterion values
+    np.testing.assert_array_equal(clean.trajectory(), dirty.trajectory())
+
+
+def test_the_poison_test_catches_a_criterion_that_reads_evaluations(tmp_path, monkeypatch):
+    # the oracle variant does read the simple split: the same poison changes its switch
+    shift = {"enabled": True, "criterion": "oracle", "window": 2, "patience": 1,
+             "delta_1": 10.0, "delta_2": 1.0, "max_fraction": 0.9}
+    r = tiny_recipe(train={"epochs": 12, "eval_every": 4, "checkpoint_every": 8}, shift=shift)
+    _, event = _switch(train(r, tmp_path / "clean.h5"))
+    assert event["reason"] == "criterion" and event["step"] == 16
+    assert event["criterion"] == "oracle" and event["split"] == "simple"
+    assert event["ceiling"] == pytest.approx(Run.open(tmp_path / "clean.h5")
+                                             .ceilings["simple"]["acc"])
+    _poison(monkeypatch)
+    _, poisoned = _switch(train(r, tmp_path / "dirty.h5"))
+    assert poisoned["reason"] == "cap" and poisoned["step"] != event["step"]
 
 
 def test_shift_cap(tmp_path):
@@ -95,7 +157,7 @@ def test_shift_resets_optimizer_on_request(tmp_path):
 
 
 def test_bad_shift_split(tmp_path):
-    r = tiny_recipe(shift={"enabled": True, "split": "hard"})
+    r = tiny_recipe(shift={"enabled": True, "criterion": "oracle", "split": "hard"})
     with pytest.raises(LandscapeError, match="shift.split='hard'"):
         train(r, tmp_path / "x.h5")
     assert not (tmp_path / "x.h5").exists()
@@ -171,3 +233,41 @@ def test_adam_second_moment_is_recorded(trained_runs):
     assert n0 == 0 and not v0.any()
     v, n = run.adam_state(-1)
     assert n == run.steps[-1] and (v > 0).mean() > 0.9 and v.shape == (run.layout.size,)
+
+
+def test_training_flops_are_counted_from_the_architecture(trained_runs):
+    from landscape.model import forward_flops
+
+    for arch, loops in (("single", 1), ("looped", 3)):
+        run = Run.open(trained_runs[arch])
+        r = run.recipe
+        per_step = 3 * r.train.batch_size * forward_flops(
+            r.model, int(run.task_attrs["vocab_size"]), r.task.seq_len, loops)
+        assert run.metrics["flops"].tolist() == [s * per_step for s in run.metrics["step"]]
+    shift = Run.open(trained_runs["shift"])  # 1 loop up to step 16, 3 after
+    single, looped = (Run.open(trained_runs[a]).metrics for a in ("single", "looped"))
+    last = shift.metrics["flops"][-1]
+    assert last == single["flops"][-1] / 2 + looped["flops"][-1] / 2
+
+
+def test_loop_count_follows_the_input_size_in_training(tmp_path):
+    from landscape.config import load_recipe
+    from landscape.model import forward_flops
+
+    r = load_recipe(overrides=[{
+        "task": {"name": "parity", "train_max_len": 3, "n_train": 64, "n_test": 16},
+        "model": {"d_model": 8, "n_heads": 2, "positions": "none", "input_injection": True,
+                  "loop_rule": "size"},
+        "train": {"batch_size": 64, "steps": 2, "eval_every": 1, "checkpoint_every": 2}}])
+    run = Run.open(train(r, tmp_path / "p.h5"))
+    # one batch holds every training sample, the largest n = 3: three passes per step
+    width = 3 + 2  # 3 bits, SEP, 1 answer bit
+    per_step = 3 * 64 * forward_flops(r.model, 6, width, 3)
+    assert run.metrics["flops"].tolist() == [0, per_step, 2 * per_step]
+    model = run.model()
+    from landscape.tasks import generate
+
+    split = generate(r.task).evals["len_6"]
+    with torch.no_grad():  # the test length 6 runs 6 passes, as T(n) = n says
+        torch.testing.assert_close(model(split.inputs, sizes=split.sizes),
+                                   model(split.inputs, loops=6))

@@ -244,7 +244,8 @@ def _split(cfg: AlgorithmicConfig, rng: np.random.Generator, sizes: np.ndarray) 
         inputs[rows, p + 1 : p + 1 + la] = answer
         scored = np.arange(la) < alen[:, None]  # [m, la]
         targets[rows, p : p + la] = np.where(scored, answer, IGNORE)  # answer[j] read at p + j
-    return Split(torch.from_numpy(inputs), torch.from_numpy(targets))
+    return Split(torch.from_numpy(inputs), torch.from_numpy(targets),
+                 torch.from_numpy(np.asarray(sizes, dtype=np.int64)))
 
 
 def _seen_fraction(train: Split, other: Split) -> float:

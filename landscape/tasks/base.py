@@ -24,10 +24,13 @@ class Split:
         inputs: ``[N, T]`` int64 token ids, padded with the task's pad id where shorter.
         targets: ``[N, T]`` int64, ``targets[n, t]`` is the token the model must predict
             after reading ``inputs[n, : t + 1]``; :data:`IGNORE` where nothing is scored.
+        sizes: ``[N]`` int64 input size of each sequence (algorithmic tasks: its ``n``), or
+            None; a model whose loop count follows the input size reads it.
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
+    sizes: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.inputs.shape != self.targets.shape or self.inputs.dim() != 2:
@@ -35,6 +38,9 @@ class Split:
                 f"inputs {tuple(self.inputs.shape)} and targets {tuple(self.targets.shape)} "
                 "must both be [N, T]"
             )
+        if self.sizes is not None and tuple(self.sizes.shape) != (self.inputs.shape[0],):
+            raise ValueError(f"sizes {tuple(self.sizes.shape)} must be [N] with N = "
+                             f"{self.inputs.shape[0]}")
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -47,7 +53,13 @@ class Split:
     def subset(self, ids) -> Split:
         """The sequences at ``ids`` (a new Split; this one is unchanged)."""
         ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
-        return Split(self.inputs[ids], self.targets[ids])
+        sizes = None if self.sizes is None else self.sizes[ids]
+        return Split(self.inputs[ids], self.targets[ids], sizes)
+
+    def to(self, device: torch.device | str) -> Split:
+        """The same split with its tensors on ``device``."""
+        sizes = None if self.sizes is None else self.sizes.to(device)
+        return Split(self.inputs.to(device), self.targets.to(device), sizes)
 
 
 @dataclass(frozen=True)
