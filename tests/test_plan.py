@@ -1,0 +1,80 @@
+"""The probe plan: its estimates against measured probes, and memory refusals."""
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import tiny_recipe
+
+from landscape.errors import LandscapeError
+from landscape.plan import (
+    MEMORY_FLAG,
+    UnitCosts,
+    available_memory,
+    check_memory,
+    format_plan,
+    measure_costs,
+    plan_parts,
+)
+from landscape.probe import HessianSettings, ProbeSettings, probe
+from landscape.run import Run
+from landscape.train import train
+
+HS = HessianSettings(k_top=4, k_bottom=2, slq_runs=3, slq_steps=20, trace_hvps=30,
+                     exact="never")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A small Looped-Attn run (d_model 16, 64 probe sequences): products of a few ms."""
+    path = tmp_path_factory.mktemp("plan") / "r.h5"
+    return train(tiny_recipe(model={"loops": 3, "d_model": 16}, train={"probe_size": 64}), path)
+
+
+def test_plan_time_is_within_a_factor_2_of_the_measured_probe(small_run):
+    run = Run.open(small_run)
+    costs = measure_costs(run.loss_fn("probe"), run.params(dtype=torch.float32))
+    plans = plan_parts(costs, HS)
+    assert [p.name for p in plans] == ["hessian/top", "hessian/trace", "hessian/slq",
+                                       "hessian/sharpness"]
+    probe(small_run, ProbeSettings(steps="last", hessian=HS))
+    stored = Run.open(small_run).hessian(-1)
+    measured = sum(stored[p.name.split("/")[1]]["attrs"]["seconds"] for p in plans)
+    estimate = sum(p.seconds for p in plans)
+    assert 0.5 <= estimate / measured <= 2.0, (estimate, measured)
+    # the counts the algorithms fix are exact
+    by = {p.name: p for p in plans}
+    assert by["hessian/slq"].hvps == stored["slq"]["attrs"]["hvps"] == 3 * 20
+    assert by["hessian/trace"].hvps == stored["trace"]["attrs"]["hvps"] == 30 + 4
+    assert costs.params == run.layout.size and costs.itemsize == 4
+    lines = format_plan(costs, plans, checkpoints=3)
+    assert len(lines) == 2 + len(plans) + 1 and "HVP / gradient" in lines[0]
+
+
+def _costs(p, **kw):
+    base = dict(params=p, itemsize=4, device="cpu", forward_s=0.01, gradient_s=0.02,
+                graph_s=0.03, hvp_s=0.04, vector_s=1e-9 * p, graph_bytes=40 * p,
+                forward_bytes=20 * p, eigh_s_per_n3=1e-9, ritz_s_per_m2=1e-8)
+    return UnitCosts(**{**base, **kw})
+
+
+def test_dense_hessian_of_a_large_model_is_refused_with_its_estimate_and_the_flag():
+    costs = _costs(10_000_000)
+    dense = {p.name: p for p in plan_parts(costs, HS, dense=True)}["hessian/exact"]
+    assert dense.hvps == 10_000_000
+    assert dense.peak_bytes >= 10_000_000**2 * (4 + 16)  # the matrix, its float64 copy, eigh
+    with pytest.raises(LandscapeError, match=rf"hessian/exact .*needs about .*TiB.*{MEMORY_FLAG}"):
+        check_memory(plan_parts(costs, HS, dense=True), available_memory("cpu"))
+    check_memory(plan_parts(costs, HS, dense=False), available_memory("cpu"))  # the rest fits
+    small = plan_parts(_costs(2000), HS, dense=True)
+    check_memory(small, available_memory("cpu"))
+
+
+def test_memory_estimates_grow_with_the_krylov_space_and_the_dtype():
+    c32, c64 = _costs(100_000), _costs(100_000, itemsize=8)
+    top = {p.name: p for p in plan_parts(c32, HS)}
+    more = {p.name: p for p in plan_parts(c32, dataclasses.replace(HS, k_top=20))}
+    assert more["hessian/top"].peak_bytes > top["hessian/top"].peak_bytes
+    assert more["hessian/top"].hvps > top["hessian/top"].hvps
+    top64 = {p.name: p for p in plan_parts(c64, HS)}
+    assert top64["hessian/slq"].peak_bytes > top["hessian/slq"].peak_bytes
