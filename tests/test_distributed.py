@@ -305,8 +305,8 @@ def test_two_ranks_train_like_one(runs):
 def test_two_ranks_probe_like_one(runs, tmp_path):
     one = runs[0]
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
-    a.write_bytes(one.read_bytes())
-    b.write_bytes(one.read_bytes())
+    store.copy_run(one, a)
+    store.copy_run(one, b)
     hs = HessianSettings(k_top=3, k_bottom=1, slq_runs=2, slq_steps=12, trace_hvps=12,
                          exact="never")
     gs = GeometrySettings(grid=5, width_points=7, width_dirs=1, loops_max=2, shared_plane="init")
@@ -337,7 +337,7 @@ def test_two_ranks_probe_like_one(runs, tmp_path):
 def test_ranks_asked_for_cuda_without_it_are_refused_before_joining(runs, tmp_path,
                                                                     monkeypatch):
     path = tmp_path / "r.h5"
-    path.write_bytes(runs[0].read_bytes())
+    store.copy_run(runs[0], path)
     before = path.read_bytes()
     for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():

@@ -15,9 +15,7 @@ SMALL_G = GeometrySettings(grid=5, width_points=7, width_dirs=2)
 
 
 def _copy(src, tmp_path, name="r.h5"):
-    dst = tmp_path / name
-    dst.write_bytes(src.read_bytes())
-    return dst
+    return store.copy_run(src, tmp_path / name)
 
 
 @pytest.fixture(scope="module")

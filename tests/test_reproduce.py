@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from landscape import reproduce as rep
+from landscape import store
 from landscape.cli import main
 from landscape.errors import LandscapeError
 from landscape.figures import FIGURES
@@ -138,14 +139,12 @@ def test_a_failing_job_stops_the_workers_with_a_clear_message(tmp_path):
 
 
 def test_unprobed_seeds_do_not_hide_the_probed_one(reproduced, tmp_path):
-    import shutil
-
     from landscape.figures import render
 
     out, _ = reproduced
     runs = [Run.open(p) for p in sorted((out / "runs").glob("m_*.h5"))]
     extra = tmp_path / "m_single_copy.h5"  # an unprobed run of Single-Attn, listed first
-    shutil.copy(out / "runs" / "m_single_attn.h5", extra)
+    store.copy_run(out / "runs" / "m_single_attn.h5", extra)
     import h5py
 
     with h5py.File(extra, "a") as f:
