@@ -213,10 +213,13 @@ def _main_rank() -> bool:
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="torch CPU threads (0: torch's default).")
 @click.option("--force", is_flag=True, help="Recompute parts already stored.")
+@click.option("--trust-code", is_flag=True,
+              help="Import the model factory and loss that a run of your own model names "
+                   "(runs that code; only for files you trust).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_steps, trace_hvps,
           exact, exact_max_params, blocks, dtype, backend, grid, delta, shared_plane, device,
-          threads, force, quiet):
+          threads, force, trust_code, quiet):
     """Compute Hessian and River-Valley diagnostics on a run file's checkpoints.
 
     Results go into the run file; a second call skips what is done (--force
@@ -228,6 +231,7 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
       landscape probe run.h5 --steps last --no-geometry --k 20 --exact always
       landscape probe run.h5 --steps 0,640 --backend pyhessian --dtype float64
       landscape probe looped.h5 --shared-plane single.h5:0   # compare on one plane
+      landscape probe mine.h5 --trust-code   # a run of your own model names its factory
     """
     import torch
 
@@ -251,7 +255,7 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
     )
     t0 = time.perf_counter()
     report = None if quiet or not _main_rank() else (lambda msg: click.echo(msg, err=True))
-    done = run_probe(run_file, settings, report)
+    done = run_probe(run_file, settings, report, trust_code=trust_code)
     if _main_rank():
         click.echo(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
 
@@ -331,6 +335,58 @@ def reproduce(preset, out, workers, device, quiet):
     click.echo(f"report: {out / 'REPORT.md'}")
 
 
+# --- import -----------------------------------------------------------------------------
+
+
+@main.command(name="import")
+@click.argument("ckpt_dir", type=click.Path(path_type=Path))
+@click.option("--model", "factory", required=True, metavar="PKG.MOD:BUILD",
+              help="Importable function that builds the module (landscape.hf:causal_lm for "
+                   "a HuggingFace causal LM).")
+@click.option("--kwargs", "kwargs_json", default="{}", metavar="JSON",
+              help='Keyword arguments of the factory, e.g. \'{"d_model": 64}\' or '
+                   '\'{"config": "ckpts/config.json"}\'.')
+@click.option("--probe", "data", required=True, type=click.Path(path_type=Path),
+              help="The probe set: a .pt or .npz file with inputs and targets, or named "
+                   "arrays passed to the model as keyword arguments (input_ids, "
+                   "attention_mask, ...).")
+@click.option("--loss", default="next_token", show_default=True,
+              help="next_token, cross_entropy, mse, or PKG.MOD:FUNCTION(model, batch).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Run file to write (an existing one from an interrupted import continues).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def import_(ckpt_dir, factory, kwargs_json, data, loss, out, quiet):
+    """Import a folder of state_dict files (.pt, .safetensors) into a run file.
+
+    Checkpoints are ordered by the last number in their names (step_100.pt). .pt files
+    are read with torch.load(weights_only=True). The factory you name is imported and
+    called here.
+
+    \b
+    Examples:
+      landscape import ckpts/ --model mypkg.models:build --kwargs '{"d_model": 64}' \\
+          --probe probe.pt --loss next_token --out runs/mine.h5
+      landscape import gpt2_ckpts/ --model landscape.hf:causal_lm \\
+          --kwargs '{"config": "gpt2_ckpts/config.json"}' --probe probe.npz --out gpt2.h5
+    """
+    import json
+
+    from landscape.importer import import_checkpoints
+
+    try:
+        kwargs = json.loads(kwargs_json)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--kwargs is not JSON: {e}") from None
+    if not isinstance(kwargs, dict):
+        raise UserError("--kwargs must be a JSON object of keyword arguments")
+    say = None if quiet else (lambda step, p: click.echo(f"step {step}: {p.name}", err=True))
+    t0 = time.perf_counter()
+    done = import_checkpoints(ckpt_dir, out, factory=factory, kwargs=kwargs, probe=data,
+                              loss=loss, progress=say)
+    click.echo(f"imported {len(done)} checkpoints into {out} in {_elapsed(t0)}")
+    _print_summary(out)
+
+
 # --- info -------------------------------------------------------------------------------
 
 
@@ -353,6 +409,9 @@ def _print_summary(path: Path) -> None:
     run = Run.open(path)
     r = run.recipe
     writer = store.writer_holding(path)
+    if r is None:
+        _print_custom(run, writer)
+        return
     click.echo(f"{path}: {r.name} ({run.recipe.arch}), task {r.task.name}, status {run.status}"
                + (f", being written by {writer}" if writer else ""))
     m = r.model
@@ -367,6 +426,33 @@ def _print_summary(path: Path) -> None:
         if e.get("kind") == "shift":
             click.echo(f"  shift: step {e['step']} (epoch {e['epoch']:.1f}), {e['reason']}, "
                        f"loops {e['loops_before']} -> {e['loops_after']}")
+    if run.probes:
+        kinds = sorted({k for v in run.probes.values() for k in v})
+        click.echo(f"  probes: {', '.join(kinds)} at {len(run.probes)} checkpoints")
+
+
+def _print_custom(run, writer: str | None) -> None:
+    """The summary of a run of your own model (reads no code)."""
+    spec = run.spec
+    kwargs = spec.get("kwargs") or {}
+    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if not isinstance(v, dict))
+    nested = [k for k, v in kwargs.items() if isinstance(v, dict)]
+    shown = ", ".join(filter(None, [shown, *(f"{k}={{...}}" for k in nested)]))
+    click.echo(f"{run.path}: {run.name} (your own model, {run.attrs.get('source')}), status "
+               f"{run.status}" + (f", being written by {writer}" if writer else ""))
+    click.echo(f"  model: {spec['factory']}({shown}), {run.layout.size:,} parameters; "
+               f"loss {spec['loss']}")
+    ps = run.probe_set()
+    click.echo("  probe set: " + ", ".join(f"{k} {list(v.shape)} {v.dtype}"
+                                            for k, v in ps.items()))
+    if len(run.steps):
+        adam = run._summary.get("adam_step") is not None
+        click.echo(f"  checkpoints: {len(run.steps)} (steps {run.steps[0]}..{run.steps[-1]})"
+                   + (", with Adam's second moment" if adam else ""))
+    met = {k: v for k, v in run.metrics.items() if k not in ("step", "wall") and len(v)}
+    if met and "step" in run.metrics:
+        last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in sorted(met.items()))
+        click.echo(f"  last metrics (step {int(run.metrics['step'][-1])}): {last}")
     if run.probes:
         kinds = sorted({k for v in run.probes.values() for k in v})
         click.echo(f"  probes: {', '.join(kinds)} at {len(run.probes)} checkpoints")

@@ -752,13 +752,14 @@ def _valley_part(spec: dict, dim: int, gs: GeometrySettings):
 
 
 def probe(path: str | Path, settings: ProbeSettings | None = None,
-          report: Report | None = None) -> list[int]:
+          report: Report | None = None, trust_code: bool = False) -> list[int]:
     """Probe a run file's checkpoints (see the module docstring). Returns the steps probed.
 
     Holds the run file's writer lock for the whole call, so a run still being trained (or
-    probed by another process) is refused with a message naming the writer.
+    probed by another process) is refused with a message naming the writer. A run of your
+    own model is probed only if the code it names may be imported (``trust_code``).
     """
-    store.check_run_file(path)
+    Run.open(path, trust_code=trust_code).require_code()
     settings = settings or ProbeSettings()
     if distributed.launched():  # torchrun, several ranks
         return _probe_ranks(Path(path), settings, report)

@@ -8,6 +8,12 @@
 
 Nothing here keeps the file open: every access opens it, reads, and closes it, so a
 ``Run`` never holds a handle that a writer's atomic replace would invalidate.
+
+Runs of your own model (recorded with :class:`landscape.Recorder` or ``landscape
+import``) name the code that rebuilds the model and, possibly, the loss. Reading their
+metrics, parameters and stored probe results needs no code; :meth:`Run.model` and
+:meth:`Run.loss_fn` import that code only for a run opened with ``trust_code=True``
+(see :mod:`landscape.custom`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape import store
+from landscape import custom, store
 from landscape.config import Recipe, recipe_from_dict
 from landscape.errors import LandscapeError
 from landscape.model import LoopedTransformer
@@ -31,7 +37,9 @@ class Run:
 
     Attributes:
         path: the run file.
-        recipe: the :class:`~landscape.config.Recipe` it was trained with (also ``config``).
+        recipe: the :class:`~landscape.config.Recipe` it was trained with (also ``config``);
+            None for a run of your own model (``custom``).
+        custom: a run of your own model (recorded or imported), not of ``landscape train``.
         steps: ``[n]`` optimiser step of each checkpoint.
         loops: ``[n]`` loops live at each checkpoint (1 Single-Attn, >1 Looped-Attn).
         metrics: evaluation metrics by name, each ``[m]`` (``step``, ``epoch``, ``wall``,
@@ -41,12 +49,14 @@ class Run:
         layout: how a trajectory row maps to named parameters.
     """
 
-    def __init__(self, path: Path, summary: dict):
+    def __init__(self, path: Path, summary: dict, trust_code: bool = False):
         self.path = path
         self._summary = summary
+        self.trust_code = trust_code
         attrs = summary["attrs"]
         self.attrs = attrs
-        self.recipe: Recipe = recipe_from_dict(attrs["recipe"])
+        self.custom = "recipe" not in attrs and "model" in attrs
+        self.recipe: Recipe | None = None if self.custom else recipe_from_dict(attrs["recipe"])
         self.config = self.recipe
         self.steps = np.asarray(summary["steps"], dtype=np.int64)
         self.loops = np.asarray(summary["loops"], dtype=np.int64)
@@ -58,18 +68,41 @@ class Run:
         self.probes: dict[int, list[str]] = summary["probes"]
 
     @classmethod
-    def open(cls, path: str | Path) -> Run:
-        """Open a run file read-only (raises LandscapeError if it is not a readable run file)."""
+    def open(cls, path: str | Path, trust_code: bool = False) -> Run:
+        """Open a run file read-only (raises LandscapeError if it is not a readable run file).
+
+        Args:
+            path: the run file.
+            trust_code: allow :meth:`model` and :meth:`loss_fn` to import the factory and
+                loss that a run of your own model names (code outside this package).
+        """
         path = store.check_run_file(path)
-        return cls(path, store.read_summary(path))
+        return cls(path, store.read_summary(path), trust_code=trust_code)
 
     def refresh(self) -> Run:
         """A new view with what has been committed since this one was opened."""
-        return Run.open(self.path)
+        return Run.open(self.path, trust_code=self.trust_code)
 
     def __repr__(self) -> str:
-        return (f"Run({str(self.path)!r}, {self.recipe.arch}, task={self.recipe.task.name}, "
+        return (f"Run({str(self.path)!r}, {self.arch}, task={self.task_name}, "
                 f"{len(self.steps)} checkpoints, status={self.status})")
+
+    @property
+    def arch(self) -> str:
+        """The architecture (``custom`` for a model of your own)."""
+        return self.recipe.arch if self.recipe is not None else str(self.attrs.get("arch"))
+
+    @property
+    def task_name(self) -> str:
+        """The task's name (``custom`` for a model of your own)."""
+        return self.recipe.task.name if self.recipe is not None else "custom"
+
+    @property
+    def spec(self) -> dict:
+        """A custom run's ``{"factory", "kwargs"}`` and ``loss`` (empty for our runs)."""
+        if not self.custom:
+            return {}
+        return {**self.attrs["model"], "loss": self.attrs.get("loss", "next_token")}
 
     @property
     def status(self) -> str:
@@ -78,8 +111,10 @@ class Run:
 
     @property
     def name(self) -> str:
-        """The recipe's name."""
-        return self.recipe.name
+        """The recipe's name (a custom run's recorded name)."""
+        if self.recipe is not None:
+            return self.recipe.name
+        return str(self.attrs.get("name") or self.path.stem)
 
     @property
     def shift_step(self) -> int | None:
@@ -134,9 +169,16 @@ class Run:
         return {k: v.clone() for k, v in self.layout.unflatten(flat).items()}
 
     def model(self, step: int | None = -1, loops: int | None = None,
-              device: str | torch.device = "cpu") -> LoopedTransformer:
-        """A module with that checkpoint's weights and loops (or ``loops``), in eval mode."""
+              device: str | torch.device = "cpu") -> torch.nn.Module:
+        """A module with that checkpoint's weights and loops (or ``loops``), in eval mode.
+
+        For a custom run: the factory's module with the checkpoint's parameters (its
+        buffers as the factory builds them); needs ``trust_code`` for code outside this
+        package.
+        """
         i = self.index(step)
+        if self.custom:
+            return self._custom_model(i, loops, device)
         model = LoopedTransformer(self.recipe.model, int(self.task_attrs["vocab_size"]),
                                   int(self.task_attrs["max_len"]))
         params = self.params(step)
@@ -147,6 +189,63 @@ class Run:
                                  "fit the recipe's model")
         model.loops = int(loops if loops is not None else self.loops[i])
         return model.to(device).eval()
+
+    def require_code(self) -> None:
+        """Raise unless :meth:`model` and :meth:`loss_fn` may import the code they need.
+
+        Our own runs need none; a custom run's factory and loss outside this package need
+        the run opened with ``trust_code=True``. Checked before any work, so a command
+        that needs the code says so before it starts.
+        """
+        if not self.custom:
+            return
+        custom.check_trust(self.spec["factory"], "factory", self.trust_code, self.path)
+        if self.spec["loss"] not in custom.BUILTIN_LOSSES:
+            custom.check_trust(self.spec["loss"], "loss", self.trust_code, self.path)
+
+    def _custom_model(self, i: int, loops: int | None, device) -> torch.nn.Module:
+        if loops not in (None, 1):
+            raise LandscapeError(f"{self.path} is a model of your own: it has no loops")
+        spec = self.attrs["model"]
+        model = custom.build_model(spec["factory"], spec.get("kwargs", {}),
+                                   trust_code=self.trust_code, where=self.path)
+        flat = torch.from_numpy(store.read_params(self.path, i))
+        have = dict(model.named_parameters())
+        wrong = [n for n, s in zip(self.layout.names, self.layout.shapes)
+                 if n not in have or tuple(have[n].shape) != tuple(s)]
+        extra = [n for n in have if n not in self.layout.names]
+        if wrong or extra:
+            raise LandscapeError(f"{self.path}: factory {spec['factory']} builds a model that "
+                                 f"does not fit the checkpoints (e.g. "
+                                 f"{', '.join((wrong + extra)[:3])})")
+        with torch.no_grad():
+            for n, p in self.layout.unflatten(flat).items():
+                have[n].copy_(p)
+        return model.to(device).eval()
+
+    def probe_set(self) -> dict[str, np.ndarray]:
+        """The stored probe set's arrays (``inputs``/``targets``, or a dict's names)."""
+        return store.read_probe_set(self.path)
+
+    def lr_at(self, step: int | None = -1) -> float:
+        """The learning rate in force at a checkpoint (NaN where the run did not record it)."""
+        s = self.step_at(step)
+        if self.recipe is not None:
+            from landscape.train import lr_at
+
+            return lr_at(max(s - 1, 0), int(self.attrs["total_steps"]), self.recipe)
+        steps, lrs = self.metrics.get("step"), self.metrics.get("lr")
+        if steps is None or lrs is None or not (steps == s).any():
+            return float("nan")
+        return float(lrs[np.flatnonzero(steps == s)[-1]])
+
+    @property
+    def adam_betas(self) -> tuple[float, float] | None:
+        """``(beta1, beta2)`` of the run's Adam/AdamW optimiser, None if it had none."""
+        if self.recipe is not None:
+            return self.recipe.train.beta1, self.recipe.train.beta2
+        opt = self.attrs.get("optimizer")
+        return (float(opt["beta1"]), float(opt["beta2"])) if isinstance(opt, dict) else None
 
     # --- data and objective -------------------------------------------------------------
 
@@ -159,7 +258,11 @@ class Run:
         """Sequences by name: ``probe`` (the fixed probe set), ``train``, or an eval split.
 
         ``hessian`` is an alias of ``probe``: the set every Hessian probe evaluates.
+        A custom run has only ``probe``, as a Split where it is ``(inputs, targets)`` of
+        token ids (see :meth:`probe_set` for any form).
         """
+        if self.custom:
+            return self._custom_split(name)
         if name in ("probe", "hessian"):
             ps = store.read_probe_set(self.path)
             return Split(torch.from_numpy(ps["inputs"]), torch.from_numpy(ps["targets"]))
@@ -170,15 +273,32 @@ class Run:
         known = ", ".join(["probe", "train", *self.task_data.evals])
         raise LandscapeError(f"unknown split {name!r} (splits: {known})")
 
+    def _custom_split(self, name: str) -> Split:
+        if name not in ("probe", "hessian"):
+            raise LandscapeError(f"{self.path} is a model of your own: its only split is "
+                                 "'probe'")
+        ps = self.probe_set()
+        if self.attrs.get("probe_form") != "pair" or ps["inputs"].ndim != 2 or \
+                ps["inputs"].shape != ps["targets"].shape:
+            raise LandscapeError(f"the probe set of {self.path} is not (inputs, targets) of "
+                                 "token ids; use run.probe_set() and run.loss_fn()")
+        return Split(torch.from_numpy(ps["inputs"]), torch.from_numpy(ps["targets"]))
+
     def loss_fn(self, split: str = "probe", step: int | None = -1, loops: int | None = None,
                 device: str | torch.device = "cpu") -> LossFn:
         """``f(params) -> scalar``: mean loss over all scored tokens of ``split``.
 
         The architecture is the one live at checkpoint ``step`` (for Looped-Attn: the loss
         after the final loop), or ``loops`` if given. Usable with ``torch.func.grad``,
-        ``jacfwd`` and the probes.
+        ``jacfwd`` and the probes. For a custom run: its recorded loss on the probe set.
         """
         model = self.model(step, loops=loops, device=device)
+        if self.custom:
+            if split not in ("probe", "hessian"):
+                self._custom_split(split)  # raises
+            return custom.make_custom_loss_fn(
+                model, self.spec["loss"], self.attrs.get("probe_form", "pair"),
+                self.probe_set(), trust_code=self.trust_code, device=device, where=self.path)
         s = self.split(split)
         return make_loss_fn(model, Split(s.inputs.to(device), s.targets.to(device)))
 

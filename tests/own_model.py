@@ -1,0 +1,108 @@
+"""A model that is not landscape's, as a user would define it (importable as own_model).
+
+Also a training script: ``python own_model.py RUN.h5 STEPS`` records a deterministic AdamW
+loop with :class:`landscape.Recorder`, continuing the file if it exists.
+"""
+
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+VOCAB, D, T = 11, 8, 6
+
+
+class TinyLM(nn.Module):
+    """Embeddings, a causal running mean, a LayerNorm and a head: next-token logits."""
+
+    def __init__(self, vocab=VOCAB, d=D, n_ctx=T):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(0.1 * torch.randn(n_ctx, d))
+        self.mix = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.emb(input_ids) + self.pos[: input_ids.shape[1]]
+        w = torch.ones_like(input_ids, dtype=h.dtype) if attention_mask is None else (
+            attention_mask.to(h.dtype))
+        c = (h * w[..., None]).cumsum(1) / w.cumsum(1).clamp(min=1)[..., None]
+        return self.head(self.norm(torch.tanh(self.mix(c)) + h))
+
+
+class KwLM(TinyLM):
+    """Keyword-only forward returning an output object, as HuggingFace models do."""
+
+    def forward(self, *, input_ids, attention_mask):
+        return SimpleNamespace(logits=super().forward(input_ids, attention_mask))
+
+
+def build(vocab=VOCAB, d=D, n_ctx=T, seed=0):
+    torch.manual_seed(seed)
+    return TinyLM(vocab, d, n_ctx)
+
+
+def build_kw(vocab=VOCAB, d=D, n_ctx=T, seed=0):
+    torch.manual_seed(seed)
+    return KwLM(vocab, d, n_ctx)
+
+
+def not_a_module(**kwargs):
+    return {"weights": 1}
+
+
+def masked_loss(model, batch):
+    """Mean next-token loss where the mask is 1 (a custom loss over a dict batch)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    y = batch["input_ids"][:, 1:]
+    keep = batch["attention_mask"][:, 1:].bool()
+    ce = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                     y.reshape(-1), reduction="none")
+    return (ce * keep.reshape(-1)).sum() / keep.sum()
+
+
+def per_token_loss(model, batch):
+    """Not a scalar: a loss function must reduce."""
+    inputs, targets = batch
+    logits = model(inputs)
+    return nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1),
+                                       reduction="none")
+
+
+def data(n=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, VOCAB, (n, T), generator=g)
+    y = torch.roll(x, -1, dims=1)
+    return x, y
+
+
+def train(path, total, every=1, sleep=0.0):
+    """A user's loop: AdamW on random batches (seeded by step), recorded."""
+    import landscape
+
+    model = build()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    rec = landscape.Recorder(path, model, probe=data(8, seed=99), loss="next_token",
+                             factory="own_model:build", factory_kwargs={"d": D})
+    start = 0 if rec.last_step is None else rec.restore(model, opt) + 1
+    for step in range(start, total + 1):
+        if step > 0:
+            x, y = data(8, seed=1000 + step)
+            loss = nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            metrics = {"loss": loss.item()}
+        else:
+            metrics = {}
+        if step % every == 0:
+            rec.checkpoint(step, optimizer=opt, metrics=metrics)
+        time.sleep(sleep)
+    rec.close()
+
+
+if __name__ == "__main__":
+    train(sys.argv[1], int(sys.argv[2]), sleep=float(sys.argv[3]) if len(sys.argv) > 3 else 0)

@@ -1,0 +1,332 @@
+"""Your own model: the Recorder, `landscape import`, trust, and bad input."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from own_model import VOCAB, D, build, build_kw, data, masked_loss, train
+
+import landscape
+from landscape import store
+from landscape.cli import main
+from landscape.custom import make_custom_loss_fn
+from landscape.errors import LandscapeError
+from landscape.run import Run
+
+TESTS = Path(__file__).parent
+
+
+def _env(**extra):
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.fixture(autouse=True)
+def _importable(monkeypatch):
+    """Subprocesses and the CLI import own_model by name, as a user's package would be."""
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _state(path):
+    """Everything on disk that belongs to a run, by file."""
+    files = [Path(path), *sorted(store.sidecar_dir(path).glob("*"))]
+    return {f.name: f.read_bytes() for f in files if f.exists()}
+
+
+# --- the recorder -------------------------------------------------------------------------
+
+
+def test_recorder_writes_a_run_that_run_reads(tmp_path):
+    path = tmp_path / "mine.h5"
+    train(path, 4)
+    run = Run.open(path, trust_code=True)
+    assert run.custom and run.status == "complete" and run.arch == "custom"
+    assert run.steps.tolist() == [0, 1, 2, 3, 4]
+    assert set(run.metrics) == {"step", "wall", "lr", "loss"}
+    assert np.isnan(run.metrics["loss"][0]) and np.isfinite(run.metrics["loss"][1:]).all()
+    # the last checkpoint equals the same loop run here, and so does Adam's second moment
+    model = build()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(1, 5):
+        x, y = data(8, seed=1000 + step)
+        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for n, p in run.model(-1).named_parameters():
+        torch.testing.assert_close(p, dict(model.named_parameters())[n], rtol=0, atol=0)
+    v, n_steps = run.adam_state(-1)
+    expect = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in model.parameters()])
+    np.testing.assert_array_equal(v, expect.numpy())
+    assert n_steps == 4 and run.adam_betas == (0.9, 0.999) and run.lr_at(-1) == 1e-2
+    # its loss is the mean next-token loss on the stored probe set
+    x, y = data(8, seed=99)
+    direct = torch.nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+    torch.testing.assert_close(run.loss_fn(step=-1)(run.params(-1)), direct)
+
+
+def test_dict_batches_and_keyword_forwards(tmp_path):
+    model = build_kw()
+    x, _ = data(10)
+    mask = torch.ones_like(x)
+    mask[:3, 4:] = 0  # padded tails
+    probe = {"input_ids": x, "attention_mask": mask}
+    with landscape.Recorder(tmp_path / "kw.h5", model, probe=probe, loss="next_token",
+                            factory="own_model:build_kw") as rec:
+        rec.checkpoint(0)
+    with landscape.Recorder(tmp_path / "custom.h5", model, probe=probe,
+                            loss="own_model:masked_loss", factory="own_model:build_kw") as rec:
+        rec.checkpoint(0)
+    expect = masked_loss(model, probe)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    for name in ("kw.h5", "custom.h5"):
+        run = Run.open(tmp_path / name, trust_code=True)
+        assert run.probe_set().keys() == {"input_ids", "attention_mask"}
+        got = run.loss_fn()(params)
+        tol = 1e-6 if name == "kw.h5" else 0.03  # the custom loss is a per-chunk mean
+        torch.testing.assert_close(got, expect, rtol=tol, atol=tol)
+    # one chunk: the custom loss's own mean exactly
+    fn = make_custom_loss_fn(model, "own_model:masked_loss", "dict",
+                             {k: v.numpy() for k, v in probe.items()}, trust_code=True)
+    torch.testing.assert_close(fn(params), expect)
+
+
+def test_a_second_recorder_continues_and_refuses_another_model(tmp_path):
+    path = tmp_path / "r.h5"
+    train(path, 2)
+    with pytest.raises(LandscapeError, match="recorded with model"):
+        landscape.Recorder(path, build(d=4), probe=data(8, seed=99),
+                           factory="own_model:build", factory_kwargs={"d": 4})
+    with pytest.raises(LandscapeError, match="another probe set"):
+        landscape.Recorder(path, build(), probe=data(8, seed=3), factory="own_model:build",
+                           factory_kwargs={"d": D})
+    rec = landscape.Recorder(path, build(), probe=data(8, seed=99), factory="own_model:build",
+                             factory_kwargs={"d": D})
+    assert rec.last_step == 2
+    with pytest.raises(LandscapeError, match="being written"):
+        landscape.Recorder(path, build(), probe=data(8, seed=99), factory="own_model:build",
+                           factory_kwargs={"d": D})
+    with pytest.raises(LandscapeError, match="not after the last recorded step 2"):
+        rec.checkpoint(2)
+    rec.checkpoint(7)
+    rec.close()
+    assert Run.open(path).steps.tolist() == [0, 1, 2, 7]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_loop_then_continue_is_bit_identical(tmp_path):
+    ref = tmp_path / "ref.h5"
+    train(ref, 30)
+    out = tmp_path / "cut.h5"
+    rng = random.Random(5)
+    kills, counts = 0, []
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, str(TESTS / "own_model.py"), str(out), "30",
+                                 "0.02"], env=_env(), stderr=subprocess.PIPE)
+        try:
+            _, err = proc.communicate(timeout=rng.uniform(0.5, 2.5))
+            assert proc.returncode == 0, err.decode()
+            break
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            kills += 1
+        if out.exists():  # always readable; never fewer checkpoints than before
+            counts.append(len(Run.open(out).steps))
+    else:
+        assert subprocess.run([sys.executable, str(TESTS / "own_model.py"), str(out), "30"],
+                              env=_env()).returncode == 0
+    assert kills >= 2 and counts == sorted(counts)
+    a, b = Run.open(ref), Run.open(out)
+    assert b.status == "complete" and b.steps.tolist() == list(range(31))
+    np.testing.assert_array_equal(a.trajectory(), b.trajectory())
+    np.testing.assert_array_equal(a.adam_state(-1)[0], b.adam_state(-1)[0])
+    np.testing.assert_array_equal(a.metrics["loss"], b.metrics["loss"])
+    assert store.writer_holding(out) is None
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+def _checkpoints(folder, steps, suffix=".pt"):
+    folder.mkdir()
+    model = build()
+    saved = {}
+    for s in steps:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * s)
+        sd = {k: v.clone() for k, v in model.state_dict().items()}
+        if suffix == ".pt":
+            torch.save(sd, folder / f"ckpt_step{s}.pt")
+        else:
+            from safetensors.torch import save_file
+
+            save_file(sd, str(folder / f"model-{s}.safetensors"))
+        saved[s] = sd
+    x, y = data(8)
+    torch.save({"inputs": x, "targets": y}, folder.parent / "probe.pt")
+    return saved
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_import_a_folder_of_state_dicts_by_step(tmp_path, suffix):
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors", reason="the hf extra (safetensors) is not installed")
+    saved = _checkpoints(tmp_path / "ckpts", [10, 2, 100], suffix)
+    out = tmp_path / "imp.h5"
+    r = _cli("import", tmp_path / "ckpts", "--model", "own_model:build", "--kwargs",
+             '{"d": 8}', "--probe", tmp_path / "probe.pt", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "imported 3 checkpoints" in r.output and "own_model:build(d=8)" in r.output
+    run = Run.open(out, trust_code=True)
+    assert run.steps.tolist() == [2, 10, 100] and run.attrs["source"] == "import"
+    for s in (2, 100):
+        for n, p in run.model(s).named_parameters():
+            torch.testing.assert_close(p, saved[s][n], rtol=0, atol=0)
+    # run again: nothing new to import, nothing changed
+    before = _state(out)
+    r = _cli("import", tmp_path / "ckpts", "--model", "own_model:build", "--kwargs",
+             '{"d": 8}', "--probe", tmp_path / "probe.pt", "--out", out, "-q")
+    assert r.exit_code == 0 and "imported 0 checkpoints" in r.output
+    assert {k: v for k, v in _state(out).items() if k != "imp.h5"} == {
+        k: v for k, v in before.items() if k != "imp.h5"}
+
+
+# --- trust --------------------------------------------------------------------------------
+
+
+def test_code_named_in_a_file_runs_only_with_trust(tmp_path, monkeypatch):
+    marker = tmp_path / "MARKER"
+    monkeypatch.setenv("LANDSCAPE_MARKER", str(marker))
+    path = tmp_path / "theirs.h5"
+    # someone else's file naming a factory whose module writes a marker when imported
+    script = ("import sys, own_model, landscape; m = own_model.build(); "
+              "r = landscape.Recorder(sys.argv[1], m, probe=own_model.data(4), "
+              "factory='own_marker:build'); r.checkpoint(0); r.close()")
+    subprocess.run([sys.executable, "-c", script, str(path)], env=_env(
+        LANDSCAPE_MARKER=str(tmp_path / "writer_marker")), check=True)
+    assert not marker.exists()
+    run = Run.open(path)  # reading needs no code
+    assert run.steps.tolist() == [0] and run.flat_params(0).shape == (run.layout.size,)
+    with pytest.raises(LandscapeError, match="names code to run.*own_marker:build.*--trust-code"):
+        run.model(0)
+    with pytest.raises(LandscapeError, match="--trust-code"):
+        run.loss_fn()
+    for args in (["info", path], ["probe", path, "--steps", "last", "--no-geometry"]):
+        r = _cli(*args)
+        if args[0] == "info":
+            assert r.exit_code == 0 and "own_marker:build" in r.output
+        else:
+            assert r.exit_code == 2, r.output
+            assert r.output.count("\n") == 1 and "--trust-code" in r.output
+    assert not marker.exists(), "code named in a file ran without trust"
+    Run.open(path, trust_code=True).model(0)
+    assert marker.exists()
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_bad_models_probe_sets_and_losses_are_one_line_errors(tmp_path):
+    model, probe = build(), data(8)
+    cases = [
+        (dict(factory="no_such_module:build"), "cannot import factory no_such_module:build"),
+        (dict(factory="own_model:nothing"), "own_model has no 'nothing'"),
+        (dict(factory="own_model:not_a_module"), "returned dict, not a torch.nn.Module"),
+        (dict(factory="own_model:build", factory_kwargs={"d": 4}), "parameters differ"),
+        (dict(factory="own_model:build", probe=(probe[0], probe[1].float())),
+         "'targets': need integer"),
+        (dict(factory="own_model:build", probe=(probe[0], probe[1][:, :3])),
+         "inputs \\[N, T, ...\\] and targets"),
+        (dict(factory="own_model:build", probe=(probe[0][:4], probe[1])), "same number"),
+        (dict(factory="own_model:build", loss="own_model:per_token_loss"), "not a scalar"),
+        (dict(factory="own_model:build", loss="hinge"), "one of next_token"),
+        (dict(), "give factory="),
+    ]
+    for kwargs, message in cases:
+        kw = {"probe": probe, **kwargs}
+        with pytest.raises(LandscapeError, match=message):
+            landscape.Recorder(tmp_path / "bad.h5", model, **kw)
+        assert not (tmp_path / "bad.h5").exists()
+
+
+def test_bad_imports_leave_the_run_unharmed(tmp_path):
+    _checkpoints(tmp_path / "ckpts", [1, 2])
+    out = tmp_path / "imp.h5"
+    args = ["--probe", tmp_path / "probe.pt", "--out", out]
+    assert _cli("import", tmp_path / "ckpts", "--model", "own_model:build", *args).exit_code == 0
+    before = _state(out)
+    other = tmp_path / "other"
+    other.mkdir()
+    sd = build().state_dict()
+    sd.pop("mix.bias")
+    sd["extra.weight"] = torch.zeros(2)
+    sd["head.weight"] = torch.zeros(3, 3)
+    torch.save(sd, other / "step_5.pt")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "bad_probe.pt")
+    nameless = tmp_path / "nameless"
+    nameless.mkdir()
+    torch.save(build().state_dict(), nameless / "final.pt")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    torch.save({"obj": object()}, pickled / "step_9.pt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["import", other, "--model", "own_model:build", *args],
+         "missing: mix.bias; unexpected: extra.weight; mis-shaped (file vs model): "
+         "head.weight (3, 3) vs (11, 8)"),
+        (["import", nameless, "--model", "own_model:build", *args], "final.pt has no step"),
+        (["import", pickled, "--model", "own_model:build", *args], "weights_only=True"),
+        (["import", empty, "--model", "own_model:build", *args], "holds no .pt"),
+        (["import", tmp_path / "ckpts", "--model", "own_model:nope", *args], "has no 'nope'"),
+        (["import", tmp_path / "ckpts", "--model", "own_model:build", "--kwargs", "[1]",
+          *args], "JSON object"),
+        (["import", tmp_path / "ckpts", "--model", "own_model:build", "--probe",
+          tmp_path / "bad_probe.pt", "--out", out], "needs 'input_ids'"),
+    ]
+    for argv, message in cases:
+        r = _cli(*argv)
+        assert r.exit_code == 2, (argv, r.output)
+        assert r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+        assert message in r.output, r.output
+        assert _state(out) == before  # the run and its committed checkpoints unharmed
+    assert Run.open(out).steps.tolist() == [1, 2]
+
+
+def test_run_files_of_the_first_layout_still_open(trained_runs, tmp_path):
+    """Format 1 runs (one HDF5 file) are read; tested by rewriting a run in that layout."""
+    import h5py
+
+    src = trained_runs["single"]
+    old = tmp_path / "old.h5"
+    store.copy_run(src, old)
+    with h5py.File(old, "a") as f:
+        f.attrs["format_version"] = 1
+        for name in ("params", "adam_v"):
+            rows = store.read_params(src, slice(None), name=name)
+            del f[f"trajectory/{name}"]
+            f[f"trajectory/{name}"] = rows
+        for key in list(f["probe_set"]):
+            f["probe_set"][key].attrs.pop("sidecar", None)
+        for key, arr in store.read_probe_set(src).items():
+            del f[f"probe_set/{key}"]
+            f[f"probe_set/{key}"] = arr
+    import shutil
+
+    shutil.rmtree(store.sidecar_dir(old))
+    a, b = Run.open(src), Run.open(old)
+    np.testing.assert_array_equal(a.trajectory(), b.trajectory())
+    torch.testing.assert_close(a.loss_fn()(a.params()), b.loss_fn()(b.params()))
