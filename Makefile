@@ -27,10 +27,16 @@ test: setup
 reproduce: setup
 	$(BIN)/landscape reproduce --preset $(PRESET) --out $(OUT)
 
+# curvlinops (a benchmark peer) needs torchvision: installed in one command with the
+# pinned torch so that pip cannot replace it.
 bench: setup
+	$(BIN)/python -m pip install --quiet "$(TORCH)" "torchvision<0.29" -e ".[bench]"
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/hessian.py
 	$(BIN)/python bench/slices.py
+	$(BIN)/python bench/any_model.py --parts ratio,memory
+	$(BIN)/python bench/any_model.py --parts eigen --no-norm --batch 2 --seq 32
+	$(BIN)/python bench/any_model.py --parts slice --batch 4 --seq 32
 
 # The README gallery (docs/gallery/*.png, committed) from the quick preset's runs.
 gallery: reproduce

@@ -1,0 +1,541 @@
+"""Probes on models this project did not define: scaling, memory, top-5 race, 2-D slices.
+
+The model is a GPT-style causal language model assembled from ``torch.nn`` layers: token
+and position embeddings, a stack of ``nn.TransformerEncoderLayer(norm_first=True,
+dropout=0, activation="gelu")`` with a causal mask, a final ``nn.LayerNorm`` and a linear
+head (``gpt(d, layers)``). Data: random tokens from a seeded generator (vocabulary 256),
+next-token targets, one fixed batch; the loss is the mean cross-entropy over it. Each
+part prints Markdown for BENCHMARKS.md (medians over repeats, ratios inside a repeat,
+arms alternated).
+
+* ``ratio``: one Hessian-vector product (our operator: a double backward through the
+  retained create-graph gradient) against one gradient (forward and backward on fresh
+  leaves) at widths giving P from about 1e4 to 1e7 (4 layers).
+* ``memory``: peak resident memory (``ru_maxrss`` of a fresh subprocess per measurement)
+  of one training step (forward, backward, AdamW step) against one probe of the same
+  batch (the operator, Lanczos top-5 at ``tol=1e-4``, Hutch++ with 20 products), both
+  above the subprocess's memory after building model and data.
+* ``eigen``: the top-5 eigenvalues to 1e-4 relative error on a model of more than 1M
+  parameters, every arm in float64 (in float32 the products' rounding alone left the top
+  five 1.1e-4 from the truth, whatever the tolerance): ours (``lanczos``) against scipy's
+  ``eigsh`` (ARPACK) on the same operator, PyHessian 0.1 (through our adapter) and
+  curvlinops' ``HessianLinearOperator`` with ``eigsh``. Truth: float64 Lanczos at
+  ``tol=1e-10`` with recomputed residuals. Each arm runs at the loosest tolerance in
+  1e-1..1e-7 (half decades) that reaches 1e-4 on all five (the search's run is seed 0,
+  then seeds 1..R-1). curvlinops is first checked against the dense float64 Hessian of a
+  small model without LayerNorm (and with it), and on the race model against our operator.
+* ``slice``: a 21 x 21 grid on a filter-normalised random plane of a model of more than 1M
+  parameters: ours (``loss_grid``, per point and vmapped chunks) against
+  tomgoldstein/loss-landscape's per-point loop (load the weights into the module with
+  ``p.data = w + d``, evaluate the loss), rows interleaved.
+
+    python bench/any_model.py --parts ratio,memory,eigen,slice [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.hessian import HessianOperator, dense_hessian_reference, double_backward_attention
+from landscape.spectral import hutchpp, lanczos
+
+VOCAB = 256
+TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
+TARGET = 1e-4
+DTYPE = torch.float64  # of the eigen race: float32 products stall at 1.1e-4 there (measured)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class GPT(nn.Module):
+    """A pre-LN causal transformer from torch.nn layers (not this project's model)."""
+
+    def __init__(self, d: int, layers: int, seq: int, vocab: int = VOCAB, norm: bool = True):
+        super().__init__()
+        heads = max(1, d // 32)
+        self.wte = nn.Embedding(vocab, d)
+        self.wpe = nn.Embedding(seq, d)
+        self.h = nn.ModuleList(
+            nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(layers))
+        if not norm:  # no LayerNorm anywhere (main() turns the layers' fused path off,
+            for layer in self.h:  # which would read norm1.eps)
+                layer.norm1, layer.norm2 = nn.Identity(), nn.Identity()
+        self.ln_f = nn.LayerNorm(d) if norm else nn.Identity()
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(seq))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        h = self.wte(x) + self.wpe(torch.arange(t, device=x.device))
+        for layer in self.h:
+            h = layer(h, src_mask=self.mask[:t, :t], is_causal=True)
+        return self.head(self.ln_f(h))
+
+
+def problem(d: int, layers: int, batch: int, seq: int, norm: bool = True, seed: int = 0,
+            vocab: int = VOCAB):
+    torch.manual_seed(seed)
+    model = GPT(d, layers, seq, vocab=vocab, norm=norm).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randint(0, vocab, (batch, seq + 1), generator=g)
+    inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+    def loss_fn(params):
+        buffers = dict(model.named_buffers())  # read now: the model may have been cast
+        logits = functional_call(model, (dict(params), buffers), (inputs,))
+        return nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    return model, inputs, targets, loss_fn, params
+
+
+def n_params(d: int, layers: int, seq: int) -> int:
+    return sum(p.numel() for p in GPT(d, layers, seq).parameters())
+
+
+def warm_start(model, inputs, targets, steps: int) -> None:
+    """A few AdamW steps so that the Hessian is not that of an initialisation."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        logits = model(inputs)
+        nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1)).backward()
+        opt.step()
+    model.eval()
+
+
+def machine() -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"<!-- {os.cpu_count()} cores, load average {load}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch thread(s) -->")
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+# ----------------------------------------------------------------------------- ratio
+
+WIDTHS = (16, 48, 144, 480)  # 4 layers: P about 2.2e4, 1.4e5, 1.1e6, 1.1e7
+
+
+def ratio_part(args) -> None:
+    print(machine())
+    print("| d | layers | P | gradient (ms) | HVP (ms) | HVP / gradient | operator build (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    for d in args.widths:
+        ratio_one(d, args)
+
+
+def ratio_one(d: int, args) -> None:
+    _, _, _, loss_fn, params = problem(d, 4, args.batch, args.seq)
+    names = list(params)
+
+    def gradient():
+        leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+        torch.autograd.grad(loss_fn(leaves), [leaves[n] for n in names])
+
+    build_s, op = timed(lambda: HessianOperator(loss_fn, params))
+    gen = torch.Generator().manual_seed(0)
+    vs = [torch.randn(op.dim, generator=gen) for _ in range(args.calls)]
+    gradient()
+    op.matvec(vs[0])  # warm-up of both
+    ratios, gs, hs = [], [], []
+    for _ in range(args.repeats):
+        g_t, h_t = [], []
+        for v in vs:  # interleaved
+            g_t.append(timed(gradient)[0])
+            h_t.append(timed(lambda v=v: op.matvec(v))[0])
+        gs.append(med(g_t))
+        hs.append(med(h_t))
+        ratios.append(hs[-1] / gs[-1])
+    print(f"| {d} | 4 | {op.dim:,} | {1e3 * med(gs):.1f} | {1e3 * med(hs):.1f} | "
+          f"**{med(ratios):.2f}x** ({', '.join(f'{r:.2f}' for r in ratios)}) | "
+          f"{1e3 * build_s:.0f} |", flush=True)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+
+def memory_child(what: str, d: int, batch: int, seq: int) -> None:
+    """Runs in a fresh process: prints 'base peak' resident bytes for one measurement."""
+    model, inputs, targets, loss_fn, params = problem(d, 4, batch, seq)
+    base = _maxrss_bytes()
+    if what == "train":
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model.train()
+        opt.zero_grad()
+        logits = model(inputs)
+        nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1)).backward()
+        opt.step()
+    else:
+        op = HessianOperator(loss_fn, params)
+        res = lanczos(op, k_top=5, tol=1e-4, max_steps=min(op.dim, 300))
+        hutchpp(op, 20 + 5, basis=res.top_vectors)
+    print(base, _maxrss_bytes())
+
+
+def memory_part(args) -> None:
+    print(machine())
+    print("| d | P | batch x seq | baseline (MiB) | training step (MiB above) | probe (MiB above) "
+          "| probe / step | peaks (MiB, step / probe) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d in args.widths:
+        out = {"train": [], "probe": []}
+        for _ in range(args.repeats):
+            for what in ("train", "probe"):
+                res = subprocess.run([sys.executable, __file__, "--child", what, "--d", str(d),
+                                      "--batch", str(args.batch), "--seq", str(args.seq)],
+                                     capture_output=True, text=True, check=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+                base, peak = (int(x) for x in res.stdout.split()[-2:])
+                out[what].append((base, peak))
+        mib = 2**20
+        tr = med([p - b for b, p in out["train"]])
+        pr = med([p - b for b, p in out["probe"]])
+        base = med([b for b, _ in out["train"] + out["probe"]])
+        print(f"| {d} | {n_params(d, 4, args.seq):,} | {args.batch} x {args.seq} | "
+              f"{base / mib:.0f} | {tr / mib:.0f} | {pr / mib:.0f} | **{pr / tr:.2f}x** | "
+              f"{med([p for _, p in out['train']]) / mib:.0f} / "
+              f"{med([p for _, p in out['probe']]) / mib:.0f} |", flush=True)
+
+
+# ----------------------------------------------------------------------------- eigen
+
+
+class ScipyOp:
+    """Our operator as a scipy LinearOperator (in its dtype; float64 arrays for ARPACK)."""
+
+    def __init__(self, op):
+        from scipy.sparse.linalg import LinearOperator
+
+        self.op = op
+        self.lin = LinearOperator((op.dim, op.dim), matvec=self._mv, dtype=np.float64)
+
+    def _mv(self, x):
+        v = torch.as_tensor(np.asarray(x).reshape(-1), dtype=op_dtype(self.op))
+        return self.op.matvec(v).double().numpy()
+
+
+def op_dtype(op):
+    return op.dtype
+
+
+class _Counted:
+    def __init__(self, lin):
+        from scipy.sparse.linalg import LinearOperator
+
+        self.n = 0
+
+        def mv(x):
+            self.n += 1 if np.ndim(x) == 1 or x.shape[1] == 1 else x.shape[1]
+            return lin @ x
+
+        self.lin = LinearOperator(lin.shape, matvec=mv, matmat=mv, dtype=lin.dtype)
+
+
+def rel_errors(values, truth) -> np.ndarray:
+    v = np.sort(np.asarray(values, dtype=np.float64))[::-1]
+    return np.abs(v - truth) / np.abs(truth)
+
+
+def arm_ours(loss_fn, params, tol, seed):
+    def go():
+        op = HessianOperator(loss_fn, params, dtype=DTYPE)
+        res = lanczos(op, k_top=5, tol=tol, seed=seed)
+        return res.top_values, res.n_matvec
+    s, (vals, n) = timed(go)
+    return {"values": vals, "hvp": n, "s": s}
+
+
+def arm_eigsh(loss_fn, params, tol, seed):
+    from scipy.sparse.linalg import eigsh
+
+    def go():
+        op = HessianOperator(loss_fn, params, dtype=DTYPE)
+        v0 = np.random.default_rng(seed).standard_normal(op.dim)
+        vals = eigsh(ScipyOp(op).lin, k=5, which="LA", tol=tol, v0=v0,
+                     return_eigenvectors=False)
+        return vals, op.n_matvec
+    s, (vals, n) = timed(go)
+    return {"values": vals, "hvp": n, "s": s}
+
+
+def arm_pyhessian(model, inputs, targets, tol, seed, max_iter):
+    from landscape.hessian import pyhessian_backend
+    from landscape.tasks.base import Split
+
+    class Loops(nn.Module):  # the adapter passes loops=...
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, loops=None):
+            return self.m(x)
+
+    def go():
+        with double_backward_attention():
+            res = pyhessian_backend(Loops(model), Split(inputs, targets), top_n=5, tol=tol,
+                                    max_iter=max_iter, trace=False, seed=seed)
+        return res.eigenvalues, res.n_hvp_eigen
+    s, (vals, n) = timed(go)
+    return {"values": vals, "hvp": n, "s": s}
+
+
+class _Flat(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        out = self.m(x)
+        return out.reshape(-1, out.shape[-1])
+
+
+def curvlinops_operator(model, inputs, targets):
+    from curvlinops import HessianLinearOperator
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return HessianLinearOperator(_Flat(model), nn.CrossEntropyLoss(), params,
+                                 [(inputs, targets.reshape(-1))], check_deterministic=False)
+
+
+def arm_curvlinops(model, inputs, targets, tol, seed):
+    from scipy.sparse.linalg import eigsh
+
+    def go():
+        with double_backward_attention():
+            lin = _Counted(curvlinops_operator(model, inputs, targets).to_scipy())
+            v0 = np.random.default_rng(seed).standard_normal(lin.lin.shape[0])
+            vals = eigsh(lin.lin, k=5, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
+        return vals, lin.n
+    s, (vals, n) = timed(go)
+    return {"values": vals, "hvp": n, "s": s}
+
+
+def check_curvlinops(args) -> None:
+    """curvlinops' Hessian against the dense float64 truth, without and with LayerNorm."""
+    with double_backward_attention():  # its products run forward-mode AD through attention
+        _check_curvlinops()
+
+
+def _check_curvlinops() -> None:
+    model, inputs, targets, loss_fn, params = problem(4, 1, 2, 4, norm=False, vocab=5)
+    model = model.double()
+    params64 = {n: p.detach() for n, p in model.named_parameters()}
+    dense = dense_hessian_reference(loss_fn, params64)
+    lin = curvlinops_operator(model, inputs, targets).to_scipy()
+    v = np.random.default_rng(0).standard_normal(dense.shape[0])
+    err = np.linalg.norm(lin @ v - dense.numpy() @ v) / np.linalg.norm(dense.numpy() @ v)
+    print(f"<!-- curvlinops vs dense float64 Hessian, no LayerNorm, P = {dense.shape[0]}: "
+          f"relative error of a product {err:.1e} -->")
+    model, inputs, targets, loss_fn, params = problem(4, 1, 2, 4, norm=True, vocab=5)
+    model = model.double()
+    params64 = {n: p.detach() for n, p in model.named_parameters()}
+    dense = dense_hessian_reference(loss_fn, params64).numpy()
+    lin = curvlinops_operator(model, inputs, targets).to_scipy()
+    v = np.random.default_rng(0).standard_normal(dense.shape[0])
+    err = np.linalg.norm(lin @ v - dense @ v) / np.linalg.norm(dense @ v)
+    print(f"<!-- curvlinops vs dense float64 Hessian, with LayerNorm, P = {dense.shape[0]}: "
+          f"relative error of a product {err:.1e} -->")
+
+
+def eigen_part(args) -> None:
+    print(machine())
+    check_curvlinops(args)
+    model, inputs, targets, loss_fn, params = problem(args.eigen_d, args.eigen_layers,
+                                                      args.batch, args.seq,
+                                                      norm=not args.no_norm)
+    warm_start(model, inputs, targets, 20)
+    model = model.to(DTYPE)  # every arm in float64 (PyHessian and curvlinops use the module)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    s, truth_res = timed(lambda: lanczos(HessianOperator(loss_fn, params, dtype=torch.float64),
+                                         k_top=5, tol=1e-10, max_steps=400,
+                                         exact_residuals=True))
+    truth = truth_res.top_values
+    print(f"<!-- P = {sum(p.numel() for p in params.values()):,}; truth: float64 Lanczos "
+          f"{truth_res.n_matvec} HVPs, {s:.0f} s, largest recomputed residual "
+          f"{truth_res.top_residuals.max():.1e}; top-5 {np.array2string(truth, precision=6)} -->")
+    op = HessianOperator(loss_fn, params, dtype=torch.float64)
+    v = np.random.default_rng(1).standard_normal(op.dim)
+    ours = op.matvec(torch.as_tensor(v)).numpy()
+    with double_backward_attention():  # the race model: curvlinops against ours
+        lin = curvlinops_operator(model, inputs, targets).to_scipy()
+        lin_v = lin @ v
+    print(f"<!-- curvlinops vs our operator on the race model (both float64): relative "
+          f"difference of a product {np.linalg.norm(lin_v - ours) / np.linalg.norm(ours):.1e}"
+          " -->", flush=True)
+    del op, lin
+    arms = {
+        "ours: Lanczos": lambda tol, seed: arm_ours(loss_fn, params, tol, seed),
+        "scipy eigsh (ARPACK), same operator": lambda tol, seed: arm_eigsh(loss_fn, params, tol,
+                                                                           seed),
+        "curvlinops HessianLinearOperator + eigsh": lambda tol, seed: arm_curvlinops(
+            model, inputs, targets, tol, seed),
+        "PyHessian 0.1": lambda tol, seed: arm_pyhessian(model, inputs, targets, tol, seed,
+                                                         args.max_iter),
+    }
+    tuned, rows = {}, {}
+    for name, arm in arms.items():
+        for tol in TOLS:
+            out = arm(tol, 0)
+            out["err"] = err = rel_errors(out["values"], truth).max()
+            print(f"<!-- search {name}: tol {tol:.0e}: {out['hvp']} HVPs, {out['s']:.1f} s, "
+                  f"worst error {err:.1e} -->", flush=True)
+            if err <= TARGET:
+                tuned[name], rows[name] = tol, [out]  # the search's run is seed 0
+                break
+    for seed in range(1, args.repeats):
+        for name in tuned:  # alternated within a repeat
+            out = arms[name](tuned[name], seed)
+            out["err"] = rel_errors(out["values"], truth).max()
+            rows[name].append(out)
+    print("| arm | tol | HVPs | seconds | worst rel. error | reached 1e-4 | HVPs / ours | "
+          "seconds / ours |")
+    print("|---|---|---|---|---|---|---|---|")
+    ours = rows.get("ours: Lanczos")
+    for name, outs in rows.items():
+        hv = [o["hvp"] for o in outs]
+        sec = [o["s"] for o in outs]
+        ratio_h = [o["hvp"] / u["hvp"] for o, u in zip(outs, ours)] if ours else [math.nan]
+        ratio_s = [o["s"] / u["s"] for o, u in zip(outs, ours)] if ours else [math.nan]
+        reached = sum(o["err"] <= TARGET for o in outs)
+        print(f"| {name} | {tuned[name]:.0e} | {med(hv):.0f} | {med(sec):.1f} | "
+              f"{max(o['err'] for o in outs):.1e} | {reached}/{len(outs)} | "
+              f"**{med(ratio_h):.1f}x** | **{med(ratio_s):.1f}x** |")
+    for name in arms:
+        if name not in tuned:
+            print(f"| {name} | none in {TOLS[0]:.0e}..{TOLS[-1]:.0e} reached 1e-4 | | | | | | |")
+
+
+# ----------------------------------------------------------------------------- slice
+
+
+def slice_part(args) -> None:
+    from landscape.directions import random_plane
+    from landscape.slices import loss_grid, make_axis
+
+    print(machine())
+    model, inputs, targets, loss_fn, params = problem(args.eigen_d, args.eigen_layers,
+                                                      args.batch, args.seq)
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    plane = random_plane(params, 0)
+    axis = make_axis(-1.0, 1.0, args.grid)
+    n = args.grid
+
+    def peer_row(a):
+        """loss-landscape's way: p.data = w + a x + b y in the module, then evaluate."""
+        out = []
+        with torch.no_grad():
+            for b in axis:
+                for name, p in model.named_parameters():
+                    p.data = params[name] + a * plane.x[name] + b * plane.y[name]
+                logits = model(inputs)
+                out.append(float(nn.functional.cross_entropy(logits.reshape(-1, VOCAB),
+                                                             targets.reshape(-1))))
+        return np.array(out)
+
+    def ours_row(a, batch_points):
+        return loss_grid(loss_fn, params, plane, np.array([a]) if a == 0 else
+                         np.array([a]), axis, batch_points=batch_points)[0]
+
+    arms = {"ours, per point (batch_points=1)": lambda a: ours_row(a, 1),
+            "ours, vmapped chunks of 4 points": lambda a: ours_row(a, 4),
+            "peer: loss-landscape's per-point loop": peer_row}
+    pps = {k: [] for k in arms}
+    grids = {}
+    for _ in range(args.repeats):
+        secs = dict.fromkeys(arms, 0.0)
+        rows = {k: [] for k in arms}
+        for i, a in enumerate(axis):
+            order = list(arms)[i % 3:] + list(arms)[: i % 3]
+            for k in order:
+                t, row = timed(lambda k=k, a=a: arms[k](a))
+                secs[k] += t
+                rows[k].append(row)
+        for k in arms:
+            pps[k].append(n * n / secs[k])
+            grids[k] = np.array(rows[k])
+        for name, p in model.named_parameters():
+            p.data = params[name].clone()
+    ref = grids["peer: loss-landscape's per-point loop"]
+    print(f"<!-- P = {sum(p.numel() for p in params.values()):,}, {n} x {n} grid, batch "
+          f"{args.batch} x {args.seq}; largest difference of our grid from the peer's "
+          f"{np.abs(grids['ours, per point (batch_points=1)'] - ref).max():.1e} -->")
+    print("| arm | points/s (median) | per repeat | / peer (median of per-repeat ratios) |")
+    print("|---|---|---|---|")
+    peer = pps["peer: loss-landscape's per-point loop"]
+    for k, v in pps.items():
+        r = [x / y for x, y in zip(v, peer)]
+        print(f"| {k} | {med(v):.2f} | {', '.join(f'{x:.2f}' for x in v)} | "
+              f"**{med(r):.3f}** |")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts", default="ratio,memory,eigen,slice")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--calls", type=int, default=5, help="products per arm per repeat (ratio)")
+    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    ap.add_argument("--eigen-d", type=int, default=128)
+    ap.add_argument("--eigen-layers", type=int, default=5)
+    ap.add_argument("--max-iter", type=int, default=1000, help="PyHessian maxIter")
+    ap.add_argument("--no-norm", action="store_true",
+                    help="race on the model without LayerNorm (where curvlinops is right)")
+    ap.add_argument("--grid", type=int, default=21)
+    ap.add_argument("--child", default="")
+    ap.add_argument("--d", type=int, default=0)
+    args = ap.parse_args()
+    args.widths = [int(w) for w in str(args.widths).split(",")]
+    return args
+
+
+def main() -> None:
+    args = parse()
+    torch.set_num_threads(args.threads)
+    # nn.TransformerEncoderLayer's fused inference path: off, so that every arm evaluates
+    # the same operations (and the model without LayerNorm can run at all)
+    torch.backends.mha.set_fastpath_enabled(False)
+    if args.child:
+        memory_child(args.child, args.d, args.batch, args.seq)
+        return
+    parts = {"ratio": ratio_part, "memory": memory_part, "eigen": eigen_part,
+             "slice": slice_part}
+    for name in args.parts.split(","):
+        print(f"\n<!-- part {name}: python bench/any_model.py {' '.join(sys.argv[1:])} -->")
+        parts[name](args)
+
+
+if __name__ == "__main__":
+    main()
