@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from landscape.archs import RECIPES
 from landscape.config import load_recipe
 from landscape.hessian import HessianOperator, pyhessian_backend
 from landscape.model import LoopedTransformer, ModelConfig
@@ -61,7 +62,6 @@ from landscape.spectral import (
 from landscape.train import train
 
 ROOT = Path(__file__).parents[1]
-RECIPES = {"single": "single_attn", "looped": "looped_attn"}
 TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 TARGET = 1e-4
 

@@ -29,9 +29,11 @@ import numpy as np
 import torch
 
 from landscape import series
+from landscape.archs import LOOPED, SHIFT, SINGLE
 from landscape.errors import LandscapeError
 from landscape.phases import Phases
 from landscape.run import Run
+from landscape.series import Grouped, markov_runs
 from landscape.simulator import compare
 
 GAP = 0.02
@@ -43,7 +45,6 @@ LENGTH_GAP = 0.05
 QK_ALIGNED = 0.5  # cosine above which the W_Q/W_K gradients of both models "align"
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
-Grouped = dict[str, dict[str, list[Run]]]
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,6 @@ def _spread(xs, unit: str = "seeds") -> str:
     if xs.size == 1:
         return f"{xs[0]:.3f}"
     return f"{xs.mean():.3f} (min {xs.min():.3f}, max {xs.max():.3f}, {xs.size} {unit})"
-
-
-def _markov(groups: Grouped, archs) -> dict[str, list[Run]] | None:
-    runs = groups.get("markov", {})
-    if any(a not in runs for a in archs):
-        return None
-    return {a: runs[a] for a in archs}
 
 
 def _missing(cid: str, title: str, measured: str, rule: str, why: str) -> Claim:
@@ -94,11 +88,11 @@ def judge_sample_level(groups: Grouped) -> Claim:
             f"training, and Looped ends > {GAP:.0%} above Single on complex on every seed; "
             "does not hold if Looped ends at or below Single on complex on any seed")
     measured = "final complex accuracy, Looped - Single (Bayes ceiling beside)"
-    runs = _markov(groups, ("single", "looped"))
+    runs = markov_runs(groups, (SINGLE, LOOPED))
     if runs is None:
         return _missing("1", title, measured, rule, "needs Markov Single and Looped runs")
     try:
-        pairs = _paired(runs["single"], runs["looped"])
+        pairs = _paired(runs[SINGLE], runs[LOOPED])
         single = [series.final(si, "complex.acc") for si, _ in pairs]
         looped = [series.final(lo, "complex.acc") for _, lo in pairs]
         master = all(series.final(r, "simple.acc") >= r.ceilings["simple"]["acc"] - MASTER
@@ -141,22 +135,22 @@ def judge_hessian_phases(groups: Grouped) -> Claim:
             "thresholds); holds if Looped shows all three phases and Single does not; does "
             "not hold if Looped does not; inconclusive if both do")
     measured = "three-phase verdict of detect_phases on the spectra over training"
-    runs = _markov(groups, ("single", "looped"))
+    runs = markov_runs(groups, (SINGLE, LOOPED))
     if runs is None:
         return _missing("2", title, measured, rule, "needs Markov Single and Looped runs")
     try:
         ent = {a: series.entropy_series(rs[0]) for a, rs in runs.items()}
         ph: dict[str, Phases] = {a: series.phases_of(rs[0], ent[a]) for a, rs in runs.items()}
-        src = ent["looped"]["source"]
+        src = ent[LOOPED]["source"]
     except LandscapeError as e:
         return _missing("2", title, measured, rule, str(e))
-    s, lo = ph["single"].three_phases, ph["looped"].three_phases
+    s, lo = ph[SINGLE].three_phases, ph[LOOPED].three_phases
     verdict = HOLDS if lo and not s else FAILS if not lo else INCONCLUSIVE
     details = {a: {"three_phases": p.three_phases, "labels": list(p.labels),
                    "drop": p.drop, "rise": p.rise, "epochs": p.epochs.tolist()}
                for a, p in ph.items()}
-    value = (f"Looped: {'three phases' if lo else 'not three phases'} (drop {ph['looped'].drop:.2f}"
-             f", rise {ph['looped'].rise:.2f}); Single: "
+    value = (f"Looped: {'three phases' if lo else 'not three phases'} (drop {ph[LOOPED].drop:.2f}"
+             f", rise {ph[LOOPED].rise:.2f}); Single: "
              f"{'three phases' if s else 'not three phases'}; spectra from {src}")
     return Claim("2", title, measured, value, rule, verdict, details)
 
@@ -174,7 +168,7 @@ def judge_landscape(groups: Grouped) -> Claim:
             "(eps, tau]")
     measured = ("kappa(H_valley), its U/V label, and small-eigenvalue count/force, last "
                 "checkpoint; beside, valley width over its parabola prediction")
-    runs = _markov(groups, ("single", "looped"))
+    runs = markov_runs(groups, (SINGLE, LOOPED))
     if runs is None:
         return _missing("3", title, measured, rule, "needs Markov Single and Looped runs")
     try:
@@ -184,10 +178,10 @@ def judge_landscape(groups: Grouped) -> Claim:
     last = {a: {k: v[k][-1].item()
                 for k in ("epoch", "kappa", "small_count", "small_force", "label")}
             for a, v in vs.items()}
-    s, lo = last["single"]["label"], last["looped"]["label"]
+    s, lo = last[SINGLE]["label"], last[LOOPED]["label"]
     verdict = HOLDS if (s == "U" and lo == "V") else FAILS if s == lo else INCONCLUSIVE
-    a1 = (last["looped"]["small_count"] > last["single"]["small_count"]
-          and last["looped"]["small_force"] > last["single"]["small_force"])
+    a1 = (last[LOOPED]["small_count"] > last[SINGLE]["small_count"]
+          and last[LOOPED]["small_force"] > last[SINGLE]["small_force"])
     value = "; ".join(f"{a}: kappa {d['kappa']:.3g} ({d['label']}), small count "
                       f"{d['small_count']:.0f}, force {d['small_force']:.3g}"
                       for a, d in last.items())
@@ -242,10 +236,10 @@ def judge_theory(groups: Grouped) -> Claim:
 
 
 def _qk_alignment(groups: Grouped) -> list[float]:
-    runs = _markov(groups, ("single",))
+    runs = markov_runs(groups, (SINGLE,))
     if runs is None:
         return []
-    run = runs["single"][0]
+    run = runs[SINGLE][0]
     out = []
     for step in run.steps[1:3]:
         params = run.params(int(step))
@@ -290,12 +284,12 @@ def _shift_rows(groups: Grouped) -> list[dict]:
     """SHIFT against Looped, per task and shared seed: final accuracy and training seconds."""
     rows = []
     for task, g in groups.items():
-        if "shift" not in g or "looped" not in g:
+        if SHIFT not in g or LOOPED not in g:
             continue
         key, tol = ("complex.acc", COMPARABLE) if task == "markov" else ("iid.seq_acc",
                                                                         COMPARABLE_ALGO)
-        for sh in g["shift"]:
-            lo = next((r for r in g["looped"] if r.recipe.train.seed == sh.recipe.train.seed),
+        for sh in g[SHIFT]:
+            lo = next((r for r in g[LOOPED] if r.recipe.train.seed == sh.recipe.train.seed),
                       None)
             if lo is None:
                 continue
@@ -319,22 +313,22 @@ def judge_length(groups: Grouped) -> Claim:
     measured = "extrapolation accuracy (lengths > train_max_len), Looped - Single, per task"
     rows = []
     for task, g in groups.items():
-        if task == "markov" or "single" not in g or "looped" not in g:
+        if task == "markov" or SINGLE not in g or LOOPED not in g:
             continue
-        t = g["single"][0].recipe.task
+        t = g[SINGLE][0].recipe.task
         acc = {}
-        for arch in ("single", "looped"):
+        for arch in (SINGLE, LOOPED):
             s = series.length_series(g[arch][0])
             beyond = s["length"] > t.train_max_len
             acc[arch] = float(s["acc"][beyond].mean()) if beyond.any() else float("nan")
-        rows.append({"task": task, **acc, "diff": acc["looped"] - acc["single"]})
+        rows.append({"task": task, **acc, "diff": acc[LOOPED] - acc[SINGLE]})
     if not rows:
         return _missing("6", title, measured, rule, "needs algorithmic Single and Looped runs")
     better = sum(r["diff"] > LENGTH_GAP for r in rows)
     verdict = (HOLDS if better > len(rows) / 2 else
                FAILS if sum(r["diff"] <= LENGTH_GAP for r in rows) > len(rows) / 2
                else INCONCLUSIVE)
-    value = "; ".join(f"{r['task']}: Looped {r['looped']:.3f} vs Single {r['single']:.3f}"
+    value = "; ".join(f"{r['task']}: Looped {r[LOOPED]:.3f} vs Single {r[SINGLE]:.3f}"
                       for r in rows)
     return Claim("6", title, measured, value, rule, verdict, {"rows": rows})
 

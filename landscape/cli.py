@@ -15,10 +15,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from landscape.config import load_recipe, merge, parse_override, recipe_from_dict
+from landscape.archs import ARCHS
+from landscape.config import load_recipe, parse_override, with_arch
 from landscape.errors import LandscapeError
-
-MODELS = ("single", "looped", "shift")
 
 
 class UserError(click.ClickException):
@@ -60,25 +59,11 @@ def main():
 # --- train ------------------------------------------------------------------------------
 
 
-def _apply_model_choice(data: dict, model: str | None) -> dict:
-    if model is None:
-        return data
-    loops = data.get("model", {}).get("loops", 1)
-    after = data.get("shift", {}).get("loops_after", 3)
-    looped = loops if loops > 1 else after
-    choice = {
-        "single": {"model": {"loops": 1}, "shift": {"enabled": False}},
-        "looped": {"model": {"loops": looped}, "shift": {"enabled": False}},
-        "shift": {"model": {"loops": 1}, "shift": {"enabled": True, "loops_after": looped}},
-    }[model]
-    return merge(data, choice)
-
-
 @main.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Run file to write [default: checkpoints/<recipe name>.h5].")
-@click.option("--model", type=click.Choice(MODELS), help="Override the architecture.")
+@click.option("--model", type=click.Choice(ARCHS), help="Override the architecture.")
 @click.option("--task", help="Override the task (markov, parity, copy, addition, ...).")
 @click.option("--preset", help="Apply a [presets.NAME] table of the recipe, e.g. quick.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training length in epochs.")
@@ -133,10 +118,8 @@ def _build_recipe(recipe, model, task, preset, epochs, steps, seed, device, ever
         overrides.append({"train": train_over})
     rec = load_recipe(recipe, preset=preset, overrides=overrides)
     if model:
-        data = _apply_model_choice(rec.to_dict(), model)
-        if recipe is None:
-            data["name"] = f"{rec.task.name}_{model}"
-        rec = recipe_from_dict(data, name=rec.name)
+        rec = with_arch(rec, model, name=None if recipe is not None else
+                        f"{rec.task.name}_{model}")
     return rec
 
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import tomllib
 
+from landscape import archs
+from landscape.archs import LOOPED, SHIFT, SINGLE
 from landscape.errors import LandscapeError
 from landscape.model import ModelConfig
 from landscape.tasks import TaskConfig, task_config_class
@@ -141,10 +143,10 @@ class Recipe:
 
     @property
     def arch(self) -> str:
-        """``single``, ``looped`` or ``shift``: the kind of run."""
+        """The kind of run, one of :data:`landscape.archs.ARCHS`."""
         if self.shift.enabled:
-            return "shift"
-        return "looped" if self.model.loops > 1 else "single"
+            return SHIFT
+        return LOOPED if self.model.loops > 1 else SINGLE
 
     def to_dict(self) -> dict:
         """A plain, TOML/JSON-ready dict that :func:`recipe_from_dict` maps back."""
@@ -310,6 +312,21 @@ def load_recipe(
     for over in overrides:
         data = merge(data, over)
     return recipe_from_dict(data, name=data.get("name", "run"))
+
+
+def with_arch(recipe: Recipe, arch: str, name: str | None = None) -> Recipe:
+    """``recipe`` trained as ``arch`` (see :func:`landscape.archs.overrides`).
+
+    Args:
+        recipe: any recipe.
+        arch: one of :data:`landscape.archs.ARCHS`.
+        name: the new recipe's name (default: ``recipe``'s).
+    """
+    data = recipe.to_dict()
+    data = merge(data, archs.overrides(arch, data))
+    if name is not None:
+        data["name"] = name
+    return recipe_from_dict(data)
 
 
 def recipe_from_json(text: str) -> Recipe:

@@ -15,21 +15,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from landscape import plot, series
+from landscape.archs import LOOPED, SHIFT, SINGLE
 from landscape.errors import LandscapeError
 from landscape.run import Run
+from landscape.series import Grouped, markov_runs
 from landscape.simulator import compare
 
-Grouped = dict[str, dict[str, list[Run]]]
 MARKOV_KEYS = ("simple.acc", "complex.acc", "simple.loss", "complex.loss", "all.acc")
-
-
-def _markov(groups: Grouped, archs: Iterable[str], what: str) -> dict[str, list[Run]]:
-    runs = groups.get("markov", {})
-    missing = [a for a in archs if a not in runs]
-    if missing:
-        raise LandscapeError(f"figure {what} needs Markov runs of {', '.join(missing)} "
-                             "(landscape train models/<arch>.toml)")
-    return {a: runs[a] for a in archs}
 
 
 def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
@@ -44,7 +36,7 @@ def concept(groups: Grouped) -> dict[str, Figure]:
     """Paper Fig. 1 from the valley-hopping simulator (and a SHIFT run's timeline if any)."""
     cmp = compare()
     timeline = None
-    shift_runs = groups.get("markov", {}).get("shift")
+    shift_runs = groups.get("markov", {}).get(SHIFT)
     if shift_runs:
         c = series.curve(shift_runs[0], ["complex.acc"])
         timeline = {"start": 0.0, "switch": c.get("switch_epoch", np.nan),
@@ -57,14 +49,14 @@ def concept(groups: Grouped) -> dict[str, Figure]:
 
 def sample_dynamics(groups: Grouped) -> dict[str, Figure]:
     """Paper Fig. 2: simple/complex accuracy and loss, Single vs Looped, Bayes ceilings."""
-    runs = _markov(groups, ("single", "looped"), "sample_dynamics")
+    runs = markov_runs(groups, (SINGLE, LOOPED), "sample_dynamics")
     curves = {a: [series.curve(r, MARKOV_KEYS) for r in rs] for a, rs in runs.items()}
-    return {"fig2_sample_dynamics": plot.sample_dynamics(curves, runs["single"][0].ceilings)}
+    return {"fig2_sample_dynamics": plot.sample_dynamics(curves, runs[SINGLE][0].ceilings)}
 
 
 def spectra(groups: Grouped) -> dict[str, Figure]:
     """Paper Figs. 3 and 7-8: spectra over training with phases and matrix entropy."""
-    runs = _markov(groups, ("single", "looped"), "spectra")
+    runs = markov_runs(groups, (SINGLE, LOOPED), "spectra")
     by_model, phases = {}, {}
     for arch, rs in runs.items():
         by_model[arch] = series.spectrum_checkpoints(rs[0])
@@ -75,7 +67,7 @@ def spectra(groups: Grouped) -> dict[str, Figure]:
 
 def shift(groups: Grouped) -> dict[str, Figure]:
     """Paper Fig. 4: SHIFT vs Single vs Looped against epoch and wall-clock."""
-    runs = _markov(groups, ("single", "looped", "shift"), "shift")
+    runs = markov_runs(groups, (SINGLE, LOOPED, SHIFT), "shift")
     curves = {a: [series.curve(r, MARKOV_KEYS) for r in rs] for a, rs in runs.items()}
     return {"fig4_shift": plot.shift_comparison(curves)}
 
@@ -89,7 +81,7 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
                           "acc": series.final(rs[0], "iid.seq_acc")} for a, rs in g.items()}
         curves[task] = {a: [{"step": r.metrics["step"], "acc": r.metrics["iid.seq_acc"],
                              **({"switch_step": float(r.shift_step)} if r.shift_step else {})}
-                            for r in rs] for a, rs in g.items() if a in ("looped", "shift")}
+                            for r in rs] for a, rs in g.items() if a in (LOOPED, SHIFT)}
         for a, rs in g.items():
             lengths.setdefault(a, []).append(series.length_series(rs[0]))
         t = next(iter(g.values()))[0].recipe.task
@@ -103,7 +95,7 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
 
 def valley(groups: Grouped) -> dict[str, Figure]:
     """Ours: kappa, small-eigenvalue counts and force; width against river progress."""
-    runs = _markov(groups, ("single", "looped"), "valley")
+    runs = markov_runs(groups, (SINGLE, LOOPED), "valley")
     stats = {a: [series.valley_series(r) for r in rs if r.probed_steps] or
              [series.valley_series(rs[0])] for a, rs in runs.items()}
     out = {"valley_stats": plot.valley_stats(stats)}
@@ -117,7 +109,7 @@ def valley(groups: Grouped) -> dict[str, Figure]:
 
 def slices(groups: Grouped) -> dict[str, Figure]:
     """Ours: 2-D slices at the last probed checkpoint (random, river x valley, PCA plane)."""
-    runs = _markov(groups, ("single", "looped"), "slices")
+    runs = markov_runs(groups, (SINGLE, LOOPED), "slices")
     out = {}
     for arch, rs in runs.items():
         run = rs[0]
@@ -144,9 +136,9 @@ def slices(groups: Grouped) -> dict[str, Figure]:
 
 def shared_plane(groups: Grouped) -> dict[str, Figure]:
     """Ours: Single- vs Looped-Attn (and SHIFT) on one plane, at up to three checkpoints."""
-    runs = _markov(groups, ("single", "looped"), "shared_plane")
-    if "shift" in groups["markov"]:
-        runs["shift"] = groups["markov"]["shift"]
+    runs = markov_runs(groups, (SINGLE, LOOPED), "shared_plane")
+    if SHIFT in groups["markov"]:
+        runs[SHIFT] = groups["markov"][SHIFT]
     found: dict[str, dict[int, dict]] = {}
     for arch, rs in runs.items():
         run = rs[0]
@@ -154,7 +146,7 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
         steps = {s: g for s, g in steps.items() if g is not None and "loss" in g}
         if steps:
             found[arch] = steps
-    if not {"single", "looped"} <= set(found):
+    if not {SINGLE, LOOPED} <= set(found):
         raise LandscapeError("figure shared_plane needs Single- and Looped-Attn runs probed "
                              "with `landscape probe RUN.h5 --shared-plane init` (or REF.h5)")
     grids = [g for steps in found.values() for g in steps.values()]
@@ -167,7 +159,7 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
            or not np.allclose(g["betas"], grids[0]["betas"]) for g in grids):
         raise LandscapeError("figure shared_plane: the shared slices have different grids; "
                              "probe the runs with the same --grid")
-    common = sorted(set(found["single"]) & set(found["looped"]))
+    common = sorted(set(found[SINGLE]) & set(found[LOOPED]))
     if not common:
         raise LandscapeError("figure shared_plane: Single- and Looped-Attn have no probed "
                              "checkpoint in common")
@@ -188,20 +180,20 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
 
 def loops(groups: Grouped) -> dict[str, Figure]:
     """Ours: loss and lambda_max against the number of loops at the final weights."""
-    runs = _markov(groups, ("single", "looped"), "loops")
+    runs = markov_runs(groups, (SINGLE, LOOPED), "loops")
     curves = {a: rs[0].run_probe("loops") for a, rs in runs.items()}
     if any(c is None for c in curves.values()):
         raise LandscapeError("figure loops needs `landscape probe --geometry` on both runs")
     n = min(len(c["loops"]) for c in curves.values())
     return {"loop_curve": plot.loop_curve(
-        curves["single"]["loops"][:n], {a: c["loss"][:n] for a, c in curves.items()},
+        curves[SINGLE]["loops"][:n], {a: c["loss"][:n] for a, c in curves.items()},
         {a: c["lambda_max"][:n] for a, c in curves.items()},
         {a: int(c["attrs"]["trained_loops"]) for a, c in curves.items()})}
 
 
 def switch(groups: Grouped) -> dict[str, Figure]:
     """Ours: what happens at the SHIFT switch."""
-    run = _markov(groups, ("shift",), "switch")["shift"][0]
+    run = markov_runs(groups, (SHIFT,), "switch")[SHIFT][0]
     d = run.run_probe("switch")
     if d is None:
         raise LandscapeError(f"{run.path} has no switch diagnostics; run `landscape probe "
@@ -216,11 +208,11 @@ def switch(groups: Grouped) -> dict[str, Figure]:
 
 def sharpness(groups: Grouped) -> dict[str, Figure]:
     """Ours: lambda_max against 2/lr and the Adam-preconditioned lambda_max against 38/lr."""
-    runs = _markov(groups, ("looped",), "sharpness")
-    s = series.sharpness_series(runs["looped"][0])
+    runs = markov_runs(groups, (LOOPED,), "sharpness")
+    s = series.sharpness_series(runs[LOOPED][0])
     return {"sharpness": plot.sharpness(s["epoch"], s["lambda_max"], s["threshold"],
                                         s["adam_lambda_max"], s["adam_threshold"],
-                                        model="looped")}
+                                        model=LOOPED)}
 
 
 FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {

@@ -68,16 +68,29 @@ class ParamLayout:
         return sum(self.sizes)
 
     def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Concatenate ``params`` (in layout order) into a ``[P]`` vector (a copy)."""
+        """Concatenate ``params`` (in layout order) into a ``[P]`` vector (a copy).
+
+        Raises:
+            LandscapeError: a parameter is missing or has another number of entries.
+        """
         missing = [n for n in self.names if n not in params]
         if missing:
-            raise KeyError(f"parameters missing from the dict: {missing}")
+            raise LandscapeError(f"parameters missing from the dict: {missing}")
+        wrong = [n for n, k in zip(self.names, self.sizes) if params[n].numel() != k]
+        if wrong:
+            raise LandscapeError(f"parameter {wrong[0]!r} has {params[wrong[0]].numel()} "
+                                 f"entries, the layout {self.sizes[self.names.index(wrong[0])]}")
         return torch.cat([params[n].reshape(-1) for n in self.names])
 
     def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a ``[P]`` (or ``[..., P]``) vector into a dict of views in the layout's shapes."""
-        if vec.shape[-1] != self.size:
-            raise ValueError(f"vector has {vec.shape[-1]} entries, layout has {self.size}")
+        """Split a ``[P]`` (or ``[..., P]``) vector into a dict of views in the layout's shapes.
+
+        Raises:
+            LandscapeError: the vector's last dimension is not ``P``.
+        """
+        if vec.dim() == 0 or vec.shape[-1] != self.size:
+            got = vec.shape[-1] if vec.dim() else 1
+            raise LandscapeError(f"vector has {got} entries, layout has {self.size}")
         lead = vec.shape[:-1]
         parts = torch.split(vec, self.sizes, dim=-1)
         return {n: p.reshape(*lead, *s) for n, p, s in zip(self.names, parts, self.shapes)}
@@ -89,8 +102,18 @@ class ParamLayout:
 
     @classmethod
     def from_json(cls, d: Mapping) -> ParamLayout:
-        """Inverse of :meth:`to_json`."""
-        return cls(tuple(d["names"]), tuple(tuple(s) for s in d["shapes"]))
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            LandscapeError: ``d`` is not such a description.
+        """
+        try:
+            names, shapes = tuple(d["names"]), tuple(tuple(int(n) for n in s) for s in d["shapes"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise LandscapeError(f"not a parameter layout ({type(e).__name__}: {e})") from None
+        if len(names) != len(shapes):
+            raise LandscapeError(f"parameter layout: {len(names)} names, {len(shapes)} shapes")
+        return cls(names, shapes)
 
 
 CHUNK = 64

@@ -47,6 +47,7 @@ from matplotlib.patches import Patch
 from scipy.special import ndtr
 
 from landscape import __version__
+from landscape.archs import LABELS, LOOPED, SHIFT, SINGLE
 from landscape.errors import LandscapeError
 from landscape.phases import PHASES, UNASSIGNED, Phases, density_entropy, matrix_entropy
 from landscape.valley import KAPPA_U, KAPPA_V
@@ -64,10 +65,10 @@ OKABE_ITO = {
     "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
 }  # fmt: skip
 MODEL_COLORS = {
-    "single": OKABE_ITO["blue"], "looped": OKABE_ITO["vermillion"],
-    "shift": OKABE_ITO["green"], "ceiling": "#7F7F7F",
+    SINGLE: OKABE_ITO["blue"], LOOPED: OKABE_ITO["vermillion"],
+    SHIFT: OKABE_ITO["green"], "ceiling": "#7F7F7F",
 }  # fmt: skip
-MODEL_LABELS = {"single": "Single-Attn", "looped": "Looped-Attn", "shift": "SHIFT"}
+MODEL_LABELS = LABELS
 PHASE_COLORS = {
     "collapse": OKABE_ITO["sky"], "diversification": OKABE_ITO["orange"],
     "stabilization": OKABE_ITO["purple"], UNASSIGNED: "#DDDDDD",
@@ -77,8 +78,8 @@ _EXTRA_COLORS = [OKABE_ITO[k] for k in ("orange", "sky", "purple", "black", "yel
 STYLE: dict = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
     "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9,
-    "axes.prop_cycle": cycler(color=[MODEL_COLORS["single"], MODEL_COLORS["looped"],
-                                     MODEL_COLORS["shift"], *_EXTRA_COLORS]),
+    "axes.prop_cycle": cycler(color=[MODEL_COLORS[SINGLE], MODEL_COLORS[LOOPED],
+                                     MODEL_COLORS[SHIFT], *_EXTRA_COLORS]),
     "axes.spines.top": False, "axes.spines.right": False, "axes.titlepad": 3.0,
     "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5,
     "lines.linewidth": 1.2, "lines.markersize": 3.0, "legend.frameon": False,
@@ -361,7 +362,7 @@ def _log_if_wide(ax, values: np.ndarray, axis: str = "y", decades: float = 1.5) 
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
-def _mark_switch(ax, x: float | None, color: str = MODEL_COLORS["shift"]) -> None:
+def _mark_switch(ax, x: float | None, color: str = MODEL_COLORS[SHIFT]) -> None:
     """A dotted vertical line at the SHIFT switch, labelled."""
     if x is None or not np.isfinite(x):
         return
@@ -426,8 +427,8 @@ def _timeline(ax, tl: Mapping) -> None:
     if not start <= switch <= end:
         raise LandscapeError(f"concept: need start <= switch <= end, got {start}, {switch}, {end}")
     loops = tl.get("loops", 3)
-    ax.axvspan(start, switch, color=MODEL_COLORS["single"], alpha=0.18, linewidth=0)
-    ax.axvspan(switch, end, color=MODEL_COLORS["looped"], alpha=0.18, linewidth=0)
+    ax.axvspan(start, switch, color=MODEL_COLORS[SINGLE], alpha=0.18, linewidth=0)
+    ax.axvspan(switch, end, color=MODEL_COLORS[LOOPED], alpha=0.18, linewidth=0)
     ax.axvline(switch, color="black", linewidth=1.0)
     ax.text((start + switch) / 2, 0.97, "Single-Attn phase (1 loop)", ha="center", va="top",
             transform=ax.get_xaxis_transform())  # fmt: skip
@@ -480,7 +481,7 @@ def concept(u_sim, v_sim, shift_timeline: Mapping | None = None) -> Figure:
     lo = min(np.nanmin(s.plane_loss) for s in (u_sim, v_sim))
     hi = max(np.nanmax(s.plane_loss) for s in (u_sim, v_sim))
     levels = mpl.ticker.MaxNLocator(12).tick_values(lo, hi)
-    sims = ((u_sim, "single"), (v_sim, "looped"))
+    sims = ((u_sim, SINGLE), (v_sim, LOOPED))
     for ax, (sim, model) in zip(axes, sims):
         cs = _surface(ax, sim, levels, MODEL_COLORS[model])
     axes[0].set_ylabel("valley coordinate")
@@ -784,8 +785,8 @@ def _switch_of(curves: Mapping, switch_epoch: float | None, key: str) -> float |
     """The switch epoch: given, or the first SHIFT run's ``key`` entry."""
     if switch_epoch is not None:
         return float(switch_epoch)
-    if "shift" in curves:
-        value = _runs(curves["shift"], "shift")[0].get(key)
+    if SHIFT in curves:
+        value = _runs(curves[SHIFT], SHIFT)[0].get(key)
         return None if value is None else float(value)
     return None
 
@@ -844,7 +845,7 @@ def _wall_panel(ax, runs, models, colors, metric, xkey, wall_key, switch) -> Non
         ax.plot(wall, mean, color=colors[m], label=_seed_label(_label(m), len(runs[m])))
         if len(runs[m]) > 1:
             ax.fill_between(wall, lo, hi, color=colors[m], alpha=0.2, linewidth=0)
-        if m == "shift" and switch is not None:
+        if m == SHIFT and switch is not None:
             _mark_switch(ax, float(np.interp(switch, x, wall)))
     ax.set(xlabel="wall-clock (s)", title="per second of training")
 
@@ -909,8 +910,8 @@ def _task_panel(ax, task: str, entry: Mapping, metric: str, xkey: str) -> None:
         _line_band(ax, _runs(entry[m], f"task_curves: {task}/{m}"), xkey, metric, colors[m],
                    _label(m), f"task_curves: {task}/{m}")  # fmt: skip
     switch = entry.get("switch_step")
-    if switch is None and "shift" in entry:
-        switch = _runs(entry["shift"], task)[0].get("switch_step")
+    if switch is None and SHIFT in entry:
+        switch = _runs(entry[SHIFT], task)[0].get("switch_step")
     _mark_switch(ax, None if switch is None else float(switch))
     ax.set_title(task)
 
@@ -1393,8 +1394,8 @@ def _before_after(ax, d: Mapping, keys: Sequence[tuple[str, str]]) -> bool:
     present = [(k, lab) for k, lab in keys
                if d.get(f"{k}_before") is not None and d.get(f"{k}_after") is not None]
     for i, (k, _) in enumerate(present):
-        for j, (when, color) in enumerate((("before", MODEL_COLORS["single"]),
-                                           ("after", MODEL_COLORS["looped"]))):
+        for j, (when, color) in enumerate((("before", MODEL_COLORS[SINGLE]),
+                                           ("after", MODEL_COLORS[LOOPED]))):
             v = float(d[f"{k}_{when}"])
             ax.bar(i + (j - 0.5) * 0.38, v, 0.38, color=color, label=when if i == 0 else None)
             ax.text(i + (j - 0.5) * 0.38, v, f"{v:.3g}", ha="center", va="bottom", fontsize=6)
@@ -1435,7 +1436,7 @@ def switch_diagnostics(d: Mapping) -> Figure:
         _not_computed(ax_s, "lambda_max / trace before and after")
     if d.get("overlap") is not None:
         cos = _vec(d["overlap"], "switch_diagnostics: overlap")
-        ax_o.bar(np.arange(1, cos.size + 1), cos, color=MODEL_COLORS["shift"])
+        ax_o.bar(np.arange(1, cos.size + 1), cos, color=MODEL_COLORS[SHIFT])
         ax_o.set(ylim=(0, 1.05), xlabel="principal angle i", ylabel=r"$\cos\theta_i$",
                  title=f"top-{cos.size} overlap, mean " + r"$\cos^2$" + f" = {np.mean(cos**2):.2f}")
         ax_o.grid(axis="x", visible=False)

@@ -28,13 +28,14 @@ from pathlib import Path
 
 from landscape import claims as claims_mod
 from landscape import figures, series
-from landscape.config import Recipe, load_recipe
+from landscape.archs import ARCHS, RECIPES
+from landscape.config import Recipe, load_recipe, with_arch
 from landscape.errors import LandscapeError
 from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
 from landscape.run import Run
 from landscape.train import train
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "models"
 Report = Callable[[str], None]
 
 
@@ -47,11 +48,13 @@ class Job:
     preset: str | None = None  # the recipe's [presets.X] to apply
     overrides: tuple = ()  # dicts merged last (e.g. the seed)
     probe: ProbeSettings | None = None
+    arch: str | None = None  # train the recipe as this architecture (landscape.archs)
 
     def load(self) -> Recipe:
         """The job's recipe (from ``models/``), named after the job."""
-        return load_recipe(MODELS / self.recipe, preset=self.preset,
-                           overrides=[*self.overrides, {"name": self.name}])
+        recipe = load_recipe(RECIPE_DIR / self.recipe, preset=self.preset,
+                             overrides=[*self.overrides, {"name": self.name}])
+        return recipe if self.arch is None else with_arch(recipe, self.arch)
 
 
 QUICK_PROBE = ProbeSettings(
@@ -71,18 +74,15 @@ THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for the
 def _markov_jobs(preset: str | None, seeds, probes) -> list[Job]:
     jobs = []
     for seed, pr in zip(seeds, probes):
-        for arch in ("single_attn", "looped_attn", "shift"):
-            jobs.append(Job(f"markov_{arch}_s{seed}", f"{arch}.toml", preset,
+        for arch in ARCHS:
+            jobs.append(Job(f"markov_{RECIPES[arch]}_s{seed}", f"{RECIPES[arch]}.toml", preset,
                             (THREADS, {"train": {"seed": seed}}), pr))
     return jobs
 
 
 def _algorithmic_jobs(tasks, preset: str | None) -> list[Job]:
-    archs = {"single": {"model": {"loops": 1}},
-             "looped": {"model": {"loops": 3}},
-             "shift": {"model": {"loops": 1}, "shift": {"enabled": True}}}
-    return [Job(f"{task}_{arch}_s0", f"{task}.toml", preset, (THREADS, over))
-            for task in tasks for arch, over in archs.items()]
+    return [Job(f"{task}_{arch}_s0", f"{task}.toml", preset, (THREADS,), arch=arch)
+            for task in tasks for arch in ARCHS]
 
 
 PRESETS: dict[str, list[Job]] = {

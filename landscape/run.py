@@ -37,7 +37,7 @@ class Run:
 
     Attributes:
         path: the run file.
-        recipe: the :class:`~landscape.config.Recipe` it was trained with (also ``config``);
+        recipe: the :class:`~landscape.config.Recipe` it was trained with;
             None for a run of your own model (``custom``).
         custom: a run of your own model (recorded or imported), not of ``landscape train``.
         steps: ``[n]`` optimiser step of each checkpoint.
@@ -57,7 +57,6 @@ class Run:
         self.attrs = attrs
         self.custom = "recipe" not in attrs and "model" in attrs
         self.recipe: Recipe | None = None if self.custom else recipe_from_dict(attrs["recipe"])
-        self.config = self.recipe
         self.steps = np.asarray(summary["steps"], dtype=np.int64)
         self.loops = np.asarray(summary["loops"], dtype=np.int64)
         self.metrics: dict[str, np.ndarray] = summary["metrics"]
@@ -257,13 +256,13 @@ class Run:
     def split(self, name: str = "probe") -> Split:
         """Sequences by name: ``probe`` (the fixed probe set), ``train``, or an eval split.
 
-        ``hessian`` is an alias of ``probe``: the set every Hessian probe evaluates.
+        ``probe`` is the set every Hessian and geometry probe evaluates.
         A custom run has only ``probe``, as a Split where it is ``(inputs, targets)`` of
         token ids (see :meth:`probe_set` for any form).
         """
         if self.custom:
             return self._custom_split(name)
-        if name in ("probe", "hessian"):
+        if name == "probe":
             ps = store.read_probe_set(self.path)
             return Split(torch.from_numpy(ps["inputs"]), torch.from_numpy(ps["targets"]))
         if name == "train":
@@ -274,7 +273,7 @@ class Run:
         raise LandscapeError(f"unknown split {name!r} (splits: {known})")
 
     def _custom_split(self, name: str) -> Split:
-        if name not in ("probe", "hessian"):
+        if name != "probe":
             raise LandscapeError(f"{self.path} is a model of your own: its only split is "
                                  "'probe'")
         ps = self.probe_set()
@@ -294,7 +293,7 @@ class Run:
         """
         model = self.model(step, loops=loops, device=device)
         if self.custom:
-            if split not in ("probe", "hessian"):
+            if split != "probe":
                 self._custom_split(split)  # raises
             return custom.make_custom_loss_fn(
                 model, self.spec["loss"], self.attrs.get("probe_form", "pair"),

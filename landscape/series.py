@@ -18,8 +18,11 @@ from landscape.errors import LandscapeError
 from landscape.phases import Phases, density_entropy, detect_phases, matrix_entropy
 from landscape.run import Run
 
+Grouped = dict[str, dict[str, list[Run]]]
+"""Runs by task name, then by architecture (:data:`landscape.archs.ARCHS`)."""
 
-def group_runs(runs: Iterable[Run]) -> dict[str, dict[str, list[Run]]]:
+
+def group_runs(runs: Iterable[Run]) -> Grouped:
     """Runs by task name, then by architecture (``single``, ``looped``, ``shift``).
 
     Within an architecture the probed runs come first, then by seed: the first run of
@@ -33,6 +36,23 @@ def group_runs(runs: Iterable[Run]) -> dict[str, dict[str, list[Run]]]:
         for lst in task.values():
             lst.sort(key=lambda r: (not r.probed_steps, r.recipe.train.seed))
     return {t: dict(v) for t, v in out.items()}
+
+
+def markov_runs(groups: Grouped, archs: Iterable[str],
+                what: str | None = None) -> dict[str, list[Run]] | None:
+    """The Markov runs of each architecture in ``archs``.
+
+    Returns None when one is missing, or, with ``what`` (the figure asking), raises
+    :class:`LandscapeError` naming the missing ones.
+    """
+    runs = groups.get("markov", {})
+    missing = [a for a in archs if a not in runs]
+    if missing and what is None:
+        return None
+    if missing:
+        raise LandscapeError(f"figure {what} needs Markov runs of {', '.join(missing)} "
+                             "(landscape train RECIPE --model ARCH)")
+    return {a: runs[a] for a in archs}
 
 
 def curve(run: Run, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:

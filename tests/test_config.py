@@ -2,19 +2,21 @@ from pathlib import Path
 
 import pytest
 
+from landscape.archs import ARCHS, LOOPED, SHIFT, SINGLE
 from landscape.config import (
     Recipe,
     load_recipe,
     parse_override,
     recipe_from_dict,
     recipe_from_json,
+    with_arch,
 )
 from landscape.errors import LandscapeError
 
-MODELS = Path(__file__).parents[1] / "models"
+RECIPE_DIR = Path(__file__).parents[1] / "models"
 
 
-@pytest.mark.parametrize("path", sorted(MODELS.rglob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(RECIPE_DIR.rglob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(path):
     r = load_recipe(path)
     assert isinstance(r, Recipe)
@@ -22,12 +24,12 @@ def test_every_shipped_recipe_loads(path):
 
 
 def test_extends_and_presets():
-    r = load_recipe(MODELS / "looped_attn.toml")
-    q = load_recipe(MODELS / "looped_attn.toml", preset="quick")
+    r = load_recipe(RECIPE_DIR / "looped_attn.toml")
+    q = load_recipe(RECIPE_DIR / "looped_attn.toml", preset="quick")
     assert r.name == "looped_attn" and r.model.loops == 3 and r.arch == "looped"
     assert r.task.n_ctx == 4  # inherited from markov.toml
     assert q.train.epochs < r.train.epochs
-    assert load_recipe(MODELS / "shift.toml").arch == "shift"
+    assert load_recipe(RECIPE_DIR / "shift.toml").arch == "shift"
 
 
 def test_unknown_key_is_named():
@@ -59,7 +61,7 @@ def test_overrides():
     assert parse_override("train.lr=3e-4") == {"train": {"lr": 3e-4}}
     assert parse_override("model.attention=linear") == {"model": {"attention": "linear"}}
     assert parse_override('task.name="parity"') == {"task": {"name": "parity"}}
-    r = load_recipe(MODELS / "single_attn.toml", overrides=[parse_override("model.loops=2")])
+    r = load_recipe(RECIPE_DIR / "single_attn.toml", overrides=[parse_override("model.loops=2")])
     assert r.model.loops == 2
     with pytest.raises(LandscapeError, match="table.key=value"):
         parse_override("lr")
@@ -77,14 +79,35 @@ def test_bad_recipe_files(tmp_path):
     with pytest.raises(LandscapeError, match="cycle"):
         load_recipe(loop)
     with pytest.raises(LandscapeError, match="no preset 'fast'"):
-        load_recipe(MODELS / "single_attn.toml", preset="fast")
+        load_recipe(RECIPE_DIR / "single_attn.toml", preset="fast")
 
 
 def test_named_languages():
-    r = load_recipe(MODELS / "controls" / "fixed1.toml")
+    r = load_recipe(RECIPE_DIR / "controls" / "fixed1.toml")
     assert (r.task.n_det, r.task.n_ctx, r.task.n_fixed) == (4, 0, 8) and r.name == "control_fixed1"
-    assert load_recipe(MODELS / "markov.toml").task.n_ctx == 4
+    assert load_recipe(RECIPE_DIR / "markov.toml").task.n_ctx == 4
     over = recipe_from_dict({"task": {"language": "incontext", "n_ctx": 6}})
     assert over.task.n_ctx == 6 and over.task.n_det == 0  # explicit keys win
     with pytest.raises(LandscapeError, match="task.language='zipf'"):
         recipe_from_dict({"task": {"language": "zipf"}})
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("recipe", ["parity.toml", "looped_attn.toml", "single_attn.toml"])
+def test_with_arch_makes_each_architecture_from_any_recipe(recipe, arch):
+    base = load_recipe(RECIPE_DIR / recipe)
+    r = with_arch(base, arch)
+    assert r.arch == arch and r.name == base.name and r.task == base.task
+    assert r.model.loops == (3 if arch == LOOPED else 1)
+    assert r.shift.enabled == (arch == SHIFT)
+    if arch == SHIFT:
+        assert r.shift.loops_after == 3
+    assert with_arch(base, arch, name="x").name == "x"
+
+
+def test_with_arch_keeps_a_looped_recipes_loop_count_and_refuses_unknown_names():
+    five = load_recipe(RECIPE_DIR / "single_attn.toml", overrides=[{"model": {"loops": 5}}])
+    assert with_arch(five, SHIFT).shift.loops_after == 5
+    assert with_arch(five, SINGLE).model.loops == 1
+    with pytest.raises(LandscapeError, match="unknown architecture 'loopy'"):
+        with_arch(five, "loopy")

@@ -47,3 +47,21 @@ def test_layout_round_trip():
     assert all(torch.equal(back[n], params[n]) for n in params)
     assert ParamLayout.from_json(layout.to_json()) == layout
     assert layout.offsets[1] == params[layout.names[0]].numel()
+
+
+def test_layout_and_split_refuse_bad_input_with_landscape_error():
+    layout = ParamLayout(("a", "b"), ((2, 3), (4,)))
+    ok = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
+    assert layout.flatten(ok).shape == (10,)
+    with pytest.raises(LandscapeError, match="missing"):
+        layout.flatten({"a": ok["a"]})
+    with pytest.raises(LandscapeError, match="'b' has 5 entries"):
+        layout.flatten({"a": ok["a"], "b": torch.zeros(5)})
+    with pytest.raises(LandscapeError, match="vector has 9 entries"):
+        layout.unflatten(torch.zeros(9))
+    with pytest.raises(LandscapeError, match="not a parameter layout"):
+        ParamLayout.from_json({"names": ["a"]})
+    with pytest.raises(LandscapeError, match="1 names, 2 shapes"):
+        ParamLayout.from_json({"names": ["a"], "shapes": [[1], [2]]})
+    with pytest.raises(LandscapeError, match=r"must both be \[N, T\]"):
+        Split(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from landscape.errors import LandscapeError
+
 IGNORE = -100
 """Target value of a position whose prediction is not scored (``F.cross_entropy`` ignore_index)."""
 
@@ -19,6 +21,8 @@ IGNORE = -100
 @dataclass(frozen=True)
 class Split:
     """A set of sequences with their next-token targets.
+
+    Raises :class:`~landscape.errors.LandscapeError` unless both are ``[N, T]``.
 
     Attributes:
         inputs: ``[N, T]`` int64 token ids, padded with the task's pad id where shorter.
@@ -34,7 +38,7 @@ class Split:
 
     def __post_init__(self):
         if self.inputs.shape != self.targets.shape or self.inputs.dim() != 2:
-            raise ValueError(
+            raise LandscapeError(
                 f"inputs {tuple(self.inputs.shape)} and targets {tuple(self.targets.shape)} "
                 "must both be [N, T]"
             )
