@@ -1,4 +1,4 @@
-"""Curvature engine against PyHessian 0.1, on the same checkpoint and probe set (issue 3).
+"""Curvature engine against PyHessian 0.1, on the same checkpoint and probe set.
 
 Five parts, each printing Markdown table rows for BENCHMARKS.md (medians over repeats,
 ratios formed inside each repeat, arms alternated; the machine is shared and noisy):

@@ -1,4 +1,4 @@
-"""2D loss grids: ours against the peer's way and against the compute bound (issue 4).
+"""2D loss grids: ours against the peer's way and against the compute bound.
 
 On the default Looped-Attn checkpoint (loops=3) and its probe set, a grid of N x N points
 (41 x 41; 11 x 11 with ``--quick``) on a filter-normalised random plane, in points per

@@ -1,6 +1,7 @@
 """Spectral phases of training: matrix entropy of a Hessian spectrum and a phase rule.
 
-Pure numpy; arrays in, numbers and small frozen dataclasses out (PAPER.md, claim 2).
+Pure numpy; arrays in, numbers and small frozen dataclasses out (claim 2; the definitions
+are gathered in docs/paper.md).
 
 **Matrix entropy.** For eigenvalues ``l_1..l_P`` let ``p_i = |l_i| / sum_j |l_j|``. The
 matrix entropy is the Shannon entropy ``H = -sum_i p_i log p_i`` (natural log, nats;

@@ -1,4 +1,4 @@
-"""Valley hopping on quadratics: the paper's Theorem 1 as reconstructed (PAPER.md, claim 4).
+"""Valley hopping on quadratics: the paper's Theorem 1 as reconstructed (claim 4, docs/paper.md).
 
 The landscape. Parameters split into river coordinates ``r`` (``[d_r]``) and valley
 coordinates ``v`` (``[d_v]``, written in the valley's eigenbasis, which loses nothing: an

@@ -4,7 +4,8 @@ Arrays in, small frozen dataclasses out; no file I/O, no models. The probe drive
 these functions Hessian eigenvalues (an exact spectrum, or SLQ nodes and weights),
 1-D loss slices and the training trajectory.
 
-Vocabulary (PAPER.md, claim 3). The Hessian eigenvalues are split at a threshold eps:
+Vocabulary (claim 3; docs/paper.md, "River, valley and the U/V label"). The Hessian
+eigenvalues are split at a threshold eps:
 
 * **river**: the flat directions, ``|lambda| <= eps``;
 * **valley**: the steep directions, ``lambda > eps``;

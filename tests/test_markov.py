@@ -359,7 +359,7 @@ def test_named_languages_generate_with_their_layout(name):
 
 
 def test_hybrid_complex_ceiling_well_below_simple():
-    data = generate(MarkovConfig())  # the TASKS.md hybrid at full size
+    data = generate(MarkovConfig())  # the default hybrid at full size
     s, c = data.ceilings["simple"], data.ceilings["complex"]
     msg = f"simple acc {s['acc']:.3f} loss {s['loss']:.3f}; complex {c['acc']:.3f} {c['loss']:.3f}"
     assert s["acc"] > 0.95 and c["acc"] < 0.8 and s["acc"] - c["acc"] > 0.2, msg

@@ -1,6 +1,6 @@
 """Markov languages: one generator family, per-sample Information Content, Bayes ceilings.
 
-The family (see /work/shared/TASKS.md for why these languages) mixes four kinds of
+The family (docs/paper.md, "Markov language", says why these languages) mixes four kinds of
 tokens. With ``V = n_det + n_ctx + n_fixed`` the *base* vocabulary has ids::
 
     [0, n_det)                    deterministic group
@@ -56,13 +56,13 @@ so a model can beat ``acc_expected`` on them (on the hybrid by ~1 point) but nev
 in expectation.
 
 Named languages (:data:`LANGUAGES`, :meth:`MarkovConfig.language`) are configurations of
-this one family. The TASKS.md prototype's generators are not known exactly, so the controls
-were sized here (seed 0, 1024 test sequences) to keep their qualitative role, not its
-numbers: ``fixed1`` has 4 deterministic and 8 fixed tokens (a 6/6 split gave a complex
-ceiling of .93, barely "complex"); ``fixed2`` is a pure second-order chain over 12 fixed
-tokens with peaked rows (alpha 0.05; with alpha 0.5 every row is near-uniform, ceiling
-.35); ``incontext`` has 8 in-context tokens (ceilings near the prototype's .35 / .25);
-``modes`` is ``fixed1`` behind 4 mode tokens. The hybrid follows the brief: a
+this one family. The paper's generator is not known, so the controls were sized here
+(seed 0, 1024 test sequences) for their role, languages on which one layer and the looped
+layer should not differ, not to match any number: ``fixed1`` has 4 deterministic and 8
+fixed tokens (a 6/6 split gave a complex ceiling of .93, barely "complex"); ``fixed2`` is
+a pure second-order chain over 12 fixed tokens with peaked rows (alpha 0.05; with alpha
+0.5 every row is near-uniform, ceiling .35); ``incontext`` has 8 in-context tokens
+(ceilings near .35 / .25); ``modes`` is ``fixed1`` behind 4 mode tokens. In the hybrid a
 deterministic token's non-successor mass is uniform over the whole base vocabulary.
 
 Randomness: ``np.random.SeedSequence(seed)`` is spawned into three streams, each fed to
@@ -102,7 +102,7 @@ LANGUAGES: dict[str, dict] = {
 
 @dataclass(frozen=True)
 class MarkovConfig:
-    """A Markov language and its data sizes. Defaults are the TASKS.md hybrid."""
+    """A Markov language and its data sizes. Defaults are the hybrid language."""
 
     name: str = "markov"  # task name reported in TaskData
     n_det: int = 8  # tokens with a global successor (0, or >= 2 so a derangement exists)
