@@ -1,4 +1,5 @@
-"""Tiny fixtures shared by the test modules: small recipes and trained run files."""
+"""Fixtures shared by the test modules (tiny recipes and trained run files); plain helpers
+live in ``helpers.py``."""
 
 from __future__ import annotations
 
@@ -6,23 +7,10 @@ import os
 
 import pytest
 import torch
-
-from landscape.config import load_recipe
+from helpers import tiny_recipe
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to load
-
-TINY = {
-    "name": "tiny",
-    "task": {"name": "markov", "n_train": 128, "n_test": 64, "seq_len": 12},
-    "model": {"d_model": 8, "n_heads": 2},
-    "train": {"batch_size": 16, "epochs": 4, "probe_size": 16, "lr": 3e-3},
-}
-
-
-def tiny_recipe(**tables):
-    """The tiny Markov recipe with some tables overridden, e.g. model={"loops": 3}."""
-    return load_recipe(overrides=[TINY, tables])
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 from landscape import claims
 from landscape.claims import FAILS, HOLDS, INCONCLUSIVE

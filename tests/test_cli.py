@@ -5,13 +5,11 @@ from pathlib import Path
 import h5py
 import pytest
 from click.testing import CliRunner
+from helpers import SMALL
 
 from landscape.cli import main
 from landscape.run import Run
 
-SMALL = ["--set", "task.n_train=64", "--set", "task.n_test=32", "--set", "task.seq_len=8",
-         "--set", "model.d_model=8", "--set", "train.batch_size=16", "--set",
-         "train.probe_size=8"]
 TINY = [*SMALL, "--epochs", "2", "-q"]
 
 

@@ -8,8 +8,7 @@ import sys
 import time
 
 import pytest
-from test_cli import SMALL
-from test_train import _same_run
+from helpers import SMALL, same_run
 
 from landscape import store
 from landscape.run import Run
@@ -75,6 +74,6 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     assert store.writer_holding(out) is None
     a, b = Run.open(ref), Run.open(out)
     assert b.status == "complete"
-    _same_run(ref, out)
+    same_run(ref, out)
     assert [e for e in a.events if e["kind"] == "shift"] == [
         e for e in b.events if e["kind"] == "shift"]

@@ -32,8 +32,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import tiny_recipe
-from test_train import _same_run
+from helpers import same_run, tiny_recipe
 
 from landscape import distributed, store
 from landscape.config import load_recipe
@@ -387,6 +386,6 @@ def test_a_lost_rank_ends_the_job_and_the_file_resumes(runs, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     b = Run.open(out)
     assert b.status == "complete"
-    _same_run(two, out)
+    same_run(two, out)
     assert [e["kind"] for e in b.events] == ["data_parallel", "shift", "resume",
                                              "data_parallel"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 from landscape import store
 from landscape.errors import LandscapeError

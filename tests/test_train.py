@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_recipe
+from helpers import same_run, tiny_recipe
 
 from landscape import store
 from landscape.errors import LandscapeError
@@ -11,18 +11,8 @@ from landscape.run import Run
 from landscape.train import Trainer, lr_at, train
 
 
-def _same_run(a, b):
-    ra, rb = Run.open(a), Run.open(b)
-    np.testing.assert_array_equal(ra.steps, rb.steps)
-    np.testing.assert_array_equal(ra.loops, rb.loops)
-    np.testing.assert_array_equal(ra.trajectory(), rb.trajectory())
-    for k in ra.metrics:
-        if k not in ("wall", "tokens_per_s"):
-            np.testing.assert_array_equal(ra.metrics[k], rb.metrics[k], err_msg=k)
-
-
 def test_deterministic(tmp_path, recipe):
-    _same_run(train(recipe, tmp_path / "a.h5"), train(recipe, tmp_path / "b.h5"))
+    same_run(train(recipe, tmp_path / "a.h5"), train(recipe, tmp_path / "b.h5"))
 
 
 def test_run_contents(trained_runs):
@@ -213,7 +203,7 @@ def test_resume_continues_bit_identically(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_commit", real)
     assert Run.open(path).steps.tolist() == [0, 8, 16]
     train(None, path, resume=True)
-    _same_run(full, path)
+    same_run(full, path)
     assert any(e["kind"] == "resume" for e in Run.open(path).events)
 
 
