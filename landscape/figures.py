@@ -24,8 +24,15 @@ from landscape.simulator import compare
 MARKOV_KEYS = ("simple.acc", "complex.acc", "simple.loss", "complex.loss", "all.acc")
 
 
+def _curvature_runs(groups: Grouped, archs: Iterable[str], what: str) -> dict[str, list[Run]]:
+    """The Markov runs of ``archs``, or else every run of your own model (by name)."""
+    if "markov" not in groups and groups.get("custom"):
+        return dict(groups["custom"])
+    return markov_runs(groups, archs, what)
+
+
 def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
-    algo = {t: g for t, g in groups.items() if t != "markov"}
+    algo = {t: g for t, g in groups.items() if t not in ("markov", "custom")}
     if not algo:
         raise LandscapeError("needs algorithmic-task runs (landscape train models/parity.toml "
                              "--model looped, ...)")
@@ -56,7 +63,7 @@ def sample_dynamics(groups: Grouped) -> dict[str, Figure]:
 
 def spectra(groups: Grouped) -> dict[str, Figure]:
     """Paper Figs. 3 and 7-8: spectra over training with phases and matrix entropy."""
-    runs = markov_runs(groups, (SINGLE, LOOPED), "spectra")
+    runs = _curvature_runs(groups, (SINGLE, LOOPED), "spectra")
     by_model, phases = {}, {}
     for arch, rs in runs.items():
         by_model[arch] = series.spectrum_checkpoints(rs[0])
@@ -95,7 +102,7 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
 
 def valley(groups: Grouped) -> dict[str, Figure]:
     """Ours: kappa, small-eigenvalue counts and force; width against river progress."""
-    runs = markov_runs(groups, (SINGLE, LOOPED), "valley")
+    runs = _curvature_runs(groups, (SINGLE, LOOPED), "valley")
     stats = {a: [series.valley_series(r) for r in rs if r.probed_steps] or
              [series.valley_series(rs[0])] for a, rs in runs.items()}
     out = {"valley_stats": plot.valley_stats(stats)}
@@ -109,7 +116,7 @@ def valley(groups: Grouped) -> dict[str, Figure]:
 
 def slices(groups: Grouped) -> dict[str, Figure]:
     """Ours: 2-D slices at the last probed checkpoint (random, river x valley, PCA plane)."""
-    runs = markov_runs(groups, (SINGLE, LOOPED), "slices")
+    runs = _curvature_runs(groups, (SINGLE, LOOPED), "slices")
     out = {}
     for arch, rs in runs.items():
         run = rs[0]
@@ -208,11 +215,12 @@ def switch(groups: Grouped) -> dict[str, Figure]:
 
 def sharpness(groups: Grouped) -> dict[str, Figure]:
     """Ours: lambda_max against 2/lr and the Adam-preconditioned lambda_max against 38/lr."""
-    runs = markov_runs(groups, (LOOPED,), "sharpness")
-    s = series.sharpness_series(runs[LOOPED][0])
+    runs = _curvature_runs(groups, (LOOPED,), "sharpness")
+    arch = LOOPED if LOOPED in runs else next(iter(runs))
+    s = series.sharpness_series(runs[arch][0])
     return {"sharpness": plot.sharpness(s["epoch"], s["lambda_max"], s["threshold"],
                                         s["adam_lambda_max"], s["adam_threshold"],
-                                        model=LOOPED)}
+                                        model=arch)}
 
 
 FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {

@@ -78,7 +78,6 @@ from landscape.slices import loss_grid, make_axis
 from landscape.spectral import default_tol, exact_spectrum, hutchpp, lanczos, slq
 from landscape.spectral import subspace_overlap as _overlap
 from landscape.tasks.base import Split
-from landscape.train import lr_at
 from landscape.valley import river_direction, river_progress, split_from_slq, split_spectrum
 
 if TYPE_CHECKING:
@@ -219,12 +218,15 @@ class Prober:
     """
 
     def __init__(self, path: str | Path, settings: ProbeSettings, report: Report | None = None,
-                 ranks: Ranks | None = None):
+                 ranks: Ranks | None = None, trust_code: bool = False):
         self.path, self.ranks = Path(path), ranks
         self._reduce = None if ranks is None else ranks.all_reduce_sum
         self.settings = settings
         self.report = report or (lambda msg: None)
-        self.run = Run.open(self.path)
+        self.run = Run.open(self.path, trust_code=trust_code)
+        self.run.require_code()
+        if self.run.custom:
+            _check_custom(self.run, settings, ranks)
         store.read_probe_set(self.path)  # raises if there is none
         hs, p = settings.hessian, self.run.layout.size
         if hs is not None and hs.k_top + hs.k_bottom > p:
@@ -238,9 +240,12 @@ class Prober:
             name, ref = _shared_reference(self.run, settings.geometry.shared_plane)
             self.shared = shared_plane({k: v.to(self.device) for k, v in ref.items()},
                                        settings.geometry.seed, reference_name=name)
-        self.probe_split_cpu = self.run.split("probe")
-        self.probe_split = Split(self.probe_split_cpu.inputs.to(self.device),
-                                 self.probe_split_cpu.targets.to(self.device))
+        if self.run.custom:  # a model of your own: its recorded loss on its probe set
+            self.probe_split_cpu = self.probe_split = None
+        else:
+            self.probe_split_cpu = self.run.split("probe")
+            self.probe_split = Split(self.probe_split_cpu.inputs.to(self.device),
+                                     self.probe_split_cpu.targets.to(self.device))
         self.hvps = 0
 
     # --- storage helpers ----------------------------------------------------------------
@@ -284,6 +289,8 @@ class Prober:
         return self.run.params(step, dtype=dtype, device=self.device)
 
     def _loss_fn(self, step: int, loops: int | None = None):
+        if self.run.custom:
+            return self.run.loss_fn("probe", step, device=self.device)
         return make_loss_fn(self.run.model(step, loops=loops, device=self.device),
                             self.probe_split)
 
@@ -319,7 +326,8 @@ class Prober:
         if self.settings.geometry is not None and len(steps) >= 2:
             self._river_progress(steps)
             self._pca()
-            self._loops()
+            if not self.run.custom:  # a model of your own has no loops to vary
+                self._loops()
             if self.run.shift_step is not None:
                 self._switch()
         return steps
@@ -385,16 +393,18 @@ class Prober:
         return torch.as_tensor(found["vectors"]).T.contiguous()
 
     def _sharpness_part(self, step: int, op: HessianOperator, top: dict, common: dict):
-        rec = self.run.recipe.train
-        lr = lr_at(max(step - 1, 0), int(self.run.attrs["total_steps"]), self.run.recipe)
+        lr = self.run.lr_at(step)
+        beta1, beta2 = self.run.adam_betas or (0.9, 0.999)
         lam = float(top["values"][0])
-        arrays = {"lambda_max": lam, "lr": lr, "threshold": stability_threshold(lr),
-                  "adam_threshold": stability_threshold(lr, rec.beta1)}
-        v, adam_step = self.run.adam_state(step)
+        known = math.isfinite(lr) and lr > 0  # not recorded for an imported trajectory
+        arrays = {"lambda_max": lam, "lr": lr,
+                  "threshold": stability_threshold(lr) if known else math.nan,
+                  "adam_threshold": stability_threshold(lr, beta1) if known else math.nan}
+        v, adam_step = self.run.adam_state(step) if self.run.has_adam else (None, 0)
         n0 = op.n_matvec
         if adam_step >= 1:
             pre = preconditioned_operator(op, torch.as_tensor(v, device=op.device), eps=1e-8,
-                                          step=adam_step, beta2=rec.beta2)
+                                          step=adam_step, beta2=beta2)
             res = lanczos(pre, k_top=1, tol=1e-3, max_steps=min(100, op.dim))
             arrays["adam_lambda_max"] = float(res.top_values[0])
         else:
@@ -694,6 +704,15 @@ class _PartialGrid:
 # --- Hessian parts as functions of an operator (usable from a notebook) ------------------
 
 
+def _check_custom(run: Run, settings: ProbeSettings, ranks: Ranks | None) -> None:
+    """What a probe of a model of your own cannot do (yet), said before any work."""
+    if ranks is not None:
+        raise LandscapeError(f"{run.path} is a model of your own: probe it in one process "
+                             "(not under torchrun)")
+    if settings.hessian is not None and settings.hessian.backend == "pyhessian":
+        raise LandscapeError("--backend pyhessian needs one of landscape's own models")
+
+
 def _top_part(op: HessianOperator, hs: HessianSettings, warm, common: dict):
     k_top = min(hs.k_top, op.dim)
     k_bottom = min(hs.k_bottom, max(op.dim - k_top, 0))
@@ -764,7 +783,7 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
     if distributed.launched():  # torchrun, several ranks
         return _probe_ranks(Path(path), settings, report)
     with store.writer_lock(path, "probe"):
-        return Prober(path, settings, report).probe()
+        return Prober(path, settings, report, trust_code=trust_code).probe()
 
 
 def _probe_ranks(path: Path, settings: ProbeSettings, report: Report | None) -> list[int]:

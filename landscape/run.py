@@ -239,6 +239,11 @@ class Run:
         return float(lrs[np.flatnonzero(steps == s)[-1]])
 
     @property
+    def has_adam(self) -> bool:
+        """Whether checkpoints carry Adam's second moment (see :meth:`adam_state`)."""
+        return self._summary.get("adam_step") is not None
+
+    @property
     def adam_betas(self) -> tuple[float, float] | None:
         """``(beta1, beta2)`` of the run's Adam/AdamW optimiser, None if it had none."""
         if self.recipe is not None:

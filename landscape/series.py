@@ -27,14 +27,15 @@ def group_runs(runs: Iterable[Run]) -> Grouped:
 
     Within an architecture the probed runs come first, then by seed: the first run of
     each list is the one a curvature figure or claim reads, all of them feed the seed
-    spreads.
+    spreads. Runs of your own models go under task ``custom``, each by its name.
     """
     out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        out[run.recipe.task.name][run.recipe.arch].append(run)
+        out[run.task_name][run.name if run.custom else run.arch].append(run)
     for task in out.values():
         for lst in task.values():
-            lst.sort(key=lambda r: (not r.probed_steps, r.recipe.train.seed))
+            lst.sort(key=lambda r: (not r.probed_steps,
+                                    r.recipe.train.seed if r.recipe is not None else 0))
     return {t: dict(v) for t, v in out.items()}
 
 

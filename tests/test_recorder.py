@@ -330,3 +330,62 @@ def test_run_files_of_the_first_layout_still_open(trained_runs, tmp_path):
     a, b = Run.open(src), Run.open(old)
     np.testing.assert_array_equal(a.trajectory(), b.trajectory())
     torch.testing.assert_close(a.loss_fn()(a.params()), b.loss_fn()(b.params()))
+
+
+# --- probing a model of your own ----------------------------------------------------------
+
+
+def _dense_hessian(run, step):
+    """Float64 Hessian of the recorded loss, from the model's own forward (not ours)."""
+    from torch.func import functional_call
+
+    model = build().double()
+    x, y = (torch.as_tensor(a) for a in (run.probe_set()["inputs"], run.probe_set()["targets"]))
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.from_numpy(run.flat_params(step)).double()
+
+    def loss(v):
+        parts = torch.split(v, [int(np.prod(s)) for s in shapes])
+        params = {n: t.reshape(s) for n, t, s in zip(names, parts, shapes)}
+        logits = functional_call(model, params, (x,))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
+
+    return torch.autograd.functional.hessian(loss, flat)
+
+
+@pytest.mark.parametrize("source", ["recorder", "import"])
+def test_probe_of_your_own_model_matches_the_dense_hessian(tmp_path, source):
+    from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
+
+    path = tmp_path / "mine.h5"
+    if source == "recorder":
+        train(path, 3)
+    else:
+        _checkpoints(tmp_path / "ckpts", [0, 5, 9])
+        x, y = data(8, seed=99)
+        torch.save({"inputs": x, "targets": y}, tmp_path / "probe.pt")
+        r = _cli("import", tmp_path / "ckpts", "--model", "own_model:build", "--probe",
+                 tmp_path / "probe.pt", "--out", path, "-q")
+        assert r.exit_code == 0, r.output
+    settings = ProbeSettings(
+        steps="spaced:2",
+        hessian=HessianSettings(k_top=3, k_bottom=2, slq_runs=2, slq_steps=10, trace_hvps=10,
+                                exact="always", dtype="float64"),
+        geometry=GeometrySettings(grid=3, width_points=5, width_dirs=1))
+    with pytest.raises(LandscapeError, match="--trust-code"):
+        probe(path, settings)
+    steps = probe(path, settings, trust_code=True)
+    run = Run.open(path)  # stored results read without trust
+    for step in steps:
+        dense = torch.linalg.eigvalsh(_dense_hessian(run, step)).numpy()
+        h = run.hessian(step)
+        np.testing.assert_allclose(h["exact"]["eigvals"], dense, atol=1e-10)
+        np.testing.assert_allclose(h["top"]["values"], dense[::-1][:3], rtol=1e-7)
+        np.testing.assert_allclose(h["top"]["bottom_values"], dense[:2], rtol=1e-6, atol=1e-9)
+        assert "valley" in run.geometry(step)
+    sharp = run.hessian(steps[-1])["sharpness"]
+    if source == "recorder":  # Adam's preconditioned sharpness from the recorded moments
+        assert sharp["lr"] == 1e-2 and np.isfinite(sharp["adam_lambda_max"])
+    else:
+        assert np.isnan(sharp["lr"]) and np.isnan(sharp["adam_lambda_max"])
