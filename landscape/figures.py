@@ -129,7 +129,8 @@ def slices(groups: Grouped) -> dict[str, Figure]:
             out[f"slice_{name}_{arch}"] = plot.slice_2d(
                 grid["alphas"], grid["betas"], grid["loss"],
                 title=f"{plot.MODEL_LABELS.get(arch, arch)}, {name.replace('_', ' ')} plane, "
-                      f"epoch {series.epoch_of(run, step):g}")
+                      + (f"step {step}" if run.custom else
+                         f"epoch {series.epoch_of(run, step):g}"))
         pca = run.run_probe("pca")
         if pca is not None:
             evr = pca["explained_variance_ratio"]

@@ -24,9 +24,10 @@ from the index by name. Layout of the index::
     /probe/step_<N>/<kind>/<part>          probe results by checkpoint (kind: hessian, geometry)
     /probe/run/<part>                      run-level probe results (river progress, PCA, loops)
 
-A row-appended array of rank >= 2 (``/trajectory/params``) is a group with attrs
-``sidecar_segments`` (JSON list of file names) and ``sidecar_rows`` (rows in each): every
-commit that appends rows adds one segment file. Any other array of at least
+A row-appended array of rank >= 2 (``/trajectory/params``) is a group (attr
+``segmented``, ``shape`` and ``dtype`` of a row) holding two appendable datasets,
+``files`` (file names) and ``rows`` (rows in each): every commit that appends rows adds
+one segment file and one entry to each. Any other array of at least
 :data:`SIDECAR_MIN_BYTES` is an empty dataset with attr ``sidecar`` naming its file.
 Smaller arrays live in the index itself. Reading goes through this module
 (:func:`read_params`, :func:`read_group`, ...), which resolves both.
@@ -76,6 +77,7 @@ READABLE_VERSIONS = (1, 2)  # 1: everything inside the HDF5 file (before the sid
 SIDECAR_MIN_BYTES = 64 * 1024
 """Arrays at least this large go to a file of their own in ``RUN.h5.d/``."""
 _STR = h5py.string_dtype()
+_NAME = np.dtype("S160")  # a segment's file name
 
 
 def sidecar_dir(path: str | Path) -> Path:
@@ -195,13 +197,13 @@ def _value(path: Path, d: h5py.Dataset) -> np.ndarray:
 
 
 def _segments(g: h5py.Group) -> tuple[list[str], np.ndarray]:
-    files = json.loads(_decode_str(g.attrs["sidecar_segments"]))
-    rows = np.asarray(json.loads(_decode_str(g.attrs["sidecar_rows"])), dtype=np.int64)
+    files = [_decode_str(s) for s in g["files"][()]]
+    rows = np.asarray(g["rows"][()], dtype=np.int64)
     return files, rows
 
 
 def _is_segmented(item: Any) -> bool:
-    return isinstance(item, h5py.Group) and "sidecar_segments" in item.attrs
+    return isinstance(item, h5py.Group) and "segmented" in item.attrs
 
 
 def _segment_rows(path: Path, g: h5py.Group, index: int | slice | np.ndarray) -> np.ndarray:
@@ -229,7 +231,7 @@ def _referenced(f: h5py.File) -> set[str]:
     def visit(_, item):
         if "sidecar" in item.attrs:
             names.add(_decode_str(item.attrs["sidecar"]))
-        if "sidecar_segments" in item.attrs:
+        if _is_segmented(item):
             names.update(_segments(item)[0])
 
     visit("/", f)
@@ -350,7 +352,7 @@ class Transaction:
 
     def _write_file(self, name: str, arr: np.ndarray) -> str:
         """Write ``arr`` to a new, uniquely named, fsynced file in the folder."""
-        stem = name.strip("/").replace("/", ".")
+        stem = name.strip("/").replace("/", ".")[-120:]
         fname = f"{stem}-{secrets.token_hex(6)}.npy"
         self._dir.mkdir(exist_ok=True)
         final = self._dir / fname
@@ -373,14 +375,21 @@ class Transaction:
     def _forget_one(self, item: Any) -> None:
         if "sidecar" in item.attrs:
             self.old_files.append(_decode_str(item.attrs["sidecar"]))
-        if "sidecar_segments" in item.attrs:
+        if _is_segmented(item):
             self.old_files.extend(_segments(item)[0])
 
     def set_attrs(self, attrs: Mapping[str, Any], group: str = "/") -> None:
-        """Set attributes of a group (dicts/lists are stored as JSON)."""
+        """Set attributes of a group (dicts/lists are stored as JSON).
+
+        An attribute that already has the value is left alone: rewriting one leaves its old
+        space behind in the index, which would then grow with every commit.
+        """
         g = self._f.require_group(group)
         for k, v in attrs.items():
-            g.attrs[k] = _attr_value(v)
+            value = _attr_value(v)
+            if k in g.attrs and _same(g.attrs[k], value):
+                continue
+            g.attrs[k] = value
 
     def append(self, name: str, rows: np.ndarray) -> None:
         """Append ``rows`` along axis 0 of array ``name``, creating it if new.
@@ -391,24 +400,27 @@ class Transaction:
         rows = np.asarray(rows)
         item = self._f.get(name)
         if item is None and rows.ndim >= 2:
-            g = self._f.create_group(name)
-            g.attrs.update({"sidecar_segments": "[]", "sidecar_rows": "[]",
-                            "shape": json.dumps(list(rows.shape[1:])),
-                            "dtype": rows.dtype.str})
-            item = g
+            item = self._f.create_group(name)
+            item.attrs.update({"segmented": 1, "shape": json.dumps(list(rows.shape[1:])),
+                               "dtype": rows.dtype.str})
+            item.create_dataset("files", shape=(0,), maxshape=(None,), chunks=(256,),
+                                dtype=_NAME)  # fixed length: no heap that grows per commit
+            item.create_dataset("rows", shape=(0,), maxshape=(None,), chunks=(256,),
+                                dtype=np.int64)
         if _is_segmented(item):
-            files, counts = _segments(item)
             width = tuple(json.loads(_decode_str(item.attrs["shape"])))
             if rows.shape[1:] != width:
                 raise LandscapeError(f"{name}: rows of shape {rows.shape[1:]} do not fit "
                                      f"the stored {width}")
             rows = rows.astype(np.dtype(_decode_str(item.attrs["dtype"])), copy=False)
-            files.append(self._write_file(name, rows))
-            item.attrs["sidecar_segments"] = json.dumps(files)
-            item.attrs["sidecar_rows"] = json.dumps([*map(int, counts), len(rows)])
+            fname = self._write_file(name, rows)
+            for key, value in (("files", fname), ("rows", len(rows))):
+                d = item[key]
+                d.resize(d.shape[0] + 1, axis=0)
+                d[-1] = value
             return
-        if item is None:
-            chunk = (max(1, min(len(rows), 1024)),) + rows.shape[1:]
+        if item is None:  # chunks of >= 256 rows: appending a row rewrites no metadata
+            chunk = (min(max(256, len(rows)), 4096),) + rows.shape[1:]
             self._f.create_dataset(name, data=rows, maxshape=(None,) + rows.shape[1:],
                                    chunks=chunk)
             return
@@ -457,6 +469,15 @@ class Transaction:
         if group in self._f:
             self._forget(self._f[group])
             del self._f[group]
+
+
+def _same(stored: Any, value: Any) -> bool:
+    try:
+        if isinstance(stored, bytes):
+            stored = stored.decode()
+        return type(stored) is type(value) and bool(np.all(stored == value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _attr_value(v: Any) -> Any:

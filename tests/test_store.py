@@ -271,3 +271,22 @@ def test_sigkill_during_commits_loses_nothing_committed(tmp_path):
     named = {f.name for f in store.sidecar_dir(p).iterdir()}
     n = len(store.read_summary(p)["steps"])
     assert len(named) == n + 1  # one segment per commit and the one resume blob
+
+
+def test_the_index_grows_by_what_a_commit_adds_to_it(tmp_path):
+    """Commits cost what they add: the index must not grow with the number of commits."""
+    p = _new(tmp_path / "r.h5")
+    sizes = []
+    with store.writer_lock(p, "test"):
+        for i in range(120):
+            def change(tx, i=i):
+                tx.append("trajectory/step", np.array([i]))
+                tx.append("trajectory/params", np.full((1, 8), i, np.float32))
+                tx.append("metrics/loss", np.array([0.5]))
+                tx.put("resume", {"state": np.full(100_000, i % 251, np.uint8)}, {"step": i})
+                tx.set_attrs({"status": "training"})
+            store.commit(p, change)
+            sizes.append(p.stat().st_size)
+    per_commit = (sizes[-1] - sizes[19]) / 100
+    assert per_commit < 1000, per_commit  # bytes of index per commit (was 3.7 kB)
+    np.testing.assert_array_equal(store.read_params(p, slice(None))[:, 0], np.arange(120))
