@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from landscape import series
 from landscape.archs import LOOPED, SHIFT, SINGLE
@@ -236,20 +235,12 @@ def judge_theory(groups: Grouped) -> Claim:
 
 
 def _qk_alignment(groups: Grouped) -> list[float]:
+    """The stored Q/K gradient cosines of the (first, probed) Single-Attn run, if any."""
     runs = markov_runs(groups, (SINGLE,))
     if runs is None:
         return []
-    run = runs[SINGLE][0]
-    out = []
-    for step in run.steps[1:3]:
-        params = run.params(int(step))
-        grads = []
-        for loops in (1, 3):
-            g = torch.func.grad(run.loss_fn("probe", step=int(step), loops=loops))(params)
-            grads.append(torch.cat([g[n].reshape(-1) for n in g if ".attn.q." in n
-                                    or ".attn.k." in n]))
-        out.append(float(torch.nn.functional.cosine_similarity(*grads, dim=0)))
-    return out
+    qk = series.part(runs[SINGLE][0], "qk_alignment", required=False)
+    return [] if qk is None else [float(c) for c in qk.cosine]
 
 
 # --- claim 5 ----------------------------------------------------------------------------

@@ -123,19 +123,17 @@ def slices(groups: Grouped) -> dict[str, Figure]:
         if not run.probed_steps:
             raise LandscapeError(f"{run.path} has no probes; run `landscape probe {run.path}`")
         step = run.probed_steps[-1]
-        for name, grid in run.slices(step).items():
-            if "loss" not in grid or name == "shared":  # shared planes: their own figure
-                continue
+        for name, grid in series.slices_at(run, step).items():
             out[f"slice_{name}_{arch}"] = plot.slice_2d(
-                grid["alphas"], grid["betas"], grid["loss"],
+                grid.alphas, grid.betas, grid.loss,
                 title=f"{plot.MODEL_LABELS.get(arch, arch)}, {name.replace('_', ' ')} plane, "
                       + (f"step {step}" if run.custom else
                          f"epoch {series.epoch_of(run, step):g}"))
-        pca = run.run_probe("pca")
+        pca = series.part(run, "pca", required=False)
         if pca is not None:
-            evr = pca["explained_variance_ratio"]
+            evr = pca.explained_variance_ratio
             out[f"slice_pca_{arch}"] = plot.slice_2d(
-                pca["alphas"], pca["betas"], pca["loss"], trajectory_xy=pca["coords"],
+                pca.grid.alphas, pca.grid.betas, pca.grid.loss, trajectory_xy=pca.coords,
                 title=f"{plot.MODEL_LABELS.get(arch, arch)}, PCA plane "
                       f"({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
                 axis_labels=("PC 1", "PC 2"))
@@ -150,21 +148,20 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
     found: dict[str, dict[int, dict]] = {}
     for arch, rs in runs.items():
         run = rs[0]
-        steps = {s: run.probe_result(s, "geometry", "slice_shared") for s in run.probed_steps}
-        steps = {s: g for s, g in steps.items() if g is not None and "loss" in g}
+        steps = series.shared_slices(run)
         if steps:
             found[arch] = steps
     if not {SINGLE, LOOPED} <= set(found):
         raise LandscapeError("figure shared_plane needs Single- and Looped-Attn runs probed "
                              "with `landscape probe RUN.h5 --shared-plane init` (or REF.h5)")
     grids = [g for steps in found.values() for g in steps.values()]
-    if len({g["attrs"]["plane_hash"] for g in grids}) != 1:
+    if len({g.plane_hash for g in grids}) != 1:
         raise LandscapeError("figure shared_plane: the runs' shared slices are not on one plane "
                              "(different references, seeds or initialisations); probe them "
                              "with the same --shared-plane REF.h5")
-    if any(g["alphas"].shape != grids[0]["alphas"].shape
-           or not np.allclose(g["alphas"], grids[0]["alphas"])
-           or not np.allclose(g["betas"], grids[0]["betas"]) for g in grids):
+    if any(g.alphas.shape != grids[0].alphas.shape
+           or not np.allclose(g.alphas, grids[0].alphas)
+           or not np.allclose(g.betas, grids[0].betas) for g in grids):
         raise LandscapeError("figure shared_plane: the shared slices have different grids; "
                              "probe the runs with the same --grid")
     common = sorted(set(found[SINGLE]) & set(found[LOOPED]))
@@ -178,40 +175,35 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
     for arch, steps in found.items():
         run = runs[arch][0]
         if all(s in steps for s in picks):  # SHIFT only where probed at the same steps
-            panels[arch] = {f"epoch {series.epoch_of(run, s):g}": steps[s]["loss"]
+            panels[arch] = {f"epoch {series.epoch_of(run, s):g}": steps[s].loss
                             for s in picks}
-    ref = grids[0]["attrs"]["plane"].get("reference", "?")
+    ref = grids[0].plane.get("reference", "?")
     return {"shared_plane": plot.shared_slices(
-        grids[0]["alphas"], grids[0]["betas"], panels,
+        grids[0].alphas, grids[0].betas, panels,
         title=f"one random plane for all runs, normalised against {ref}")}
 
 
 def loops(groups: Grouped) -> dict[str, Figure]:
     """Ours: loss and lambda_max against the number of loops at the final weights."""
     runs = markov_runs(groups, (SINGLE, LOOPED), "loops")
-    curves = {a: rs[0].run_probe("loops") for a, rs in runs.items()}
-    if any(c is None for c in curves.values()):
-        raise LandscapeError("figure loops needs `landscape probe --geometry` on both runs")
-    n = min(len(c["loops"]) for c in curves.values())
+    curves = {a: series.part(rs[0], "loops") for a, rs in runs.items()}
+    n = min(len(c.loops) for c in curves.values())
     return {"loop_curve": plot.loop_curve(
-        curves[SINGLE]["loops"][:n], {a: c["loss"][:n] for a, c in curves.items()},
-        {a: c["lambda_max"][:n] for a, c in curves.items()},
-        {a: int(c["attrs"]["trained_loops"]) for a, c in curves.items()})}
+        curves[SINGLE].loops[:n], {a: c.loss[:n] for a, c in curves.items()},
+        {a: c.lambda_max[:n] for a, c in curves.items()},
+        {a: c.trained_loops for a, c in curves.items()})}
 
 
 def switch(groups: Grouped) -> dict[str, Figure]:
     """Ours: what happens at the SHIFT switch."""
     run = markov_runs(groups, (SHIFT,), "switch")[SHIFT][0]
-    d = run.run_probe("switch")
-    if d is None:
-        raise LandscapeError(f"{run.path} has no switch diagnostics; run `landscape probe "
-                             f"{run.path} --geometry`")
+    d = series.part(run, "switch")
     return {"switch": plot.switch_diagnostics({
-        "loss_before": float(d["before"]["loss"]), "loss_after": float(d["after"]["loss"]),
-        "lambda_max_before": float(d["before"]["values"][0]),
-        "lambda_max_after": float(d["after"]["values"][0]),
-        "trace_before": float(d["before"]["trace"]), "trace_after": float(d["after"]["trace"]),
-        "overlap": d["overlap"], "step": run.shift_step})}
+        "loss_before": d.before.loss, "loss_after": d.after.loss,
+        "lambda_max_before": float(d.before.values[0]),
+        "lambda_max_after": float(d.after.values[0]),
+        "trace_before": d.before.trace, "trace_after": d.after.trace,
+        "overlap": d.overlap, "step": run.shift_step})}
 
 
 def sharpness(groups: Grouped) -> dict[str, Figure]:

@@ -11,6 +11,8 @@ has no double backward, and every Hessian probe needs one.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -250,3 +252,41 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor,
     """
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE, reduction=reduction)
+
+
+# --- parameter groups (per-block spectra) ------------------------------------------------
+
+GROUPS = ("embedding", "q", "k", "v", "o", "mlp", "norm", "head", "other")
+
+_GROUP_PATTERNS = (
+    ("embedding", r"^(embed|pos)\."),
+    ("q", r"(^|\.)attn\.q\."),
+    ("k", r"(^|\.)attn\.k\."),
+    ("v", r"(^|\.)attn\.v\."),
+    ("o", r"(^|\.)attn\.o\."),
+    ("mlp", r"(^|\.)mlp\."),
+    ("norm", r"(^|\.)(ln\w*|norm\w*)\."),
+    ("head", r"^head\."),
+)
+
+
+def param_groups(names: Iterable[str]) -> dict[str, list[str]]:
+    """Group the parameter names of :class:`LoopedTransformer` by role.
+
+    Groups, in this order: ``embedding`` (token and position embeddings), ``q``, ``k``,
+    ``v``, ``o`` (attention projections), ``mlp``, ``norm`` (every LayerNorm), ``head``
+    (absent when tied to the embedding), and ``other`` for names that match none (so a
+    notebook model still gets a complete partition). Empty groups are left out.
+
+    Args:
+        names: parameter names, e.g.
+            :attr:`landscape.hessian.HessianOperator.names`.
+
+    Returns:
+        ``{group: [names in the given order]}``.
+    """
+    out: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for name in names:
+        group = next((g for g, pat in _GROUP_PATTERNS if re.search(pat, name)), "other")
+        out[group].append(name)
+    return {g: ns for g, ns in out.items() if ns}

@@ -1486,7 +1486,7 @@ def sharpness(
     How to read it. Left: ``lambda_max`` of the Hessian with the gradient-descent
     threshold ``2 / lr`` (dashed; a line if the learning rate changes). Right: the
     largest eigenvalue of the Adam-preconditioned Hessian with its threshold
-    (``38 / lr`` for beta1 = 0.9, :func:`landscape.hessian.stability_threshold`); for an
+    (``38 / lr`` for beta1 = 0.9, :func:`landscape.probe.parts.stability_threshold`); for an
     Adam run the right panel is the one that tests the edge of stability: a curve that
     rises to the dashed line and hovers there is at the edge.
 

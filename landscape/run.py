@@ -308,61 +308,66 @@ class Run:
 
     # --- probe results ------------------------------------------------------------------
 
-    def probe_result(self, step: int | None, kind: str, part: str | None = None) -> dict | None:
-        """Stored results of probe ``kind`` at a checkpoint, or None if not computed.
-
-        With ``part`` (e.g. ``"valley"``), only that part is read: a whole kind also holds
-        the ``[k, P]`` eigenvectors and every slice's directions.
-        """
-        group = store.probe_group(self.step_at(step), kind)
-        return store.read_group(self.path, group if part is None else f"{group}/{part}")
-
     @property
     def probed_steps(self) -> list[int]:
         """Checkpoint steps with any stored probe result, ascending."""
         return sorted(self.probes)
 
-    def hessian(self, step: int | None = -1) -> dict:
-        """The Hessian probe at a checkpoint, by part.
+    def part(self, name: str, step: int | None = -1):
+        """A stored probe part by name (see :mod:`landscape.probe.schema`), or None.
 
-        Parts (each a dict of arrays, with ``attrs`` holding ``hvps``, ``seconds``, ``loops``):
-        ``top`` (``values``, ``residuals``, ``converged``, ``vectors`` ``[k, P]``,
-        ``bottom_values``, ...), ``trace`` (``estimate``, ``stderr``, ``bulk``), ``slq``
-        (``nodes``, ``weights`` ``[runs, steps]``), ``exact`` (``eigvals`` ``[P]``, where
-        computed), ``sharpness``, ``overlap``, ``blocks``, ``pyhessian``.
+        ``step``: the checkpoint of a per-checkpoint part (-1: the last); ignored for
+        run-level parts (``river_progress``, ``pca``, ``loops``, ``switch``,
+        ``qk_alignment``). Returns the part's frozen dataclass, e.g. a
+        :class:`~landscape.probe.schema.Top` with ``values`` and ``vectors``.
+        """
+        from landscape.probe import schema
+
+        cls = schema.part_class(name)
+        return schema.read(self.path, cls, None if cls.KIND == schema.RUN else self.step_at(step))
+
+    def hessian(self, step: int | None = -1) -> dict:
+        """The Hessian parts stored at a checkpoint, ``{name: part}``.
+
+        ``top``, ``trace``, ``slq``, ``exact`` (where computed), ``sharpness``,
+        ``overlap``, ``blocks``, ``pyhessian``: dataclasses of
+        :mod:`landscape.probe.schema`, each with ``hvps``, ``seconds`` and ``settings``.
 
         Raises:
             LandscapeError: the checkpoint has not been probed.
         """
-        return self._probe_or_raise(step, "hessian", "--hessian")
+        return self._parts_or_raise(step, "hessian", "--hessian")
 
     def geometry(self, step: int | None = -1) -> dict:
-        """The geometry probe at a checkpoint: ``valley``, ``widths``, ``river``, slices."""
-        return self._probe_or_raise(step, "geometry", "--geometry")
+        """The geometry parts at a checkpoint: ``valley``, ``widths``, ``river``, slices."""
+        return self._parts_or_raise(step, "geometry", "--geometry")
 
-    def valley(self, step: int | None = -1) -> dict:
-        """River/valley split (``attrs``), widths and river direction at a checkpoint."""
-        g = self.geometry(step)
-        return {k: g[k] for k in ("valley", "widths", "river") if k in g}
+    def valley(self, step: int | None = -1):
+        """The river/valley split at a checkpoint (a :class:`~landscape.probe.schema.Valley`)."""
+        found = self.geometry(step).get("valley")
+        if found is None:
+            raise LandscapeError(f"step {self.step_at(step)} of {self.path} has no valley "
+                                 "split; probe it with --geometry")
+        return found
 
     def slices(self, step: int | None = -1) -> dict:
         """The stored loss grids at a checkpoint by name.
 
         ``random`` and ``river_valley``, and ``shared`` where probed with a shared plane
-        (``--shared-plane``). Each holds ``alphas``, ``betas``, ``loss`` and ``directions``
-        (``x`` and ``y`` by parameter name), with the plane's description in ``attrs``.
+        (``--shared-plane``): :class:`~landscape.probe.schema.Grid` parts with ``alphas``,
+        ``betas``, ``loss``, ``directions`` and the plane's description ``plane``.
         """
         g = self.geometry(step)
         return {k.removeprefix("slice_"): v for k, v in g.items() if k.startswith("slice_")}
 
-    def run_probe(self, part: str) -> dict | None:
-        """A run-level probe result (``river_progress``, ``pca``, ``loops``, ``switch``)."""
-        return store.read_group(self.path, f"probe/run/{part}")
+    def _parts_or_raise(self, step: int | None, kind: str, flag: str) -> dict:
+        from landscape.probe import schema
 
-    def _probe_or_raise(self, step: int | None, kind: str, flag: str) -> dict:
-        found = self.probe_result(step, kind)
-        if found is None:
-            s = self.step_at(step)
+        s = self.step_at(step)
+        found = {name: schema.read(self.path, cls, s) for name, cls in schema.PARTS.items()
+                 if cls.KIND == kind}
+        found = {k: v for k, v in found.items() if v is not None}
+        if not found:
             raise LandscapeError(f"step {s} of {self.path} has no {kind} probe; run "
                                  f"`landscape probe {self.path} {flag} --steps {s}`")
         return found

@@ -1,10 +1,14 @@
 """From run files to the series that figures and claims read.
 
-One place derives every quantity shown or judged (so a figure and the claims report can
-never disagree): training curves, spectra per probed checkpoint with their matrix
-entropy and phases, river-valley statistics, widths against river progress, sharpness.
-Functions take :class:`~landscape.run.Run` objects and return plain dicts of numpy
-arrays; they raise :class:`LandscapeError` naming the probe to run when data is missing.
+One place reads and derives every quantity shown or judged (so a figure and the claims
+report can never disagree): training curves, spectra per probed checkpoint with their
+matrix entropy and phases, river-valley statistics, widths against river progress,
+sharpness, and the stored probe parts themselves (slices, the PCA plane, the loop curve,
+the SHIFT switch, the Q/K gradient alignment) as the typed dataclasses of
+:mod:`landscape.probe.schema`. Figures (:mod:`landscape.figures`) and claims
+(:mod:`landscape.claims`) read run files only through here. Functions take
+:class:`~landscape.run.Run` objects and return typed parts or dicts of numpy arrays; they
+raise :class:`LandscapeError` naming the probe to run when data is missing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 
 from landscape.errors import LandscapeError
 from landscape.phases import Phases, density_entropy, detect_phases, matrix_entropy
+from landscape.probe import schema
 from landscape.run import Run
 
 Grouped = dict[str, dict[str, list[Run]]]
@@ -81,13 +86,12 @@ def spectrum_checkpoints(run: Run) -> list[dict]:
     out = []
     for step in run.probed_steps:
         ck = {"epoch": epoch_of(run, step), "step": step}
-        exact = run.probe_result(step, "hessian", "exact")
-        slq = None if exact is not None else run.probe_result(step, "hessian", "slq")
+        exact = run.part("exact", step)
+        slq = None if exact is not None else run.part("slq", step)
         if exact is not None:
-            ck["eigvals"] = np.asarray(exact["eigvals"])
+            ck["eigvals"] = exact.eigvals
         elif slq is not None:
-            ck.update(nodes=np.asarray(slq["nodes"]), weights=np.asarray(slq["weights"]),
-                      dim=run.layout.size)
+            ck.update(nodes=slq.nodes, weights=slq.weights, dim=run.layout.size)
         else:
             continue
         out.append(ck)
@@ -126,13 +130,12 @@ def valley_series(run: Run) -> dict[str, np.ndarray]:
     """kappa(H_valley), river dimension, small-eigenvalue count and force per checkpoint."""
     rows = []
     for step in run.probed_steps:
-        v = run.probe_result(step, "geometry", "valley")
+        v = run.part("valley", step)
         if v is None:
             continue
-        a = v["attrs"]
-        values = [float(a.get(k, np.nan)) for k in
+        values = [float(getattr(v, k)) for k in
                   ("kappa", "river_dim", "valley_dim", "small_count", "small_force")]
-        rows.append((epoch_of(run, step), step, *values, a["label"]))
+        rows.append((epoch_of(run, step), step, *values, v.label))
     if not rows:
         raise LandscapeError(f"{run.path} has no valley split; run `landscape probe "
                              f"{run.path} --geometry`")
@@ -145,18 +148,17 @@ def valley_series(run: Run) -> dict[str, np.ndarray]:
 
 def width_series(run: Run) -> dict[str, np.ndarray]:
     """Valley widths (``[n, k]``) and their quadratic predictions against river progress."""
-    rp = run.run_probe("river_progress")
+    rp = run.part("river_progress")
     if rp is None:
         raise LandscapeError(f"{run.path} has no river progress; run `landscape probe "
                              f"{run.path} --geometry` on at least two checkpoints")
-    all_steps, progress = np.asarray(rp["steps"]), np.asarray(rp["progress"])
+    all_steps, progress = rp.steps, rp.progress
     rows = []
     for step in run.probed_steps:
-        w = run.probe_result(step, "geometry", "widths")
+        w = run.part("widths", step)
         where = np.flatnonzero(all_steps == step)
         if w is not None and where.size:
-            rows.append((epoch_of(run, step), progress[where[0]], np.asarray(w["width"]),
-                         np.asarray(w["quadratic"])))
+            rows.append((epoch_of(run, step), progress[where[0]], w.width, w.quadratic))
     if not rows:
         raise LandscapeError(f"{run.path} has no valley widths; run `landscape probe --geometry`")
     k = min(len(r[2]) for r in rows)
@@ -169,16 +171,53 @@ def sharpness_series(run: Run) -> dict[str, np.ndarray]:
     """lambda_max, 2/lr, the Adam-preconditioned lambda_max and 38/lr per checkpoint."""
     rows = []
     for step in run.probed_steps:
-        s = run.probe_result(step, "hessian", "sharpness")
+        s = run.part("sharpness", step)
         if s is None:
             continue
-        rows.append([epoch_of(run, step)] + [float(s[k]) for k in (
-            "lambda_max", "threshold", "adam_lambda_max", "adam_threshold")])
+        rows.append([epoch_of(run, step), s.lambda_max, s.threshold, s.adam_lambda_max,
+                     s.adam_threshold])
     if not rows:
         raise LandscapeError(f"{run.path} has no sharpness; run `landscape probe --hessian`")
     a = np.array(rows)
     return dict(zip(("epoch", "lambda_max", "threshold", "adam_lambda_max", "adam_threshold"),
                     a.T))
+
+
+def part(run: Run, name: str, step: int | None = -1, *, required: bool = True):
+    """The stored probe part ``name`` (at checkpoint ``step``), a schema dataclass.
+
+    Raises:
+        LandscapeError: where it is missing and ``required`` (else None), naming the probe
+            to run.
+    """
+    found = run.part(name, step)
+    if found is None and required:
+        kind = schema.part_class(name).KIND
+        where = "" if kind == schema.RUN else f" at step {run.step_at(step)}"
+        flag = "--hessian" if kind == schema.HESSIAN else "--geometry"
+        raise LandscapeError(f"{run.path} has no {name!r} probe part{where}; run `landscape "
+                             f"probe {run.path} {flag}`")
+    return found
+
+
+def slices_at(run: Run, step: int) -> dict:
+    """The complete loss grids at a checkpoint of each run's own planes, ``{name: Grid}``.
+
+    ``random`` and ``river_valley`` (not ``shared``, see :func:`shared_slices`); grids
+    stored as skipped are left out.
+    """
+    out = {}
+    for name in ("slice_random", "slice_river_valley"):
+        g = run.part(name, step)
+        if g is not None and not g.skipped:
+            out[name.removeprefix("slice_")] = g
+    return out
+
+
+def shared_slices(run: Run) -> dict:
+    """``{step: SliceShared}`` at every probed checkpoint that has a shared-plane slice."""
+    found = {s: run.part("slice_shared", s) for s in run.probed_steps}
+    return {s: g for s, g in found.items() if g is not None and not g.skipped}
 
 
 def final(run: Run, key: str, last: int = 1) -> float:

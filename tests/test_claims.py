@@ -8,17 +8,29 @@ from helpers import tiny_recipe
 
 from landscape import claims
 from landscape.claims import FAILS, HOLDS, INCONCLUSIVE
+from landscape.probe import schema
 
 
 class FakeRun(SimpleNamespace):
-    """Just what the claim rules read from a Run."""
+    """Just what the claim rules read from a Run: metrics and typed probe parts."""
 
-    def probe_result(self, step, kind, part=None):
-        found = self.probes.get((step, kind))
-        return found if found is None or part is None else found.get(part)
+    def part(self, name, step=-1):
+        if name in ("river_progress", "qk_alignment"):
+            return getattr(self, "run_probes", {}).get(name)
+        return self.probes.get((step, name))
 
-    def run_probe(self, part):
-        return getattr(self, "run_probes", {}).get(part)
+
+def valley_part(label, kappa, count, force):
+    return schema.Valley(source="exact", eps=1e-3, tau=0.1, lambda_max=kappa, dim=100,
+                         river_dim=1.0, valley_dim=1.0, negative_dim=0.0, valley_min=1.0,
+                         kappa=kappa, small_count=count, small_force=force, label=label)
+
+
+def widths_part(width, quadratic):
+    w, q = np.asarray(width, dtype=float), np.asarray(quadratic, dtype=float)
+    return schema.Widths(delta=0.02, lam=np.ones(len(w)), alphas=np.zeros((len(w), 3)),
+                         losses=np.zeros((len(w), 3)), left=-w / 2, right=w / 2, width=w,
+                         quadratic=q, ratio=w / q)
 
 
 def markov_run(arch, complex_acc, seed=0, simple_acc=0.98, wall=None, shift_step=None,
@@ -78,9 +90,7 @@ def test_claim5_shift():
 
 def test_claim3_labels():
     def valley(label, kappa, count, force):
-        attrs = {"kappa": kappa, "river_dim": 1.0, "valley_dim": 1.0, "small_count": count,
-                 "small_force": force, "label": label}
-        return {(10, "geometry"): {"valley": {"attrs": attrs}}}
+        return {(10, "valley"): valley_part(label, kappa, count, force)}
 
     u = markov_run("single", STALL, probes=valley("U", 1.5, 3, 2.0))
     v = markov_run("looped", RISE, probes=valley("V", 50.0, 30, 40.0))
@@ -94,12 +104,13 @@ def test_claim3_labels():
 
 def test_claim3_reports_width_ratios_beside_without_changing_the_verdict():
     def probed(arch, label, width):
-        attrs = {"kappa": 50.0, "river_dim": 1.0, "valley_dim": 1.0, "small_count": 3,
-                 "small_force": 2.0, "label": label}
         run = markov_run(arch, STALL, probes={
-            (10, "geometry"): {"valley": {"attrs": attrs},
-                               "widths": {"width": [width, 9.0], "quadratic": [0.5, 9.0]}}})
-        run.run_probes = {"river_progress": {"steps": [0, 10], "progress": [0.0, 1.0]}}
+            (10, "valley"): valley_part(label, 50.0, 3, 2.0),
+            (10, "widths"): widths_part([width, 9.0], [0.5, 9.0])})
+        z = np.zeros(1)
+        run.run_probes = {"river_progress": schema.RiverProgress(
+            steps=np.array([0, 10]), progress=np.array([0.0, 1.0]), river_steps=z,
+            off_river_steps=z, probed_steps=np.array([10]), signed=False)}
         return run
 
     c = claims.judge_landscape(groups(single=probed("single", "V", 0.5),
@@ -140,3 +151,13 @@ def test_report_lists_every_claim():
     for i in range(1, 7):
         assert f"### Claim {i}:" in md and f"| {i} |" in md
     assert md.count("### Claim") == 6
+
+
+def test_claim4_reports_the_stored_qk_alignment_beside():
+    run = markov_run("single", STALL)
+    assert "Q/K" not in claims.judge_theory(groups(single=run)).value  # not probed: not shown
+    run.run_probes = {"qk_alignment": schema.QkAlignment(
+        steps=np.array([8, 16]), loops=np.array([1, 3]), cosine=np.array([0.2, 0.6]))}
+    c = claims.judge_theory(groups(single=run))
+    assert c.details["qk_cosine"] == [0.2, 0.6]
+    assert "Q/K gradient cosine Single vs Looped 0.400 (min 0.200, max 0.600" in c.value

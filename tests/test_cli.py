@@ -104,7 +104,7 @@ def test_probe_command(tmp_path):
                  "2", "--slq-steps", "8", "--trace-hvps", "8", "--grid", "5", "-q")
     assert res.exit_code == 0, res.output
     run = Run.open(out)
-    assert run.hessian(-1)["top"]["values"].shape == (3,)
+    assert run.hessian(-1)["top"].values.shape == (3,)
     assert "slice_random" in run.geometry(-1)
     assert "probes: geometry, hessian" in invoke("info", out).output
 

@@ -319,16 +319,19 @@ def test_two_ranks_probe_like_one(runs, tmp_path):
         ha, hb = ra.hessian(s), rb.hessian(s)
         for part, key in (("top", "values"), ("top", "bottom_values"), ("trace", "estimate"),
                           ("slq", "nodes"), ("slq", "weights"), ("sharpness", "lambda_max")):
-            _close(hb[part][key], ha[part][key], f"step {s} {part}/{key}")
-        assert hb["top"]["attrs"]["hvps"] == ha["top"]["attrs"]["hvps"]
+            _close(getattr(hb[part], key), getattr(ha[part], key), f"step {s} {part}/{key}")
+        assert hb["top"].hvps == ha["top"].hvps
+        assert hb["top"].fingerprint == ha["top"].fingerprint  # one probe, however many ranks
         ga, gb = ra.geometry(s), rb.geometry(s)
-        np.testing.assert_array_equal(gb["slice_random"]["loss"], ga["slice_random"]["loss"])
-        np.testing.assert_array_equal(gb["slice_shared"]["loss"], ga["slice_shared"]["loss"])
-        _close(gb["slice_river_valley"]["loss"], ga["slice_river_valley"]["loss"], "slice")
-    sa, sb = ra.run_probe("switch"), rb.run_probe("switch")
+        np.testing.assert_array_equal(gb["slice_random"].loss, ga["slice_random"].loss)
+        np.testing.assert_array_equal(gb["slice_shared"].loss, ga["slice_shared"].loss)
+        _close(gb["slice_river_valley"].loss, ga["slice_river_valley"].loss, "slice")
+    sa, sb = ra.part("switch"), rb.part("switch")
     for name in ("before", "after"):
-        _close(sb[name]["values"], sa[name]["values"], f"switch {name}")
-    np.testing.assert_array_equal(rb.run_probe("pca")["loss"], ra.run_probe("pca")["loss"])
+        _close(getattr(sb, name).values, getattr(sa, name).values, f"switch {name}")
+    np.testing.assert_array_equal(rb.part("pca").grid.loss, ra.part("pca").grid.loss)
+    np.testing.assert_allclose(rb.part("qk_alignment").cosine, ra.part("qk_alignment").cosine,
+                               rtol=1e-6)
     assert store.writer_holding(b) is None
 
 

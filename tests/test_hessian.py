@@ -10,16 +10,11 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.errors import LandscapeError
-from landscape.hessian import (
-    HessianOperator,
-    dense_hessian_reference,
-    param_groups,
-    preconditioned_operator,
-    pyhessian_backend,
-    stability_threshold,
-)
-from landscape.model import LoopedTransformer, ModelConfig
+from landscape.hessian import HessianOperator, dense_hessian_reference, preconditioned_operator
+from landscape.model import LoopedTransformer, ModelConfig, param_groups
 from landscape.objective import ParamLayout, detached_params, make_loss_fn
+from landscape.peers.pyhessian import pyhessian_backend
+from landscape.probe.parts import stability_threshold
 from landscape.spectral import dense_matrix, lanczos
 from landscape.tasks.base import IGNORE, Split
 

@@ -380,12 +380,12 @@ def test_probe_of_your_own_model_matches_the_dense_hessian(tmp_path, source):
     for step in steps:
         dense = torch.linalg.eigvalsh(_dense_hessian(run, step)).numpy()
         h = run.hessian(step)
-        np.testing.assert_allclose(h["exact"]["eigvals"], dense, atol=1e-10)
-        np.testing.assert_allclose(h["top"]["values"], dense[::-1][:3], rtol=1e-7)
-        np.testing.assert_allclose(h["top"]["bottom_values"], dense[:2], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(h["exact"].eigvals, dense, atol=1e-10)
+        np.testing.assert_allclose(h["top"].values, dense[::-1][:3], rtol=1e-7)
+        np.testing.assert_allclose(h["top"].bottom_values, dense[:2], rtol=1e-6, atol=1e-9)
         assert "valley" in run.geometry(step)
     sharp = run.hessian(steps[-1])["sharpness"]
     if source == "recorder":  # Adam's preconditioned sharpness from the recorded moments
-        assert sharp["lr"] == 1e-2 and np.isfinite(sharp["adam_lambda_max"])
+        assert sharp.lr == 1e-2 and np.isfinite(sharp.adam_lambda_max)
     else:
-        assert np.isnan(sharp["lr"]) and np.isnan(sharp["adam_lambda_max"])
+        assert np.isnan(sharp.lr) and np.isnan(sharp.adam_lambda_max)

@@ -1,0 +1,1 @@
+"""Adapters to the peer tools the toolkit is compared with (see BENCHMARKS.md)."""

@@ -1,0 +1,496 @@
+"""Every probe measurement as a public function returning its stored part.
+
+Each function takes what it measures (a :class:`~landscape.hessian.HessianOperator`, or a
+``loss_fn`` with its ``params``, see :mod:`landscape.objective`), the settings that shape
+it, and the parts it builds on, and returns the frozen dataclass of
+:mod:`landscape.probe.schema` that the probe stores. None of them reads or writes a run
+file, so a notebook can call them on any model::
+
+    op = HessianOperator(loss_fn, params)
+    top = parts.top(op, HessianSettings(k_top=5))
+    valley = parts.valley(GeometrySettings(), op.dim, top, slq=parts.slq(op, HessianSettings()))
+
+The driver (:mod:`landscape.probe.driver`) decides which checkpoints and which parts,
+skips what is stored, and commits each result; these functions only measure.
+
+Grids take an ``evaluate`` argument (default :func:`evaluate_grid`, one process): the
+driver passes one that resumes a killed grid from its stored cells, or shares the cells
+out between torchrun ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from landscape.directions import Plane, pca_directions, plane_through, projection_losses
+from landscape.directions import random_plane as _random_plane
+from landscape.errors import LandscapeError
+from landscape.geometry import loop_curve as _loop_curve
+from landscape.geometry import unit_direction, valley_widths
+from landscape.hessian import HessianOperator, preconditioned_operator
+from landscape.model import param_groups
+from landscape.objective import LossFn, ParamLayout
+from landscape.probe import schema as sc
+from landscape.slices import loss_grid, make_axis
+from landscape.spectral import default_tol, exact_spectrum, hutchpp, lanczos, subspace_overlap
+from landscape.spectral import slq as _slq
+from landscape.valley import river_direction, split_from_slq, split_spectrum
+from landscape.valley import river_progress as _river_progress
+
+EXACT_OPTIONS = ("auto", "always", "never")
+QK_CHECKPOINTS = 2  # checkpoints after initialisation at which Q/K gradients are compared
+QK_LOOPS = (1, 3)  # the loop counts compared (Single- and Looped-Attn's)
+
+GridEvaluator = Callable[[LossFn, Mapping[str, torch.Tensor], Plane, np.ndarray, np.ndarray],
+                         tuple[np.ndarray, int]]
+
+
+# --- settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HessianSettings:
+    """What the Hessian parts compute. CLI flags of ``landscape probe --hessian``."""
+
+    k_top: int = 10  # top eigenpairs (the sharpest valley directions)
+    k_bottom: int = 5  # bottom eigenvalues (negative curvature)
+    tol: float = 0.0  # Lanczos relative residual tolerance; 0: 1e-4 float32, 1e-8 float64
+    max_steps: int = 300  # Lanczos step cap
+    trace_hvps: int = 60  # Hutch++ budget beyond the deflated top-k
+    slq_runs: int = 10  # SLQ start vectors
+    slq_steps: int = 90  # Lanczos steps per SLQ run
+    exact: str = "auto"  # full spectrum: "auto" (P <= exact_max_params), "always", "never"
+    exact_max_params: int = 3000  # the "auto" bound (the dense Hessian costs P HVPs)
+    blocks: bool = False  # per-parameter-group spectra
+    dtype: str = "float32"  # "float32" or "float64" products
+    backend: str = "landscape"  # "landscape", or "pyhessian" to add PyHessian's numbers
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.k_top < 1 or self.k_bottom < 0:
+            raise LandscapeError("hessian: k_top must be >= 1 and k_bottom >= 0")
+        if self.exact not in EXACT_OPTIONS:
+            raise LandscapeError(f"hessian: exact must be one of {EXACT_OPTIONS}")
+        if self.dtype not in ("float32", "float64"):
+            raise LandscapeError("hessian: dtype must be float32 or float64")
+        if self.backend not in ("landscape", "pyhessian"):
+            raise LandscapeError("hessian: backend must be landscape or pyhessian")
+        if min(self.slq_runs, self.slq_steps, self.trace_hvps, self.max_steps) < 1:
+            raise LandscapeError("hessian: slq_runs, slq_steps, trace_hvps, max_steps >= 1")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The dtype of the products."""
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+
+@dataclass(frozen=True)
+class GeometrySettings:
+    """What the geometry parts compute. CLI flags of ``landscape probe --geometry``."""
+
+    eps_rel: float = 1e-3  # river threshold relative to lambda_max (see valley.py)
+    tau_rel: float = 0.1  # small-valley-eigenvalue threshold relative to lambda_max
+    delta: float = 0.02  # loss rise (nats) at which valley widths are read
+    width_dirs: int = 3  # top valley eigenvectors to measure widths along
+    width_points: int = 31  # points per width slice (odd)
+    grid: int = 21  # points per axis of 2-D slices (odd)
+    span: float = 1.0  # half-extent of the random plane (filter-normalised units)
+    loops_max: int = 0  # loop curve up to this many loops; 0: twice the trained loops
+    seed: int = 0  # random plane seed
+    # A random plane shared between runs ("" for none): "init" normalises it against the
+    # run's own first checkpoint (runs started from the same initialisation, e.g. Single-
+    # and Looped-Attn with one seed, then get the same directions); "PATH" or "PATH:STEP"
+    # against a checkpoint of another run file (default: its first). Stored as slice_shared.
+    shared_plane: str = ""
+
+    def __post_init__(self):
+        if self.grid % 2 == 0 or self.width_points % 2 == 0:
+            raise LandscapeError("geometry: grid and width_points must be odd (the origin "
+                                 "must be a grid point)")
+        if self.delta <= 0 or not 0 < self.eps_rel < self.tau_rel:
+            raise LandscapeError("geometry: need delta > 0 and 0 < eps_rel < tau_rel")
+
+
+# --- Hessian parts ----------------------------------------------------------------------
+
+
+def _hessian_fields(op: HessianOperator, loops: int) -> dict:
+    return {"loops": int(loops), "dtype": "float64" if op.dtype == torch.float64 else "float32"}
+
+
+def top(op: HessianOperator, hs: HessianSettings, warm: np.ndarray | None = None,
+        loops: int = 0) -> sc.Top:
+    """Top-k and bottom-k eigenpairs by Lanczos, warm-started from ``warm`` ``[k, P]`` rows."""
+    k_top = min(hs.k_top, op.dim)
+    k_bottom = min(hs.k_bottom, max(op.dim - k_top, 0))
+    start = None
+    if warm is not None and warm.shape[-1] == op.dim:
+        start = torch.as_tensor(np.asarray(warm).T.copy()).to(device=op.device, dtype=op.dtype)
+    n0 = op.n_matvec
+    res = lanczos(op, k_top=k_top, k_bottom=k_bottom, tol=hs.tol or None,
+                  max_steps=min(hs.max_steps, op.dim), warm=start, seed=hs.seed)
+    return sc.Top(
+        values=np.asarray(res.top_values), residuals=np.asarray(res.top_residuals),
+        converged=np.asarray(res.top_converged),
+        vectors=res.top_vectors.T.to(torch.float32).cpu().numpy(),
+        bottom_values=np.asarray(res.bottom_values),
+        bottom_residuals=np.asarray(res.bottom_residuals),
+        bottom_converged=np.asarray(res.bottom_converged), lanczos_steps=int(res.steps),
+        tol=float(res.tol or default_tol(op.dtype)), warm_start=start is not None,
+        converged_all=bool(res.converged), hvps=op.n_matvec - n0, **_hessian_fields(op, loops))
+
+
+def trace(op: HessianOperator, hs: HessianSettings, top_part: sc.Top, loops: int = 0) -> sc.Trace:
+    """Hutch++ with ``top_part``'s eigenvectors deflated (its ``bulk`` is the rest)."""
+    basis = torch.as_tensor(top_part.vectors.T.copy()).to(device=op.device, dtype=op.dtype)
+    n0 = op.n_matvec
+    tr = hutchpp(op, hs.trace_hvps + basis.shape[1], seed=hs.seed, basis=basis)
+    return sc.Trace(estimate=float(tr.estimate), stderr=float(tr.stderr), bulk=float(tr.residual),
+                    top_sum=float(tr.low_rank), samples=np.asarray(tr.samples),
+                    probes=int(tr.n_probes), hvps=op.n_matvec - n0, **_hessian_fields(op, loops))
+
+
+def slq(op: HessianOperator, hs: HessianSettings, loops: int = 0) -> sc.Slq:
+    """Stochastic Lanczos quadrature nodes and weights (raw, ``[runs, steps]``)."""
+    n0 = op.n_matvec
+    res = _slq(op, n_runs=hs.slq_runs, n_steps=min(hs.slq_steps, op.dim), seed=hs.seed)
+    return sc.Slq(nodes=np.asarray(res.nodes), weights=np.asarray(res.weights), dim=op.dim,
+                  hvps=op.n_matvec - n0, **_hessian_fields(op, loops))
+
+
+def exact(op: HessianOperator, loops: int = 0) -> sc.Exact:
+    """The full spectrum: the dense Hessian (P products), float64 ``eigh``."""
+    n0 = op.n_matvec
+    values = exact_spectrum(op)
+    return sc.Exact(eigvals=np.asarray(values), hvps=op.n_matvec - n0,
+                    **_hessian_fields(op, loops))
+
+
+def stability_threshold(lr: float, beta1: float = 0.0) -> float:
+    """The sharpness at which (preconditioned) gradient descent turns unstable.
+
+    ``(2 + 2 beta1) / ((1 - beta1) lr)``: ``2 / lr`` for plain gradient descent (Cohen,
+    Kaur, Li, Kolter & Talwalkar, "Gradient Descent on Neural Networks Typically Occurs at
+    the Edge of Stability", ICLR 2021), and for heavy-ball momentum ``beta1``; for Adam it
+    applies to the preconditioned sharpness
+    (:func:`landscape.hessian.preconditioned_operator`), which equilibrates at ``38 / lr``
+    for ``beta1 = 0.9`` (Cohen et al., "Adaptive Gradient Methods at the Edge of
+    Stability", arXiv:2207.14484, 2022).
+
+    Args:
+        lr: learning rate (> 0).
+        beta1: momentum coefficient in ``[0, 1)`` (0 for plain gradient descent).
+
+    Returns:
+        The threshold.
+    """
+    if not lr > 0 or not 0.0 <= beta1 < 1.0:
+        raise LandscapeError(f"stability_threshold: need lr > 0 and 0 <= beta1 < 1 "
+                             f"(got lr={lr}, beta1={beta1})")
+    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
+
+
+def sharpness(op: HessianOperator, top_part: sc.Top, lr: float, beta1: float, beta2: float,
+              adam_v: np.ndarray | None = None, adam_step: int = 0,
+              loops: int = 0) -> sc.Sharpness:
+    """lambda_max beside 2/lr, and the Adam-preconditioned lambda_max beside its threshold.
+
+    ``adam_v``: AdamW's ``exp_avg_sq`` ``[P]`` after ``adam_step`` steps (with ``beta2``);
+    before the first step (``adam_step`` 0) the preconditioned sharpness is NaN, and so
+    are the thresholds where the learning rate is unknown (NaN).
+    """
+    n0 = op.n_matvec
+    adam_lam = float("nan")
+    known = math.isfinite(lr) and lr > 0  # not recorded for an imported trajectory
+    if adam_step >= 1 and adam_v is not None:
+        pre = preconditioned_operator(op, torch.as_tensor(adam_v, device=op.device), eps=1e-8,
+                                      step=adam_step, beta2=beta2)
+        adam_lam = float(lanczos(pre, k_top=1, tol=1e-3, max_steps=min(100, op.dim))
+                         .top_values[0])
+    return sc.Sharpness(lambda_max=top_part.lambda_max, lr=float(lr),
+                        threshold=stability_threshold(lr) if known else math.nan,
+                        adam_lambda_max=adam_lam,
+                        adam_threshold=stability_threshold(lr, beta1) if known else math.nan,
+                        adam_step=int(adam_step), hvps=op.n_matvec - n0,
+                        **_hessian_fields(op, loops))
+
+
+def overlap(previous: sc.Top, current: sc.Top, previous_step: int) -> sc.Overlap:
+    """Cosines of the principal angles between two checkpoints' top-k eigenspaces."""
+    cos = subspace_overlap(torch.as_tensor(previous.vectors.T, dtype=torch.float64),
+                           torch.as_tensor(current.vectors.T, dtype=torch.float64))
+    return sc.Overlap(cosines=np.asarray(cos), previous_step=int(previous_step),
+                      loops=current.loops, dtype=current.dtype)
+
+
+def blocks(op: HessianOperator, hs: HessianSettings, loops: int = 0) -> sc.Blocks:
+    """Top eigenvalues and trace of each parameter group's Hessian block."""
+    out, hvps = {}, 0
+    for group, names in param_groups(op.names).items():
+        sub = op.restrict(names)
+        k = min(hs.k_top, sub.dim)
+        res = lanczos(sub, k_top=k, tol=hs.tol or None, max_steps=min(hs.max_steps, sub.dim))
+        tr = hutchpp(sub, min(max(4, hs.trace_hvps), 3 * sub.dim), seed=hs.seed)
+        out[group] = sc.BlockSpectrum(values=np.asarray(res.top_values),
+                                      converged=np.asarray(res.top_converged),
+                                      trace=float(tr.estimate), trace_stderr=float(tr.stderr),
+                                      dim=int(sub.dim), names=np.array(names, dtype=object))
+        hvps += sub.n_matvec
+    return sc.Blocks(groups=out, hvps=hvps, **_hessian_fields(op, loops))
+
+
+def pyhessian(model: torch.nn.Module, split, hs: HessianSettings, loops: int = 0) -> sc.PyHessian:
+    """PyHessian 0.1's top eigenvalues and trace on ``model`` and ``split`` (the peer)."""
+    from landscape.peers.pyhessian import pyhessian_backend
+
+    res = pyhessian_backend(model, split, top_n=min(hs.k_top, 5), seed=hs.seed)
+    return sc.PyHessian(eigenvalues=np.asarray(res.eigenvalues), trace=float(res.trace),
+                        trace_stderr=float(res.trace_stderr), unsupported=dict(res.unsupported),
+                        hvps=res.n_hvp_eigen + res.n_hvp_trace, loops=int(loops),
+                        dtype=hs.dtype)
+
+
+# --- geometry parts ---------------------------------------------------------------------
+
+_VALLEY_CORE = ("eps", "tau", "lambda_max", "dim", "river_dim", "valley_dim", "negative_dim",
+                "valley_min", "kappa", "small_count", "small_force", "label")
+
+
+def valley(gs: GeometrySettings, dim: int, top_part: sc.Top, exact_part: sc.Exact | None = None,
+           slq_part: sc.Slq | None = None) -> sc.Valley:
+    """The river/valley split: of the exact spectrum where there is one, else of the density."""
+    if exact_part is not None:
+        s = split_spectrum(exact_part.eigvals, eps_rel=gs.eps_rel, tau_rel=gs.tau_rel)
+        source = "exact"
+    elif slq_part is not None:
+        s = split_from_slq(slq_part.nodes, slq_part.weights, dim, eps_rel=gs.eps_rel,
+                           tau_rel=gs.tau_rel, lambda_max=top_part.lambda_max)
+        source = "slq"
+    else:
+        raise LandscapeError("the valley split needs the exact spectrum or an SLQ density")
+    fields = dataclasses.asdict(s)
+    core = {k: fields.pop(k) for k in _VALLEY_CORE}
+    core = {k: (float(v) if k not in ("dim", "label") else v) for k, v in core.items()}
+    return sc.Valley(source=source, extra=fields, **core)
+
+
+def valley_basis(top_part: sc.Top, eps_rel: float) -> np.ndarray:
+    """``[P, k]`` the top eigenvectors above the river threshold ``eps_rel * lambda_max``."""
+    keep = np.flatnonzero(top_part.values > eps_rel * top_part.values[0])
+    return top_part.vectors[keep].T
+
+
+def widths(loss_fn: LossFn, params: Mapping[str, torch.Tensor], top_part: sc.Top,
+           gs: GeometrySettings) -> sc.Widths | None:
+    """Valley widths along the top ``width_dirs`` valley eigenvectors (None: empty valley)."""
+    lam = top_part.values
+    keep = np.flatnonzero(lam > gs.eps_rel * lam[0])[: gs.width_dirs]
+    if not keep.size:
+        return None
+    w = valley_widths(loss_fn, params, top_part.vectors[keep].T, lam[keep], gs.delta,
+                      gs.width_points)
+    return sc.Widths(delta=gs.delta, **{k: np.asarray(v) for k, v in w.items()})
+
+
+def river(before: np.ndarray, after: np.ndarray, basis: np.ndarray) -> sc.River:
+    """The river direction: the step ``before -> after`` with the valley ``basis`` removed."""
+    rd = river_direction(before, after, basis)
+    return sc.River(direction=rd.direction.astype(np.float32), step_norm=float(rd.step_norm),
+                    river_norm=float(rd.river_norm), valley_fraction=float(rd.valley_fraction),
+                    degenerate=bool(rd.degenerate), valley_rank=int(basis.shape[1]))
+
+
+def plane_hash(plane: Plane) -> str:
+    """A fingerprint of a plane's directions: equal hashes, the same plane."""
+    h = hashlib.sha1()
+    for axis in (plane.x, plane.y):
+        for name in sorted(axis):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(axis[name].float().cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def evaluate_grid(loss_fn: LossFn, params: Mapping[str, torch.Tensor], plane: Plane,
+                  alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, int]:
+    """The grid in one process, from scratch: ``(losses, 0 resumed cells)``."""
+    return loss_grid(loss_fn, params, plane, alphas, betas), 0
+
+
+def surface(cls: type[sc.Grid], loss_fn: LossFn, params: Mapping[str, torch.Tensor],
+            plane: Plane, alphas: np.ndarray, betas: np.ndarray, *, loops: int = 0,
+            info: Mapping | None = None, directions: bool = True,
+            evaluate: GridEvaluator | None = None) -> sc.Grid:
+    """A 2-D loss grid ``loss(params + a x + b y)`` as the stored part ``cls``."""
+    loss, resumed = (evaluate or evaluate_grid)(loss_fn, params, plane, alphas, betas)
+    dirs = None
+    if directions:
+        dirs = {"x": {k: v.float().cpu().numpy() for k, v in plane.x.items()},
+                "y": {k: v.float().cpu().numpy() for k, v in plane.y.items()}}
+    return cls(alphas=np.asarray(alphas), betas=np.asarray(betas), loss=np.asarray(loss),
+               plane=dict(info if info is not None else plane.info), loops=int(loops),
+               plane_hash=plane_hash(plane), directions=dirs, resumed_cells=int(resumed))
+
+
+def slice_random(loss_fn: LossFn, params: Mapping[str, torch.Tensor], gs: GeometrySettings,
+                 loops: int = 0, evaluate: GridEvaluator | None = None) -> sc.SliceRandom:
+    """The loss on a random filter-normalised plane around ``params`` (seed ``gs.seed``)."""
+    plane = _random_plane(params, gs.seed)
+    axis = make_axis(-gs.span, gs.span, gs.grid)
+    return surface(sc.SliceRandom, loss_fn, params, plane, axis, axis, loops=loops,
+                   info={**plane.info, "seed": gs.seed}, evaluate=evaluate)
+
+
+def slice_shared(loss_fn: LossFn, params: Mapping[str, torch.Tensor], plane: Plane,
+                 gs: GeometrySettings, loops: int = 0,
+                 evaluate: GridEvaluator | None = None) -> sc.SliceShared:
+    """The loss on a plane shared between runs (:func:`landscape.directions.shared_plane`)."""
+    axis = make_axis(-gs.span, gs.span, gs.grid)
+    return surface(sc.SliceShared, loss_fn, params, plane, axis, axis, loops=loops,
+                   info={**plane.info, "seed": gs.seed}, evaluate=evaluate)
+
+
+def slice_river_valley(loss_fn: LossFn, params: Mapping[str, torch.Tensor], river_part: sc.River,
+                       top_part: sc.Top, gs: GeometrySettings, loops: int = 0,
+                       evaluate: GridEvaluator | None = None) -> sc.SliceRiverValley:
+    """The loss on the plane of the river direction and the top valley eigenvector.
+
+    The river axis spans twice the step on each side, the valley axis three quadratic
+    half-widths at ``gs.delta``. Where there is no river direction or no valley, the part
+    is stored as skipped.
+    """
+    basis = valley_basis(top_part, gs.eps_rel)
+    if river_part.degenerate or basis.shape[1] == 0:
+        return sc.SliceRiverValley(skipped="no river direction or empty valley at this "
+                                           "checkpoint", loops=int(loops))
+    layout = ParamLayout.of(params)
+    plane = Plane(unit_direction(layout, river_part.direction),
+                  unit_direction(layout, basis[:, 0]), {"kind": "river_valley"})
+    step_len = max(river_part.step_norm, 1e-8)
+    a = make_axis(-2 * step_len, 2 * step_len, gs.grid)
+    half = 3 * math.sqrt(2 * gs.delta / top_part.lambda_max)
+    b = make_axis(-half, half, gs.grid)
+    return surface(sc.SliceRiverValley, loss_fn, params, plane, a, b, loops=loops,
+                   info={"kind": "river_valley", "x": "river (unit)",
+                         "y": "top valley eigenvector (unit)"}, evaluate=evaluate)
+
+
+# --- run-level parts --------------------------------------------------------------------
+
+
+def river_progress(trajectory: np.ndarray, steps: Sequence[int], tops: Mapping[int, sc.Top],
+                   gs: GeometrySettings) -> sc.RiverProgress:
+    """Progress along the river over the trajectory ``[n, P]`` at checkpoints ``steps``.
+
+    Each step between checkpoints has the valley of the nearest probed checkpoint (a key
+    of ``tops``) removed.
+    """
+    probed = np.array(sorted(tops))
+    bases = []
+    for s in list(steps)[:-1]:
+        nearest = int(probed[np.argmin(np.abs(probed - s))])
+        bases.append(valley_basis(tops[nearest], gs.eps_rel))
+    rp = _river_progress(trajectory, valley_basis=bases)
+    return sc.RiverProgress(steps=np.asarray(steps), progress=np.asarray(rp.progress),
+                            river_steps=np.asarray(rp.river_steps),
+                            off_river_steps=np.asarray(rp.off_river_steps),
+                            probed_steps=probed, signed=bool(rp.signed))
+
+
+def pca(loss_fn: LossFn, layout: ParamLayout, trajectory: np.ndarray, steps: Sequence[int],
+        gs: GeometrySettings, device: str | torch.device = "cpu", loops: int = 0,
+        evaluate: GridEvaluator | None = None) -> sc.Pca:
+    """The PCA plane of the trajectory (around its last row) with a loss grid on it."""
+    p = pca_directions(trajectory, centred=False)
+    proj = projection_losses(loss_fn, layout, trajectory, p.centre.float().to(device), p)
+    x, y = p.directions(layout)
+    coords = p.coords.numpy()
+    lo, hi = coords.min(0), coords.max(0)
+    pad = 0.2 * np.maximum(hi - lo, 1e-6)
+    ext = np.maximum(np.abs(lo - pad), np.abs(hi + pad))
+    a = make_axis(-ext[0], ext[0], gs.grid)
+    b = make_axis(-ext[1], ext[1], gs.grid)
+    params = layout.unflatten(torch.as_tensor(trajectory[-1]).to(device=device,
+                                                                 dtype=torch.float32))
+    grid = surface(sc.Grid, loss_fn, params, Plane(x, y, p.info), a, b, loops=loops,
+                   directions=False, evaluate=evaluate)
+    return sc.Pca(grid=grid, components=p.components.float().numpy(), coords=coords,
+                  residuals=p.residuals.numpy(), steps=np.asarray(steps),
+                  true_loss=np.asarray(proj.true_loss), plane_loss=np.asarray(proj.plane_loss),
+                  explained_variance_ratio=p.explained_variance_ratio.numpy())
+
+
+def loop_curve(loss_fn_at: Callable[[int], LossFn], params: Mapping[str, torch.Tensor],
+               trained_loops: int, gs: GeometrySettings, step: int = -1) -> sc.LoopCurve:
+    """Loss and lambda_max at fixed weights for 1 .. ``loops_max`` loops."""
+    n = gs.loops_max or max(2 * trained_loops, 6)
+    res = _loop_curve(loss_fn_at, params, list(range(1, n + 1)))
+    return sc.LoopCurve(loops=res["loops"], loss=res["loss"], lambda_max=res["lambda_max"],
+                        converged=res["converged"], hvps_per_loop=res["hvps"],
+                        hvps=int(res["hvps"].sum()), step=int(step),
+                        trained_loops=int(trained_loops))
+
+
+def switch(operator_at: Callable[[int], HessianOperator], loss_fn_after: LossFn,
+           checkpoints: Sequence[Mapping[str, torch.Tensor] | None], loops_after: int,
+           hs: HessianSettings, gs: GeometrySettings, step: int = -1,
+           evaluate: GridEvaluator | None = None) -> sc.Switch:
+    """The SHIFT switch: top spectrum under 1 and ``loops_after`` loops, and a grid.
+
+    Args:
+        operator_at: ``operator_at(loops)``, the Hessian operator at the switch checkpoint.
+        loss_fn_after: the objective under ``loops_after``.
+        checkpoints: float32 parameters of the switch, the next and the previous
+            checkpoint (None where the switch is the first).
+        loops_after: loops after the switch.
+        hs: eigenvalue and trace settings.
+        gs: grid settings.
+        step: the switch checkpoint's step.
+        evaluate: grid evaluator.
+    """
+    sides, vecs, hvps = {}, {}, 0
+    for name, loops in (("before", 1), ("after", loops_after)):
+        op = operator_at(loops)
+        t = lanczos(op, k_top=hs.k_top, tol=hs.tol or None, max_steps=min(hs.max_steps, op.dim))
+        tr = hutchpp(op, hs.trace_hvps + hs.k_top, basis=t.top_vectors, seed=hs.seed)
+        sides[name] = sc.SwitchSide(loss=float(op.loss), values=np.asarray(t.top_values),
+                                    trace=float(tr.estimate), trace_stderr=float(tr.stderr))
+        vecs[name] = t.top_vectors.double().cpu()
+        hvps += op.n_matvec
+    cos = subspace_overlap(vecs["before"], vecs["after"])
+    here, nxt, prev = checkpoints
+    plane = plane_through(here, nxt, prev, seed=gs.seed)
+    axis = make_axis(-1.5, 1.5, gs.grid)
+    grid = surface(sc.Grid, loss_fn_after, here, plane, axis, axis, loops=loops_after,
+                   directions=False, evaluate=evaluate)
+    return sc.Switch(before=sides["before"], after=sides["after"], overlap=np.asarray(cos),
+                     loss_jump=sides["after"].loss - sides["before"].loss, slice=grid,
+                     step=int(step), loops_after=int(loops_after), hvps=hvps)
+
+
+def qk_cosine(loss_fn_at: Callable[[int], LossFn], params: Mapping[str, torch.Tensor],
+              loops: Sequence[int] = QK_LOOPS) -> float:
+    """Cosine between the W_Q/W_K gradients under two loop counts at the same weights."""
+    grads = []
+    for n in loops:
+        g = torch.func.grad(loss_fn_at(int(n)))(params)
+        names = [k for grp, ks in param_groups(g).items() if grp in ("q", "k") for k in ks]
+        if not names:
+            raise LandscapeError("the model has no attention Q/K parameters")
+        grads.append(torch.cat([g[k].reshape(-1) for k in names]))
+    return float(torch.nn.functional.cosine_similarity(*grads, dim=0))
+
+
+def qk_alignment(checkpoints: Sequence[tuple[int, Callable[[int], LossFn],
+                                             Mapping[str, torch.Tensor]]],
+                 loops: Sequence[int] = QK_LOOPS) -> sc.QkAlignment:
+    """:func:`qk_cosine` at each ``(step, loss_fn_at, params)``."""
+    return sc.QkAlignment(steps=np.array([s for s, _, _ in checkpoints], dtype=np.int64),
+                          loops=np.asarray(loops, dtype=np.int64),
+                          cosine=np.array([qk_cosine(f, p, loops) for _, f, p in checkpoints]))
