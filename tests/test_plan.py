@@ -39,13 +39,13 @@ def test_plan_time_is_within_a_factor_2_of_the_measured_probe(small_run):
                                        "hessian/sharpness"]
     probe(small_run, ProbeSettings(steps="last", hessian=HS))
     stored = Run.open(small_run).hessian(-1)
-    measured = sum(stored[p.name.split("/")[1]]["attrs"]["seconds"] for p in plans)
+    measured = sum(stored[p.name.split("/")[1]].seconds for p in plans)
     estimate = sum(p.seconds for p in plans)
     assert 0.5 <= estimate / measured <= 2.0, (estimate, measured)
     # the counts the algorithms fix are exact
     by = {p.name: p for p in plans}
-    assert by["hessian/slq"].hvps == stored["slq"]["attrs"]["hvps"] == 3 * 20
-    assert by["hessian/trace"].hvps == stored["trace"]["attrs"]["hvps"] == 30 + 4
+    assert by["hessian/slq"].hvps == stored["slq"].hvps == 3 * 20
+    assert by["hessian/trace"].hvps == stored["trace"].hvps == 30 + 4
     assert costs.params == run.layout.size and costs.itemsize == 4
     lines = format_plan(costs, plans, checkpoints=3)
     assert len(lines) == 2 + len(plans) + 1 and "HVP / gradient" in lines[0]
