@@ -287,7 +287,7 @@ def arm_eigsh(loss_fn, params, tol, seed):
 
 
 def arm_pyhessian(model, inputs, targets, tol, seed, max_iter):
-    from landscape.hessian import pyhessian_backend
+    from landscape.peers.pyhessian import pyhessian_backend
     from landscape.tasks.base import Split
 
     class Loops(nn.Module):  # the adapter passes loops=...
