@@ -30,7 +30,6 @@ from typing import Any
 import tomllib
 
 from landscape import archs
-from landscape.archs import LOOPED, SHIFT, SINGLE
 from landscape.errors import LandscapeError
 from landscape.model import ModelConfig
 from landscape.tasks import TaskConfig, task_config_class
@@ -143,10 +142,8 @@ class Recipe:
 
     @property
     def arch(self) -> str:
-        """The kind of run, one of :data:`landscape.archs.ARCHS`."""
-        if self.shift.enabled:
-            return SHIFT
-        return LOOPED if self.model.loops > 1 else SINGLE
+        """The kind of run, one of :data:`landscape.archs.ALL` (see :func:`archs.of`)."""
+        return archs.of(self.model, self.shift.enabled)
 
     def to_dict(self) -> dict:
         """A plain, TOML/JSON-ready dict that :func:`recipe_from_dict` maps back."""

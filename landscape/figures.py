@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from landscape import plot, series
 from landscape.archs import LOOPED, SHIFT, SINGLE
+from landscape.claims import FINAL_LAST, TARGET_TOL
 from landscape.errors import LandscapeError
 from landscape.run import Run
 from landscape.series import Grouped, markov_runs
@@ -32,7 +33,7 @@ def _curvature_runs(groups: Grouped, archs: Iterable[str], what: str) -> dict[st
 
 
 def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
-    algo = {t: g for t, g in groups.items() if t not in ("markov", "custom")}
+    algo = {t: g for t, g in groups.items() if t not in ("markov", "markov_long", "custom")}
     if not algo:
         raise LandscapeError("needs algorithmic-task runs (landscape train models/parity.toml "
                              "--model looped, ...)")
@@ -97,6 +98,28 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
     if any(curves.values()):
         out["fig12_task_curves"] = plot.task_curves({t: c for t, c in curves.items() if c})
     out["length_generalization"] = plot.length_generalization(lengths, train_range)
+    return out
+
+
+def shift_ablation(groups: Grouped) -> dict[str, Figure]:
+    """Claim 5's ablation grid: FLOPs to Looped-Attn's target over SHIFT's settings."""
+    runs = markov_runs(groups, (LOOPED, SHIFT), "shift_ablation")
+    rows = series.shift_ablation(runs["shift"], runs["looped"], TARGET_TOL, FINAL_LAST)
+    if not rows:
+        raise LandscapeError("figure shift_ablation needs SHIFT runs with several settings "
+                             "on one seed")
+    return {"shift_ablation": plot.shift_ablation(rows)}
+
+
+def length_tasks(groups: Grouped) -> dict[str, Figure]:
+    """Claim 6: accuracy against test length per task, every seed (band), each model."""
+    out = {}
+    for task, g in _algorithmic(groups).items():
+        lengths = {a: [series.length_series(r) for r in rs] for a, rs in g.items()
+                   if a != "shift"}
+        t = next(iter(g.values()))[0].recipe.task
+        out[f"length_{task}"] = plot.length_generalization(
+            lengths, (t.train_min_len, t.train_max_len))
     return out
 
 
@@ -220,6 +243,7 @@ FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {
     "concept": concept, "sample_dynamics": sample_dynamics, "spectra": spectra,
     "shift": shift, "algorithmic": algorithmic, "valley": valley, "slices": slices,
     "shared_plane": shared_plane, "loops": loops, "switch": switch, "sharpness": sharpness,
+    "shift_ablation": shift_ablation, "length_tasks": length_tasks,
 }
 
 

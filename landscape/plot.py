@@ -31,6 +31,7 @@ computed" (or skips it where the docstring says so); a required one raises
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import math
@@ -848,6 +849,58 @@ def _wall_panel(ax, runs, models, colors, metric, xkey, wall_key, switch) -> Non
         if m == SHIFT and switch is not None:
             _mark_switch(ax, float(np.interp(switch, x, wall)))
     ax.set(xlabel="wall-clock (s)", title="per second of training")
+
+
+@_styled
+def shift_ablation(rows: Sequence[Mapping]) -> Figure:
+    """Claim 5's ablation: SHIFT's cost to Looped-Attn's target over its switch settings.
+
+    How to read it. Left: one cell per (delta_1, W) at the most common delta_2; its colour
+    and first number are SHIFT's training FLOPs to the target over Looped-Attn's (below 1:
+    SHIFT is cheaper; "miss": never reached), the second number the switch epoch. Right:
+    the same ratio against delta_2 at the most common (delta_1, W). One seed.
+
+    Args:
+        rows: ``{"delta_1", "delta_2", "window", "flops_ratio", "switch_epoch"}`` per
+            setting (:func:`landscape.series.shift_ablation`).
+
+    Returns:
+        The figure (page width).
+    """
+    rows = [r for r in rows if r.get("criterion", "training") == "training"]
+    if len(rows) < 2:
+        raise LandscapeError("shift_ablation: needs SHIFT runs with at least two settings")
+    d2 = collections.Counter(r["delta_2"] for r in rows).most_common(1)[0][0]
+    grid = [r for r in rows if r["delta_2"] == d2]
+    d1s = sorted({r["delta_1"] for r in grid})
+    ws = sorted({r["window"] for r in grid})
+    ratio = np.full((len(ws), len(d1s)), np.nan)
+    fig = _new_figure("page", 0.36)
+    ax_g, ax_d = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
+    for r in grid:
+        i, j = ws.index(r["window"]), d1s.index(r["delta_1"])
+        value = r["flops_ratio"]
+        ratio[i, j] = value if np.isfinite(value) else np.nan
+        text = f"{value:.2f}" if np.isfinite(value) else "miss"
+        ax_g.text(j, i, f"{text}\nep {r['switch_epoch']:.0f}", ha="center", va="center",
+                  fontsize=6)
+    im = ax_g.imshow(ratio, cmap="RdBu_r", vmin=0.5, vmax=1.5, origin="lower", aspect="auto")
+    ax_g.set_xticks(range(len(d1s)), [f"{d:g}" for d in d1s])
+    ax_g.set_yticks(range(len(ws)), [str(w) for w in ws])
+    ax_g.set(xlabel="delta_1 (training-loss plateau)", ylabel="W (evaluations)",
+             title=f"FLOPs to target, SHIFT / Looped (delta_2 = {d2:g})")
+    ax_g.grid(False)
+    fig.colorbar(im, ax=ax_g, shrink=0.8)
+    pair = collections.Counter((r["delta_1"], r["window"]) for r in rows).most_common(1)[0][0]
+    line = sorted((r for r in rows if (r["delta_1"], r["window"]) == pair),
+                  key=lambda r: r["delta_2"])
+    ax_d.plot([r["delta_2"] for r in line], [r["flops_ratio"] for r in line], marker="o",
+              color=MODEL_COLORS["shift"])
+    ax_d.axhline(1.0, color=MODEL_COLORS["ceiling"], linestyle="--", linewidth=1.0)
+    ax_d.set_xscale("log")
+    ax_d.set(xlabel="delta_2 (training-accuracy plateau)", ylabel="FLOPs ratio",
+             title=f"delta_1 = {pair[0]:g}, W = {pair[1]}")
+    return fig
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from landscape import claims as claims_mod
 from landscape import figures, series
-from landscape.archs import ARCHS, RECIPES
+from landscape.archs import ARCHS, CONTROLS, LOOPED, RECIPES, SINGLE, UNTIED
 from landscape.config import Recipe, load_recipe, with_arch
 from landscape.errors import LandscapeError
 from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
@@ -71,25 +71,85 @@ PAPER_EXACT = replace(PAPER_PROBE, hessian=HessianSettings(exact="always"))
 THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for these sizes
 
 
-def _markov_jobs(preset: str | None, seeds, probes) -> list[Job]:
+def _markov_jobs(preset: str | None, seeds, probes, extra: tuple = ()) -> list[Job]:
     jobs = []
     for seed, pr in zip(seeds, probes):
         for arch in ARCHS:
             jobs.append(Job(f"markov_{RECIPES[arch]}_s{seed}", f"{RECIPES[arch]}.toml", preset,
-                            (THREADS, {"train": {"seed": seed}}), pr))
+                            (THREADS, *extra, {"train": {"seed": seed}}), pr))
     return jobs
 
 
-def _algorithmic_jobs(tasks, preset: str | None) -> list[Job]:
-    return [Job(f"{task}_{arch}_s0", f"{task}.toml", preset, (THREADS,), arch=arch)
-            for task in tasks for arch in ARCHS]
+# --- claims 1, 5 and 6: controls, SHIFT's ablation, length generalization --------------
+
+# Claim 5's ablation (one seed): delta_1 x W at the default delta_2, then delta_2 at the
+# default (delta_1, W); the default setting itself is the seed's main SHIFT run.
+ABLATION = [{"delta_1": d1, "window": w} for d1 in (0.003, 0.01, 0.03) for w in (3, 5, 8)
+            if (d1, w) != (0.01, 5)] + [{"delta_2": d2} for d2 in (0.003, 0.03)]
+LENGTH_TASKS = ("parity", "copy", "addition")
+# twice seq_len 48, no positions; evaluated every 5 epochs (only the final accuracy is read,
+# and the 96-token split costs twice the others)
+MARKOV_LONG = {"task": {"long_len": 96}, "model": {"positions": "none"},
+               "train": {"eval_every": 160}}
+
+
+def _control_jobs(preset: str | None, seeds, extra: tuple = ()) -> list[Job]:
+    """Claim 1's controls on the Markov runs' recipe and seeds.
+
+    The untied three-layer model (Looped-Attn's compute, three times its parameters) and
+    linear-attention Single and Looped (the model of the paper's theory).
+    """
+    return [Job(f"markov_{arch}_s{seed}", "single_attn.toml", preset,
+                (THREADS, *extra, {"train": {"seed": seed}}), arch=arch)
+            for seed in seeds for arch in CONTROLS]
+
+
+def _ablation_jobs(preset: str | None, seed: int, extra: tuple = ()) -> list[Job]:
+    """SHIFT with other switch settings on one seed (claim 5's ablation grid)."""
+    jobs = []
+    for over in ABLATION:
+        tag = "_".join(f"{k.replace('delta_', 'd').replace('window', 'w')}{v:g}"
+                       for k, v in over.items())
+        jobs.append(Job(f"markov_shift_{tag}_s{seed}", "shift.toml", preset,
+                        (THREADS, *extra, {"shift": over}, {"train": {"seed": seed}})))
+    return jobs
+
+
+def _markov_long_jobs(preset: str | None, seeds, extra: tuple = ()) -> list[Job]:
+    """Single and Looped without positions, tested at twice the training length."""
+    return [Job(f"markov_long_{arch}_s{seed}", f"{arch}.toml", preset,
+                (THREADS, *extra, MARKOV_LONG, {"train": {"seed": seed}}))
+            for seed in seeds for arch in ("single_attn", "looped_attn")]
+
+
+def _length_jobs(preset: str | None, seeds, tasks=LENGTH_TASKS) -> list[Job]:
+    """Claim 6: each task as Looped-Attn, Single-Attn and the untied depth-matched model.
+
+    Looped-Attn's passes follow n; the untied model has Looped-Attn's depth at the longest
+    training length (see :func:`landscape.archs.overrides`). One job per task, architecture
+    and seed (the data seed follows the training seed).
+    """
+    return [Job(f"length_{task}_{arch}_s{seed}", f"length/{task}.toml", preset,
+                (THREADS, {"train": {"seed": seed}, "task": {"seed": seed}}), arch=arch)
+            for task in tasks for seed in seeds for arch in (LOOPED, SINGLE, UNTIED)]
+
+
+# Every Markov job of the paper preset: 80 epochs (Looped-Attn's rise ends by epoch ~40-60,
+# so Single's second half is epochs 40-80); SHIFT and Looped must share the budget.
+PAPER_MARKOV = ({"train": {"epochs": 80}},)
 
 
 PRESETS: dict[str, list[Job]] = {
     "quick": _markov_jobs("quick", [0, 1], [QUICK_PROBE, None])
-    + _algorithmic_jobs(["parity"], "quick"),
-    "paper": _markov_jobs(None, [0, 1, 2], [PAPER_EXACT, PAPER_PROBE, PAPER_PROBE])
-    + _algorithmic_jobs(["parity", "copy", "addition", "binary_sum", "unique_set"], None),
+    + _control_jobs("quick", [0])
+    + _markov_long_jobs("quick", [0])
+    + _length_jobs("quick", [0], ("parity",)),
+    "paper": _markov_jobs(None, [0, 1, 2], [PAPER_EXACT, PAPER_PROBE, PAPER_PROBE],
+                          PAPER_MARKOV)
+    + _control_jobs(None, [0, 1, 2], PAPER_MARKOV)
+    + _ablation_jobs(None, 0, PAPER_MARKOV)
+    + _markov_long_jobs(None, [0, 1, 2], PAPER_MARKOV)
+    + _length_jobs(None, [0, 1, 2]),
 }
 
 

@@ -22,13 +22,26 @@ from landscape.errors import LandscapeError
 from landscape.phases import Phases, density_entropy, detect_phases, matrix_entropy
 from landscape.probe import schema
 from landscape.run import Run
+from landscape.targets import drop_after, time_to_target
+
+
+def task_key(run: Run) -> str:
+    """The group a run belongs to: its task name (``custom``: your own model) or ``markov_long``.
+
+    ``markov_long``: a Markov run with a long test split (the length-generalization study),
+    kept apart from the main Markov runs.
+    """
+    if run.recipe is None:  # a model of your own
+        return run.task_name
+    task = run.recipe.task
+    return "markov_long" if getattr(task, "long_len", 0) else task.name
 
 Grouped = dict[str, dict[str, list[Run]]]
-"""Runs by task name, then by architecture (:data:`landscape.archs.ARCHS`)."""
+"""Runs by :func:`task_key`, then by architecture (:data:`landscape.archs.ALL`)."""
 
 
 def group_runs(runs: Iterable[Run]) -> Grouped:
-    """Runs by task name, then by architecture (``single``, ``looped``, ``shift``).
+    """Runs by :func:`task_key`, then by architecture (:data:`landscape.archs.ALL`).
 
     Within an architecture the probed runs come first, then by seed: the first run of
     each list is the one a curvature figure or claim reads, all of them feed the seed
@@ -36,7 +49,7 @@ def group_runs(runs: Iterable[Run]) -> Grouped:
     """
     out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        out[run.task_name][run.name if run.custom else run.arch].append(run)
+        out[task_key(run)][run.name if run.custom else run.arch].append(run)
     for task in out.values():
         for lst in task.values():
             lst.sort(key=lambda r: (not r.probed_steps,
@@ -235,3 +248,59 @@ def length_series(run: Run, metric: str = "seq_acc") -> dict[str, np.ndarray]:
         raise LandscapeError(f"{run.path} has no per-length evaluation (not an algorithmic task)")
     return {"length": np.array(lengths, dtype=float),
             "acc": np.array([final(run, f"len_{n}.{metric}") for n in lengths])}
+
+
+def reach(run: Run, target: float, key: str = "complex.acc") -> dict[str, float]:
+    """Training seconds, FLOPs and epochs at the first evaluation where ``key`` >= ``target``.
+
+    ``inf`` where it is never reached (see :func:`landscape.targets.time_to_target`).
+    """
+    c = curve(run, [key, "flops"])
+    if "flops" not in c:
+        raise LandscapeError(f"{run.path} has no FLOP count (trained before it was recorded)")
+    if key not in c:
+        raise LandscapeError(f"{run.path} has no metric {key!r}")
+    return {name: time_to_target(c[m], c[key], target)
+            for name, m in (("seconds", "wall"), ("flops", "flops"), ("epoch", "epoch"))}
+
+
+def switch_info(run: Run, key: str = "complex.acc", horizon: int = 3) -> dict:
+    """SHIFT's switch: step, epoch, why it fired, and ``key``'s drop over the next evaluations."""
+    step = run.shift_step
+    event = next((e for e in run.events if e.get("kind") == "shift"), {})
+    if step is None:
+        return {"step": None, "epoch": float("nan"), "reason": "none", "before": float("nan"),
+                "min_after": float("nan"), "drop": float("nan")}
+    c = curve(run, [key])
+    return {"step": step, "epoch": epoch_of(run, step), "reason": event.get("reason", "none"),
+            **drop_after(c["step"], c[key], step, horizon)}
+
+
+def shift_ablation(shifts: list[Run], looped: list[Run], tol: float, last: int) -> list[dict]:
+    """SHIFT settings on one seed: switch, drop and cost to Looped-Attn's target.
+
+    The seed is the one with the most SHIFT runs; the target is that seed's Looped-Attn
+    final ``complex.acc`` (mean of its ``last`` evaluations) minus ``tol``. Each row holds the
+    setting (criterion, delta_1, delta_2, window, patience), the switch epoch and reason,
+    the drop after it, seconds and FLOPs to the target and their ratios to Looped-Attn's.
+    An empty list when there are fewer than two settings on that seed.
+    """
+    by_seed: dict[int, list[Run]] = defaultdict(list)
+    for r in shifts:
+        by_seed[r.recipe.train.seed].append(r)
+    seed, runs = max(by_seed.items(), key=lambda kv: (len(kv[1]), -kv[0]))
+    lo = next((r for r in looped if r.recipe.train.seed == seed), None)
+    if lo is None or len(runs) < 2:
+        return []
+    target = final(lo, "complex.acc", last) - tol
+    base = reach(lo, target)
+    out = []
+    for r in runs:
+        sc, got, sw = r.recipe.shift, reach(r, target), switch_info(r)
+        out.append({"seed": seed, "target": target, "criterion": sc.criterion,
+                    "delta_1": sc.delta_1, "delta_2": sc.delta_2, "window": sc.window,
+                    "patience": sc.patience, "switch_epoch": sw["epoch"],
+                    "reason": sw["reason"], "drop": sw["drop"], "seconds": got["seconds"],
+                    "flops": got["flops"], "flops_ratio": got["flops"] / base["flops"],
+                    "seconds_ratio": got["seconds"] / base["seconds"]})
+    return sorted(out, key=lambda d: (d["criterion"], d["delta_2"], d["delta_1"], d["window"]))

@@ -274,3 +274,17 @@ def test_splits_carry_each_samples_input_size():
     assert (sep == 2 * data.train.sizes + 1).all()
     sub = data.train.subset([3, 1])
     assert sub.sizes.tolist() == data.train.sizes[[3, 1]].tolist()
+
+
+def test_without_teacher_forcing_the_answer_is_hidden_from_the_input():
+    from landscape.tasks.algorithmic import PAD, AlgorithmicConfig, decode, generate
+
+    forced = generate(AlgorithmicConfig("addition", train_max_len=3, n_train=16, n_test=4))
+    hidden = generate(AlgorithmicConfig("addition", train_max_len=3, n_train=16, n_test=4,
+                                        teacher_forcing=False))
+    for k in forced.evals:
+        assert torch.equal(forced.evals[k].targets, hidden.evals[k].targets)
+    row_f, row_h = forced.evals["len_6"].inputs[0], hidden.evals["len_6"].inputs[0]
+    prompt = decode(row_f).split("=")[0]
+    assert decode(row_h) == prompt + "="  # 7 answer bits became PAD (stripped)
+    assert (row_h[len(prompt) + 1 :] == PAD).all()

@@ -417,3 +417,18 @@ def test_empty_complex_split_raises():
     cfg = MarkovConfig(n_det=4, n_ctx=0, p_det=1.0, n_test=8, seq_len=8)
     with pytest.raises(LandscapeError, match="complex split is empty"):
         generate(cfg)
+
+
+def test_long_split_is_scored_beyond_the_training_length_only():
+    from landscape.tasks.markov import MarkovConfig, generate
+
+    base = generate(MarkovConfig(n_train=16, n_test=32, seq_len=12))
+    data = generate(MarkovConfig(n_train=16, n_test=32, seq_len=12, long_len=24))
+    long = data.evals["long"]
+    assert long.inputs.shape == (32, 24) and data.max_len == 24
+    assert (long.targets[:, :12] == -100).all() and (long.targets[:, 12:] >= 0).all()
+    assert 0 < data.ceilings["long"]["acc"] <= 1
+    for k in ("simple", "complex", "all"):  # the other splits do not change
+        assert torch.equal(base.evals[k].inputs, data.evals[k].inputs)
+    with pytest.raises(LandscapeError, match="long_len"):
+        MarkovConfig(seq_len=12, long_len=12)

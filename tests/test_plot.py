@@ -377,3 +377,18 @@ def test_shape_mismatch_raises():
     with pytest.raises(LandscapeError, match="log_levels"):
         plot.slice_2d([0, 1], [0, 1], [[-1.0, 0.0], [1.0, 2.0]], log_levels=True)
     assert math.isfinite(plot.GOLDEN)
+
+
+def test_shift_ablation_grid():
+    rows = [{"delta_1": d1, "delta_2": 0.01, "window": w, "flops_ratio": r, "switch_epoch": 10.0}
+            for (d1, w), r in zip([(a, b) for a in (0.003, 0.01, 0.03) for b in (3, 5, 8)],
+                                  [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, float("inf"), 0.5])]
+    rows += [{"delta_1": 0.01, "delta_2": d2, "window": 5, "flops_ratio": 0.9,
+              "switch_epoch": 12.0} for d2 in (0.003, 0.03)]
+    fig = plot.shift_ablation(rows)
+    grid = fig.axes[0]
+    texts = [t.get_text() for t in grid.texts]
+    assert len(texts) == 9 and "miss\nep 10" in texts and "0.60\nep 10" in texts
+    assert len(fig.axes[1].lines[0].get_xdata()) == 3  # delta_2 = 0.003, 0.01, 0.03
+    with pytest.raises(LandscapeError):
+        plot.shift_ablation(rows[:1])

@@ -36,7 +36,11 @@ length depends on the content, so an EOS token closes it and is scored.
 (unused special ids, e.g. ``PLUS`` outside addition, simply never occur).
 
 **Inputs and targets.** ``inputs`` is the whole sample, answer included (teacher
-forcing), right-padded with ``PAD`` to the longest sample of its split.
+forcing), right-padded with ``PAD`` to the longest sample of its split. With
+``teacher_forcing = False`` the answer tokens of ``inputs`` are replaced by ``PAD``
+placeholders (targets unchanged): the model writes the whole answer from the prompt in one
+forward pass, as in the looped length-generalization setup of Fan et al., where the passes
+over the prompt do the work that teacher forcing would otherwise hand over token by token.
 ``targets[t]`` is the token to predict after reading ``inputs[: t + 1]``: it is
 ``inputs[t + 1]`` where that token belongs to the answer (the first scored position is
 the ``SEP``) and :data:`~landscape.tasks.base.IGNORE` everywhere else: prompt, the last
@@ -97,6 +101,8 @@ class AlgorithmicConfig:
     test_lengths: tuple[int, ...] = ()  # input sizes of the len_<n> splits; () = default
     n_train: int = 4096  # training samples
     n_test: int = 256  # samples per evaluation split (iid and each test length)
+    teacher_forcing: bool = True  # False: the answer positions of the input hold PAD, so
+    #                               the whole answer comes from the prompt in one forward pass
     alphabet: int = 8  # unique_set only: number of distinct symbols, 2..36
     seed: int = 0  # seeds every split's random stream
 
@@ -241,7 +247,7 @@ def _split(cfg: AlgorithmicConfig, rng: np.random.Generator, sizes: np.ndarray) 
         p, la = prompt.shape[1], answer.shape[1]
         inputs[rows, :p] = prompt
         inputs[rows, p] = SEP
-        inputs[rows, p + 1 : p + 1 + la] = answer
+        inputs[rows, p + 1 : p + 1 + la] = answer if cfg.teacher_forcing else PAD
         scored = np.arange(la) < alen[:, None]  # [m, la]
         targets[rows, p : p + la] = np.where(scored, answer, IGNORE)  # answer[j] read at p + j
     return Split(torch.from_numpy(inputs), torch.from_numpy(targets),

@@ -44,6 +44,10 @@ Evaluation splits cut the test set at the ``simple_quantile`` quantile of the te
 ``all`` the whole test set. Ties at the cut all go to ``simple``, so with the hybrid's spike
 of purely deterministic samples the simple fraction can exceed the quantile; ``info``
 records the actual sizes. An empty ``complex`` split raises :class:`LandscapeError`.
+With ``long_len > 0`` a fourth split, ``long``, holds ``n_test`` fresh sequences of
+``long_len`` tokens (drawn from a fourth child of the seed's ``SeedSequence``, so the other
+splits do not change) scored only at the positions beyond ``seq_len``: how well a model
+trained on ``seq_len`` tokens predicts beyond them, against that part's own ceiling.
 
 Ceilings per split are exact under the true process. ``acc`` is the accuracy the
 Bayes-optimal predictor (the argmax of the true predictive; a tie split evenly) achieves
@@ -81,9 +85,10 @@ import numpy as np
 import torch
 
 from landscape.errors import LandscapeError
-from landscape.tasks.base import Split, TaskData
+from landscape.tasks.base import IGNORE, Split, TaskData
 
-_INT_FIELDS = tuple("n_det n_ctx n_fixed order n_modes seq_len n_train n_test seed".split())
+_INT_FIELDS = tuple("n_det n_ctx n_fixed order n_modes seq_len n_train n_test seed "
+                    "long_len".split())
 MAX_FIXED_ROWS = 10_000_000  # cap on n_modes * V**order * n_fixed table entries
 
 LANGUAGES: dict[str, dict] = {
@@ -117,6 +122,8 @@ class MarkovConfig:
     n_train: int = 2048  # training sequences
     n_test: int = 1024  # held-out sequences, cut into simple/complex by IC
     simple_quantile: float = 0.5  # test IC quantile at or below which a sample is "simple"
+    long_len: int = 0  # > 0: also a "long" test split of n_test sequences this long (length
+    #                    generalization; a model needs positions that cover it, e.g. none)
     seed: int = 0  # seeds language structure, train and test samples (three streams)
 
     def __post_init__(self):
@@ -178,6 +185,9 @@ class MarkovConfig:
             )
         if self.n_train < 1:
             raise LandscapeError(f"markov: n_train={self.n_train} must be >= 1")
+        if self.long_len and self.long_len <= self.seq_len:
+            raise LandscapeError(f"markov: long_len={self.long_len} must exceed seq_len="
+                                 f"{self.seq_len} (or be 0: no long split)")
         if self.n_test < 2:
             raise LandscapeError(f"markov: n_test={self.n_test} must be >= 2 (simple + complex)")
         if not 0.0 < self.simple_quantile < 1.0:
@@ -480,13 +490,29 @@ def generate(cfg: MarkovConfig) -> TaskData:
         "warmup": cfg.warmup,
         "ctx_fraction": {k: float(ctx_in[v].mean()) for k, v in ids.items()},
     }
+    evals = {k: test.subset(v) for k, v in ids.items()}
+    ceilings = {k: _ceiling(logp[v], pmax[v], hit[v]) for k, v in ids.items()}
+    if cfg.long_len:
+        long_cfg = dataclasses.replace(cfg, seq_len=cfg.long_len, long_len=0)
+        x_long, logp_l, pmax_l, hit_l = sample(long_cfg, lang, cfg.n_test, _long_stream(cfg.seed))
+        long = _split(x_long)  # scored only beyond the training length
+        long.targets[:, : cfg.seq_len] = IGNORE
+        evals["long"] = long
+        tail = np.s_[:, cfg.seq_len :]
+        ceilings["long"] = _ceiling(logp_l[tail], pmax_l[tail], hit_l[tail])
+        info["long_len"] = cfg.long_len
     return TaskData(
         name=cfg.name,
         vocab_size=cfg.vocab_size,
-        max_len=cfg.seq_len,
+        max_len=max(cfg.seq_len, cfg.long_len),
         train=_split(x_train),
-        evals={k: test.subset(v) for k, v in ids.items()},
-        ceilings={k: _ceiling(logp[v], pmax[v], hit[v]) for k, v in ids.items()},
+        evals=evals,
+        ceilings=ceilings,
         info=info,
         sample_info={"train_ic": train_ic, "test_ic": test_ic},
     )
+
+
+def _long_stream(seed: int) -> np.random.Generator:
+    """The long test split's generator: a fourth child of the seed's SeedSequence."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3])
