@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from landscape.archs import ARCHS
+from landscape.archs import ALL
 from landscape.config import load_recipe, parse_override, with_arch
 from landscape.errors import LandscapeError
 
@@ -63,7 +63,8 @@ def main():
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Run file to write [default: checkpoints/<recipe name>.h5].")
-@click.option("--model", type=click.Choice(ARCHS), help="Override the architecture.")
+@click.option("--model", type=click.Choice(ALL), help="Override the architecture "
+              "(single, looped, shift; the controls untied, linear_single, linear_looped).")
 @click.option("--task", help="Override the task (markov, parity, copy, addition, ...).")
 @click.option("--preset", help="Apply a [presets.NAME] table of the recipe, e.g. quick.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training length in epochs.")

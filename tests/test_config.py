@@ -111,3 +111,29 @@ def test_with_arch_keeps_a_looped_recipes_loop_count_and_refuses_unknown_names()
     assert with_arch(five, SINGLE).model.loops == 1
     with pytest.raises(LandscapeError, match="unknown architecture 'loopy'"):
         with_arch(five, "loopy")
+
+
+@pytest.mark.parametrize("arch", ["untied", "linear_single", "linear_looped", *ARCHS])
+def test_every_architecture_and_control_round_trips(arch):
+    from landscape.archs import ALL
+    from landscape.config import with_arch
+
+    assert arch in ALL
+    for base in ("models/looped_attn.toml", "models/length/parity.toml"):
+        r = with_arch(load_recipe(base), arch)
+        assert r.arch == arch, base
+        assert with_arch(r, arch) == r  # applying it twice changes nothing more
+
+
+def test_controls_match_looped_depth():
+    from landscape.config import with_arch
+
+    markov = with_arch(load_recipe("models/single_attn.toml"), "untied")
+    assert (markov.model.layers, markov.model.loops) == (3, 1)  # Looped-Attn's 3 passes
+    length = load_recipe("models/length/addition.toml")  # T(n) = n + 1, n <= 6
+    assert with_arch(length, "untied").model.layers == 7
+    single = with_arch(length, "single").model
+    assert (single.loop_rule, single.loops, single.layers) == ("fixed", 1, 1)
+    assert with_arch(length, "looped").model.loop_rule == "size"
+    lin = with_arch(load_recipe("models/single_attn.toml"), "linear_looped").model
+    assert (lin.attention, lin.loops) == ("linear", 3)
