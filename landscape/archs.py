@@ -72,8 +72,13 @@ def overrides(arch: str, recipe: dict) -> dict:
 
 
 def _depth(recipe: dict, looped: int) -> int:
-    """Looped-Attn's passes at the longest training input (size rule) or its loops."""
+    """Looped-Attn's passes at the longest training input (size rule) or its loops.
+
+    An untied recipe already has its depth: its ``layers``.
+    """
     model = recipe.get("model", {})
+    if model.get("layers", 1) > 1:
+        return model["layers"]
     if model.get("loop_rule", "fixed") == "size":
         n = recipe.get("task", {}).get("train_max_len", 8)
         return model.get("loop_scale", 1) * n + model.get("loop_offset", 0)
