@@ -467,7 +467,7 @@ def judge_length(groups: Grouped) -> Claim:
     measured = ("extrapolation accuracy (lengths > train_max_len), Looped - Single, per task; "
                 "gated on in-distribution mastery")
     tasks = {t: g for t, g in groups.items()
-             if t not in ("markov", "markov_long") and "single" in g and "looped" in g}
+             if t not in ("markov", "markov_long", "custom") and "single" in g and "looped" in g}
     if not tasks:
         return _missing("6", title, measured, rule, "needs algorithmic Single and Looped runs")
     try:
