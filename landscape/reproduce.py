@@ -11,11 +11,14 @@ Presets:
 
 * ``quick`` (``make reproduce``): Markov Single-Attn, Looped-Attn and SHIFT (60 epochs,
   seeds 0 and 1; seed 0 probed at 6 checkpoints with Lanczos, Hutch++ and SLQ on a
-  64-sequence probe set, no exact spectra, coarse slices); parity with Single, Looped and
-  SHIFT. About 4.3 minutes on 2 CPU cores with 2 workers (measured).
-* ``paper``: the Markov recipes at full length (300 epochs) with seeds 0, 1, 2, probed at
-  8 checkpoints with exact spectra for seed 0 (SLQ for the others); all five algorithmic
-  tasks with Single, Looped and SHIFT. Expected time: see README ("Presets").
+  64-sequence probe set, no exact spectra, coarse slices); on seed 0 claim 1's controls
+  (untied, linear Single/Looped) and Single/Looped without positions scored at twice the
+  length; parity in the length-generalization setup (Looped, Single, untied; 600 steps).
+* ``paper``: the Markov recipes at 80 epochs with seeds 0, 1, 2, probed at 8 checkpoints
+  with exact spectra for seed 0 (SLQ for the others), the controls and the runs without
+  positions on every seed, SHIFT's ablation (10 settings) on seed 0; parity, copy and
+  addition in the length-generalization setup (``models/length/``) with Looped, Single
+  and untied, seeds 0-2. Expected time: see README ("Presets and time").
 """
 
 from __future__ import annotations
