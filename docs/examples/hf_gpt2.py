@@ -41,5 +41,6 @@ run = Run.open("runs/gpt2.h5")
 print(run)
 for step in run.steps:
     h = run.hessian(step)
-    print(f"step {step}: top eigenvalues {h['top']['values'].round(3)}, "
-          f"trace {h['trace']['estimate']:.0f} +- {h['trace']['stderr']:.0f}")
+    print(f"step {step}: top eigenvalues {h['top']['values'].round(1)}, bottom "
+          f"{h['top']['bottom_values'][0]:.1f}, trace {h['trace']['estimate']:.0f} "
+          f"+- {h['trace']['stderr']:.0f}")

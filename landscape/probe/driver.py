@@ -508,7 +508,7 @@ class Driver:
         prev = None
         for step in steps:
             loops = int(self.run.loops[self.run.index(step)])
-            self.report(f"step {step} (loops {loops})")
+            self.report(f"step {step}" if self.run.custom else f"step {step} (loops {loops})")
             job = Job(self, step, loops, prev, steps)
             for name in STEP_PARTS:
                 self.ensure(name, job)
