@@ -40,7 +40,6 @@ probe("runs/gpt2.h5", ProbeSettings(steps="all", geometry=None, hessian=HessianS
 run = Run.open("runs/gpt2.h5")
 print(run)
 for step in run.steps:
-    h = run.hessian(step)
-    print(f"step {step}: top eigenvalues {h['top']['values'].round(1)}, bottom "
-          f"{h['top']['bottom_values'][0]:.1f}, trace {h['trace']['estimate']:.0f} "
-          f"+- {h['trace']['stderr']:.0f}")
+    top, trace = run.part("top", step), run.part("trace", step)
+    print(f"step {step}: top eigenvalues {top.values.round(1)}, bottom "
+          f"{top.bottom_values[0]:.1f}, trace {trace.estimate:.0f} +- {trace.stderr:.0f}")
