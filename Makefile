@@ -32,6 +32,7 @@ reproduce: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet "$(TORCH)" "torchvision<0.29" -e ".[bench]"
 	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/commit.py
 	$(BIN)/python bench/hessian.py
 	$(BIN)/python bench/slices.py
 	$(BIN)/python bench/any_model.py --parts ratio,memory

@@ -247,7 +247,7 @@ def test_sigkill_during_commits_loses_nothing_committed(tmp_path):
         before = len(store.read_summary(p)["steps"])
         proc = ctx.Process(target=_commit_forever, args=(p, n_done))
         proc.start()
-        t_end = time.perf_counter() + rng.uniform(0.05, 0.6)
+        t_end = time.perf_counter() + rng.uniform(0.1, 1.0)
         while time.perf_counter() < t_end:  # a reader meanwhile: always consistent
             s = store.read_summary(p)
             n = len(s["steps"])
@@ -259,17 +259,20 @@ def test_sigkill_during_commits_loses_nothing_committed(tmp_path):
         s = store.read_summary(p)
         n = len(s["steps"])
         assert n >= before  # nothing committed lost
-        rows = store.read_params(p, slice(None))
-        assert rows.shape == (n, 20_000)
-        np.testing.assert_array_equal(rows[:, 0], np.arange(n))  # each step once, in order
+        if n:  # (a writer killed before its first commit leaves none)
+            rows = store.read_params(p, slice(None))
+            assert rows.shape == (n, 20_000)
+            np.testing.assert_array_equal(rows[:, 0], np.arange(n))  # each step once, in order
         np.testing.assert_array_equal(s["steps"], np.arange(n))
         if s["resume_step"] is not None:
             assert s["resume_step"] == n - 1
             assert store.read_resume(p)[1][0] == (n - 1) % 251
     with store.writer_lock(p, "test"):  # orphans of the kills collected
         pass
-    named = {f.name for f in store.sidecar_dir(p).iterdir()}
+    folder = store.sidecar_dir(p)
+    named = {f.name for f in folder.iterdir()} if folder.exists() else set()
     n = len(store.read_summary(p)["steps"])
+    assert n > 0, "no commit before any kill: nothing was tested"
     assert len(named) == n + 1  # one segment per commit and the one resume blob
 
 
