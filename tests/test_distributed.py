@@ -298,7 +298,7 @@ def test_two_ranks_train_like_one(runs):
     assert [e["step"] for e in b.events if e["kind"] == "shift"] == [16]
     assert res.stdout.count("wrote") == 1  # rank 0 alone reports
     assert sorted(p.name for p in two.parent.iterdir() if p.name.startswith("two")) == [
-        "two.h5"]  # no lock or temporary left behind
+        "two.h5", "two.h5.d"]  # the run and its folder; no lock or temporary left behind
 
 
 def test_two_ranks_probe_like_one(runs, tmp_path):
