@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import tiny_recipe
+from helpers import tiny_recipe
 
 from landscape.errors import LandscapeError
 from landscape.plan import (
