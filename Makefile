@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup test reproduce bench gallery lint clean
+.PHONY: setup test reproduce bench gallery lint clean models check-install
 
 setup: $(STAMP)
 
@@ -42,6 +42,26 @@ bench: setup
 # The README gallery (docs/gallery/*.png, committed) from the quick preset's runs.
 gallery: reproduce
 	$(BIN)/python figures/gallery.py $(OUT) --out docs/gallery
+
+# models/ is a copy of the recipes shipped in the package (landscape/recipes/, the one
+# source); tests/test_config.py fails when the two differ.
+models:
+	rm -rf models/*.toml models/controls
+	cp -r landscape/recipes/. models/
+
+# `pip install .` (not editable) into a fresh environment, every dependency from the index,
+# then from an empty folder: train a shipped recipe by name, open it with the API, and
+# load every reproduce job's recipe (about 8 minutes on 2 busy cores; tests/test_install.py
+# checks the same in 1-2 minutes with the dependencies of .venv).
+CHECK := build/check-install
+check-install:
+	rm -rf $(CHECK) && mkdir -p $(CHECK)/empty && $(PYTHON) -m venv $(CHECK)/venv
+	$(CHECK)/venv/bin/pip install --quiet "$(TORCH)"
+	$(CHECK)/venv/bin/pip install --quiet .
+	cd $(CHECK)/empty && ../venv/bin/landscape train looped_attn --preset quick --out x.h5 \
+	  --set train.epochs=1 -q && ../venv/bin/python -c "import landscape; \
+	  from landscape.reproduce import PRESETS; print(landscape.Run.open('x.h5')); \
+	  print(len([j.load() for js in PRESETS.values() for j in js]), 'reproduce jobs found')"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from landscape import __version__
 from landscape.archs import ALL
 from landscape.config import load_recipe, parse_override, with_arch
 from landscape.errors import LandscapeError
@@ -45,14 +46,14 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="landscape")
+@click.version_option(__version__, prog_name="landscape")
 def main():
     """Loss-landscape analysis of looped transformers.
 
     Train Single-Attn, Looped-Attn and SHIFT (train), probe the River-U/V-Valley
     geometry of their checkpoints (probe), and draw the figures (plot, reproduce).
 
-    Example: landscape train models/looped_attn.toml --preset quick
+    Example: landscape train looped_attn --preset quick
     """
 
 
@@ -60,7 +61,7 @@ def main():
 
 
 @main.command()
-@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recipe", required=False)
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Run file to write [default: checkpoints/<recipe name>.h5].")
 @click.option("--model", type=click.Choice(ALL), help="Override the architecture "
@@ -81,9 +82,13 @@ def train(recipe, out, model, task, preset, epochs, steps, seed, device, every, 
           quiet):
     """Train a model into a run file (one HDF5 file per run).
 
+    RECIPE is a TOML file or the name of a shipped recipe (single_attn, looped_attn,
+    shift, parity, copy, addition, binary_sum, unique_set, controls/fixed1, ...).
+
     \b
     Examples:
-      landscape train models/looped_attn.toml --preset quick
+      landscape train looped_attn --preset quick
+      landscape train my_recipe.toml --set train.lr=3e-4
       landscape train --task parity --model shift --steps 2000 --out checkpoints/p.h5
       landscape train --resume --out checkpoints/looped_attn.h5
     """

@@ -251,6 +251,42 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+"""The recipes shipped with the package (the repository's ``models/`` is a copy of them)."""
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the shipped recipes, e.g. ``looped_attn`` or ``controls/fixed1``.
+
+    >>> "looped_attn" in shipped_recipes() and "controls/fixed1" in shipped_recipes()
+    True
+    """
+    return sorted(p.relative_to(RECIPE_DIR).with_suffix("").as_posix()
+                  for p in RECIPE_DIR.rglob("*.toml"))
+
+
+def find_recipe(recipe: str | Path) -> Path:
+    """The recipe file ``recipe`` names: a path to a file, or a shipped recipe's name.
+
+    A path that exists wins; otherwise a relative name (``looped_attn``,
+    ``looped_attn.toml``, ``controls/fixed1``) is looked up among the shipped recipes.
+
+    >>> find_recipe("looped_attn").name
+    'looped_attn.toml'
+
+    Raises:
+        LandscapeError: neither a file nor a shipped recipe.
+    """
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPE_DIR / (path if path.suffix == ".toml" else Path(f"{path}.toml"))
+    if not path.is_absolute() and ".." not in path.parts and shipped.is_file():
+        return shipped
+    raise LandscapeError(f"recipe {recipe} does not exist and is not a shipped recipe "
+                         f"(shipped: {', '.join(shipped_recipes())})")
+
+
 def read_recipe_tables(path: str | Path, _seen: tuple = ()) -> dict:
     """The tables of a recipe file with its ``extends`` chain resolved (presets kept)."""
     path = Path(path)
@@ -295,11 +331,15 @@ def load_recipe(
     """Load a recipe file (or the defaults), apply a preset and overrides, validate.
 
     Args:
-        path: a TOML recipe; ``None`` starts from the defaults (hybrid Markov, Single-Attn).
+        path: a TOML recipe file, or the name of a shipped one (see :func:`find_recipe`);
+            ``None`` starts from the defaults (hybrid Markov, Single-Attn).
         preset: name of a ``[presets.NAME]`` table in the recipe to apply.
         overrides: dicts deep-merged last (see :func:`parse_override`).
+
+    >>> load_recipe("looped_attn", preset="quick").train.epochs
+    60
     """
-    data = read_recipe_tables(path) if path is not None else {}
+    data = read_recipe_tables(find_recipe(path)) if path is not None else {}
     presets = data.pop("presets", {})
     if preset is not None:
         if preset not in presets:

@@ -32,13 +32,12 @@ from pathlib import Path
 from landscape import claims as claims_mod
 from landscape import figures, series
 from landscape.archs import ARCHS, CONTROLS, LOOPED, RECIPES, SINGLE, UNTIED
-from landscape.config import Recipe, load_recipe, with_arch
+from landscape.config import RECIPE_DIR, Recipe, load_recipe, with_arch
 from landscape.errors import LandscapeError
 from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
 from landscape.run import Run
 from landscape.train import train
 
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "models"
 Report = Callable[[str], None]
 
 
@@ -47,14 +46,14 @@ class Job:
     """One run of a preset: its recipe and the probes to run on it."""
 
     name: str  # file stem in DIR/runs
-    recipe: str  # recipe file in models/
+    recipe: str  # a shipped recipe file (landscape/recipes/, copied to models/)
     preset: str | None = None  # the recipe's [presets.X] to apply
     overrides: tuple = ()  # dicts merged last (e.g. the seed)
     probe: ProbeSettings | None = None
     arch: str | None = None  # train the recipe as this architecture (landscape.archs)
 
     def load(self) -> Recipe:
-        """The job's recipe (from ``models/``), named after the job."""
+        """The job's recipe, always the shipped one (never a same-named local file)."""
         recipe = load_recipe(RECIPE_DIR / self.recipe, preset=self.preset,
                              overrides=[*self.overrides, {"name": self.name}])
         return recipe if self.arch is None else with_arch(recipe, self.arch)

@@ -42,14 +42,21 @@ def test_train_and_info(tmp_path):
     assert res.exit_code == 0 and "shift: step 4" in res.output and "Bayes" in res.output
 
 
-def test_train_recipe_file_preset_and_every(tmp_path):
-    recipe = Path(__file__).parents[1] / "models" / "looped_attn.toml"
+@pytest.mark.parametrize("recipe", [Path(__file__).parents[1] / "models" / "looped_attn.toml",
+                                    "looped_attn"], ids=["file", "shipped name"])
+def test_train_recipe_file_or_name_preset_and_every(tmp_path, recipe):
     out = tmp_path / "l.h5"
     res = invoke("train", recipe, "--preset", "quick", *TINY, "--every", "2", "--out", out)
     assert res.exit_code == 0, res.output
     run = Run.open(out)
     assert run.recipe.name == "looped_attn" and (run.loops == 3).all()
     assert run.steps.tolist() == [0, 2, 4, 6, 8]
+
+
+def test_an_unknown_recipe_name_lists_the_shipped_ones(tmp_path):
+    res = CliRunner().invoke(main, ["train", "loopy_attn", "--out", str(tmp_path / "x.h5")])
+    assert res.exit_code == 2 and not (tmp_path / "x.h5").exists()
+    assert res.output.count("\n") == 1 and "looped_attn" in res.output, res.output
 
 
 def _bad(tmp_path):

@@ -4,16 +4,19 @@ import pytest
 
 from landscape.archs import ARCHS, LOOPED, SHIFT, SINGLE
 from landscape.config import (
+    RECIPE_DIR,
     Recipe,
+    find_recipe,
     load_recipe,
     parse_override,
     recipe_from_dict,
     recipe_from_json,
+    shipped_recipes,
     with_arch,
 )
 from landscape.errors import LandscapeError
 
-RECIPE_DIR = Path(__file__).parents[1] / "models"
+MODELS = Path(__file__).parents[1] / "models"
 
 
 @pytest.mark.parametrize("path", sorted(RECIPE_DIR.rglob("*.toml")), ids=lambda p: p.name)
@@ -137,3 +140,26 @@ def test_controls_match_looped_depth():
     assert with_arch(length, "looped").model.loop_rule == "size"
     lin = with_arch(load_recipe("models/single_attn.toml"), "linear_looped").model
     assert (lin.attention, lin.loops) == ("linear", 3)
+
+
+def test_models_folder_is_a_copy_of_the_shipped_recipes():
+    shipped = {p.relative_to(RECIPE_DIR): p.read_bytes() for p in RECIPE_DIR.rglob("*.toml")}
+    copied = {p.relative_to(MODELS): p.read_bytes() for p in MODELS.rglob("*.toml")}
+    assert len(shipped) >= 14
+    assert copied == shipped, "models/ differs from landscape/recipes/ (the source): make models"
+
+
+def test_a_recipe_is_found_by_path_or_by_shipped_name(tmp_path, monkeypatch):
+    assert find_recipe("looped_attn") == RECIPE_DIR / "looped_attn.toml"
+    assert find_recipe("parity.toml") == RECIPE_DIR / "parity.toml"
+    assert find_recipe("controls/fixed1") == RECIPE_DIR / "controls" / "fixed1.toml"
+    assert load_recipe("controls/fixed1") == load_recipe(MODELS / "controls" / "fixed1.toml")
+    assert set(shipped_recipes()) >= {"looped_attn", "single_attn", "shift", "parity"}
+    monkeypatch.chdir(tmp_path)  # an existing file wins over a shipped name
+    base = (RECIPE_DIR / "markov.toml").as_posix()
+    (tmp_path / "looped_attn.toml").write_text(f'extends = "{base}"\n[model]\nloops = 5\n')
+    assert load_recipe("looped_attn.toml").model.loops == 5
+    assert load_recipe("looped_attn").model.loops == 3
+    for bad in ("loopy", "../models/looped_attn", str(tmp_path / "nope.toml")):
+        with pytest.raises(LandscapeError, match="does not exist and is not a shipped recipe"):
+            load_recipe(bad)

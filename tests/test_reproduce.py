@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from landscape import reproduce as rep
 from landscape import store
+from landscape.archs import ARCHS
 from landscape.cli import main
 from landscape.errors import LandscapeError
 from landscape.figures import FIGURES
@@ -25,8 +26,7 @@ ALGO = ({"task": {"n_train": 256, "n_test": 32, "train_max_len": 4}, "model": {"
 JOBS = [rep.Job(f"m_{a}", f"{a}.toml", None, MARKOV, PROBE)
         for a in ("single_attn", "looped_attn", "shift")]
 JOBS += [rep.Job("m_shift_ablation", "shift.toml", None, (*MARKOV, {"shift": {"delta_1": 0.05}}))]
-JOBS += [rep.Job(f"p_{a}", "parity.toml", None, (*ALGO, o)) for a, o in (
-    ("single", {}), ("looped", {"model": {"loops": 3}}), ("shift", {"shift": {"enabled": True}}))]
+JOBS += [rep.Job(f"p_{a}", "parity.toml", None, ALGO, arch=a) for a in ARCHS]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,13 @@ def test_plot_command(reproduced, tmp_path):
     assert res.exit_code == 2 and "no figure could be drawn" in res.output
     res = CliRunner().invoke(main, ["plot", runs[0], "--figure", "nope"])
     assert res.exit_code == 2 and "unknown figure 'nope'" in res.output
+
+
+@pytest.mark.parametrize("preset", sorted(rep.PRESETS))
+def test_every_preset_job_finds_its_shipped_recipe(preset):
+    recipes = [job.load() for job in rep.PRESETS[preset]]
+    assert len({r.name for r in recipes}) == len(recipes)
+    assert {r.arch for r in recipes} == set(ARCHS)
 
 
 def test_unknown_preset(tmp_path):
