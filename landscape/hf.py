@@ -1,4 +1,4 @@
-"""HuggingFace causal language models (the optional extra ``landscape[hf]``).
+"""HuggingFace causal language models (the optional extra ``looped-landscape[hf]``).
 
 The factory :func:`causal_lm` rebuilds a model from its configuration (a dict, as
 ``config.to_dict()`` gives, or the path of a ``config.json`` or of a folder holding one)
@@ -7,8 +7,9 @@ with **eager attention**: probes differentiate twice, and the fused attention ke
 The loss is ``next_token`` over the probe set's ``input_ids`` where ``attention_mask``
 is 1 (see :mod:`landscape.custom`).
 
->>> rec = Recorder("gpt2.h5", model, probe={"input_ids": ids,          # doctest: +SKIP
-...                                          "attention_mask": mask})
+For example::
+
+    rec = Recorder("gpt2.h5", model, probe={"input_ids": ids, "attention_mask": mask})
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _transformers():
         import transformers
     except ImportError:
         raise LandscapeError("HuggingFace models need the extra: pip install "
-                             "'landscape[hf]' (transformers, safetensors)") from None
+                             "'looped-landscape[hf]' (transformers, safetensors)") from None
     return transformers
 
 

@@ -62,7 +62,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
         except ImportError:
             raise LandscapeError(f"{path.name}: .safetensors files need the safetensors "
-                                 "package (pip install 'landscape[hf]')") from None
+                                 "package (pip install 'looped-landscape[hf]')") from None
         try:
             return load_file(str(path))
         except Exception as e:  # noqa: BLE001 - a damaged or foreign file

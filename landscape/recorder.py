@@ -1,10 +1,12 @@
 """Record any PyTorch training loop into a run file.
 
->>> rec = Recorder("runs/mine.h5", model, probe=(inputs, targets),  # doctest: +SKIP
-...                loss="next_token", factory="mypkg.models:build",
-...                factory_kwargs={"d_model": 64})
->>> rec.checkpoint(step, optimizer=opt, metrics={"loss": 0.3})      # doctest: +SKIP
->>> rec.close()                                                    # doctest: +SKIP
+For example::
+
+    rec = Recorder("runs/mine.h5", model, probe=(inputs, targets),
+                   loss="next_token", factory="mypkg.models:build",
+                   factory_kwargs={"d_model": 64})
+    rec.checkpoint(step, optimizer=opt, metrics={"loss": 0.3})
+    rec.close()
 
 The file is the same kind of run file that ``landscape train`` writes (see
 :mod:`landscape.store`): ``landscape info``, ``probe`` and ``plot`` and

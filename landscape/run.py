@@ -1,10 +1,12 @@
 """``Run``: a read-only view of a run file for notebooks and for the probes.
 
->>> run = Run.open("checkpoints/looped_attn.h5")          # doctest: +SKIP
->>> run.steps, run.metrics["complex.acc"]                 # doctest: +SKIP
->>> model = run.model(step=-1)                            # doctest: +SKIP
->>> loss = run.loss_fn("probe")                           # doctest: +SKIP
->>> loss(run.params(-1))                                  # doctest: +SKIP
+For example (``tests/test_run.py`` runs the same calls on real run files)::
+
+    run = Run.open("checkpoints/looped_attn.h5")
+    run.steps, run.metrics["complex.acc"]
+    model = run.model(step=-1)
+    loss = run.loss_fn("probe")
+    loss(run.params(-1))
 
 Nothing here keeps the file open: every access opens it, reads, and closes it, so a
 ``Run`` never holds a handle that a writer's atomic replace would invalidate.

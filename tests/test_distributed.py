@@ -19,7 +19,6 @@ Hessian equals the dense reference to 1e-12.
 
 from __future__ import annotations
 
-import doctest
 import os
 import signal
 import socket
@@ -112,11 +111,6 @@ def _close(a, b, what, rtol=RTOL, atol=0.0):
 # ---------------------------------------------------------------------------------------
 # helpers without a process group
 # ---------------------------------------------------------------------------------------
-
-
-def test_docstring_examples():
-    result = doctest.testmod(distributed)
-    assert result.attempted >= 2 and result.failed == 0
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 5])

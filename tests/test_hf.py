@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 transformers = pytest.importorskip(
-    "transformers", reason="the hf extra is not installed (pip install 'landscape[hf]')")
+    "transformers", reason="the hf extra is not installed (pip install 'looped-landscape[hf]')")
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="the hf extra (safetensors)")
 
 import landscape  # noqa: E402

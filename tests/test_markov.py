@@ -1,6 +1,5 @@
 """Markov languages: truth of the predictive, the sampler, IC, splits and ceilings."""
 
-import doctest
 import json
 import math
 
@@ -10,7 +9,6 @@ import torch
 from scipy.special import gammaln
 
 from landscape.errors import LandscapeError
-from landscape.tasks import markov
 from landscape.tasks.markov import (
     LANGUAGES,
     MarkovConfig,
@@ -25,10 +23,6 @@ Z = 5.0  # z-score bound of every sampling-error tolerance below (two-sided, ~6e
 
 def small(name="hybrid", **kw):
     return MarkovConfig.language(name, **{"n_train": 64, "n_test": 256, "seq_len": 24, **kw})
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(markov).failed == 0
 
 
 # --- the structure and the predictive ---------------------------------------------------
