@@ -251,10 +251,18 @@ def test_bad_configs(kwargs, field):
         AlgorithmicConfig(**kwargs)
 
 
-def test_good_edge_configs():
-    AlgorithmicConfig("parity", test_lengths=(16,))  # exactly 2 * train_max_len
-    AlgorithmicConfig("parity", train_min_len=3, train_max_len=3, test_lengths=(1, 6))
-    AlgorithmicConfig("parity", test_lengths=(np.int64(20),))
+@pytest.mark.parametrize("kwargs, splits", [
+    (dict(test_lengths=(16,)), ["len_16"]),  # exactly 2 * train_max_len
+    (dict(train_min_len=3, train_max_len=3, test_lengths=(1, 6)), ["len_1", "len_6"]),
+    (dict(test_lengths=(np.int64(20),)), ["len_20"]),
+])
+def test_edge_configs_are_accepted_and_generate_exactly_those_lengths(kwargs, splits):
+    data = generate(AlgorithmicConfig("parity", n_train=8, n_test=4, **kwargs))
+    assert list(data.evals) == ["iid", *splits]
+    for name in splits:
+        split, n = data.evals[name], int(name.removeprefix("len_"))
+        assert len(split) == 4
+        assert all(len(decode(row).split("=")[0]) == n for row in split.inputs), name
 
 
 def test_splits_carry_each_samples_input_size():
