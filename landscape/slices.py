@@ -13,16 +13,9 @@ Two evaluation strategies, picked by ``batch_points``:
   batch of flat parameter vectors, chunked so that the estimated memory of a chunk
   (:func:`estimate_point_bytes` per point) fits ``max_memory_bytes``.
 
-The default, ``batch_points="auto"``, is the lean loop on the CPU and chunks of up to
-:data:`AUTO_GPU_POINTS` points on a GPU. Measured for the CPU choice (2 shared CPU cores,
-other jobs running; 21x21 grid on ``LoopedTransformer(ModelConfig(d_model=32, loops=3), 12,
-48)``, 256 sequences of length 48, float32, each grid point timed beside a bare forward of
-the same sequences): with one intra-op thread, the lean loop ran 28.7 points/s against
-28.8 bare forwards/s (0.998 of the compute bound; its own overhead is about 80 us a point
-against a 35 ms forward), while vmapped chunks of 4 and 16 points reached only 0.78 and
-0.49 of it. With two threads on the busy cores every forward was about 6x slower and
-chunks of 4 beat the loop (1.8x) by saving thread synchronisation, not compute; one
-thread was faster than either.
+The default, ``batch_points="auto"``, is the lean loop on the CPU (measured the fastest
+there with one thread; BENCHMARKS.md, "Why the lean loop on the CPU") and chunks of up to
+:data:`AUTO_GPU_POINTS` points on a GPU.
 """
 
 from __future__ import annotations
