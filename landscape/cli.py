@@ -32,7 +32,11 @@ class UserError(click.ClickException):
 
 
 class Group(click.Group):
-    """Turns library errors into :class:`UserError` for every command."""
+    """Turns library errors into :class:`UserError` for every command.
+
+    A closed standard output (``landscape info RUN.h5 | head -2``) is not an error: it
+    goes to click, which ends the command quietly.
+    """
 
     def invoke(self, ctx):
         """Run the command, mapping bad input to exit status 2."""
@@ -40,6 +44,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except LandscapeError as e:
             raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        except BrokenPipeError:
+            raise
         except OSError as e:
             where = f" {e.filename}" if getattr(e, "filename", None) else ""
             raise UserError(f"{e.strerror or e}{':' if where else ''}{where}") from None
@@ -155,7 +161,9 @@ def _progress_bar(quiet: bool):
 
 def _main_rank() -> bool:
     """False on the ranks other than 0 of a torchrun job (they stay quiet)."""
-    return os.environ.get("RANK", "0").strip() in ("", "0")
+    from landscape.distributed import is_main_process
+
+    return is_main_process()
 
 
 # --- probe ------------------------------------------------------------------------------
@@ -229,6 +237,9 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
 
     if not hessian and not geometry:
         raise UserError("nothing to do: give --hessian and/or --geometry")
+    if geometry and grid % 2 == 0:
+        raise UserError(f"--grid {grid} must be odd (the checkpoint is the grid's centre "
+                        "point)")
     if shared_plane and not geometry:
         raise UserError("--shared-plane is a geometry probe: drop --no-geometry")
     if threads:

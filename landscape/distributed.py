@@ -122,6 +122,16 @@ def launched(environ: Mapping[str, str] | None = None) -> bool:
     return launch_env(environ) is not None
 
 
+def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
+    """False only on the ranks other than 0 of a torchrun job (which stay quiet).
+
+    >>> is_main_process({}), is_main_process({"WORLD_SIZE": "2", "RANK": "1"})
+    (True, False)
+    """
+    launch = launch_env(environ)
+    return launch is None or launch.rank == 0
+
+
 def timeout_seconds(environ: Mapping[str, str] | None = None) -> float:
     """The collective timeout: ``LANDSCAPE_DIST_TIMEOUT`` seconds, else the default."""
     raw = (os.environ if environ is None else environ).get(ENV_TIMEOUT, "").strip()

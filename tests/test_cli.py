@@ -119,7 +119,7 @@ def test_probe_command(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--steps", "7"], "step 7 is not a checkpoint"),
     (["--k", "100000"], "exceeds the model's"),
-    (["--grid", "4"], "must be odd"),
+    (["--grid", "4"], "--grid 4 must be odd"),
     (["--no-hessian", "--no-geometry"], "nothing to do"),
     (["--shared-plane", "nope.h5"], "nope.h5"),
     (["--no-geometry", "--shared-plane", "init"], "drop --no-geometry"),
@@ -132,3 +132,13 @@ def test_probe_bad_input(tmp_path, args, message):
     assert res.exit_code == 2 and message in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
     assert out.read_bytes() == before
+
+
+def test_a_closed_pipe_ends_info_quietly(trained_runs):
+    # `landscape info RUN.h5 | head -0`: the reader is gone before anything is written
+    proc = subprocess.Popen([sys.executable, "-m", "landscape", "info",
+                             str(trained_runs["shift"])], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1) and err == "", err
