@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from landscape.errors import LandscapeError
-from landscape.figures import render
+from landscape.figures import render, run_files
 from landscape.run import Run
 
 
@@ -20,7 +20,7 @@ def draw(name: str, doc: str) -> None:
     ap.add_argument("--format", default="pdf,png", help="comma-separated formats")
     args = ap.parse_args()
     folder = Path(args.folder)
-    paths = sorted((folder / "runs").glob("*.h5")) or sorted(folder.glob("*.h5"))
+    paths = run_files(folder)
     try:
         if not paths and name != "concept":
             raise LandscapeError(f"no run files in {folder} or {folder}/runs; run "

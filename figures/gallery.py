@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from landscape.figures import render
+from landscape.figures import render, run_files
 from landscape.run import Run
 
 LIMIT = 300_000
@@ -20,9 +19,10 @@ ap.add_argument("folder", nargs="?", default="reproduce/quick")
 ap.add_argument("--out", default="docs/gallery")
 ap.add_argument("--dpi", type=int, default=110)
 args = ap.parse_args()
-paths = sorted(Path(args.folder, "runs").glob("*.h5"))
+paths = run_files(args.folder)  # the same files as the figure scripts find
 if not paths:
-    sys.exit(f"error: no runs in {args.folder}/runs; run `make reproduce` first")
+    sys.exit(f"error: no run files in {args.folder} or {args.folder}/runs; run `make "
+             "reproduce` first")
 done = render([Run.open(p) for p in paths], ["all"], args.out, ("png",), dpi=args.dpi)
 too_big = []
 for name, result in done.items():

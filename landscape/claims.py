@@ -25,6 +25,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -595,8 +596,14 @@ def _jsonable(x):
     return str(x)
 
 
-def to_markdown(claims: list[Claim]) -> str:
-    """The claims table and, per claim, its measurement and rule."""
+def to_markdown(claims: list[Claim], figures: dict[str, list[str]] | None = None) -> str:
+    """The claims table and, per claim, its measurement, rule, verdict and figures.
+
+    Args:
+        claims: as :func:`judge_all` returns them.
+        figures: image paths (relative to the Markdown file) shown under each claim, by
+            claim id.
+    """
     lines = ["| # | claim | verdict | measured |", "|---|---|---|---|"]
     lines += [f"| {c.id} | {c.title} | **{c.verdict}** | {c.value} |" for c in claims]
     lines.append("")
@@ -604,4 +611,7 @@ def to_markdown(claims: list[Claim]) -> str:
         lines += [f"### Claim {c.id}: {c.title}", "", f"- Measured: {c.measured}",
                   f"- Value: {c.value}", f"- Rule: {c.rule}", f"- Verdict: **{c.verdict}**",
                   ""]
+        images = (figures or {}).get(c.id, [])
+        if images:
+            lines += [" ".join(f"![{Path(p).stem}]({p})" for p in images), ""]
     return "\n".join(lines)

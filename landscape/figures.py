@@ -25,11 +25,12 @@ from landscape.simulator import compare
 MARKOV_KEYS = ("simple.acc", "complex.acc", "simple.loss", "complex.loss", "all.acc")
 
 
-def _curvature_runs(groups: Grouped, archs: Iterable[str], what: str) -> dict[str, list[Run]]:
-    """The Markov runs of ``archs``, or else every run of your own model (by name)."""
+def _curvature_runs(groups: Grouped, archs: Iterable[str], what: str,
+                    some: bool = False) -> dict[str, list[Run]]:
+    """The Markov runs of ``archs`` (``some``: those present), else your own models' runs."""
     if "markov" not in groups and groups.get("custom"):
         return dict(groups["custom"])
-    return markov_runs(groups, archs, what)
+    return markov_runs(groups, archs, what, some=some)
 
 
 def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
@@ -63,8 +64,11 @@ def sample_dynamics(groups: Grouped) -> dict[str, Figure]:
 
 
 def spectra(groups: Grouped) -> dict[str, Figure]:
-    """Paper Figs. 3 and 7-8: spectra over training with phases and matrix entropy."""
-    runs = _curvature_runs(groups, (SINGLE, LOOPED), "spectra")
+    """Paper Figs. 3 and 7-8: spectra over training with phases and matrix entropy.
+
+    One row per model: Single-Attn and Looped-Attn, or whichever of them is given.
+    """
+    runs = _curvature_runs(groups, (SINGLE, LOOPED), "spectra", some=True)
     by_model, phases = {}, {}
     for arch, rs in runs.items():
         by_model[arch] = series.spectrum_checkpoints(rs[0])
@@ -245,6 +249,12 @@ FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {
     "shared_plane": shared_plane, "loops": loops, "switch": switch, "sharpness": sharpness,
     "shift_ablation": shift_ablation, "length_tasks": length_tasks,
 }
+
+
+def run_files(folder: str | Path) -> list[Path]:
+    """The run files of a reproduce folder (its ``runs/*.h5``) or of a folder of run files."""
+    folder = Path(folder)
+    return sorted((folder / "runs").glob("*.h5")) or sorted(folder.glob("*.h5"))
 
 
 def render(runs: list[Run], names: Iterable[str], out: str | Path,

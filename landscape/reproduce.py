@@ -301,7 +301,8 @@ def report_markdown(preset: str, runs: list[Run], result: Outcome) -> str:
              f"Written by landscape {landscape.__version__} on {time.strftime('%Y-%m-%d')} "
              f"({platform.machine()}, Python {platform.python_version()}); this call took "
              f"{result.seconds / 60:.1f} min. Every rule is fixed in `landscape/claims.py`.",
-             "", "## Claims", "", claims_mod.to_markdown(result.claims), "## Runs", ""]
+             "", "## Claims", "", claims_mod.to_markdown(result.claims, _claim_images(result)),
+             "## Runs", ""]
     lines += _markov_table(runs) + [""] + _algorithmic_table(runs) + ["", "## Figures", ""]
     for name, paths in result.figures.items():
         if isinstance(paths, str):
@@ -310,6 +311,23 @@ def report_markdown(preset: str, runs: list[Run], result: Outcome) -> str:
             pngs = [p for p in paths if str(p).endswith(".png")]
             lines += [f"- {name}: " + ", ".join(f"[{p.name}](figures/{p.name})" for p in pngs)]
     return "\n".join(lines) + "\n"
+
+
+CLAIM_FIGURES = {
+    "1": ("fig2_sample_dynamics",), "2": ("fig3_spectra",),
+    "3": ("valley_stats", "valley_width_vs_river", "shared_plane"), "4": ("fig1_concept",),
+    "5": ("fig4_shift", "fig11_algorithmic_wallclock", "fig12_task_curves"),
+    "6": ("length_generalization",),
+}
+"""The figures (file stems) that show what each claim's verdict rests on."""
+
+
+def _claim_images(result: Outcome) -> dict[str, list[str]]:
+    """Per claim id, the drawn PNGs among :data:`CLAIM_FIGURES`, relative to REPORT.md."""
+    drawn = {Path(p).stem: Path(p) for paths in result.figures.values()
+             if not isinstance(paths, str) for p in paths if str(p).endswith(".png")}
+    return {cid: [f"figures/{drawn[s].name}" for s in stems if s in drawn]
+            for cid, stems in CLAIM_FIGURES.items()}
 
 
 def _markov_table(runs: list[Run]) -> list[str]:

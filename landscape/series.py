@@ -57,15 +57,18 @@ def group_runs(runs: Iterable[Run]) -> Grouped:
     return {t: dict(v) for t, v in out.items()}
 
 
-def markov_runs(groups: Grouped, archs: Iterable[str],
-                what: str | None = None) -> dict[str, list[Run]] | None:
+def markov_runs(groups: Grouped, archs: Iterable[str], what: str | None = None,
+                some: bool = False) -> dict[str, list[Run]] | None:
     """The Markov runs of each architecture in ``archs``.
 
     Returns None when one is missing, or, with ``what`` (the figure asking), raises
-    :class:`LandscapeError` naming the missing ones.
+    :class:`LandscapeError` naming the missing ones. With ``some``, those of ``archs``
+    that are present, missing only when none is.
     """
     runs = groups.get("markov", {})
     missing = [a for a in archs if a not in runs]
+    if some and len(missing) < len(list(archs)):
+        return {a: runs[a] for a in archs if a in runs}
     if missing and what is None:
         return None
     if missing:

@@ -50,6 +50,11 @@ def test_every_figure_and_claim(reproduced):
     assert {c["verdict"] for c in data} <= {"holds", "does not hold", "inconclusive",
                                             "inconclusive (underpowered)"}
     assert "| m_shift |" in report and "| p_looped |" in report
+    # each claim shows its figure beside its verdict, before the next claim starts
+    for cid, image in (("1", "fig2_sample_dynamics"), ("2", "fig3_spectra"),
+                       ("6", "length_generalization")):
+        section = report.split(f"### Claim {cid}:")[1].split("### Claim")[0]
+        assert f"![{image}](figures/{image}.png)" in section, section
 
 
 def test_second_call_reuses_runs_and_probes(reproduced):
@@ -89,6 +94,11 @@ def test_plot_command(reproduced, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "fig3_spectra.png").stat().st_size > 1000
     assert "algorithmic: skipped" in res.output  # no algorithmic runs given
+    looped = [r for r in runs if "looped" in r]
+    res = CliRunner().invoke(main, ["plot", *looped, "--figure", "spectra", "--format", "png",
+                                    "--out", str(tmp_path / "one")])
+    assert res.exit_code == 0, res.output  # one run's spectra draw alone
+    assert (tmp_path / "one" / "fig3_spectra.png").stat().st_size > 1000
     res = CliRunner().invoke(main, ["plot", runs[0], "--figure", "switch", "--out",
                                     str(tmp_path)])
     assert res.exit_code == 2 and "no figure could be drawn" in res.output
