@@ -503,12 +503,12 @@ def commit(path: str | Path, change: Callable[[Transaction], None], *, create: b
     """
     path = Path(path)
     tmp = _tmp_path(path)
-    if create:
-        tmp.unlink(missing_ok=True)
-    else:
-        shutil.copyfile(path, tmp)
     tx: Transaction | None = None
     try:
+        if create:
+            tmp.unlink(missing_ok=True)
+        else:
+            shutil.copyfile(path, tmp)  # a full disk fails here too: the copy goes below
         with h5py.File(tmp, "a") as f:
             tx = Transaction(f, path, durable)
             if create:

@@ -293,3 +293,22 @@ def test_the_index_grows_by_what_a_commit_adds_to_it(tmp_path):
     per_commit = (sizes[-1] - sizes[19]) / 100
     assert per_commit < 1000, per_commit  # bytes of index per commit (was 3.7 kB)
     np.testing.assert_array_equal(store.read_params(p, slice(None))[:, 0], np.arange(120))
+
+
+def test_a_full_disk_leaves_the_run_intact_and_no_tmp_copy(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    p = _new(tmp_path / "r.h5")
+    before = p.read_bytes()
+
+    def copy_then_fill(src, dst):  # the disk fills while the index is being copied
+        with open(dst, "wb") as f:
+            f.write(open(src, "rb").read()[:100])
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(shutil, "copyfile", copy_then_fill)
+    with store.writer_lock(p, "test"), pytest.raises(OSError, match="No space"):
+        store.commit(p, lambda tx: tx.append("trajectory/params", np.ones((1, 5), np.float32)))
+    assert p.read_bytes() == before
+    assert not store._tmp_path(p).exists()  # the space the user must free is free
