@@ -346,7 +346,7 @@ def test_pyhessian_backend_agrees_and_restores_the_model():
 
 
 def test_pyhessian_default_tolerance_is_loose():
-    """At its default tol=1e-3 PyHessian stops early: near the truth, further than at 1e-7."""
+    """At its default tol=1e-3 PyHessian stops early: near the truth, further than at 1e-9."""
     model, split = tiny_model(seed=3, loops=3), tiny_split()
     h = jacfwd_reference(make_loss_fn(model, split), detached_params(model))
     truth = float(torch.linalg.eigvalsh(h).abs().max())
