@@ -110,7 +110,7 @@ def test_plot_command(reproduced, tmp_path):
 def test_every_preset_job_finds_its_shipped_recipe(preset):
     recipes = [job.load() for job in rep.PRESETS[preset]]
     assert len({r.name for r in recipes}) == len(recipes)
-    assert {r.arch for r in recipes} == set(ARCHS)
+    assert {r.arch for r in recipes} >= set(ARCHS)
 
 
 def test_unknown_preset(tmp_path):
