@@ -35,9 +35,10 @@ bench: setup
 	$(BIN)/python bench/commit.py
 	$(BIN)/python bench/hessian.py
 	$(BIN)/python bench/slices.py
-	$(BIN)/python bench/any_model.py --parts ratio,memory
-	$(BIN)/python bench/any_model.py --parts eigen --no-norm --batch 2 --seq 32
-	$(BIN)/python bench/any_model.py --parts slice --batch 4 --seq 32
+	$(BIN)/python bench/any_model.py --parts ratio
+	$(BIN)/python bench/any_model.py --parts memory --repeats 1
+	$(BIN)/python bench/any_model.py --parts eigen --no-norm --batch 2 --seq 16 --peer-repeats 1
+	$(BIN)/python bench/any_model.py --parts slice --batch 2 --seq 32
 
 # The README gallery (docs/gallery/*.png, committed) from the quick preset's runs.
 gallery: reproduce

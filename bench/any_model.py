@@ -21,8 +21,9 @@ arms alternated).
   ``eigsh`` (ARPACK) on the same operator, PyHessian 0.1 (through our adapter) and
   curvlinops' ``HessianLinearOperator`` with ``eigsh``. Truth: float64 Lanczos at
   ``tol=1e-10`` with recomputed residuals. Each arm runs at the loosest tolerance in
-  1e-1..1e-7 (half decades) that reaches 1e-4 on all five (the search's run is seed 0,
-  then seeds 1..R-1). curvlinops is first checked against the dense float64 Hessian of a
+  1e-2..1e-7 (half decades) that reaches 1e-4 on all five (the search's run is seed 0,
+  then seeds 1..R-1; PyHessian, whose runs are the longest, may get fewer with
+  ``--peer-repeats``). curvlinops is first checked against the dense float64 Hessian of a
   small model without LayerNorm (and with it), and on the race model against our operator.
 * ``slice``: a 21 x 21 grid on a filter-normalised random plane of a model of more than 1M
   parameters: ours (``loss_grid``, per point and vmapped chunks) against
@@ -52,7 +53,7 @@ from landscape.hessian import HessianOperator, dense_hessian_reference, double_b
 from landscape.spectral import hutchpp, lanczos
 
 VOCAB = 256
-TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
+TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 TARGET = 1e-4
 DTYPE = torch.float64  # of the eigen race: float32 products stall at 1.1e-4 there (measured)
 
@@ -412,6 +413,8 @@ def eigen_part(args) -> None:
                 break
     for seed in range(1, args.repeats):
         for name in tuned:  # alternated within a repeat
+            if name == "PyHessian 0.1" and seed >= args.peer_repeats:
+                continue
             out = arms[name](tuned[name], seed)
             out["err"] = rel_errors(out["values"], truth).max()
             rows[name].append(out)
@@ -424,6 +427,7 @@ def eigen_part(args) -> None:
         sec = [o["s"] for o in outs]
         ratio_h = [o["hvp"] / u["hvp"] for o, u in zip(outs, ours)] if ours else [math.nan]
         ratio_s = [o["s"] / u["s"] for o, u in zip(outs, ours)] if ours else [math.nan]
+        # (zip pairs each run with ours of the same seed, run in the same repeat)
         reached = sum(o["err"] <= TARGET for o in outs)
         print(f"| {name} | {tuned[name]:.0e} | {med(hv):.0f} | {med(sec):.1f} | "
               f"{max(o['err'] for o in outs):.1e} | {reached}/{len(outs)} | "
@@ -511,6 +515,8 @@ def parse():
     ap.add_argument("--eigen-d", type=int, default=128)
     ap.add_argument("--eigen-layers", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=1000, help="PyHessian maxIter")
+    ap.add_argument("--peer-repeats", type=int, default=3,
+                    help="runs of PyHessian in the eigen race (its runs are the longest)")
     ap.add_argument("--no-norm", action="store_true",
                     help="race on the model without LayerNorm (where curvlinops is right)")
     ap.add_argument("--grid", type=int, default=21)

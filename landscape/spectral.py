@@ -176,6 +176,9 @@ def _rademacher(op, n: int, gen: torch.Generator) -> torch.Tensor:
 # ----------------------------------------------------------------------------- Lanczos core
 
 
+DGKS = 1 / math.sqrt(2)
+"""Re-orthogonalise again while a Gram-Schmidt pass keeps less than this share of the norm."""
+
 BASIS_BLOCK = 32
 """Columns per tensor of a Krylov basis: it grows a block at a time, never copied, so a
 basis of ``m`` vectors holds ``m P`` floats (rounded up to a block) and no more."""
@@ -194,7 +197,7 @@ class _Krylov:
 
     def __init__(self, op, v0: torch.Tensor, gen: torch.Generator):
         self.op, self.gen = op, gen
-        self._blocks: list[torch.Tensor] = []  # the basis, BASIS_BLOCK columns per tensor
+        self._blocks: list[torch.Tensor] = []  # the basis: [BASIS_BLOCK, P] rows per tensor
         self.m, self.alpha, self.off = 0, [], []
         self.block_ends, self.block_rnorms = [], []  # closed blocks: last index, |r_k|
         self.w, self.rnorm, self.hnorm = None, 0.0, 0.0
@@ -222,35 +225,51 @@ class _Krylov:
     def _append(self, q: torch.Tensor) -> None:
         j = self.m % BASIS_BLOCK
         if j == 0:  # a new block; the old ones are never copied
-            self._blocks.append(torch.empty(self.op.dim, min(BASIS_BLOCK, self.op.dim - self.m),
+            self._blocks.append(torch.empty(min(BASIS_BLOCK, self.op.dim - self.m), self.op.dim,
                                             dtype=self.op.dtype, device=self.op.device))
-        self._blocks[-1][:, j] = q
+        self._blocks[-1][j] = q
         self.m += 1
 
     def _views(self) -> list[torch.Tensor]:
-        """The basis's used columns, block by block (``[P, <= BASIS_BLOCK]`` views)."""
-        return [b[:, : self.m - i * BASIS_BLOCK] for i, b in enumerate(self._blocks)]
+        """The basis's used vectors, block by block, as rows (``[<= BASIS_BLOCK, P]`` views).
+
+        Rows, not columns: every vector is contiguous, so writing one and the products
+        ``Q^T w`` and ``w - Q c`` stream through memory (a column layout made them strided,
+        2-3x slower than the Hessian product itself at P = 1e6).
+        """
+        return [b[: self.m - i * BASIS_BLOCK] for i, b in enumerate(self._blocks)]
 
     def _column(self, i: int) -> torch.Tensor:
-        return self._blocks[i // BASIS_BLOCK][:, i % BASIS_BLOCK]
+        return self._blocks[i // BASIS_BLOCK][i % BASIS_BLOCK]
 
     def _project(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w - Q Q^T w, Q^T w)`` over the blocks of the basis."""
         views = self._views()
-        coef = torch.cat([v.T @ w for v in views])
-        for v, c in zip(views, torch.split(coef, [v.shape[1] for v in views])):
-            w = w - v @ c
+        coef = torch.cat([v @ w for v in views])
+        for v, c in zip(views, torch.split(coef, [v.shape[0] for v in views])):
+            w = w - c @ v
         return w, coef
 
-    def _orthogonalise(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``w`` minus its projection on the basis: classical Gram-Schmidt, twice or thrice.
+    def _orthogonalise(self, w: torch.Tensor, ref: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``w`` minus its projection on the basis: classical Gram-Schmidt with DGKS passes.
+
+        A pass is repeated (at most twice) only while it cancelled: while the norm left is
+        below ``1/sqrt(2)`` of the norm before it, ``ref`` for the first pass (the norm of
+        the product before anything was subtracted from it; default ``||w||``). This is
+        the criterion of Daniel, Gragg, Kaufman and Stewart (1976) that ARPACK uses: a
+        second pass when one was not enough, and no second sweep of the basis otherwise
+        (each sweep reads all ``m P`` floats of the basis).
 
         Returns the new ``w`` and the first pass's coefficients ``Q^T w`` ``[m]``.
         """
+        before = float(torch.linalg.vector_norm(w)) if ref is None else ref
         w, first = self._project(w)
-        before = torch.linalg.vector_norm(w)
-        w, _ = self._project(w)  # "twice is enough" (Kahan, Parlett)
-        if torch.linalg.vector_norm(w) < 0.5 * before:  # cancellation again: once more
+        for _ in range(2):
+            after = float(torch.linalg.vector_norm(w))
+            if after >= DGKS * before:
+                break
+            before = after
             w, _ = self._project(w)
         return w, first
 
@@ -278,11 +297,12 @@ class _Krylov:
         self._append(q)
         j = self.m - 1
         w = self.op.matvec(q)
+        ref = float(torch.linalg.vector_norm(w))
         a = float(q @ w)
         w = w - a * q
         if coupling:
             w = w - coupling * self._column(j - 1)
-        w, h = self._orthogonalise(w)
+        w, h = self._orthogonalise(w, ref)
         self.alpha.append(a + float(h[j]))
         self.w, self.rnorm = w, float(torch.linalg.vector_norm(w))
         self.hnorm = max(self.hnorm, abs(self.alpha[-1]) + coupling + self.rnorm)
@@ -303,10 +323,10 @@ class _Krylov:
     def vectors(self, s_cols: np.ndarray) -> torch.Tensor:
         """``Q_m S[:, cols]`` ``[P, c]``: Ritz vectors in the operator's dtype and device."""
         s = torch.as_tensor(s_cols, dtype=self.op.dtype, device=self.op.device)
-        out = torch.zeros(self.op.dim, s.shape[1], dtype=self.op.dtype, device=self.op.device)
+        out = torch.zeros(s.shape[1], self.op.dim, dtype=self.op.dtype, device=self.op.device)
         for i, v in enumerate(self._views()):
-            out += v @ s[i * BASIS_BLOCK : i * BASIS_BLOCK + v.shape[1]]
-        return out
+            out += s[i * BASIS_BLOCK : i * BASIS_BLOCK + v.shape[0]].T @ v
+        return out.T
 
 
 # ----------------------------------------------------------------------------- Lanczos

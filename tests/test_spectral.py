@@ -461,4 +461,4 @@ def test_lanczos_basis_holds_only_its_own_vectors(monkeypatch):
     a, _ = sym(spread_spectrum(p=200))
     res = lanczos(DenseOperator(a), k_top=5, tol=0, max_steps=70)
     assert res.steps == 70
-    assert sum(sizes) == 200 * 3 * sp.BASIS_BLOCK  # 70 columns in 3 blocks of 32
+    assert sum(sizes) == 200 * 3 * sp.BASIS_BLOCK  # 70 vectors in 3 blocks of 32
