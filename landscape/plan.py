@@ -19,7 +19,8 @@ Memory model (bytes; ``s`` = bytes per float of the products, ``G`` = the gradie
 
 * every Hessian part: ``G`` plus its vectors, ``m P s`` for a Krylov basis of ``m``
   vectors (Lanczos, SLQ; in blocks, never copied: :data:`landscape.spectral.BASIS_BLOCK`),
-  ``(2 k + 2 c) P s`` for Hutch++ with ``k`` deflated vectors and ``c`` probes per chunk;
+  ``(2 k + 2 c) P s`` for Hutch++ with ``k`` deflated vectors and ``c`` probes per chunk
+  (:data:`landscape.spectral.AUTO_CHUNK`);
 * the dense Hessian: ``P^2 s`` for the matrix, ``8 P^2`` for its float64 copy and
   ``8 P^2`` for ``eigvalsh``'s workspace;
 * a grid: ``A`` and a few parameter vectors (a vmapped chunk of ``b`` points: ``b A``).
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from landscape.errors import LandscapeError
+from landscape.spectral import AUTO_CHUNK
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
 
@@ -292,9 +294,10 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
                             g + _krylov_bytes(c, m)))
         k = min(hs.k_top, p)
         n_tr = hs.trace_hvps + k
+        chunk = AUTO_CHUNK["cuda" if c.device.startswith("cuda") else "other"]
         out.append(PartPlan("hessian/trace", "trace (Hutch++)", n_tr, 0,
                             n_tr * c.hvp_s + 4 * k * n_tr * c.vector_s,
-                            g + (2 * k + 2 * 32) * p * s))
+                            g + (2 * k + 2 * chunk) * p * s))
         n = min(hs.slq_steps, p)
         out.append(PartPlan("hessian/slq", "density (SLQ)", hs.slq_runs * n, 0,
                             hs.slq_runs * _krylov_seconds(c, n), g + _krylov_bytes(c, n)))
