@@ -50,6 +50,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.hessian import HessianOperator, dense_hessian_reference, double_backward_attention
+from landscape.objective import has_tied_tensors
 from landscape.spectral import hutchpp, lanczos
 
 VOCAB = 256
@@ -95,9 +96,11 @@ def problem(d: int, layers: int, batch: int, seq: int, norm: bool = True, seed: 
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randint(0, vocab, (batch, seq + 1), generator=g)
     inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+    tie = has_tied_tensors(model)  # as the library's loss functions do
+
     def loss_fn(params):
         buffers = dict(model.named_buffers())  # read now: the model may have been cast
-        logits = functional_call(model, (dict(params), buffers), (inputs,))
+        logits = functional_call(model, (dict(params), buffers), (inputs,), tie_weights=tie)
         return nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
 
     params = {n: p.detach() for n, p in model.named_parameters()}

@@ -44,7 +44,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.errors import LandscapeError
-from landscape.objective import CHUNK, LossFn
+from landscape.objective import CHUNK, LossFn, has_tied_tensors
 
 BUILTIN_LOSSES = ("next_token", "cross_entropy", "mse")
 IGNORE = -100
@@ -317,12 +317,13 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
         total = None
     obj = _Objective(model, per_batch)
     buffers = {f"model.{k}": v for k, v in model.named_buffers()}
+    tie = has_tied_tensors(model)  # else skip functional_call's per-call walk for ties
 
     def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         named = {f"model.{k}": v for k, v in params.items()}
         acc = 0.0
         for i, b in enumerate(pieces):
-            value = functional_call(obj, (named, buffers), (b,))
+            value = functional_call(obj, (named, buffers), (b,), tie_weights=tie)
             if total is None:
                 if value.dim() != 0:
                     raise LandscapeError(f"loss {loss} returned a tensor of shape "

@@ -65,3 +65,34 @@ def test_layout_and_split_refuse_bad_input_with_landscape_error():
         ParamLayout.from_json({"names": ["a"], "shapes": [[1], [2]]})
     with pytest.raises(LandscapeError, match=r"must both be \[N, T\]"):
         Split(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_loss_functions_keep_tied_weights_tied():
+    """A head tied to the embedding gets the gradient of both uses (functional_call ties)."""
+    from torch import nn
+
+    from landscape.custom import make_custom_loss_fn
+    from landscape.objective import has_tied_tensors
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(5, 3)
+            self.head = nn.Linear(3, 5, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.emb(x)))
+
+    torch.manual_seed(0)
+    model = Tied()
+    assert has_tied_tensors(model) and not has_tied_tensors(nn.Linear(2, 2))
+    x = torch.randint(0, 5, (24,))
+    y = torch.randint(0, 5, (24,))
+    loss_fn = make_custom_loss_fn(model, "cross_entropy", "pair",
+                                  {"inputs": x.numpy(), "targets": y.numpy()}, trust_code=False)
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    (g,) = torch.autograd.grad(loss_fn(params), [params["emb.weight"]])
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    torch.testing.assert_close(g, model.emb.weight.grad)
