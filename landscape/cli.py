@@ -192,7 +192,12 @@ def _main_rank() -> bool:
                                       "--exact-max-params.")
 @click.option("--exact-max-params", type=click.IntRange(min=1), default=3000,
               show_default=True)
-@click.option("--blocks", is_flag=True, help="Per-parameter-group spectra (Q/K/V/O, ...).")
+@click.option("--blocks", "blocks", multiple=True, is_flag=False, flag_value="layers",
+              metavar="[PATTERN]",
+              help="Per-block spectra. Alone: one block per layer of the architecture (a "
+                   "numbered layer such as transformer.h.3, else the module owning the "
+                   "parameter). With a value (repeatable): one block per fnmatch pattern of "
+                   "parameter names, e.g. --blocks 'transformer.h.0.attn.*'.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
 @click.option("--backend", type=click.Choice(["landscape", "pyhessian"]), default="landscape",
@@ -206,17 +211,23 @@ def _main_rank() -> bool:
                    "the same for every run probed with it: init (the run's own first "
                    "checkpoint: runs from one initialisation share it) or another run "
                    "file's checkpoint (default its first).")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda or cuda:N: where the model, the products and the grids live.")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="torch CPU threads (0: torch's default).")
 @click.option("--force", is_flag=True, help="Recompute parts already stored.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Print each part's estimated HVPs, time and peak memory (from one timed "
+                   "gradient and HVP) and the parts memory would refuse; compute nothing.")
+@click.option("--ignore-memory", is_flag=True,
+              help="Run parts whose estimated peak memory exceeds what the device has.")
 @click.option("--trust-code", is_flag=True,
               help="Import the model factory and loss that a run of your own model names "
                    "(runs that code; only for files you trust).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_steps, trace_hvps,
           exact, exact_max_params, blocks, dtype, backend, grid, delta, shared_plane, device,
-          threads, force, trust_code, quiet):
+          threads, force, plan_only, ignore_memory, trust_code, quiet):
     """Compute Hessian and River-Valley diagnostics on a run file's checkpoints.
 
     Results go into the run file; a second call skips what is done (--force
@@ -229,10 +240,13 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
       landscape probe run.h5 --steps 0,640 --backend pyhessian --dtype float64
       landscape probe looped.h5 --shared-plane single.h5:0   # compare on one plane
       landscape probe mine.h5 --trust-code   # a run of your own model names its factory
+      landscape probe gpt.h5 --trust-code --plan --exact always   # costs first
+      landscape probe gpt.h5 --trust-code --blocks 'transformer.h.0.attn.*' --device cuda
     """
     import torch
 
     from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings
+    from landscape.probe import plan as probe_plan
     from landscape.probe import probe as run_probe
 
     if not hessian and not geometry:
@@ -245,14 +259,19 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
     if threads:
         torch.set_num_threads(threads)
     settings = ProbeSettings(
-        steps=steps, force=force, device=device,
+        steps=steps, force=force, device=device, ignore_memory=ignore_memory,
         hessian=HessianSettings(k_top=k_top, k_bottom=k_bottom, slq_runs=slq_runs,
                                 slq_steps=slq_steps, trace_hvps=trace_hvps, exact=exact,
-                                exact_max_params=exact_max_params, blocks=blocks, dtype=dtype,
+                                exact_max_params=exact_max_params, blocks=tuple(blocks),
+                                dtype=dtype,
                                 backend=backend) if hessian else None,
         geometry=GeometrySettings(grid=grid, delta=delta, shared_plane=shared_plane)
         if geometry else None,
     )
+    if plan_only:
+        for line in probe_plan(run_file, settings, trust_code=trust_code):
+            click.echo(line)
+        return
     t0 = time.perf_counter()
     report = None if quiet or not _main_rank() else (lambda msg: click.echo(msg, err=True))
     done = run_probe(run_file, settings, report, trust_code=trust_code)

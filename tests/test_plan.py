@@ -1,7 +1,9 @@
 """The probe plan: its estimates against measured probes, and memory refusals."""
 
 import dataclasses
+import fnmatch
 
+import numpy as np
 import pytest
 import torch
 from helpers import tiny_recipe
@@ -78,3 +80,75 @@ def test_memory_estimates_grow_with_the_krylov_space_and_the_dtype():
     assert more["hessian/top"].hvps > top["hessian/top"].hvps
     top64 = {p.name: p for p in plan_parts(c64, HS)}
     assert top64["hessian/slq"].peak_bytes > top["hessian/slq"].peak_bytes
+
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from landscape.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _copy(src, tmp_path):
+    from landscape.store import copy_run
+
+    dst = tmp_path / "r.h5"
+    copy_run(src, dst)
+    return dst
+
+
+def test_cli_plan_prints_every_part_and_computes_nothing(trained_runs, tmp_path):
+    path = _copy(trained_runs["looped"], tmp_path)
+    res = _invoke("probe", path, "--plan", "--steps", "last", "--k", "3", "--k-bottom", "1",
+                  "--slq-runs", "2", "--slq-steps", "10", "--blocks", "--grid", "5")
+    assert res.exit_code == 0, res.output
+    for part in ("hessian/top", "hessian/trace", "hessian/slq", "hessian/exact",
+                 "hessian/blocks", "geometry/slice_random", "per checkpoint"):
+        assert part in res.output
+    assert "HVP / gradient" in res.output
+    assert not Run.open(path).probed_steps  # nothing was computed or stored
+
+
+def test_cli_refuses_a_part_that_does_not_fit_and_the_flag_overrides(trained_runs, tmp_path,
+                                                                     monkeypatch):
+    import landscape.probe.driver as driver
+
+    path = _copy(trained_runs["single"], tmp_path)
+    monkeypatch.setattr(driver, "available_memory", lambda device: 64 * 1024)
+    args = ("probe", path, "--steps", "last", "--no-geometry", "--k", "2", "--k-bottom", "0",
+            "--slq-runs", "1", "--slq-steps", "5", "--trace-hvps", "4", "--exact", "never")
+    res = _invoke(*args)
+    assert res.exit_code == 2
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: part hessian/top") and MEMORY_FLAG in line
+    assert "needs about" in line and "available on cpu" in line
+    assert not Run.open(path).probed_steps  # refused before any work
+    assert _invoke(*args, MEMORY_FLAG).exit_code == 0
+    assert Run.open(path).probed_steps
+
+
+def test_cli_blocks_by_pattern_are_the_dense_hessians_diagonal_blocks(trained_runs, tmp_path):
+    from landscape.hessian import dense_hessian_reference
+
+    path = _copy(trained_runs["single"], tmp_path)
+    pats = ("block.attn.*", "head.*")
+    res = _invoke("probe", path, "--steps", "last", "--no-geometry", "--dtype", "float64",
+                  "--k", "2", "--k-bottom", "0", "--slq-runs", "1", "--slq-steps", "5",
+                  "--trace-hvps", "4", "--exact", "never", *(a for p in pats
+                                                            for a in ("--blocks", p)))
+    assert res.exit_code == 0, res.output
+    run = Run.open(path)
+    got = run.hessian(-1)["blocks"].groups
+    assert list(got) == list(pats)
+    params = run.params(dtype=torch.float64)
+    for pat, block in got.items():
+        names = list(block.names)
+        assert names == [n for n in run.layout.names if fnmatch.fnmatchcase(n, pat)]
+        dense = dense_hessian_reference(run.loss_fn("probe"), params, wrt=names).numpy()
+        truth = np.linalg.eigvalsh(dense)[::-1]
+        assert block.dim == dense.shape[0]
+        np.testing.assert_allclose(block.values, truth[:2], rtol=1e-7,
+                                   atol=1e-9 * np.abs(truth).max())
+    bad = _invoke("probe", path, "--steps", "last", "--no-geometry", "--blocks", "nothing.*")
+    assert bad.exit_code == 2 and "matches no parameter" in bad.output

@@ -8,8 +8,8 @@
   parts, reuse of stored parts computed with the same settings, commits, torchrun ranks.
 """
 
-from landscape.probe.driver import REGISTRY, Driver, ProbeSettings, probe, select_steps
+from landscape.probe.driver import REGISTRY, Driver, ProbeSettings, plan, probe, select_steps
 from landscape.probe.parts import GeometrySettings, HessianSettings
 
-__all__ = ["REGISTRY", "Driver", "GeometrySettings", "HessianSettings", "ProbeSettings", "probe",
-           "select_steps"]
+__all__ = ["REGISTRY", "Driver", "GeometrySettings", "HessianSettings", "ProbeSettings", "plan",
+           "probe", "select_steps"]

@@ -71,6 +71,17 @@ from landscape.directions import Plane, shared_plane
 from landscape.errors import LandscapeError
 from landscape.hessian import HessianOperator
 from landscape.objective import make_loss_fn
+from landscape.plan import (
+    MEMORY_FLAG,
+    PartPlan,
+    UnitCosts,
+    available_memory,
+    check_memory,
+    format_plan,
+    human_bytes,
+    measure_costs,
+    plan_parts,
+)
 from landscape.probe import parts
 from landscape.probe import schema as sc
 from landscape.probe.parts import GeometrySettings, HessianSettings
@@ -93,6 +104,7 @@ class ProbeSettings:
     geometry: GeometrySettings | None = None
     force: bool = False  # recompute parts already stored
     device: str = "cpu"  # where products and grids are computed ("cuda" on a GPU)
+    ignore_memory: bool = False  # run parts whose estimated peak memory exceeds the device's
 
 
 def select_steps(run: Run, spec: str) -> list[int]:
@@ -330,7 +342,8 @@ register(Entry(sc.Sharpness, "  sharpness", _hessian_settings("dtype"), _sharpne
 register(Entry(sc.Overlap, "  top-k overlap with the previous checkpoint", _overlap_settings,
                _overlap, needs=("top",)))
 register(Entry(sc.Blocks, "  per-block spectra",
-               _hessian_settings("k_top", "tol", "max_steps", "trace_hvps", "dtype", "seed"),
+               _hessian_settings("k_top", "tol", "max_steps", "trace_hvps", "dtype", "seed",
+                                 "blocks"),
                lambda job: parts.blocks(job.operator(), job.hs, loops=job.loops),
                when=lambda job: job.hs.blocks))
 register(Entry(sc.PyHessian, "  PyHessian 0.1", _hessian_settings("k_top", "seed"), _pyhessian,
@@ -505,6 +518,9 @@ class Driver:
     def probe(self) -> list[int]:
         """Probe every selected checkpoint, then the run-level parts. Returns the steps."""
         steps = select_steps(self.run, self.settings.steps)
+        if not self.settings.ignore_memory:
+            costs, plans = self.plan(steps)
+            check_memory(plans, available_memory(self.device), str(self.device))
         prev = None
         for step in steps:
             loops = int(self.run.loops[self.run.index(step)])
@@ -519,6 +535,29 @@ class Driver:
             for name in RUN_PARTS:
                 self.ensure(name, job)
         return steps
+
+    def plan(self, steps: list[int]) -> tuple[UnitCosts, list[PartPlan]]:
+        """The estimated cost of each part of one checkpoint (:mod:`landscape.plan`).
+
+        Measured at the first of ``steps`` on this probe's device and dtype: one loss, one
+        gradient, one create-graph gradient and three Hessian-vector products.
+        """
+        hs, gs = self.settings.hessian, self.settings.geometry
+        dtype = hs.torch_dtype if hs is not None else torch.float32
+        step = steps[0]
+        costs = measure_costs(self.loss_fn(step), self.run.params(step, dtype=dtype,
+                                                                  device=self.device), dtype)
+        p = self.run.layout.size
+        dense = hs is not None and (hs.exact == "always" or (hs.exact == "auto"
+                                                             and p <= hs.exact_max_params))
+        sizes = dict(zip(self.run.layout.names, self.run.layout.sizes))
+        blocks = None
+        if hs is not None and hs.blocks:
+            from landscape.blocks import blocks as make_blocks
+
+            blocks = {b: sum(sizes[n] for n in names) for b, names in
+                      make_blocks(self.run.layout.names, hs.block_patterns).items()}
+        return costs, plan_parts(costs, hs, gs, dense=dense, blocks=blocks)
 
     def _asked(self, entry: Entry, job: Job) -> dict | None:
         """The settings of ``entry`` in this call, or None if it does not apply here."""
@@ -720,6 +759,31 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
         return _probe_ranks(Path(path), settings, report)
     with store.writer_lock(path, "probe"):
         return Driver(path, settings, report, trust_code=trust_code).probe()
+
+
+def plan(path: str | Path, settings: ProbeSettings | None = None,
+         trust_code: bool = False) -> list[str]:
+    """What :func:`probe` would cost, as lines of text, before any work (``--plan``).
+
+    Reads the run file only (no lock, nothing written). Measures the units of
+    :mod:`landscape.plan` at the first selected checkpoint and lists each part's estimated
+    HVPs, forwards, time and peak memory, the totals for the selected checkpoints, and the
+    parts that would be refused for memory.
+    """
+    Run.open(path, trust_code=trust_code).require_code()
+    settings = settings or ProbeSettings()
+    driver = Driver(path, settings, None, trust_code=trust_code)
+    steps = select_steps(driver.run, settings.steps)
+    costs, plans = driver.plan(steps)
+    lines = [f"plan for {path}: {len(steps)} checkpoint(s) {steps[:6]}"
+             f"{' ...' if len(steps) > 6 else ''} on {driver.device}"]
+    lines += format_plan(costs, plans, checkpoints=len(steps))
+    avail = available_memory(driver.device)
+    over = [p for p in plans if p.peak_bytes > avail]
+    lines.append(f"  memory available on {driver.device}: {human_bytes(avail)}" +
+                 (f"; refused without {MEMORY_FLAG}: {', '.join(p.name for p in over)}"
+                  if over else ""))
+    return lines
 
 
 def _probe_ranks(path: Path, settings: ProbeSettings, report: Report | None) -> list[int]:

@@ -68,7 +68,9 @@ class HessianSettings:
     slq_steps: int = 90  # Lanczos steps per SLQ run
     exact: str = "auto"  # full spectrum: "auto" (P <= exact_max_params), "always", "never"
     exact_max_params: int = 3000  # the "auto" bound (the dense Hessian costs P HVPs)
-    blocks: bool = False  # per-parameter-group spectra
+    # per-block spectra: () none; ("layers",) the architecture's layers; else fnmatch
+    # patterns of parameter names, one block each (see landscape.blocks)
+    blocks: tuple[str, ...] = ()
     dtype: str = "float32"  # "float32" or "float64" products
     backend: str = "landscape"  # "landscape", or "pyhessian" to add PyHessian's numbers
     seed: int = 0
@@ -84,6 +86,16 @@ class HessianSettings:
             raise LandscapeError("hessian: backend must be landscape or pyhessian")
         if min(self.slq_runs, self.slq_steps, self.trace_hvps, self.max_steps) < 1:
             raise LandscapeError("hessian: slq_runs, slq_steps, trace_hvps, max_steps >= 1")
+        if isinstance(self.blocks, (bool, str)):
+            raise LandscapeError("hessian: blocks is a tuple of patterns (or ('layers',))")
+        if "layers" in self.blocks and len(self.blocks) > 1:
+            raise LandscapeError("hessian: blocks 'layers' (the default blocks) cannot be "
+                                 "mixed with patterns")
+
+    @property
+    def block_patterns(self) -> tuple[str, ...] | None:
+        """The patterns of the blocks, or None for the architecture's layers."""
+        return None if self.blocks == ("layers",) else tuple(self.blocks)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -231,19 +243,23 @@ def overlap(previous: sc.Top, current: sc.Top, previous_step: int) -> sc.Overlap
 
 
 def blocks(op: HessianOperator, hs: HessianSettings, loops: int = 0) -> sc.Blocks:
-    """Top eigenvalues and trace of each parameter group's Hessian block."""
-    out, hvps = {}, 0
-    for group, names in param_groups(op.names).items():
-        sub = op.restrict(names)
-        k = min(hs.k_top, sub.dim)
-        res = lanczos(sub, k_top=k, tol=hs.tol or None, max_steps=min(hs.max_steps, sub.dim))
-        tr = hutchpp(sub, min(max(4, hs.trace_hvps), 3 * sub.dim), seed=hs.seed)
-        out[group] = sc.BlockSpectrum(values=np.asarray(res.top_values),
-                                      converged=np.asarray(res.top_converged),
-                                      trace=float(tr.estimate), trace_stderr=float(tr.stderr),
-                                      dim=int(sub.dim), names=np.array(names, dtype=object))
-        hvps += sub.n_matvec
-    return sc.Blocks(groups=out, hvps=hvps, **_hessian_fields(op, loops))
+    """Top eigenvalues and trace of each block's Hessian (see :mod:`landscape.blocks`).
+
+    Blocks by ``hs.blocks``: the architecture's layers, or one per parameter-name pattern.
+    """
+    from landscape.blocks import block_spectra
+    from landscape.blocks import blocks as make_blocks
+
+    groups = make_blocks(op.names, hs.block_patterns)
+    res = block_spectra(op, groups, hs.k_top, tol=hs.tol or None, max_steps=hs.max_steps,
+                        trace_hvps=hs.trace_hvps, seed=hs.seed)
+    out = {name: sc.BlockSpectrum(values=np.asarray(r["values"]),
+                                  converged=np.asarray(r["converged"]),
+                                  trace=float(r["trace"]), trace_stderr=float(r["trace_stderr"]),
+                                  dim=int(r["dim"]), names=np.array(r["names"], dtype=object))
+           for name, r in res.items()}
+    return sc.Blocks(groups=out, hvps=sum(r["hvps"] for r in res.values()),
+                     **_hessian_fields(op, loops))
 
 
 def pyhessian(model: torch.nn.Module, split, hs: HessianSettings, loops: int = 0) -> sc.PyHessian:

@@ -264,7 +264,7 @@ class BlockSpectrum:
 
 @dataclass(frozen=True, kw_only=True)
 class Blocks(HessianPart):
-    """Per-parameter-group spectra, ``{group: BlockSpectrum}`` (see model.param_groups)."""
+    """Per-block spectra, ``{block: BlockSpectrum}`` (blocks: see landscape.blocks)."""
 
     NAME: ClassVar[str] = "blocks"
     groups: dict[str, BlockSpectrum] = _table(BlockSpectrum)
