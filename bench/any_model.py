@@ -404,6 +404,9 @@ def eigen_part(args) -> None:
         "PyHessian 0.1": lambda tol, seed: arm_pyhessian(model, inputs, targets, tol, seed,
                                                          args.max_iter),
     }
+    if args.arms:
+        keep = [a.strip() for a in args.arms.split(",")]
+        arms = {k: v for k, v in arms.items() if any(k.startswith(x) for x in keep)}
     tuned, rows = {}, {}
     for name, arm in arms.items():
         for tol in TOLS:
@@ -518,6 +521,8 @@ def parse():
     ap.add_argument("--eigen-d", type=int, default=128)
     ap.add_argument("--eigen-layers", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=1000, help="PyHessian maxIter")
+    ap.add_argument("--arms", default="", help="eigen: only the arms whose names start so "
+                    "(comma-separated: ours,scipy,curvlinops,PyHessian)")
     ap.add_argument("--peer-repeats", type=int, default=3,
                     help="runs of PyHessian in the eigen race (its runs are the longest)")
     ap.add_argument("--no-norm", action="store_true",

@@ -247,7 +247,7 @@ class _Krylov:
         views = self._views()
         coef = torch.cat([v @ w for v in views])
         for v, c in zip(views, torch.split(coef, [v.shape[0] for v in views])):
-            w = w - c @ v
+            w.addmv_(v.T, c, alpha=-1.0)  # in place: one sweep of the block, no temporaries
         return w, coef
 
     def _orthogonalise(self, w: torch.Tensor, ref: float | None = None
@@ -299,9 +299,9 @@ class _Krylov:
         w = self.op.matvec(q)
         ref = float(torch.linalg.vector_norm(w))
         a = float(q @ w)
-        w = w - a * q
+        w = w - a * q  # a copy: the product may be the operator's own tensor
         if coupling:
-            w = w - coupling * self._column(j - 1)
+            w.add_(self._column(j - 1), alpha=-coupling)
         w, h = self._orthogonalise(w, ref)
         self.alpha.append(a + float(h[j]))
         self.w, self.rnorm = w, float(torch.linalg.vector_norm(w))
