@@ -386,9 +386,9 @@ def format_plan(c: UnitCosts, plans: list[PartPlan], checkpoints: int = 1) -> li
              f"{1e3 * c.forward_s:.1f} ms, one gradient {1e3 * c.gradient_s:.1f} ms, one HVP "
              f"{1e3 * c.hvp_s:.1f} ms (HVP / gradient {c.hvp_s / max(c.gradient_s, 1e-12):.2f}),"
              f" gradient graph {human_bytes(c.graph_bytes)}",
-             f"  {'part':<22} {'HVPs':>8} {'forwards':>9} {'time':>10} {'peak memory':>12}"]
+             f"  {'part':<28} {'HVPs':>7} {'forwards':>9} {'time':>10} {'peak memory':>12}"]
     for part in plans:
-        lines.append(f"  {part.name:<22} {part.hvps:>8,} {part.forwards:>9,} "
+        lines.append(f"  {part.name:<28} {part.hvps:>7,} {part.forwards:>9,} "
                      f"{human_seconds(part.seconds):>10} {human_bytes(part.peak_bytes):>12}")
     hv = sum(x.hvps for x in plans)
     sec = sum(x.seconds for x in plans)
