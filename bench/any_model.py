@@ -409,7 +409,10 @@ def eigen_part(args) -> None:
         arms = {k: v for k, v in arms.items() if any(k.startswith(x) for x in keep)}
     tuned, rows = {}, {}
     for name, arm in arms.items():
-        for tol in TOLS:
+        tols = TOLS
+        if args.tol_ours and name.startswith("ours"):  # a fixed tolerance, no search
+            tols = (args.tol_ours,)
+        for tol in tols:
             out = arm(tol, 0)
             out["err"] = err = rel_errors(out["values"], truth).max()
             print(f"<!-- search {name}: tol {tol:.0e}: {out['hvp']} HVPs, {out['s']:.1f} s, "
@@ -523,6 +526,8 @@ def parse():
     ap.add_argument("--max-iter", type=int, default=1000, help="PyHessian maxIter")
     ap.add_argument("--arms", default="", help="eigen: only the arms whose names start so "
                     "(comma-separated: ours,scipy,curvlinops,PyHessian)")
+    ap.add_argument("--tol-ours", type=float, default=0.0,
+                    help="eigen: run ours at this tolerance instead of searching for one")
     ap.add_argument("--peer-repeats", type=int, default=3,
                     help="runs of PyHessian in the eigen race (its runs are the longest)")
     ap.add_argument("--no-norm", action="store_true",
