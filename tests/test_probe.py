@@ -310,3 +310,9 @@ def test_shared_plane_figure_refuses_runs_on_different_planes(trained_runs, tmp_
     figs = figures.shared_plane(series.group_runs([Run.open(single), Run.open(looped)]))
     assert [ax.get_title().split(",")[0] for ax in figs["shared_plane"].axes[:2]] == [
         "Single-Attn", "Single-Attn"]
+
+
+@pytest.mark.parametrize("key", ["grid", "width_points"])
+def test_an_even_grid_setting_is_refused_by_its_own_name(key):
+    with pytest.raises(LandscapeError, match=f"geometry: {key}=4 must be odd"):
+        GeometrySettings(**{key: 4})

@@ -123,9 +123,10 @@ class GeometrySettings:
     shared_plane: str = ""
 
     def __post_init__(self):
-        if self.grid % 2 == 0 or self.width_points % 2 == 0:
-            raise LandscapeError("geometry: grid and width_points must be odd (the origin "
-                                 "must be a grid point)")
+        for key in ("grid", "width_points"):  # name only the one given wrong
+            if getattr(self, key) % 2 == 0:
+                raise LandscapeError(f"geometry: {key}={getattr(self, key)} must be odd (the "
+                                     "origin must be a grid point)")
         if self.delta <= 0 or not 0 < self.eps_rel < self.tau_rel:
             raise LandscapeError("geometry: need delta > 0 and 0 < eps_rel < tau_rel")
 
