@@ -22,6 +22,7 @@ from landscape.run import Run
 from landscape.series import Grouped, markov_runs
 from landscape.simulator import compare
 
+BASIN_RISE = 0.1  # loss rise (nats) above a checkpoint that marks its basin's edge
 MARKOV_KEYS = ("simple.acc", "complex.acc", "simple.loss", "complex.loss", "all.acc")
 
 
@@ -69,12 +70,14 @@ def spectra(groups: Grouped) -> dict[str, Figure]:
     One row per model: Single-Attn and Looped-Attn, or whichever of them is given.
     """
     runs = _curvature_runs(groups, (SINGLE, LOOPED), "spectra", some=True)
-    by_model, phases = {}, {}
+    by_model, entropy, phases = {}, {}, {}
     for arch, rs in runs.items():
         by_model[arch] = series.spectrum_checkpoints(rs[0])
+        entropy[arch] = series.entropy_series(rs[0], by_model[arch])
         if len(by_model[arch]) >= 3:
-            phases[arch] = series.phases_of(rs[0], series.entropy_series(rs[0], by_model[arch]))
-    return {"fig3_spectra": plot.spectra(by_model, phases or None)}
+            phases[arch] = series.phases_of(rs[0], entropy[arch])
+    return {"fig3_spectra": plot.spectra(series.binned_spectra(by_model), entropy,
+                                         phases or None)}
 
 
 def shift(groups: Grouped) -> dict[str, Figure]:
@@ -91,9 +94,8 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
     for task, g in algo.items():
         wall[task] = {a: {"wall": series.final(rs[0], "wall"),
                           "acc": series.final(rs[0], "iid.seq_acc")} for a, rs in g.items()}
-        curves[task] = {a: [{"step": r.metrics["step"], "acc": r.metrics["iid.seq_acc"],
-                             **({"switch_step": float(r.shift_step)} if r.shift_step else {})}
-                            for r in rs] for a, rs in g.items() if a in (LOOPED, SHIFT)}
+        curves[task] = {a: [_task_curve(r) for r in rs] for a, rs in g.items()
+                        if a in (LOOPED, SHIFT)}
         for a, rs in g.items():
             lengths.setdefault(a, []).append(series.length_series(rs[0]))
         t = next(iter(g.values()))[0].recipe.task
@@ -103,6 +105,12 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
         out["fig12_task_curves"] = plot.task_curves({t: c for t, c in curves.items() if c})
     out["length_generalization"] = plot.length_generalization(lengths, train_range)
     return out
+
+
+def _task_curve(run: Run) -> dict:
+    c = series.curve(run, ["iid.seq_acc"])
+    return {"step": c["step"], "acc": c["iid.seq_acc"],
+            **({"switch_step": c["switch_step"]} if "switch_step" in c else {})}
 
 
 def shift_ablation(groups: Grouped) -> dict[str, Figure]:
@@ -198,15 +206,16 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
     if len(common) >= 4:  # leave out the initialisation, whose flat plateau sets the scale
         common = common[1:]
     picks = sorted({common[0], common[len(common) // 2], common[-1]})
-    panels = {}
+    panels, shares = {}, {}
     for arch, steps in found.items():
         run = runs[arch][0]
         if all(s in steps for s in picks):  # SHIFT only where probed at the same steps
-            panels[arch] = {f"epoch {series.epoch_of(run, s):g}": steps[s].loss
-                            for s in picks}
+            titles = {f"epoch {series.epoch_of(run, s):g}": steps[s] for s in picks}
+            panels[arch] = {t: g.loss for t, g in titles.items()}
+            shares[arch] = {t: series.basin_share(g, BASIN_RISE) for t, g in titles.items()}
     ref = grids[0].plane.get("reference", "?")
     return {"shared_plane": plot.shared_slices(
-        grids[0].alphas, grids[0].betas, panels,
+        grids[0].alphas, grids[0].betas, panels, shares=shares, rise=BASIN_RISE,
         title=f"one random plane for all runs, normalised against {ref}")}
 
 

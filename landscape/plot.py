@@ -1,9 +1,10 @@
 """Figure functions: arrays in, a matplotlib :class:`~matplotlib.figure.Figure` out.
 
-No function here reads a file: the caller (``landscape plot``, ``reproduce``, a notebook)
-loads the run files and passes plain arrays, dicts and small dataclasses whose shapes
-each docstring gives. Saving is a separate step, :func:`save`, which writes the
-settings into the files' metadata, never into their names.
+No function here reads a file or computes a measurement: the caller (``landscape plot``,
+``reproduce``, a notebook) loads the run files through :mod:`landscape.series`, which also
+derives what is shown (binned spectra, entropy, basin shares), and passes plain arrays,
+dicts and small dataclasses whose shapes each docstring gives. Saving is a separate step,
+:func:`save`, which writes the settings into the files' metadata, never into their names.
 
 **One style.** :data:`STYLE` is a small dict of rcParams (Okabe-Ito colorblind-safe
 palette; 8 pt text for a 3.25 in column, :func:`figsize` for sizes from a column or
@@ -45,12 +46,11 @@ import numpy as np
 from cycler import cycler
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from scipy.special import ndtr
 
 from landscape import __version__
 from landscape.archs import LABELS, LOOPED, SHIFT, SINGLE
 from landscape.errors import LandscapeError
-from landscape.phases import PHASES, UNASSIGNED, Phases, density_entropy, matrix_entropy
+from landscape.phases import PHASES, UNASSIGNED, Phases
 from landscape.valley import KAPPA_U, KAPPA_V
 
 # ---------------------------------------------------------------------------------------
@@ -566,57 +566,24 @@ def sample_dynamics(
 # ---------------------------------------------------------------------------------------
 
 
-def _to_t(x: np.ndarray, xscale: str, linthresh: float) -> np.ndarray:
-    """Display coordinate of eigenvalues: signed log for "symlog", identity for "linear"."""
-    if xscale == "linear":
-        return x
-    return np.sign(x) * np.log10(1.0 + np.abs(x) / linthresh)
-
-
-def _from_t(t: np.ndarray, xscale: str, linthresh: float) -> np.ndarray:
-    if xscale == "linear":
-        return t
-    return np.sign(t) * linthresh * (10.0 ** np.abs(t) - 1.0)
-
-
-def _checkpoint(ck: Mapping, where: str) -> dict:
-    """Validate one spectrum checkpoint; returns it with float arrays."""
-    epoch = float(_need(ck, "epoch", where))
-    if ck.get("eigvals") is not None:
-        return {"epoch": epoch, "eigvals": _vec(ck["eigvals"], where)}
-    if ck.get("nodes") is None or ck.get("weights") is None:
-        raise LandscapeError(f"{where}: missing 'eigvals' (or SLQ 'nodes' and 'weights')")
-    nodes = np.atleast_2d(np.asarray(ck["nodes"], dtype=np.float64))
-    weights = np.atleast_2d(np.asarray(ck["weights"], dtype=np.float64))
-    if nodes.shape != weights.shape:
-        raise LandscapeError(f"{where}: SLQ nodes {nodes.shape} and weights {weights.shape} "
-                             "differ in shape")
-    return {"epoch": epoch, "nodes": nodes, "weights": weights, "dim": ck.get("dim")}
-
-
-def _spectrum_values(ck: dict) -> np.ndarray:
-    return ck["eigvals"] if "eigvals" in ck else ck["nodes"].ravel()
-
-
-def _bin_mass(ck: dict, edges: np.ndarray, xscale: str, lt: float, sigma: float) -> np.ndarray:
-    """Eigenvalues per bin: a histogram, or the Gaussian-smoothed SLQ measure."""
-    if "eigvals" in ck:
-        return np.histogram(ck["eigvals"], bins=edges)[0].astype(np.float64)
-    t_edges = _to_t(edges, xscale, lt)
-    t_nodes = _to_t(ck["nodes"].ravel(), xscale, lt)
-    w = ck["weights"].ravel() / ck["nodes"].shape[0]
-    cdf = ndtr((t_edges[:, None] - t_nodes[None, :]) / sigma)  # [bins+1, R*m]
-    mass = np.diff(cdf, axis=0) @ w
-    return mass * ck["dim"] if ck.get("dim") else mass
-
-
-def _entropy_of(ck: dict) -> float:
-    if "eigvals" in ck:
-        return matrix_entropy(ck["eigvals"])
-    if not ck.get("dim"):
-        raise LandscapeError("spectra: an SLQ checkpoint needs 'dim' (the parameter count) "
-                             "for its entropy; pass it, or pass `entropy`")
-    return density_entropy(ck["nodes"], ck["weights"], int(ck["dim"]))
+def _binned(binned: Mapping) -> tuple[np.ndarray, dict[str, list[dict]]]:
+    """Validate :func:`landscape.series.binned_spectra`'s output: edges and per-model bins."""
+    edges = _vec(_need(binned, "edges", "spectra"), "spectra: edges")
+    by_model = _need(binned, "spectra", "spectra")
+    models = _models(by_model, "spectra")
+    out = {}
+    for m in models:
+        cks = list(by_model[m])
+        if not cks:
+            raise LandscapeError("spectra: a model has no checkpoints")
+        out[m] = []
+        for i, ck in enumerate(cks):
+            where = f"spectra: checkpoint {i} of {m!r}"
+            mass = _vec(_need(ck, "mass", where), where)
+            if mass.size != edges.size - 1:
+                raise LandscapeError(f"{where}: {mass.size} bins for {edges.size} edges")
+            out[m].append({"epoch": float(_need(ck, "epoch", where)), "mass": mass})
+    return edges, out
 
 
 def _pick(n: int, k: int) -> list[int]:
@@ -635,13 +602,9 @@ def _phase_spans(ax, ph: Phases) -> None:
             ax.axvline(start, color=PHASE_COLORS[name], linestyle="--", linewidth=0.9)
 
 
-def _entropy_panel(ax, model, cks, entropy, ph, color) -> None:
+def _entropy_panel(ax, model, entropy, ph, color) -> None:
     """Matrix entropy against epoch, phases shaded."""
-    if entropy is not None:
-        e, h = _xy(entropy, "epoch", "entropy", f"spectra: entropy of {model!r}")
-    else:
-        e = np.array([c["epoch"] for c in cks])
-        h = np.array([_entropy_of(c) for c in cks])
+    e, h = _xy(entropy, "epoch", "entropy", f"spectra: entropy of {model!r}")
     if ph is not None:
         _phase_spans(ax, ph)
         ax.plot(ph.epochs, ph.smoothed, color="black", linewidth=0.7, linestyle="--",
@@ -694,15 +657,11 @@ def _spectrum_panel(ax, ck, mass, edges, xscale, lt, color, ph) -> None:
 
 @_styled
 def spectra(
-    spectra_by_model: Mapping,
+    binned: Mapping,
+    entropy: Mapping,
     phases: Mapping | None = None,
-    entropy: Mapping | None = None,
     *,
-    xscale: str = "symlog",
-    linthresh: float | None = None,
-    bins: int = 60,
     max_checkpoints: int = 5,
-    sigma: float = 0.01,
 ) -> Figure:
     """Paper Fig. 3 (and the per-model grids of Figs. 7-8): Hessian spectra and phases.
 
@@ -710,67 +669,54 @@ def spectra(
     checkpoint: eigenvalues per bin (log count) against the eigenvalue on a signed-log
     axis (linear within ``+-linthresh``, logarithmic beyond, so negative outliers, the
     bulk at 0 and the top eigenvalues all show); all panels share the bins. A panel's
-    tint is its detected phase. The last panel is the matrix entropy
-    (:func:`landscape.phases.matrix_entropy`) over all checkpoints, with the phases of
-    :func:`landscape.phases.detect_phases` shaded and its verdict in the title.
+    tint is its detected phase. The last panel is the matrix entropy over all
+    checkpoints, with the phases of :func:`landscape.phases.detect_phases` shaded and its
+    verdict in the title.
 
-    Exact spectra are histograms. An SLQ checkpoint's quadrature measure is smoothed by
-    a Gaussian of width ``sigma`` times the axis span *in display coordinates* (so the
-    smoothing is relative on the log parts), integrated over each bin, and scaled by
-    ``dim`` to read as eigenvalues per bin (as a share per bin without ``dim``).
+    Nothing is computed here: the bins come from :func:`landscape.series.binned_spectra`
+    (histograms of exact spectra, smoothed SLQ measures), the entropy from
+    :func:`landscape.series.entropy_series`.
 
     Args:
-        spectra_by_model: ``{"single": [checkpoint, ...], "looped": [...]}``, a checkpoint
-            being ``{"epoch": float, "eigvals": [P]}`` or ``{"epoch": float, "nodes":
-            [runs, m], "weights": [runs, m], "dim": P}``, in epoch order.
+        binned: ``{"edges": [bins + 1], "spectra": {model: [{"epoch", "mass": [bins]},
+            ...]}, "xscale": "symlog" | "linear", "linthresh": float, "counts": bool}``
+            (``counts``: masses are eigenvalues per bin, else shares per bin).
+        entropy: ``{model: {"epoch": [n], "entropy": [n]}}``.
         phases: optional ``{model: Phases}`` from :func:`landscape.phases.detect_phases`.
-        entropy: optional ``{model: {"epoch": [n], "entropy": [n]}}``; by default the
-            entropy of each given checkpoint.
-        xscale: ``"symlog"`` or ``"linear"``.
-        linthresh: half-width of the linear zone; default ``1e-3 * max |eigenvalue|``
-            (the default river threshold of :mod:`landscape.valley`).
-        bins: number of bins.
         max_checkpoints: most spectra per row; more are thinned evenly (first and last
-            kept); the entropy panel always uses all of them.
-        sigma: SLQ smoothing width, as a fraction of the display axis.
+            kept); the entropy panel always shows every checkpoint.
 
     Returns:
         The figure (page width).
     """
-    models = _models(spectra_by_model, "spectra")
+    edges, cks = _binned(binned)
+    models = list(cks)
+    xscale = str(binned.get("xscale", "symlog"))
     if xscale not in ("symlog", "linear"):
         raise LandscapeError(f"spectra: xscale must be 'symlog' or 'linear', got {xscale!r}")
-    cks = {m: [_checkpoint(c, f"spectra: checkpoint {i} of {m!r}")
-               for i, c in enumerate(spectra_by_model[m])] for m in models}  # fmt: skip
-    if not all(cks.values()):
-        raise LandscapeError("spectra: a model has no checkpoints")
-    values = np.concatenate([_spectrum_values(c) for m in models for c in cks[m]])
-    lim = float(np.max(np.abs(values))) or 1.0
-    lt = float(linthresh) if linthresh else 1e-3 * lim
-    lo, hi = _to_t(np.array([values.min(), values.max()]), xscale, lt)
-    pad = 0.02 * (hi - lo) + 1e-12
-    edges = _from_t(np.linspace(lo - pad, hi + pad, bins + 1), xscale, lt)
+    lt = float(binned.get("linthresh") or 1e-3 * (float(np.max(np.abs(edges))) or 1.0))
+    counts = bool(binned.get("counts", True))
+    missing = [m for m in models if not isinstance(entropy, Mapping) or m not in entropy]
+    if missing:
+        raise LandscapeError(f"spectra: no entropy for {missing[0]!r} (pass the entropy "
+                             "series, landscape.series.entropy_series)")
     ncol = max(len(_pick(len(c), max_checkpoints)) for c in cks.values())
     fig = _new_figure("page", 0.28 * len(models) + 0.06)
     grid = fig.add_gridspec(len(models), ncol + 1, width_ratios=[1] * ncol + [1.8])
     colors = _colors(models)
     shown = {m: [cks[m][i] for i in _pick(len(cks[m]), max_checkpoints)] for m in models}
-    mass = {(m, j): _bin_mass(ck, edges, xscale, lt, sigma * (hi - lo))
-            for m in models for j, ck in enumerate(shown[m])}  # fmt: skip
-    counts = all("eigvals" in c or c.get("dim") for m in models for c in shown[m])
-    top = max(float(v.max()) for v in mass.values()) or 1.0
+    top = max(float(ck["mass"].max()) for m in models for ck in shown[m]) or 1.0
     ylim = (0.5 if counts else 1e-5 * top, 2.0 * top)
     for row, m in enumerate(models):
         ph = (phases or {}).get(m)
         for col, ck in enumerate(shown[m]):
             ax = fig.add_subplot(grid[row, col])
-            _spectrum_panel(ax, ck, mass[m, col], edges, xscale, lt, colors[m], ph)
+            _spectrum_panel(ax, ck, ck["mass"], edges, xscale, lt, colors[m], ph)
             ax.set_ylim(ylim)
             unit = "eigenvalues / bin" if counts else "share / bin"
             ax.set_ylabel(f"{_label(m)}\n{unit}" if col == 0 else "")
             ax.set_xlabel("eigenvalue" if row == len(models) - 1 else "")
-        ent = (entropy or {}).get(m)
-        _entropy_panel(fig.add_subplot(grid[row, ncol]), m, cks[m], ent, ph, colors[m])
+        _entropy_panel(fig.add_subplot(grid[row, ncol]), m, entropy[m], ph, colors[m])
     if phases:
         handles = [Patch(color=PHASE_COLORS[p], alpha=0.5, label=p) for p in PHASES]
         fig.legend(handles=handles, loc="outside lower center", ncol=3)
@@ -1287,6 +1233,7 @@ def shared_slices(
     betas: object,
     grids: Mapping,
     *,
+    shares: Mapping | None = None,
     rise: float = 0.1,
     levels: int = 20,
     title: str | None = None,
@@ -1298,14 +1245,16 @@ def shared_slices(
     the same ``x`` and ``y`` for all panels (a random plane normalised against one stated
     reference checkpoint), so that the basins are compared on equal terms. The levels are
     shared (geometric where every loss is positive). The white contour is the basin edge,
-    ``loss(theta0) + rise``, and each title gives the share of the plane inside it: a wide,
-    flat basin has a large share, a narrow (sharp) one a small share.
+    ``loss(theta0) + rise``, and each title gives the share of the plane inside it (where
+    ``shares`` are given, from :func:`landscape.slices.basin_share`): a wide, flat basin
+    has a large share, a narrow (sharp) one a small share.
 
     Args:
         alphas: ``[na]`` x coordinates, shared by every panel.
         betas: ``[nb]`` y coordinates, shared by every panel.
         grids: ``{model: {column title: [na, nb] losses}}`` (same column titles per row are
             not required; rows are drawn in the mapping's order).
+        shares: optional ``{model: {column title: share of the plane within rise}}``.
         rise: loss rise (nats) above the centre that marks the basin edge.
         levels: number of contour levels.
         title: optional suptitle.
@@ -1345,13 +1294,13 @@ def shared_slices(
             zm = np.ma.masked_invalid(z.T)
             cs = ax.contourf(a, b, zm, levels=lv, norm=norm, extend="neither")
             centre = z[ia, ib]
-            share = float(np.mean(z <= centre + rise)) if np.isfinite(centre) else float("nan")
             if np.isfinite(centre):
                 ax.contour(a, b, zm, levels=[centre + rise], colors="white", linewidths=1.0)
             ax.plot(0, 0, marker="*", color="white", markeredgecolor="black", markersize=7,
                     linestyle="none")
-            ax.set_title(f"{_label(model)}, {name}\n{100 * share:.0f} % within +{rise:g}",
-                         fontsize="small")
+            share = (shares or {}).get(model, {}).get(name)
+            within = f"\n{100 * share:.0f} % within +{rise:g}" if share is not None else ""
+            ax.set_title(f"{_label(model)}, {name}{within}", fontsize="small")
             ax.grid(False)
             if r == len(rows) - 1:
                 ax.set_xlabel(r"$\alpha$")

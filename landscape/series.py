@@ -22,6 +22,8 @@ from landscape.errors import LandscapeError
 from landscape.phases import Phases, density_entropy, detect_phases, matrix_entropy
 from landscape.probe import schema
 from landscape.run import Run
+from landscape.slices import basin_share as _basin_share
+from landscape.spectral import density_in_bins, signed_log, signed_log_inverse
 from landscape.targets import drop_after, time_to_target
 
 
@@ -124,11 +126,99 @@ def entropy_series(run: Run, checkpoints: list[dict] | None = None) -> dict[str,
     checkpoint has its exact spectrum, else ``slq``. ``checkpoints``: the run's
     :func:`spectrum_checkpoints` where the caller already has them.
     """
-    cks = spectrum_checkpoints(run) if checkpoints is None else checkpoints
+    return spectra_entropy(spectrum_checkpoints(run) if checkpoints is None else checkpoints)
+
+
+def spectra_entropy(checkpoints: list[dict]) -> dict[str, np.ndarray]:
+    """Matrix entropy of each spectrum checkpoint (see :func:`spectrum_checkpoints`).
+
+    Exact spectra by :func:`landscape.phases.matrix_entropy`, SLQ densities (which need
+    ``dim``) by :func:`landscape.phases.density_entropy`. Returns ``epoch``, ``entropy``
+    and ``source`` (``exact`` where every checkpoint is exact, else ``slq``).
+    """
+    cks = [_spectrum(c, f"spectra: checkpoint {i}") for i, c in enumerate(checkpoints)]
+    for c in cks:
+        if "nodes" in c and not c.get("dim"):
+            raise LandscapeError("spectra: an SLQ checkpoint needs 'dim' (the parameter "
+                                 "count) for its entropy")
     ent = [matrix_entropy(c["eigvals"]) if "eigvals" in c else
-           density_entropy(c["nodes"], c["weights"], c["dim"]) for c in cks]
+           density_entropy(c["nodes"], c["weights"], int(c["dim"])) for c in cks]
     return {"epoch": np.array([c["epoch"] for c in cks]), "entropy": np.array(ent),
             "source": "exact" if all("eigvals" in c for c in cks) else "slq"}
+
+
+def _spectrum(ck: dict, where: str) -> dict:
+    """One checkpoint's spectrum, validated: ``epoch`` and ``eigvals`` or SLQ arrays."""
+    if ck.get("epoch") is None:
+        raise LandscapeError(f"{where}: missing 'epoch'")
+    epoch = float(ck["epoch"])
+    if ck.get("eigvals") is not None:
+        return {"epoch": epoch, "eigvals": np.asarray(ck["eigvals"], dtype=np.float64).ravel()}
+    if ck.get("nodes") is None or ck.get("weights") is None:
+        raise LandscapeError(f"{where}: missing 'eigvals' (or SLQ 'nodes' and 'weights')")
+    nodes = np.atleast_2d(np.asarray(ck["nodes"], dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(ck["weights"], dtype=np.float64))
+    if nodes.shape != weights.shape:
+        raise LandscapeError(f"{where}: SLQ nodes {nodes.shape} and weights {weights.shape} "
+                             "differ in shape")
+    return {"epoch": epoch, "nodes": nodes, "weights": weights, "dim": ck.get("dim")}
+
+
+def binned_spectra(spectra_by_model: dict[str, list[dict]], *, xscale: str = "symlog",
+                   linthresh: float | None = None, bins: int = 60,
+                   sigma: float = 0.01) -> dict:
+    """Each checkpoint's spectrum as eigenvalues per bin, on bins shared by all of them.
+
+    The bins are even on the display axis: signed-log (``xscale="symlog"``, linear within
+    ``+-linthresh``, see :func:`landscape.spectral.signed_log`) or linear, spanning every
+    eigenvalue of every model and checkpoint with a 2 % margin. Exact spectra are
+    histograms. An SLQ checkpoint's quadrature measure is smoothed by a Gaussian of width
+    ``sigma`` times the axis span in display coordinates (so the smoothing is relative on
+    the log parts), integrated over each bin (:func:`landscape.spectral.density_in_bins`)
+    and scaled by ``dim`` to read as eigenvalues per bin (as a share per bin without it).
+
+    Args:
+        spectra_by_model: ``{model: [checkpoint, ...]}``, a checkpoint being ``{"epoch",
+            "eigvals": [P]}`` or ``{"epoch", "nodes": [runs, m], "weights": [runs, m],
+            "dim": P}`` (as :func:`spectrum_checkpoints` returns), in epoch order.
+        xscale: ``"symlog"`` or ``"linear"``.
+        linthresh: half-width of the linear zone; default ``1e-3 * max |eigenvalue|`` (the
+            default river threshold of :mod:`landscape.valley`).
+        bins: number of bins.
+        sigma: SLQ smoothing width, as a fraction of the display axis.
+
+    Returns:
+        ``{"edges": [bins + 1], "spectra": {model: [{"epoch", "mass": [bins]}, ...]},
+        "xscale", "linthresh", "counts"}`` (``counts``: every mass is eigenvalues per bin,
+        else some are shares), the input of :func:`landscape.plot.spectra`.
+    """
+    if xscale not in ("symlog", "linear"):
+        raise LandscapeError(f"spectra: xscale must be 'symlog' or 'linear', got {xscale!r}")
+    if not spectra_by_model:
+        raise LandscapeError("spectra: no models")
+    cks = {m: [_spectrum(c, f"spectra: checkpoint {i} of {m!r}") for i, c in enumerate(lst)]
+           for m, lst in spectra_by_model.items()}
+    if not all(cks.values()):
+        raise LandscapeError("spectra: a model has no checkpoints")
+    values = np.concatenate([c["eigvals"] if "eigvals" in c else c["nodes"].ravel()
+                             for lst in cks.values() for c in lst])
+    lt = float(linthresh) if linthresh else 1e-3 * (float(np.max(np.abs(values))) or 1.0)
+
+    def to_axis(x):
+        return signed_log(x, lt) if xscale == "symlog" else np.asarray(x, dtype=np.float64)
+
+    lo, hi = to_axis(np.array([values.min(), values.max()]))
+    pad = 0.02 * (hi - lo) + 1e-12
+    t_edges = np.linspace(lo - pad, hi + pad, bins + 1)
+    edges = signed_log_inverse(t_edges, lt) if xscale == "symlog" else t_edges
+    out = {m: [{"epoch": c["epoch"], "mass": np.histogram(c["eigvals"], bins=edges)[0]
+                .astype(np.float64) if "eigvals" in c else
+                density_in_bins(c["nodes"], c["weights"], edges, sigma * (hi - lo),
+                                transform=to_axis, dim=c.get("dim"))} for c in lst]
+           for m, lst in cks.items()}
+    counts = all("eigvals" in c or c.get("dim") for lst in cks.values() for c in lst)
+    return {"edges": edges, "spectra": out, "xscale": xscale, "linthresh": lt,
+            "counts": counts}
 
 
 def phases_of(run: Run, entropy: dict[str, np.ndarray] | None = None) -> Phases:
@@ -234,6 +324,15 @@ def shared_slices(run: Run) -> dict:
     """``{step: SliceShared}`` at every probed checkpoint that has a shared-plane slice."""
     found = {s: run.part("slice_shared", s) for s in run.probed_steps}
     return {s: g for s, g in found.items() if g is not None and not g.skipped}
+
+
+def basin_share(grid, rise: float) -> float:
+    """Share of a stored grid's plane within ``rise`` of the loss at its centre.
+
+    ``grid``: a :class:`~landscape.probe.schema.Grid` part (e.g. from
+    :func:`shared_slices`); see :func:`landscape.slices.basin_share`.
+    """
+    return _basin_share(grid.alphas, grid.betas, grid.loss, rise)
 
 
 def final(run: Run, key: str, last: int = 1) -> float:

@@ -315,3 +315,31 @@ def loss_grid(
         chunk = _chunk_points(batch_points, max_memory_bytes, loss_fn, params, theta0.device)
         _run(loss_fn, layout, theta0, dirs, coeffs, todo, chunk, on_chunk, out)
     return out.reshape(shape)
+
+
+def basin_share(alphas, betas, loss, rise: float) -> float:
+    """The share of a 2-D grid's cells whose loss is within ``rise`` of the loss at the origin.
+
+    The origin is the cell nearest ``(0, 0)`` (the checkpoint a plane is centred on). A
+    wide, flat basin has a large share, a narrow one a small share; on one plane and grid
+    the shares of several runs compare their basins on equal terms.
+
+    Args:
+        alphas: ``[na]`` x coordinates.
+        betas: ``[nb]`` y coordinates.
+        loss: ``[na, nb]`` losses (NaN cells count as outside).
+        rise: the loss rise (nats, > 0) that marks the basin edge.
+
+    Returns:
+        The share in [0, 1]; NaN where the loss at the origin is not finite.
+    """
+    a, b = np.asarray(alphas, dtype=np.float64), np.asarray(betas, dtype=np.float64)
+    z = np.asarray(loss, dtype=np.float64)
+    if z.shape != (a.size, b.size):
+        raise LandscapeError(f"basin_share: loss has shape {z.shape}, not [{a.size}, {b.size}]")
+    if not rise > 0:
+        raise LandscapeError(f"basin_share: rise must be > 0, got {rise}")
+    centre = z[int(np.argmin(np.abs(a))), int(np.argmin(np.abs(b)))]
+    if not np.isfinite(centre):
+        return float("nan")
+    return float(np.mean(z <= centre + rise))

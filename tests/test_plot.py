@@ -14,9 +14,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from landscape import plot, simulator  # noqa: E402
+from landscape import plot, series, simulator  # noqa: E402
 from landscape.errors import LandscapeError  # noqa: E402
 from landscape.phases import detect_phases, matrix_entropy  # noqa: E402
+from landscape.slices import basin_share  # noqa: E402
 
 EP = np.arange(0.0, 60.0, 10.0)  # 6 checkpoints
 
@@ -54,10 +55,17 @@ def sims():
     return c.u, c.v
 
 
+def _binned_spectra():
+    """The synthetic spectra as the spectra figure takes them: bins and entropy series."""
+    sp = _spectra()
+    return series.binned_spectra(sp), {m: series.spectra_entropy(c) for m, c in sp.items()}
+
+
 def _figures(sims):
     """One call per figure function, from small synthetic arrays."""
     sp = _spectra()
     ph = {m: detect_phases(EP, [matrix_entropy(c["eigvals"]) for c in sp[m]]) for m in sp}
+    binned, entropy = _binned_spectra()
     shift = dict(_run(0.54, 9, 2.0), switch_epoch=20.0)
     st = np.arange(0.0, 100.0, 20.0)
     a, b = np.linspace(-1, 1, 5), np.linspace(-1, 1, 3)
@@ -66,7 +74,7 @@ def _figures(sims):
         "concept": lambda: plot.concept(*sims, {"switch": 20, "end": 50}),
         "sample_dynamics": lambda: plot.sample_dynamics(
             _curves(), {"simple": {"acc": 0.95, "loss": 0.4}, "complex": {"acc": 0.6}}),
-        "spectra": lambda: plot.spectra(sp, phases=ph, max_checkpoints=3),
+        "spectra": lambda: plot.spectra(binned, entropy, phases=ph, max_checkpoints=3),
         "shift_comparison": lambda: plot.shift_comparison(dict(_curves(), shift=shift)),
         "algorithmic_wallclock": lambda: plot.algorithmic_wallclock(
             {"parity": {"looped": {"wall": 30.0, "acc": 0.99}, "shift": {"wall": 20.0, "acc": .98}},
@@ -243,28 +251,11 @@ def test_seeds_on_other_grids_are_interpolated_within_their_range():
 
 def test_spectra_entropy_panel_shows_the_matrix_entropy():
     sp = _spectra()
-    fig = plot.spectra(sp, max_checkpoints=2)
+    fig = plot.spectra(*_binned_spectra(), max_checkpoints=2)
     ent_ax = [ax for ax in fig.axes if ax.get_ylabel() == "entropy (nats)"]
     assert len(ent_ax) == 2
     y = ent_ax[1].get_lines()[-1].get_ydata()
     np.testing.assert_allclose(y, [matrix_entropy(c["eigvals"]) for c in sp["looped"]])
-
-
-def test_spectrum_histogram_counts_every_eigenvalue_and_slq_matches_it():
-    lam = _spectrum(10, p=200)
-    lt = 1e-3 * np.abs(lam).max()
-    t = plot._to_t(np.array([lam.min(), lam.max()]), "symlog", lt)
-    edges = plot._from_t(np.linspace(t[0] - 0.1, t[1] + 0.1, 41), "symlog", lt)
-    np.testing.assert_allclose(plot._from_t(plot._to_t(lam, "symlog", lt), "symlog", lt), lam)
-    counts = plot._bin_mass({"eigvals": lam}, edges, "symlog", lt, 0.01)
-    assert counts.sum() == lam.size
-    # the exact quadrature of the same spectrum, barely smoothed, gives the same bins
-    ck = {"nodes": lam[None, :], "weights": np.full((1, lam.size), 1 / lam.size),
-          "dim": lam.size}  # fmt: skip
-    smoothed = plot._bin_mass(ck, edges, "symlog", lt, 1e-4)
-    np.testing.assert_allclose(smoothed, counts, atol=1e-6)
-    # wider smoothing moves mass between bins but keeps it (the edges have margin)
-    assert plot._bin_mass(ck, edges, "symlog", lt, 0.02).sum() == pytest.approx(lam.size, 1e-6)
 
 
 def test_spectra_from_slq_density_and_given_entropy():
@@ -272,7 +263,11 @@ def test_spectra_from_slq_density_and_given_entropy():
                       "weights": np.full((1, 9), 1 / 9), "dim": 61}
                      for i, (e, k) in enumerate(zip(EP, ENT_V))]}  # fmt: skip
     ent = {"looped": {"epoch": EP, "entropy": np.arange(6.0)}}
-    fig = plot.spectra(sp, entropy=ent, max_checkpoints=3)
+    binned = series.binned_spectra(sp)
+    assert binned["counts"]  # SLQ densities with their dimension read as eigenvalues / bin
+    for ck in binned["spectra"]["looped"]:  # all 61 but the smoothing's tails beyond the edges
+        assert 0.97 * 61 < ck["mass"].sum() <= 61
+    fig = plot.spectra(binned, ent, max_checkpoints=3)
     assert len(fig.axes) == 4  # 3 spectra, thinned evenly, and the entropy
     titles = [ax.get_title() for ax in fig.axes[:3]]
     assert titles == ["epoch 0", "epoch 20", "epoch 50"]  # indices 0, round(2.5) = 2, 5
@@ -282,7 +277,9 @@ def test_spectra_from_slq_density_and_given_entropy():
 def test_phase_verdict_is_in_the_entropy_title():
     sp = _spectra()
     ph = {m: detect_phases(EP, [matrix_entropy(c["eigvals"]) for c in sp[m]]) for m in sp}
-    titles = [ax.get_title() for ax in plot.spectra(sp, phases=ph, max_checkpoints=2).axes]
+    binned, entropy = _binned_spectra()
+    titles = [ax.get_title() for ax in plot.spectra(binned, entropy, phases=ph,
+                                                    max_checkpoints=2).axes]
     verdicts = [t for t in titles if t.startswith("entropy")]
     expected = ["entropy: " + ("three phases" if ph[m].three_phases else "not three phases")
                 for m in ("single", "looped")]  # fmt: skip
@@ -331,10 +328,13 @@ def test_partial_slice_counts_missing_cells():
         (lambda: plot.concept(None, None), "u_sim"),
         (lambda: plot.sample_dynamics({"single": {"epoch": EP, "simple.acc": EP}}), "complex.acc"),
         (lambda: plot.sample_dynamics({}), "no models"),
-        (lambda: plot.spectra({"single": [{"epoch": 0.0}]}), "eigvals"),
-        (lambda: plot.spectra({"single": [{"eigvals": [1.0]}]}), "epoch"),
-        (lambda: plot.spectra({"single": [{"epoch": 0, "nodes": [[1.0, 2.0]],
-                                           "weights": [[0.5, 0.5]]}]}), "dim"),
+        (lambda: series.binned_spectra({"single": [{"epoch": 0.0}]}), "eigvals"),
+        (lambda: series.binned_spectra({"single": [{"eigvals": [1.0]}]}), "epoch"),
+        (lambda: series.spectra_entropy([{"epoch": 0, "nodes": [[1.0, 2.0]],
+                                          "weights": [[0.5, 0.5]]}]), "dim"),
+        (lambda: plot.spectra({"edges": [0.0, 1.0], "spectra": {"single": [{"epoch": 0}]}},
+                              {}), "mass"),
+        (lambda: plot.spectra(*_binned_spectra()[:1], {"single": {"epoch": EP}}), "entropy"),
         (lambda: plot.shift_comparison({"shift": {"epoch": EP}}), "complex.acc"),
         (lambda: plot.algorithmic_wallclock({"parity": {"looped": {"acc": 1.0}}}), "wall"),
         (lambda: plot.task_curves({"parity": {"looped": {"step": EP}}}), "acc"),
@@ -360,11 +360,16 @@ def test_missing_required_data_raises_naming_it(make, name):
 def test_shared_slices_share_one_scale_and_report_the_basin_share():
     a = np.linspace(-1, 1, 5)
     wide, narrow = 1 + 0.04 * np.add.outer(a**2, a**2), 1 + np.add.outer(a**2, a**2)
-    fig = plot.shared_slices(a, a, {"single": {"e": wide}, "looped": {"e": narrow}}, rise=0.1)
+    shares = {m: {"e": basin_share(a, a, z, 0.1)} for m, z in (("single", wide),
+                                                                 ("looped", narrow))}
+    fig = plot.shared_slices(a, a, {"single": {"e": wide}, "looped": {"e": narrow}},
+                             shares=shares, rise=0.1)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     # wide: every cell within +0.1 (largest rise 0.08); narrow: only the centre is (its
     # nearest neighbours rise by 0.25), 1 cell of 25
     assert titles == ["Single-Attn, e\n100 % within +0.1", "Looped-Attn, e\n4 % within +0.1"]
+    bare = plot.shared_slices(a, a, {"single": {"e": wide}})  # no shares given: none shown
+    assert [ax.get_title() for ax in bare.axes if ax.get_title()] == ["Single-Attn, e"]
     (cbar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     lo, hi = cbar.get_ylim()
     assert lo == pytest.approx(1.0) and hi == pytest.approx(3.0)  # both grids on one scale

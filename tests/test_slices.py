@@ -311,3 +311,20 @@ def test_bad_input_raises_landscape_errors():
     mixed = {**params, "ln_f.bias": params["ln_f.bias"].float()}
     with pytest.raises(LandscapeError, match="mix dtypes"):
         loss_grid(loss_fn, mixed, d, axis)
+
+
+def test_basin_share_counts_the_cells_within_the_rise_of_the_centre():
+    from landscape.slices import basin_share
+
+    a = np.linspace(-1, 1, 5)
+    wide, narrow = 1 + 0.04 * np.add.outer(a**2, a**2), 1 + np.add.outer(a**2, a**2)
+    assert basin_share(a, a, wide, 0.1) == 1.0  # the largest rise is 0.08
+    assert basin_share(a, a, narrow, 0.1) == pytest.approx(1 / 25)  # neighbours rise 0.25
+    assert basin_share(a, a, narrow, 0.3) == pytest.approx(5 / 25)  # the four at distance 0.5
+    off = np.linspace(-0.5, 1.5, 5)  # the centre is the cell nearest 0, not the middle one
+    assert basin_share(off, a, 1 + np.add.outer(off**2, a**2), 0.3) == pytest.approx(5 / 25)
+    hole = narrow.copy()
+    hole[2, 2] = np.nan
+    assert np.isnan(basin_share(a, a, hole, 0.1))
+    with pytest.raises(LandscapeError, match="shape"):
+        basin_share(a, a[:3], narrow, 0.1)

@@ -462,3 +462,34 @@ def test_lanczos_basis_holds_only_its_own_vectors(monkeypatch):
     res = lanczos(DenseOperator(a), k_top=5, tol=0, max_steps=70)
     assert res.steps == 70
     assert sum(sizes) == 200 * 3 * sp.BASIS_BLOCK  # 70 vectors in 3 blocks of 32
+
+
+def test_binned_spectrum_counts_every_eigenvalue_and_slq_matches_the_histogram():
+    from landscape.spectral import density_in_bins, signed_log, signed_log_inverse
+
+    r = np.random.default_rng(0)
+    lam = np.concatenate([1e-5 * r.standard_normal(190), np.geomspace(10, 0.01, 10), [-0.05]])
+    lt = 1e-3 * np.abs(lam).max()
+    t = signed_log(np.array([lam.min(), lam.max()]), lt)
+    edges = signed_log_inverse(np.linspace(t[0] - 0.1, t[1] + 0.1, 41), lt)
+    np.testing.assert_allclose(signed_log_inverse(signed_log(lam, lt), lt), lam)
+    counts = np.histogram(lam, bins=edges)[0]
+    assert counts.sum() == lam.size
+
+    def axis(x):
+        return signed_log(x, lt)
+
+    # the exact quadrature of the same spectrum, barely smoothed, gives the same bins
+    nodes, weights = lam[None, :], np.full((1, lam.size), 1 / lam.size)
+    smoothed = density_in_bins(nodes, weights, edges, 1e-4, transform=axis, dim=lam.size)
+    np.testing.assert_allclose(smoothed, counts, atol=1e-6)
+    # wider smoothing moves mass between bins but keeps it (the edges have margin)
+    wide = density_in_bins(nodes, weights, edges, 0.02, transform=axis, dim=lam.size)
+    assert wide.sum() == pytest.approx(lam.size, 1e-6)
+    assert not np.allclose(wide, counts, atol=1e-3)
+    # without dim: shares; two runs are averaged
+    shares = density_in_bins(np.vstack([nodes, nodes]), np.vstack([weights, weights]), edges,
+                             1e-4, transform=axis)
+    np.testing.assert_allclose(shares, counts / lam.size, atol=1e-8)
+    with pytest.raises(LandscapeError, match="differ in shape"):
+        density_in_bins(nodes, weights[:, :-1], edges, 0.01)
