@@ -8,7 +8,9 @@ probe driver stores per checkpoint:
   loss rise ``delta`` on each, beside the quadratic prediction ``2 sqrt(2 delta / lambda)``;
 * :func:`loop_curve` -- loss and lambda_max as a function of the number of loops at
   fixed weights;
-* :func:`unit_direction` -- a flat vector as a unit-norm direction dict.
+* :func:`unit_direction` -- a flat vector as a unit-norm direction dict;
+* :func:`direction_rises` -- the symmetric loss rise along many directions at one
+  distance (the direction-spread measurement of :mod:`landscape.uv`).
 """
 
 from __future__ import annotations
@@ -105,3 +107,48 @@ def loop_curve(loss_fn_at: Callable[[int], LossFn], params: Mapping[str, torch.T
         del op
     return {"loops": np.asarray(loops, dtype=np.int64), **{k: np.asarray(v) for k, v in
                                                             res.items()}}
+
+
+def direction_rises(loss_fn: LossFn, params: Mapping[str, torch.Tensor], directions,
+                    radius: float, scale=None) -> np.ndarray:
+    """Symmetric loss rise along each direction at a distance ``radius``.
+
+    The rise along ``u`` is ``(L(theta + r s*u) + L(theta - r s*u)) / 2 - L(theta)`` (``s``
+    the optional per-coordinate ``scale``): the average of both sides cancels every odd
+    term of the Taylor series (the gradient's above all), so on a quadratic it is exactly
+    ``r^2/2 (s*u)' H (s*u)``. With ``scale = D^-1/2`` (AdamW's denominator, see
+    :func:`landscape.uv.precondition_denominator`) the rises are those of the
+    Adam-preconditioned Hessian ``D^-1/2 H D^-1/2`` along ``u``.
+
+    Args:
+        loss_fn: the objective.
+        params: the point.
+        directions: ``[n, P]`` directions (unit norm for a rise per unit distance).
+        radius: the distance r (> 0).
+        scale: ``[P]`` per-coordinate scale applied to each direction, or None.
+
+    Returns:
+        ``[n]`` float64 rises.
+    """
+    layout = ParamLayout.of(params)
+    dirs = np.asarray(directions, dtype=np.float64)
+    if dirs.ndim != 2 or dirs.shape[1] != layout.size or not np.all(np.isfinite(dirs)):
+        raise LandscapeError(f"directions must be a finite [n, P={layout.size}] array, got "
+                             f"{dirs.shape}")
+    if not (radius > 0 and math.isfinite(radius)):
+        raise LandscapeError(f"radius must be finite and > 0, got {radius}")
+    if scale is not None:
+        s = np.asarray(scale, dtype=np.float64)
+        if s.shape != (layout.size,) or not np.all(np.isfinite(s)):
+            raise LandscapeError(f"scale must be a finite [P={layout.size}] vector")
+        dirs = dirs * s[None, :]
+    theta = layout.flatten(params).detach()
+    step = torch.as_tensor(dirs * radius, dtype=theta.dtype, device=theta.device)
+    with torch.no_grad():
+        base = float(loss_fn(params))
+        out = np.empty(dirs.shape[0])
+        for i in range(dirs.shape[0]):
+            up = float(loss_fn(layout.unflatten(theta + step[i])))
+            down = float(loss_fn(layout.unflatten(theta - step[i])))
+            out[i] = 0.5 * (up + down) - base
+    return out

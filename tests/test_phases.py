@@ -183,3 +183,79 @@ def test_label_at_picks_the_nearest_checkpoint():
 def test_detect_phases_rejects_bad_series(epochs, series, match):
     with pytest.raises(LandscapeError, match=match):
         detect_phases(epochs, series)
+
+
+# --------------------------------------------------- phases by segmented fits (BIC)
+
+from landscape.phases import phase_rule, segment_fit, spectral_stats  # noqa: E402
+
+SIGMA = 0.03  # nats of noise per checkpoint (seed spread of an exact-spectrum entropy)
+
+
+def _three(t):
+    """A dip (-0.3 nats), a rise (+0.5) and a plateau, at the level of 7 nats."""
+    a, b = 0.25 * t[-1], 0.6 * t[-1]
+    return np.where(t < a, 7.0 - 0.3 * t / a, np.where(t < b, 6.7 + 0.5 * (t - a) / (b - a),
+                                                        7.2))
+
+
+SHAPES = {
+    "rise": lambda t: 7.0 + 0.5 * t / t[-1],
+    "flat": lambda t: 7.0 + 0 * t,
+    "fall_then_flat": lambda t: np.where(t < 0.5 * t[-1], 7.0 - 0.6 * t / t[-1], 6.7),
+    "rise_then_flat": lambda t: np.where(t < 0.5 * t[-1], 7.0 + t / t[-1], 7.5),
+    "fall": lambda t: 7.0 - 0.5 * t / t[-1],
+}
+
+
+def test_segment_fit_recovers_exact_breaks_and_slopes():
+    t = np.arange(0.0, 13.0)
+    y = _three(t)  # breaks at 3 and 7.2: 7.2 is not a candidate, 3 is
+    f = segment_fit(t, np.where(t < 3, 7 - 0.1 * t, np.where(t < 7, 6.7 + 0.1 * (t - 3), 7.1)),
+                    3, sigma=0.01)
+    np.testing.assert_allclose(f.breaks, [3.0, 7.0])
+    np.testing.assert_allclose(f.slopes, [-0.1, 0.1, 0.0], atol=1e-12)
+    assert f.rss < 1e-20
+    one = segment_fit(t, y, 1)
+    assert one.segments == 1 and one.breaks.size == 0
+
+
+@pytest.mark.parametrize("n", [8, 12, 16, 30, 60])
+def test_phase_rule_finds_three_phases_at_any_density(n):
+    t = np.linspace(0, 50, n)
+    found = sum(phase_rule(t, _three(t) + np.random.default_rng(s).normal(0, SIGMA, n),
+                           sigma=SIGMA).three_phases for s in range(10))
+    assert found >= 9  # noise of 0.03 nats against a dip of 0.3
+
+
+@pytest.mark.parametrize("n", [8, 16, 60])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_phase_rule_rejects_monotone_flat_and_two_phase_series(n, shape):
+    t = np.linspace(0, 50, n)
+    found = sum(phase_rule(t, SHAPES[shape](t) + np.random.default_rng(s).normal(0, SIGMA, n),
+                           sigma=SIGMA).three_phases for s in range(10))
+    assert found <= 1
+
+
+def test_phase_rule_without_a_known_sigma_and_the_old_failure_case():
+    # the level-scaled rule missed this clean curve at 6, 8 and 12 checkpoints
+    for n in (8, 12, 30):
+        t = np.linspace(0, 50, n)
+        assert phase_rule(t, _three(t) + np.random.default_rng(n).normal(0, 1e-3, n)
+                          ).three_phases
+        assert not phase_rule(t, SHAPES["rise"](t) + np.random.default_rng(n).normal(
+            0, 1e-3, n)).three_phases
+    d = phase_rule(np.linspace(0, 50, 12), _three(np.linspace(0, 50, 12)) + 0.0,
+                   sigma=0.01).as_dict()
+    assert d["chosen_segments"] == 3 and len(d["slopes"]) == 3
+
+
+def test_spectral_stats_hand_values():
+    s = spectral_stats([2.0, 2.0, -4.0, 1e-12], eps=1e-9)
+    assert s["entropy_abs"] == pytest.approx(-(0.25 * np.log(0.25) * 2 + 0.5 * np.log(0.5)))
+    assert s["erank_pos"] == pytest.approx(2.0) and s["entropy_pos"] == pytest.approx(np.log(2))
+    assert s["negative_fraction"] == 0.25 and s["negative_mass"] == pytest.approx(0.5)
+    # round-off below eps is neither positive nor negative
+    s2 = spectral_stats([1.0, -1e-12, -1e-12], eps=1e-9)
+    assert s2["negative_fraction"] == 0.0 and s2["erank_pos"] == pytest.approx(1.0)
+    assert np.isnan(spectral_stats([-1.0, -2.0], eps=0.0)["entropy_pos"])
