@@ -328,8 +328,11 @@ def plot(run_files, names, out, formats, dpi):
                    "each [default: CPU cores, at most 4].")
 @click.option("--device", default="cpu", show_default=True,
               help="cpu or cuda: where every run trains and is probed.")
+@click.option("--language-seed", type=click.IntRange(min=0), default=None,
+              help="Hold the Markov language fixed (task.seed) for every run [default: "
+                   "each run's training seed also draws its language].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress.")
-def reproduce(preset, out, workers, device, quiet):
+def reproduce(preset, out, workers, device, language_seed, quiet):
     """Train, probe, plot and judge the paper's claims; writes REPORT.md and claims.json.
 
     Resumable: finished runs and probes are reused, a killed call continues.
@@ -347,7 +350,7 @@ def reproduce(preset, out, workers, device, quiet):
     bar = None if quiet else _Bar
     workers = workers or min(4, os.cpu_count() or 1)
     result = run_reproduce(preset, out, report=say, progress_factory=bar, workers=workers,
-                           device=device)
+                           device=device, language_seed=language_seed)
     click.echo(f"reproduce {preset}: {_elapsed(t0)}")
     for c in result.claims:
         click.echo(f"  claim {c.id}: {c.verdict:<13} {c.title}")

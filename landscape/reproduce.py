@@ -73,12 +73,24 @@ PAPER_EXACT = replace(PAPER_PROBE, hessian=HessianSettings(exact="always"))
 THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for these sizes
 
 
+def _seeded(seed: int) -> dict:
+    """A run's seed: its initialisation and batch order, and its Markov language."""
+    return {"train": {"seed": seed}, "task": {"seed": seed}}
+
+
 def _markov_jobs(preset: str | None, seeds, probes, extra: tuple = ()) -> list[Job]:
+    """Single, Looped and SHIFT per seed; the seed draws the language too (``task.seed``).
+
+    A seed is a seed of everything random: the initialisation and batch order
+    (``train.seed``) and the Markov language with its samples (``task.seed``), so the
+    spread over seeds includes the spread over languages of the family. ``reproduce(...,
+    language_seed=N)`` (``--language-seed N``) holds the language fixed instead.
+    """
     jobs = []
     for seed, pr in zip(seeds, probes):
         for arch in ARCHS:
             jobs.append(Job(f"markov_{RECIPES[arch]}_s{seed}", f"{RECIPES[arch]}.toml", preset,
-                            (THREADS, *extra, {"train": {"seed": seed}}), pr))
+                            (THREADS, *extra, _seeded(seed)), pr))
     return jobs
 
 
@@ -102,7 +114,7 @@ def _control_jobs(preset: str | None, seeds, extra: tuple = ()) -> list[Job]:
     linear-attention Single and Looped (the model of the paper's theory).
     """
     return [Job(f"markov_{arch}_s{seed}", "single_attn.toml", preset,
-                (THREADS, *extra, {"train": {"seed": seed}}), arch=arch)
+                (THREADS, *extra, _seeded(seed)), arch=arch)
             for seed in seeds for arch in CONTROLS]
 
 
@@ -113,14 +125,14 @@ def _ablation_jobs(preset: str | None, seed: int, extra: tuple = ()) -> list[Job
         tag = "_".join(f"{k.replace('delta_', 'd').replace('window', 'w')}{v:g}"
                        for k, v in over.items())
         jobs.append(Job(f"markov_shift_{tag}_s{seed}", "shift.toml", preset,
-                        (THREADS, *extra, {"shift": over}, {"train": {"seed": seed}})))
+                        (THREADS, *extra, {"shift": over}, _seeded(seed))))
     return jobs
 
 
 def _markov_long_jobs(preset: str | None, seeds, extra: tuple = ()) -> list[Job]:
     """Single and Looped without positions, tested at twice the training length."""
     return [Job(f"markov_long_{arch}_s{seed}", f"{arch}.toml", preset,
-                (THREADS, *extra, MARKOV_LONG, {"train": {"seed": seed}}))
+                (THREADS, *extra, MARKOV_LONG, _seeded(seed)))
             for seed in seeds for arch in ("single_attn", "looped_attn")]
 
 
@@ -132,13 +144,21 @@ def _length_jobs(preset: str | None, seeds, tasks=LENGTH_TASKS) -> list[Job]:
     and seed (the data seed follows the training seed).
     """
     return [Job(f"length_{task}_{arch}_s{seed}", f"length/{task}.toml", preset,
-                (THREADS, {"train": {"seed": seed}, "task": {"seed": seed}}), arch=arch)
+                (THREADS, _seeded(seed)), arch=arch)
             for task in tasks for seed in seeds for arch in (LOOPED, SINGLE, UNTIED)]
 
 
 # Every Markov job of the paper preset: 80 epochs (Looped-Attn's rise ends by epoch ~40-60,
 # so Single's second half is epochs 40-80); SHIFT and Looped must share the budget.
 PAPER_MARKOV = ({"train": {"epochs": 80}},)
+
+
+def hold_language(jobs: list[Job], seed: int) -> list[Job]:
+    """The jobs with every Markov run's language drawn from ``seed`` (``task.seed``)."""
+    if int(seed) != seed or seed < 0:
+        raise LandscapeError(f"the language seed must be an integer >= 0, got {seed}")
+    return [replace(j, overrides=(*j.overrides, {"task": {"seed": int(seed)}}))
+            if j.load().task.name == "markov" else j for j in jobs]
 
 
 PRESETS: dict[str, list[Job]] = {
@@ -170,7 +190,7 @@ class Outcome:
 def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
               progress_factory: Callable[[], Callable] | None = None,
               jobs: list[Job] | None = None, workers: int = 1,
-              device: str = "cpu") -> Outcome:
+              device: str = "cpu", language_seed: int | None = None) -> Outcome:
     """Train, probe, plot and judge a preset into ``out`` (resumable; see module doc).
 
     Args:
@@ -184,11 +204,15 @@ def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
             process, in order, with progress bars.
         device: ``cpu`` or ``cuda``: where every run trains and is probed (a run file
             trained elsewhere is reused as it is).
+        language_seed: hold the Markov language at this ``task.seed`` for every run
+            (default: each run's training seed draws its own language).
     """
     if jobs is None:
         if preset not in PRESETS:
             raise LandscapeError(f"unknown preset {preset!r} (presets: {', '.join(PRESETS)})")
         jobs = PRESETS[preset]
+    if language_seed is not None:
+        jobs = hold_language(jobs, language_seed)
     if device != "cpu":
         import torch
 

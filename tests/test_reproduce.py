@@ -171,3 +171,17 @@ def test_unprobed_seeds_do_not_hide_the_probed_one(reproduced, tmp_path):
     runs.insert(0, Run.open(extra))  # group_runs must still put the probed run first
     done = render(runs, ["valley", "spectra"], tmp_path / "figs", ("png",))
     assert all(not isinstance(v, str) for v in done.values()), done
+
+
+def test_the_seed_draws_the_language_unless_held():
+    jobs = rep.PRESETS["quick"]
+    markov = [j for j in jobs if j.name.startswith("markov_")]
+    assert {j.load().task.seed for j in markov} == {j.load().train.seed for j in markov}
+    assert all(j.load().task.seed == j.load().train.seed for j in markov)
+    assert len({j.load().task.seed for j in markov}) > 1
+    held = rep.hold_language(jobs, 7)
+    assert {j.load().task.seed for j in held if j.name.startswith("markov_")} == {7}
+    assert [j.load() for j in held if not j.name.startswith("markov_")] == [
+        j.load() for j in jobs if not j.name.startswith("markov_")]
+    with pytest.raises(LandscapeError):
+        rep.hold_language(jobs, -1)
