@@ -406,3 +406,108 @@ def shift_ablation(shifts: list[Run], looped: list[Run], tol: float, last: int) 
                     "flops": got["flops"], "flops_ratio": got["flops"] / base["flops"],
                     "seconds_ratio": got["seconds"] / base["seconds"]})
     return sorted(out, key=lambda d: (d["criterion"], d["delta_2"], d["delta_1"], d["window"]))
+
+
+# --- claims 2-4: per-run inputs of the landscape rules ------------------------------------
+
+
+def _stored(run: Run, step: int, kind: str, part: str) -> dict | None:
+    return run.probe_result(step, kind, part)
+
+
+def landscape_checkpoints(run: Run) -> list[dict]:
+    """What the landscape rules read at each Hessian-probed checkpoint, in step order.
+
+    Each is ``{"epoch", "step", "top"}`` (the top Lanczos eigenvalues, descending) with
+    ``eigvals`` (the exact spectrum, ascending) and ``adam_eigvals`` where stored, or
+    ``slq`` (``nodes``, ``weights``, ``dim``); and ``spread`` (the direction-spread
+    part) where probed.
+    """
+    out = []
+    for step in run.probed_steps:
+        top = _stored(run, step, "hessian", "top")
+        if top is None:
+            continue
+        ck: dict = {"epoch": epoch_of(run, step), "step": int(step),
+                    "top": np.asarray(top["values"], dtype=float)}
+        exact = _stored(run, step, "hessian", "exact")
+        if exact is not None:
+            ck["eigvals"] = np.asarray(exact["eigvals"], dtype=float)
+            if "adam_eigvals" in exact:
+                ck["adam_eigvals"] = np.asarray(exact["adam_eigvals"], dtype=float)
+        else:
+            slq = _stored(run, step, "hessian", "slq")
+            if slq is not None:
+                ck["slq"] = {"nodes": np.asarray(slq["nodes"]),
+                             "weights": np.asarray(slq["weights"]), "dim": run.layout.size}
+        spread = _stored(run, step, "geometry", "spread")
+        if spread is not None:
+            ck["spread"] = spread
+        out.append(ck)
+    return out
+
+
+def entropy_with_error(ck: dict) -> tuple[float, float]:
+    """Matrix entropy of a checkpoint's spectrum and the estimator's standard error.
+
+    Exact spectra have no estimator error (0); an SLQ density's error is the standard
+    error over its runs of the one-run entropies.
+    """
+    if "eigvals" in ck:
+        return matrix_entropy(ck["eigvals"]), 0.0
+    s = ck["slq"]
+    whole = density_entropy(s["nodes"], s["weights"], s["dim"])
+    runs = [density_entropy(n[None], w[None], s["dim"]) for n, w in zip(s["nodes"],
+                                                                        s["weights"])]
+    se = float(np.std(runs, ddof=1) / np.sqrt(len(runs))) if len(runs) > 1 else 0.0
+    return whole, se
+
+
+def hopping_series(run: Run, max_k: int | None = None) -> dict:
+    """Valley hopping at each probed checkpoint (see :mod:`landscape.hopping`).
+
+    The valley basis at a checkpoint is its stored top Lanczos eigenvectors (the first
+    ``max_k``, default all); the steps are to and from the neighbouring stored
+    checkpoints; the river gain is the probe-set loss at that checkpoint minus the loss
+    after the outgoing step's river part; the river speed divides the river part by the
+    learning rate times the optimiser steps it took.
+
+    Returns:
+        ``{"steps", "epochs", "hop_fraction", "valley_norm", "river_norm", "river_gain",
+        "river_speed"}`` arrays over the probed checkpoints with a step in and out.
+    """
+    import torch
+
+    from landscape.hopping import hopping
+    from landscape.train import lr_at
+
+    steps = np.asarray(run.steps)
+    total = int(run.attrs["total_steps"])
+    out: dict[str, list] = {k: [] for k in ("steps", "hop_fraction", "valley_norm",
+                                            "river_norm", "river_gain", "river_speed")}
+    for step in run.probed_steps:
+        i = int(np.flatnonzero(steps == step)[0])
+        top = _stored(run, step, "hessian", "top")
+        if top is None or i == 0 or i == len(steps) - 1:
+            continue
+        basis = np.asarray(top["vectors"], dtype=np.float64)[:max_k].T  # [P, k]
+        tri = run.trajectory([int(steps[i - 1]), int(step), int(steps[i + 1])])
+        fn = run.loss_fn("probe", step=int(step))
+
+        def loss(theta: np.ndarray, fn=fn) -> float:
+            with torch.no_grad():
+                return float(fn(run.layout.unflatten(torch.as_tensor(theta,
+                                                                     dtype=torch.float32))))
+
+        lr = lr_at(int(step), total, run.recipe) * float(steps[i + 1] - steps[i])
+        h = hopping(tri, [1], [basis], loss=loss, lr_steps=[lr])
+        out["steps"].append(int(step))
+        for k in ("hop_fraction", "valley_norm", "river_norm", "river_gain", "river_speed"):
+            out[k].append(float(getattr(h, k)[0]))
+    if not out["steps"]:
+        raise LandscapeError(f"{run.path} has no probed checkpoint with a step in and out "
+                             "and its top eigenvectors; run `landscape probe` on interior "
+                             "checkpoints")
+    res = {k: np.asarray(v) for k, v in out.items()}
+    res["epochs"] = np.asarray([epoch_of(run, s) for s in out["steps"]])
+    return res

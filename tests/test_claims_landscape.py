@@ -1,0 +1,207 @@
+"""Claims 2, 3 and 4 on synthetic seeds that should hold, should not, and cannot tell."""
+
+import json
+
+import numpy as np
+import pytest
+from test_claims import groups, markov_run
+from test_uv import u_like, v_like
+
+from landscape import claims
+from landscape.claims import FAILS, HOLDS, INCONCLUSIVE, UNDERPOWERED
+
+SEEDS = (0, 1, 2)
+STALL = [0.5, 0.6, 0.62, 0.62, 0.62, 0.62]
+
+
+def _three(t, level=7.0):
+    a, b = 0.25 * t[-1], 0.6 * t[-1]
+    return np.where(t < a, level - 0.3 * t / a,
+                    np.where(t < b, level - 0.3 + 0.5 * (t - a) / (b - a), level + 0.2))
+
+
+def _curves(shape, n=12, seeds=SEEDS, noise=0.02):
+    t = np.linspace(0, 50, n)
+    out = []
+    for s in seeds:
+        rng = np.random.default_rng(10 * s + n)
+        y = (_three(t) if shape == "three" else 7.0 + 0.4 * t / 50) + 0.05 * s
+        out.append({"seed": s, "name": f"run{s}", "steps": list(range(n)), "epoch": t,
+                    "entropy": y + rng.normal(0, noise, n), "se": np.zeros(n),
+                    "source": "exact", "stats": [None] * n})
+    return out
+
+
+# ------------------------------------------------------------------------------ claim 2
+
+
+def test_claim2_rule_both_ways_and_undecided():
+    assert claims.phases_verdict(_curves("rise"), _curves("three"))[0] == HOLDS
+    assert claims.phases_verdict(_curves("rise"), _curves("rise"))[0] == FAILS
+    assert claims.phases_verdict(_curves("three"), _curves("three"))[0] == INCONCLUSIVE
+    verdict, per_seed = claims.phases_verdict(_curves("rise", n=60), _curves("three", n=60))
+    assert verdict == HOLDS and len(per_seed["looped"]) == 3
+    assert all(r["rise"] > 0.3 and r["drop"] > 0.15 for r in per_seed["looped"])
+
+
+def test_seed_noise_ignores_offsets_and_adds_the_estimator_error():
+    c = _curves("three", noise=0.0)
+    assert claims.seed_noise(c) is None  # identical shapes, offsets only: no noise
+    for x in c:
+        x["se"] = np.full(x["epoch"].size, 0.03)
+    assert claims.seed_noise(c) == pytest.approx(0.03)
+    assert claims.seed_noise(c[:1]) is None
+
+
+def _spectrum_run(arch, seed, eig_at, steps=(10, 20, 30), cv=None):
+    probes = {}
+    for st in steps:
+        eig = eig_at(st, seed)
+        probes[(st, "hessian")] = {"top": {"values": np.sort(eig)[::-1][:10]},
+                                   "exact": {"eigvals": np.sort(eig)}}
+        if cv is not None:
+            probes[(st, "geometry")] = {"spread": {"attrs": {"cv": cv + 0.01 * seed}}}
+    run = markov_run(arch, STALL, seed=seed, probes=probes)
+    run.name = f"{arch}_s{seed}"
+    return run
+
+
+def test_claim2_end_to_end_on_exact_spectra_and_underpowered():
+    # a spectrum whose entropy follows the three-phase curve: one outlier over a flat bulk
+    def entropy_spectrum(target, p=200):
+        lo, hi = 1e-4, 1e3
+        for _ in range(80):  # bisect the outlier's weight for the entropy wanted
+            mid = np.sqrt(lo * hi)
+            e = np.concatenate([[mid], np.ones(p - 1)])
+            q = e / e.sum()
+            h = -np.sum(q * np.log(q))
+            lo, hi = (mid, hi) if h > target else (lo, mid)
+        return e
+
+    steps = tuple(range(10, 130, 10))
+    t = np.linspace(0, 50, len(steps))
+
+    def looped_eig(st, seed):
+        i = steps.index(st)
+        return entropy_spectrum(_three(t, 5.0)[i] + 0.01 * np.sin(i + seed))
+
+    def single_eig(st, seed):
+        i = steps.index(st)
+        return entropy_spectrum(5.0 + 0.2 * t[i] / 50 + 0.01 * np.cos(i + seed))
+
+    lo = [_spectrum_run("looped", s, looped_eig, steps) for s in SEEDS]
+    si = [_spectrum_run("single", s, single_eig, steps) for s in SEEDS]
+    c = claims.judge_hessian_phases(groups(single=si, looped=lo))
+    assert c.verdict == HOLDS, c.value
+    d = json.loads(claims.to_json([c]))[0]["details"]
+    assert d["seeds"] == {"single": [0, 1, 2], "looped": [0, 1, 2]}
+    assert d["checkpoints"]["looped_s0"] == list(steps)
+    assert len(d["per_seed"]["looped"]) == 3 and "erank_pos" in d["per_seed"]["looped"][0]
+    c1 = claims.judge_hessian_phases(groups(single=si[:1], looped=lo[:1]))
+    assert c1.verdict == UNDERPOWERED and "tentatively" in c1.value
+    swapped = claims.judge_hessian_phases(groups(single=lo, looped=si))
+    assert swapped.verdict == FAILS
+
+
+# ------------------------------------------------------------------------------ claim 3
+
+
+def _uv_inputs(kind, seeds=SEEDS, cv=None):
+    make = u_like if kind == "U" else v_like
+    out = []
+    for s in seeds:
+        spec = make(s)
+        out.append({"seed": s, "spectrum": spec, "top": np.sort(spec)[::-1],
+                    "cv": (0.05 if kind == "U" else 0.6) + 0.01 * s if cv is None else cv})
+    return out
+
+
+def test_claim3_rule_tells_u_from_v_both_ways():
+    ev = claims.uv_evidence(_uv_inputs("U"), _uv_inputs("V"))
+    assert ev["outcome"] == HOLDS, ev["votes"]
+    assert ev["votes"] == {"sweep": 1, "outlier_kappa": 1, "spread": 1}
+    assert len(ev["sweep"]) >= 13 and not any(r["saturated_both"] for r in ev["sweep"])
+    assert all(r["vote"] == 1 for r in ev["sweep"])  # told apart at every eps
+    rev = claims.uv_evidence(_uv_inputs("V"), _uv_inputs("U"))
+    assert rev["outcome"] == FAILS and all(r["vote"] == -1 for r in rev["sweep"])
+
+
+def test_claim3_identical_spectra_are_inconclusive():
+    ev = claims.uv_evidence(_uv_inputs("V"), _uv_inputs("V"))
+    assert ev["outcome"] == INCONCLUSIVE
+    assert set(ev["votes"].values()) <= {0, None}
+
+
+def test_claim3_saturated_sweep_is_not_counted():
+    # a continuous bulk through every eps: both saturate, the sweep cannot vote
+    def bulk(seed):
+        return np.concatenate([[1.0], np.geomspace(1e-6, 0.9, 300)]) * (1 + 0.01 * seed)
+
+    s = [{"seed": i, "spectrum": bulk(i), "top": np.sort(bulk(i))[::-1], "cv": np.nan}
+         for i in SEEDS]
+    ev = claims.uv_evidence(s, s)
+    assert ev["votes"]["sweep"] is None and ev["votes"]["spread"] is None
+    assert all(r["saturated_both"] for r in ev["sweep"]) and ev["outcome"] == INCONCLUSIVE
+
+
+def test_claim3_end_to_end_with_the_report_contract():
+    def eig(kind):
+        return lambda st, seed: (u_like if kind == "U" else v_like)(seed)
+
+    si = [_spectrum_run("single", s, eig("U"), cv=0.05) for s in SEEDS]
+    lo = [_spectrum_run("looped", s, eig("V"), cv=0.6) for s in SEEDS]
+    c = claims.judge_landscape(groups(single=si, looped=lo))
+    assert c.verdict == HOLDS, c.value
+    d = json.loads(claims.to_json([c]))[0]["details"]
+    assert d["seeds"] == [0, 1, 2] and d["checkpoints"]["single_s1"] == [10, 20, 30]
+    keys = {"eps_rel", "kappa_single", "kappa_looped", "count_single", "count_looped",
+            "force_single", "force_looped"}
+    assert len(d["sweep"]) >= 13 and all(keys <= set(r) for r in d["sweep"])
+    assert len(d["per_seed"]) == 3 and "assumption_1" in d["per_seed"][0]
+    c2 = claims.judge_landscape(groups(single=si[:2], looped=lo[:2]))
+    assert c2.verdict == UNDERPOWERED
+    c3 = claims.judge_landscape(groups(single=lo, looped=si))
+    assert c3.verdict == FAILS
+
+
+# ------------------------------------------------------------------------------ claim 4
+
+
+def test_claim4_rule_both_ways():
+    def rows(vals):
+        return [{"gain_per_oscillation": v} for v in vals]
+
+    assert claims.hopping_verdict(rows([1.0, 1.1, 0.9]), rows([2.0, 2.1, 1.9]))[0] == HOLDS
+    assert claims.hopping_verdict(rows([2.0, 2.1, 1.9]), rows([1.0, 1.1, 0.9]))[0] == FAILS
+    assert claims.hopping_verdict(rows([1.0, 2.0, 1.5]), rows([1.2, 1.9, 1.4]))[0] \
+        == INCONCLUSIVE
+
+
+def test_claim4_without_trained_runs_reports_the_simulator_as_an_algebra_check():
+    c = claims.judge_theory({})
+    assert c.verdict == INCONCLUSIVE and "missing" in c.details
+    sim = c.details["simulator"]
+    assert sim["algebra_ok"] and sim["closed_form_rel_error"] < 1e-8
+    assert sim["v_progress"] > sim["u_progress"] and "algebra" in c.value
+
+
+def test_claim4_end_to_end_on_tiny_trained_runs(trained_runs, tmp_path):
+    import shutil
+
+    from landscape.probe import HessianSettings, ProbeSettings, probe
+    from landscape.run import Run
+
+    paths = {a: shutil.copy(trained_runs[a], tmp_path / f"{a}.h5") for a in ("single",
+                                                                               "looped")}
+    for arch in ("single", "looped"):
+        probe(paths[arch], ProbeSettings(steps="8,16", hessian=HessianSettings(
+            k_top=3, k_bottom=0, slq_runs=2, slq_steps=10, trace_hvps=4, exact="never")))
+    runs = {a: Run.open(paths[a]) for a in ("single", "looped")}
+    c = claims.judge_theory(groups(single=runs["single"], looped=runs["looped"]))
+    assert c.verdict == UNDERPOWERED  # one seed
+    t = c.details["trained"]
+    for arch in ("single", "looped"):
+        x = t[arch][0]
+        assert x["steps"] == [int(runs[arch].steps[1]), int(runs[arch].steps[2])]
+        assert 0 <= x["hop_fraction"] <= 1 and np.isfinite(x["gain_per_oscillation"])
+    json.dumps(json.loads(claims.to_json([c])))
