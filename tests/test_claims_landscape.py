@@ -186,13 +186,12 @@ def test_claim4_without_trained_runs_reports_the_simulator_as_an_algebra_check()
 
 
 def test_claim4_end_to_end_on_tiny_trained_runs(trained_runs, tmp_path):
-    import shutil
-
+    from landscape import store
     from landscape.probe import HessianSettings, ProbeSettings, probe
     from landscape.run import Run
 
-    paths = {a: shutil.copy(trained_runs[a], tmp_path / f"{a}.h5") for a in ("single",
-                                                                               "looped")}
+    paths = {a: store.copy_run(trained_runs[a], tmp_path / f"{a}.h5") for a in ("single",
+                                                                                  "looped")}
     for arch in ("single", "looped"):
         probe(paths[arch], ProbeSettings(steps="8,16", hessian=HessianSettings(
             k_top=3, k_bottom=0, slq_runs=2, slq_steps=10, trace_hvps=4, exact="never")))
