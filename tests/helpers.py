@@ -38,3 +38,51 @@ def same_run(a, b):
     for k in ra.metrics:
         if k not in ("wall", "tokens_per_s"):
             np.testing.assert_array_equal(ra.metrics[k], rb.metrics[k], err_msg=k)
+
+
+# --- synthetic spectra and runs for the landscape claims (2-4) ---------------------------
+
+
+def with_bulk(valley, p=400, seed=0, bulk=1e-7):
+    """A valley over a bulk of ``p`` eigenvalues near zero (``|lambda| <= bulk``), shuffled."""
+    rng = np.random.default_rng(seed)
+    out = np.concatenate([np.asarray(valley, float), rng.uniform(-bulk, bulk, p)])
+    return rng.permutation(out)
+
+
+def u_like(seed=0):
+    """Clustered valley eigenvalues (uniformly steep cliffs) over a bulk near zero."""
+    return with_bulk(np.random.default_rng(100 + seed).uniform(0.6, 1.0, 20), seed=seed)
+
+
+def v_like(seed=0):
+    """Valley eigenvalues spread over four decades (varied steepness) over a bulk."""
+    rng = np.random.default_rng(200 + seed)
+    return with_bulk(np.concatenate([[1.0], 10 ** rng.uniform(-3.95, 0, 39)]), seed=seed)
+
+
+class StoredRun:
+    """Just what the landscape claims read from a Run: a seed, a name, stored parts."""
+
+    def __init__(self, arch, seed, probes, steps_per_epoch=10):
+        loops = {"looped": 3}.get(arch, 1)
+        self.recipe = tiny_recipe(model={"loops": loops}, train={"seed": seed})
+        self.name, self.path = f"{arch}_s{seed}", f"{arch}_s{seed}.h5"
+        self.probes = probes
+        self.probed_steps = sorted({s for s, _ in probes})
+        self.attrs = {"steps_per_epoch": steps_per_epoch}
+        self.metrics = {}
+        self.shift_step = None
+
+    def probe_result(self, step, kind, part=None):
+        found = self.probes.get((step, kind))
+        return found if found is None or part is None else found.get(part)
+
+    def run_probe(self, part):
+        return None
+
+
+def grouped(**archs):
+    """``{"markov": {arch: [runs]}}`` as series.group_runs returns it (a run or a list)."""
+    return {"markov": {a: list(r) if isinstance(r, (list, tuple)) else [r]
+                       for a, r in archs.items()}}

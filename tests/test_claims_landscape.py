@@ -4,14 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from test_claims import groups, markov_run
-from test_uv import u_like, v_like
+from helpers import StoredRun, grouped, u_like, v_like
 
 from landscape import claims
 from landscape.claims import FAILS, HOLDS, INCONCLUSIVE, UNDERPOWERED
 
 SEEDS = (0, 1, 2)
-STALL = [0.5, 0.6, 0.62, 0.62, 0.62, 0.62]
 
 
 def _three(t, level=7.0):
@@ -61,9 +59,7 @@ def _spectrum_run(arch, seed, eig_at, steps=(10, 20, 30), cv=None):
                                    "exact": {"eigvals": np.sort(eig)}}
         if cv is not None:
             probes[(st, "geometry")] = {"spread": {"attrs": {"cv": cv + 0.01 * seed}}}
-    run = markov_run(arch, STALL, seed=seed, probes=probes)
-    run.name = f"{arch}_s{seed}"
-    return run
+    return StoredRun(arch, seed, probes)
 
 
 def test_claim2_end_to_end_on_exact_spectra_and_underpowered():
@@ -91,15 +87,15 @@ def test_claim2_end_to_end_on_exact_spectra_and_underpowered():
 
     lo = [_spectrum_run("looped", s, looped_eig, steps) for s in SEEDS]
     si = [_spectrum_run("single", s, single_eig, steps) for s in SEEDS]
-    c = claims.judge_hessian_phases(groups(single=si, looped=lo))
+    c = claims.judge_hessian_phases(grouped(single=si, looped=lo))
     assert c.verdict == HOLDS, c.value
     d = json.loads(claims.to_json([c]))[0]["details"]
     assert d["seeds"] == {"single": [0, 1, 2], "looped": [0, 1, 2]}
     assert d["checkpoints"]["looped_s0"] == list(steps)
     assert len(d["per_seed"]["looped"]) == 3 and "erank_pos" in d["per_seed"]["looped"][0]
-    c1 = claims.judge_hessian_phases(groups(single=si[:1], looped=lo[:1]))
+    c1 = claims.judge_hessian_phases(grouped(single=si[:1], looped=lo[:1]))
     assert c1.verdict == UNDERPOWERED and "tentatively" in c1.value
-    swapped = claims.judge_hessian_phases(groups(single=lo, looped=si))
+    swapped = claims.judge_hessian_phases(grouped(single=lo, looped=si))
     assert swapped.verdict == FAILS
 
 
@@ -150,7 +146,7 @@ def test_claim3_end_to_end_with_the_report_contract():
 
     si = [_spectrum_run("single", s, eig("U"), cv=0.05) for s in SEEDS]
     lo = [_spectrum_run("looped", s, eig("V"), cv=0.6) for s in SEEDS]
-    c = claims.judge_landscape(groups(single=si, looped=lo))
+    c = claims.judge_landscape(grouped(single=si, looped=lo))
     assert c.verdict == HOLDS, c.value
     d = json.loads(claims.to_json([c]))[0]["details"]
     assert d["seeds"] == [0, 1, 2] and d["checkpoints"]["single_s1"] == [10, 20, 30]
@@ -158,9 +154,9 @@ def test_claim3_end_to_end_with_the_report_contract():
             "force_single", "force_looped"}
     assert len(d["sweep"]) >= 13 and all(keys <= set(r) for r in d["sweep"])
     assert len(d["per_seed"]) == 3 and "assumption_1" in d["per_seed"][0]
-    c2 = claims.judge_landscape(groups(single=si[:2], looped=lo[:2]))
+    c2 = claims.judge_landscape(grouped(single=si[:2], looped=lo[:2]))
     assert c2.verdict == UNDERPOWERED
-    c3 = claims.judge_landscape(groups(single=lo, looped=si))
+    c3 = claims.judge_landscape(grouped(single=lo, looped=si))
     assert c3.verdict == FAILS
 
 
@@ -196,7 +192,7 @@ def test_claim4_end_to_end_on_tiny_trained_runs(trained_runs, tmp_path):
         probe(paths[arch], ProbeSettings(steps="8,16", hessian=HessianSettings(
             k_top=3, k_bottom=0, slq_runs=2, slq_steps=10, trace_hvps=4, exact="never")))
     runs = {a: Run.open(paths[a]) for a in ("single", "looped")}
-    c = claims.judge_theory(groups(single=runs["single"], looped=runs["looped"]))
+    c = claims.judge_theory(grouped(single=runs["single"], looped=runs["looped"]))
     assert c.verdict == UNDERPOWERED  # one seed
     t = c.details["trained"]
     for arch in ("single", "looped"):

@@ -4,13 +4,31 @@ and the exact valley's eigenpairs against eigh."""
 import numpy as np
 import pytest
 import torch
-from test_hessian import tiny_model, tiny_split
 
 from landscape.dense import dense_hessian, exact_valley
 from landscape.errors import LandscapeError
 from landscape.hessian import dense_hessian_reference
+from landscape.model import LoopedTransformer, ModelConfig
 from landscape.objective import detached_params, make_loss_fn
+from landscape.tasks.base import IGNORE, Split
 from landscape.uv import preconditioned
+
+
+def tiny_split(n=3, t=6, vocab=5):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (n, t), generator=g)
+    y = torch.roll(x, -1, dims=1)
+    y[:, -1] = IGNORE
+    return Split(x, y)
+
+
+def tiny_model(**cfg):
+    torch.manual_seed(0)
+    model = LoopedTransformer(ModelConfig(d_model=4, n_heads=2, **cfg), vocab_size=5, max_len=6)
+    with torch.no_grad():  # weights of order one: LayerNorm's curvature at work
+        for name, p in model.named_parameters():
+            p.normal_(1.0 if name.endswith("ln1.weight") else 0.0, 0.5)
+    return model.double()
 
 
 @pytest.mark.parametrize("cfg", [{"loops": 3}, {"loops": 2, "attention": "linear"}])

@@ -6,30 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import u_like, v_like
 
 from landscape import uv
 from landscape.errors import LandscapeError
 from landscape.geometry import direction_rises
 from landscape.stats import compare, interval
-
-
-def _spectrum(valley, p=400, seed=0, bulk=1e-7):
-    """A valley over a bulk of size p near zero (|lambda| <= bulk), shuffled."""
-    rng = np.random.default_rng(seed)
-    b = rng.uniform(-bulk, bulk, p)
-    out = np.concatenate([np.asarray(valley, float), b])
-    return rng.permutation(out)
-
-
-def u_like(seed=0):  # clustered valley eigenvalues: uniformly steep cliffs
-    rng = np.random.default_rng(100 + seed)
-    return _spectrum(rng.uniform(0.6, 1.0, 20), seed=seed)
-
-
-def v_like(seed=0):  # spread valley eigenvalues: cliffs of highly varied steepness
-    rng = np.random.default_rng(200 + seed)
-    return _spectrum(np.concatenate([[1.0], 10 ** rng.uniform(-3.95, 0, 39)]), seed=seed)
-
 
 # ------------------------------------------------------------------------------ sweep
 
