@@ -369,20 +369,6 @@ def judge_hessian_phases(groups: Grouped) -> Claim:
 # --- claim 3 ----------------------------------------------------------------------------
 
 
-def _pseudo_spectrum(ck: dict) -> np.ndarray:
-    """Exact eigenvalues, or the SLQ density as a list of ``dim * weight / runs`` copies."""
-    if "eigvals" in ck:
-        return ck["eigvals"]
-    s = ck["slq"]
-    counts = np.rint(s["dim"] * s["weights"] / s["nodes"].shape[0]).astype(int)
-    return np.repeat(s["nodes"].reshape(-1), counts.reshape(-1))
-
-
-def _top_values(ck: dict) -> np.ndarray:
-    """The exact spectrum where stored, else the converged top Lanczos values."""
-    return ck["eigvals"] if "eigvals" in ck else ck["top"]
-
-
 def uv_evidence(single: list[dict], looped: list[dict], key: str = "eigvals") -> dict:
     """The three threshold-free or shared-threshold comparisons of claim 3 on seed pairs.
 
@@ -444,31 +430,6 @@ def uv_evidence(single: list[dict], looped: list[dict], key: str = "eigvals") ->
             "outcome": outcome, "per_seed": rows}
 
 
-def _uv_inputs(run: Run, step: int, adam: bool) -> dict | None:
-    ck = next((c for c in series.landscape_checkpoints(run) if c["step"] == step), None)
-    if ck is None:
-        return None
-    sp = ck.get("spread")
-    if adam:
-        if "adam_eigvals" not in ck:
-            return None
-        spec = ck["adam_eigvals"]
-        top = np.sort(spec)[::-1]
-        cv = float(sp["attrs"]["adam_cv"]) if sp is not None and "adam_cv" in sp["attrs"] \
-            else math.nan
-    else:
-        spec = _pseudo_spectrum(ck)
-        top = np.sort(_top_values(ck))[::-1]
-        cv = float(sp["attrs"]["cv"]) if sp is not None else math.nan
-    return {"seed": run.recipe.train.seed, "spectrum": spec, "top": top, "cv": cv,
-            "source": "exact" if "eigvals" in ck else "slq"}
-
-
-def _last_common_step(a: Run, b: Run) -> int | None:
-    common = sorted(set(a.probed_steps) & set(b.probed_steps))
-    return common[-1] if common else None
-
-
 def judge_landscape(groups: Grouped) -> Claim:
     """Claim 3: Single induces a River-U valley, Looped a River-V valley (+ Assumption 1)."""
     title = "Landscape: Single's valley is U-shaped, Looped's V-shaped (Assumption 1 beside)"
@@ -499,12 +460,13 @@ def judge_landscape(groups: Grouped) -> Claim:
     steps = {}
     try:
         for s, lo in pairs:
-            step = _last_common_step(s, lo)
+            step = series.last_common_step(s, lo)
             if step is None:
                 continue
             steps[s.name], steps[lo.name] = s.probed_steps, lo.probed_steps
             for kind in inputs:
-                a, b = _uv_inputs(s, step, kind == "adam"), _uv_inputs(lo, step, kind == "adam")
+                adam = kind == "adam"
+                a, b = series.uv_inputs(s, step, adam), series.uv_inputs(lo, step, adam)
                 if a is not None and b is not None:
                     inputs[kind]["single"].append(a)
                     inputs[kind]["looped"].append(b)
@@ -582,7 +544,8 @@ def _hopping_summary(run: Run, single_ref: Run | None) -> dict:
             ref_ck = next((c for c in series.landscape_checkpoints(single_ref)
                            if c["step"] == step), ck)
         ref = float(np.max(ref_ck["top"]))
-        force.append(uv.sweep(_pseudo_spectrum(ck), ref, [EPS_REL], tau=TAU_REL * ref)[0].force)
+        band = uv.sweep(series.pseudo_spectrum(ck), ref, [EPS_REL], tau=TAU_REL * ref)
+        force.append(band[0].force)
     hop = Hopping(index=np.arange(len(h["steps"])), hop_fraction=h["hop_fraction"],
                   valley_norm=h["valley_norm"], river_norm=h["river_norm"],
                   river_gain=h["river_gain"], river_speed=h["river_speed"],

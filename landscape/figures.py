@@ -149,6 +149,21 @@ def valley(groups: Grouped) -> dict[str, Figure]:
     return out
 
 
+def valley_sweep(groups: Grouped) -> dict[str, Figure]:
+    """Ours (claim 3): kappa, count and force over shared thresholds, per seed."""
+    runs = markov_runs(groups, (SINGLE, LOOPED), "valley_sweep")
+    sweep = series.uv_sweep(runs[SINGLE], runs[LOOPED])
+    out = {"valley_sweep": plot.valley_sweep({SINGLE: sweep["single"],
+                                              LOOPED: sweep["looped"]})}
+    try:
+        adam = series.uv_sweep(runs[SINGLE], runs[LOOPED], adam=True)
+    except LandscapeError:
+        return out
+    out["valley_sweep_adam"] = plot.valley_sweep({SINGLE: adam["single"],
+                                                  LOOPED: adam["looped"]})
+    return out
+
+
 def slices(groups: Grouped) -> dict[str, Figure]:
     """Ours: 2-D slices at the last probed checkpoint (random, river x valley, PCA plane)."""
     runs = _curvature_runs(groups, (SINGLE, LOOPED), "slices")
@@ -254,7 +269,8 @@ def sharpness(groups: Grouped) -> dict[str, Figure]:
 
 FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {
     "concept": concept, "sample_dynamics": sample_dynamics, "spectra": spectra,
-    "shift": shift, "algorithmic": algorithmic, "valley": valley, "slices": slices,
+    "shift": shift, "algorithmic": algorithmic, "valley": valley,
+    "valley_sweep": valley_sweep, "slices": slices,
     "shared_plane": shared_plane, "loops": loops, "switch": switch, "sharpness": sharpness,
     "shift_ablation": shift_ablation, "length_tasks": length_tasks,
 }

@@ -13,6 +13,7 @@ raise :class:`LandscapeError` naming the probe to run when data is missing.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -511,3 +512,82 @@ def hopping_series(run: Run, max_k: int | None = None) -> dict:
     res = {k: np.asarray(v) for k, v in out.items()}
     res["epochs"] = np.asarray([epoch_of(run, s) for s in out["steps"]])
     return res
+
+
+def pseudo_spectrum(ck: dict) -> np.ndarray:
+    """Exact eigenvalues, or the SLQ density as a list of ``dim * weight / runs`` copies."""
+    if "eigvals" in ck:
+        return ck["eigvals"]
+    s = ck["slq"]
+    counts = np.rint(s["dim"] * s["weights"] / s["nodes"].shape[0]).astype(int)
+    return np.repeat(s["nodes"].reshape(-1), counts.reshape(-1))
+
+
+def top_values(ck: dict) -> np.ndarray:
+    """The exact spectrum where stored, else the converged top Lanczos values."""
+    return ck["eigvals"] if "eigvals" in ck else ck["top"]
+
+
+def uv_inputs(run: Run, step: int, adam: bool = False) -> dict | None:
+    """What claim 3 compares at one checkpoint: spectrum, top values, direction-spread CV.
+
+    ``adam``: of the Adam-preconditioned Hessian (None where it was not stored).
+    """
+    ck = next((c for c in landscape_checkpoints(run) if c["step"] == step), None)
+    if ck is None:
+        return None
+    sp = ck.get("spread")
+    if adam:
+        if "adam_eigvals" not in ck:
+            return None
+        spec = ck["adam_eigvals"]
+        top = np.sort(spec)[::-1]
+        cv = float(sp["attrs"]["adam_cv"]) if sp is not None and "adam_cv" in sp["attrs"] \
+            else math.nan
+    else:
+        spec = pseudo_spectrum(ck)
+        top = np.sort(top_values(ck))[::-1]
+        cv = float(sp["attrs"]["cv"]) if sp is not None else math.nan
+    return {"seed": run.recipe.train.seed, "spectrum": spec, "top": top, "cv": cv,
+            "source": "exact" if "eigvals" in ck else "slq"}
+
+
+def last_common_step(a: Run, b: Run) -> int | None:
+    """The last checkpoint both runs probed (None if none)."""
+    common = sorted(set(a.probed_steps) & set(b.probed_steps))
+    return common[-1] if common else None
+
+
+def uv_sweep(single: list[Run], looped: list[Run], adam: bool = False) -> dict[str, list]:
+    """kappa, count and force over the shared thresholds, per seed, for the sweep figure.
+
+    For each seed with both runs probed, at their last common checkpoint and with
+    Single-Attn's lambda_max there as the shared reference (:func:`landscape.uv.sweep`).
+
+    Returns:
+        ``{"single": [...], "looped": [...]}``, one dict per seed with ``eps_rel``,
+        ``kappa``, ``count``, ``force`` and ``saturated`` arrays, ``seed`` and ``step``.
+    """
+    from landscape import uv
+
+    by_seed = {r.recipe.train.seed: r for r in looped}
+    out: dict[str, list] = {"single": [], "looped": []}
+    for s in single:
+        lo = by_seed.get(s.recipe.train.seed)
+        step = None if lo is None else last_common_step(s, lo)
+        if step is None:
+            continue
+        a, b = uv_inputs(s, step, adam), uv_inputs(lo, step, adam)
+        if a is None or b is None:
+            continue
+        ref = float(np.max(a["top"]))
+        for arch, x in (("single", a), ("looped", b)):
+            pts = uv.sweep(x["spectrum"], ref)
+            out[arch].append({"seed": x["seed"], "step": step,
+                              "eps_rel": np.array([p.eps_rel for p in pts]),
+                              **{k: np.array([getattr(p, k) for p in pts], dtype=float)
+                                 for k in ("kappa", "count", "force", "saturated")}})
+    if not out["single"]:
+        raise LandscapeError("the threshold sweep needs Single and Looped runs of one seed "
+                             "probed at a common checkpoint")
+    return out

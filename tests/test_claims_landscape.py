@@ -200,3 +200,17 @@ def test_claim4_end_to_end_on_tiny_trained_runs(trained_runs, tmp_path):
         assert x["steps"] == [int(runs[arch].steps[1]), int(runs[arch].steps[2])]
         assert 0 <= x["hop_fraction"] <= 1 and np.isfinite(x["gain_per_oscillation"])
     json.dumps(json.loads(claims.to_json([c])))
+
+
+def test_sweep_figure_from_stored_spectra():
+    from landscape import figures, series
+
+    si = [_spectrum_run("single", s, lambda st, seed: u_like(seed)) for s in SEEDS]
+    lo = [_spectrum_run("looped", s, lambda st, seed: v_like(seed)) for s in SEEDS]
+    sw = series.uv_sweep(si, lo)
+    assert len(sw["single"]) == 3 and sw["single"][0]["step"] == 30
+    assert np.all(sw["looped"][0]["kappa"] > sw["single"][0]["kappa"])
+    figs = figures.valley_sweep(grouped(single=si, looped=lo))
+    assert set(figs) == {"valley_sweep"} and len(figs["valley_sweep"].axes) == 3
+    with pytest.raises(claims.LandscapeError):
+        series.uv_sweep(si, [])
