@@ -17,6 +17,16 @@ Thresholds (all module constants, chosen before any run was looked at):
   ``QK_ALIGNED`` (reported beside claim 4, not a verdict);
 * length generalization differs when the mean extrapolation accuracy differs by more than
   ``LENGTH_GAP`` = 5 points.
+
+The landscape claims (2, 3, 4) compare per-seed values of Single-Attn and Looped-Attn by
+95 % Student-t intervals over seeds (:mod:`landscape.stats`): a difference counts only
+when the intervals do not overlap. Their rules can come out either way (each is tested
+on synthetic data that should hold, should not, and cannot tell); a measurement that
+saturates, intervals that overlap or missing data give ``inconclusive``, and fewer than
+``MIN_SEEDS`` = 3 seeds (or, for claim 2, fewer than ``MIN_CHECKPOINTS`` = 8 probed
+checkpoints) give ``inconclusive (underpowered)`` with the tentative outcome quoted.
+Thresholds of claims 3 and 4 are shared by both models: ``EPS_REL`` and ``TAU_REL`` of
+Single-Attn's lambda_max at the same checkpoint.
 """
 
 from __future__ import annotations
@@ -238,9 +248,8 @@ MIN_CHECKPOINTS = 8  # probed checkpoints per run below which claim 2 is underpo
 
 
 def _probed(groups: Grouped, arch: str) -> list[Run]:
-    """The Markov runs of an architecture with a Hessian probe, by seed."""
-    runs = groups.get("markov", {}).get(arch, [])
-    return sorted((r for r in runs if r.probed_steps), key=lambda r: r.recipe.train.seed)
+    """The probed Markov runs of an architecture, by seed (spectral runs first)."""
+    return series.landscape_runs(groups, arch)
 
 
 def _powered(verdict: str, powered: bool) -> str:

@@ -151,7 +151,7 @@ def valley(groups: Grouped) -> dict[str, Figure]:
 
 def valley_sweep(groups: Grouped) -> dict[str, Figure]:
     """Ours (claim 3): kappa, count and force over shared thresholds, per seed."""
-    runs = markov_runs(groups, (SINGLE, LOOPED), "valley_sweep")
+    runs = {a: series.landscape_runs(groups, a) for a in (SINGLE, LOOPED)}
     sweep = series.uv_sweep(runs[SINGLE], runs[LOOPED])
     out = {"valley_sweep": plot.valley_sweep({SINGLE: sweep["single"],
                                               LOOPED: sweep["looped"]})}

@@ -152,3 +152,42 @@ def direction_rises(loss_fn: LossFn, params: Mapping[str, torch.Tensor], directi
             down = float(loss_fn(layout.unflatten(theta - step[i])))
             out[i] = 0.5 * (up + down) - base
     return out
+
+
+def valley_spread(loss_fn: LossFn, params: Mapping[str, torch.Tensor], vectors, top: float,
+                  n_dirs: int = 32, delta: float = 0.02, seed: int = 0,
+                  scale=None) -> dict:
+    """How varied the steepness of the valley's cliffs is: the direction-spread measurement.
+
+    ``n_dirs`` random unit directions uniform on the sphere of the span of ``vectors``
+    (:func:`landscape.uv.valley_directions`); along each, the symmetric loss rise at the
+    distance ``r = sqrt(2 delta / top)`` (where a quadratic with the top curvature rises
+    by ``delta``), see :func:`direction_rises`; their spread by :func:`landscape.uv.spread`.
+    A River-U valley gives rises that hardly vary (CV near 0), a River-V valley rises
+    that vary by orders of magnitude. With ``scale = D^-1/2`` and the top eigenvectors of
+    ``D^-1/2 H D^-1/2`` it measures the Adam-preconditioned valley.
+
+    Args:
+        loss_fn: the objective.
+        params: the checkpoint.
+        vectors: ``[k, P]`` the top valley eigenvectors (rows).
+        top: the largest eigenvalue (> 0), for the distance.
+        n_dirs: number of random directions (>= 2).
+        delta: the loss rise setting the distance.
+        seed: the directions' seed.
+        scale: ``[P]`` per-coordinate scale of the directions, or None.
+
+    Returns:
+        ``{"rises": [n], "radius", "k", "n", "mean", "cv", "p90_p10"}``.
+    """
+    from landscape.uv import spread, valley_directions
+
+    v = np.asarray(vectors, dtype=np.float64)
+    if not (top > 0 and math.isfinite(top)) or not (delta > 0 and math.isfinite(delta)):
+        raise LandscapeError(f"valley_spread needs top > 0 and delta > 0 (got {top}, {delta})")
+    radius = math.sqrt(2.0 * delta / top)
+    dirs = valley_directions(v.T, n_dirs, seed=seed)
+    rises = direction_rises(loss_fn, params, dirs, radius, scale=scale)
+    s = spread(rises)
+    return {"rises": rises, "radius": radius, "k": int(v.shape[0]), "n": s.n, "mean": s.mean,
+            "cv": s.cv, "p90_p10": s.p90_p10}

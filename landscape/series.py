@@ -42,17 +42,31 @@ def task_key(run: Run) -> str:
 Grouped = dict[str, dict[str, list[Run]]]
 """Runs by :func:`task_key`, then by architecture (:data:`landscape.archs.ALL`)."""
 
+SPECTRAL_PREFIX = "markov_spectral_"
+"""Runs named so (the paper preset's exact-spectrum runs, a smaller model probed densely)
+are grouped apart, under ``spectral_key(arch)`` of task ``markov``: the landscape claims
+(2-4) read them where they exist, the accuracy claims and figures never mix them in."""
+
+
+def spectral_key(arch: str) -> str:
+    """The group key of the spectral runs of an architecture (``spectral:looped``)."""
+    return f"spectral:{arch}"
+
 
 def group_runs(runs: Iterable[Run]) -> Grouped:
     """Runs by :func:`task_key`, then by architecture (:data:`landscape.archs.ALL`).
 
     Within an architecture the probed runs come first, then by seed: the first run of
     each list is the one a curvature figure or claim reads, all of them feed the seed
-    spreads. Runs of your own models go under task ``custom``, each by its name.
+    spreads. Runs of your own models go under task ``custom``, each by its name; the
+    spectral runs (:data:`SPECTRAL_PREFIX`) under ``spectral_key(arch)``.
     """
     out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        out[task_key(run)][run.name if run.custom else run.arch].append(run)
+        key = run.name if run.custom else run.arch
+        if not run.custom and run.name.startswith(SPECTRAL_PREFIX):
+            key = spectral_key(run.arch)
+        out[task_key(run)][key].append(run)
     for task in out.values():
         for lst in task.values():
             lst.sort(key=lambda r: (not r.probed_steps,
@@ -414,6 +428,16 @@ def shift_ablation(shifts: list[Run], looped: list[Run], tol: float, last: int) 
 
 def _stored(run: Run, step: int, kind: str, part: str) -> dict | None:
     return run.probe_result(step, kind, part)
+
+
+def landscape_runs(groups: Grouped, arch: str) -> list[Run]:
+    """The Markov runs the landscape claims read for ``arch``: probed, by seed.
+
+    The spectral runs (:data:`SPECTRAL_PREFIX`) where there are any, else the main runs.
+    """
+    g = groups.get("markov", {})
+    runs = g.get(spectral_key(arch)) or g.get(arch, [])
+    return sorted((r for r in runs if r.probed_steps), key=lambda r: r.recipe.train.seed)
 
 
 def landscape_checkpoints(run: Run) -> list[dict]:
