@@ -214,3 +214,22 @@ def test_sweep_figure_from_stored_spectra():
     assert set(figs) == {"valley_sweep"} and len(figs["valley_sweep"].axes) == 3
     with pytest.raises(claims.LandscapeError):
         series.uv_sweep(si, [])
+
+
+def test_spectral_runs_are_grouped_apart_and_read_by_the_landscape_claims():
+    from types import SimpleNamespace
+
+    from landscape import series
+
+    def run(name, arch, seed, probed=(10,)):
+        return SimpleNamespace(name=name, arch=arch, custom=False, task_name="markov",
+                               probed_steps=list(probed),
+                               recipe=SimpleNamespace(train=SimpleNamespace(seed=seed)))
+
+    main = [run(f"markov_{a}_s0", a, 0) for a in ("single", "looped")]
+    spec = [run(f"{series.SPECTRAL_PREFIX}{a}_s{s}", a, s) for a in ("single", "looped")
+            for s in (2, 1)]
+    g = series.group_runs(main + spec)
+    assert [r.name for r in g["markov"]["single"]] == ["markov_single_s0"]
+    assert [r.recipe.train.seed for r in series.landscape_runs(g, "looped")] == [1, 2]
+    assert series.landscape_runs(series.group_runs(main), "single") == main[:1]

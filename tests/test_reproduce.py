@@ -185,3 +185,19 @@ def test_the_seed_draws_the_language_unless_held():
         j.load() for j in jobs if not j.name.startswith("markov_")]
     with pytest.raises(LandscapeError):
         rep.hold_language(jobs, -1)
+
+
+def test_paper_preset_probes_the_spectral_runs_densely_in_the_divergence_window():
+    from landscape import series
+
+    spec = [j for j in rep.PRESETS["paper"] if j.name.startswith(series.SPECTRAL_PREFIX)]
+    assert sorted(j.name for j in spec) == sorted(
+        f"{series.SPECTRAL_PREFIX}{a}_s{s}" for a in ("single_attn", "looped_attn")
+        for s in (0, 1, 2))
+    for job in spec:
+        r = job.load()
+        assert r.model.d_model == 24 and r.task.seed == r.train.seed
+        assert job.probe.hessian.exact == "always"
+        per_epoch = r.task.n_train // r.train.batch_size
+        epochs = [int(s) // per_epoch for s in job.probe.steps.split(",")]
+        assert len([e for e in epochs if e <= 50]) >= 12 and max(epochs) <= r.train.epochs

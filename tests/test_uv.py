@@ -190,3 +190,24 @@ def test_interval_and_compare_both_ways():
     assert one.n == 1 and one.lo == -math.inf and compare(one, a) == 0
     assert interval([np.nan, 1.0, 2.0]).n == 2
     assert interval([]).n == 0
+
+
+def test_valley_spread_on_a_quadratic_network_free_loss():
+    from landscape.geometry import valley_spread
+
+    rng = np.random.default_rng(5)
+    p = 12
+    q, _ = np.linalg.qr(rng.standard_normal((p, p)))
+    lam = np.array([4.0, 1.0, 0.2, 0.05] + [0.0] * (p - 4))
+    h = torch.as_tensor(q @ np.diag(lam) @ q.T)
+
+    def loss(prm):
+        w = prm["w"]
+        return 0.5 * w @ h @ w
+
+    params = {"w": torch.zeros(p, dtype=torch.float64)}
+    out = valley_spread(loss, params, q[:, :4].T, top=4.0, n_dirs=3000, delta=0.02)
+    assert out["radius"] == pytest.approx(0.1) and out["k"] == 4
+    assert out["cv"] == pytest.approx(uv.expected_cv(lam[:4]), rel=0.08)
+    same = valley_spread(loss, params, q[:, :1].T, top=4.0, n_dirs=8)
+    assert same["cv"] == pytest.approx(0.0, abs=1e-9)  # one direction: no spread
