@@ -81,7 +81,8 @@ THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for the
 # d_model 24 (4,128 parameters) still separates them (a 4.1-point complex-accuracy gap
 # at 60 epochs; d_model 16 does not), and its dense Hessian costs 4,128 columns.
 SPECTRAL_EPOCHS = (0, 1, 2, 3, 5, 7, 10, 14, 19, 25, 33, 45)
-SPECTRAL_RECIPE = {"model": {"d_model": 24}, "train": {"epochs": 60, "probe_size": 64}}
+# 16 probe sequences: the products scale with the probe set (README, "Presets and time")
+SPECTRAL_RECIPE = {"model": {"d_model": 24}, "train": {"epochs": 60, "probe_size": 16}}
 SPECTRAL_HESSIAN = HessianSettings(k_top=10, k_bottom=2, slq_runs=2, slq_steps=20,
                                    trace_hvps=10, exact="always")
 SPECTRAL_GEOMETRY = GeometrySettings(grid=5, width_points=7, width_dirs=1)
