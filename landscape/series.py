@@ -426,10 +426,6 @@ def shift_ablation(shifts: list[Run], looped: list[Run], tol: float, last: int) 
 # --- claims 2-4: per-run inputs of the landscape rules ------------------------------------
 
 
-def _stored(run: Run, step: int, kind: str, part: str) -> dict | None:
-    return run.probe_result(step, kind, part)
-
-
 def landscape_runs(groups: Grouped, arch: str) -> list[Run]:
     """The Markov runs the landscape claims read for ``arch``: probed, by seed.
 
@@ -450,22 +446,22 @@ def landscape_checkpoints(run: Run) -> list[dict]:
     """
     out = []
     for step in run.probed_steps:
-        top = _stored(run, step, "hessian", "top")
+        top = run.part("top", step)
         if top is None:
             continue
         ck: dict = {"epoch": epoch_of(run, step), "step": int(step),
-                    "top": np.asarray(top["values"], dtype=float)}
-        exact = _stored(run, step, "hessian", "exact")
+                    "top": np.asarray(top.values, dtype=float)}
+        exact = run.part("exact", step)
         if exact is not None:
-            ck["eigvals"] = np.asarray(exact["eigvals"], dtype=float)
-            if "adam_eigvals" in exact:
-                ck["adam_eigvals"] = np.asarray(exact["adam_eigvals"], dtype=float)
+            ck["eigvals"] = np.asarray(exact.eigvals, dtype=float)
+            if getattr(exact, "adam_eigvals", None) is not None:
+                ck["adam_eigvals"] = np.asarray(exact.adam_eigvals, dtype=float)
         else:
-            slq = _stored(run, step, "hessian", "slq")
+            slq = run.part("slq", step)
             if slq is not None:
-                ck["slq"] = {"nodes": np.asarray(slq["nodes"]),
-                             "weights": np.asarray(slq["weights"]), "dim": run.layout.size}
-        spread = _stored(run, step, "geometry", "spread")
+                ck["slq"] = {"nodes": np.asarray(slq.nodes),
+                             "weights": np.asarray(slq.weights), "dim": run.layout.size}
+        spread = run.part("spread", step)
         if spread is not None:
             ck["spread"] = spread
         out.append(ck)
@@ -504,18 +500,16 @@ def hopping_series(run: Run, max_k: int | None = None) -> dict:
     import torch
 
     from landscape.hopping import hopping
-    from landscape.train import lr_at
 
     steps = np.asarray(run.steps)
-    total = int(run.attrs["total_steps"])
     out: dict[str, list] = {k: [] for k in ("steps", "hop_fraction", "valley_norm",
                                             "river_norm", "river_gain", "river_speed")}
     for step in run.probed_steps:
         i = int(np.flatnonzero(steps == step)[0])
-        top = _stored(run, step, "hessian", "top")
+        top = run.part("top", step)
         if top is None or i == 0 or i == len(steps) - 1:
             continue
-        basis = np.asarray(top["vectors"], dtype=np.float64)[:max_k].T  # [P, k]
+        basis = np.asarray(top.vectors, dtype=np.float64)[:max_k].T  # [P, k]
         tri = run.trajectory([int(steps[i - 1]), int(step), int(steps[i + 1])])
         fn = run.loss_fn("probe", step=int(step))
 
@@ -524,7 +518,7 @@ def hopping_series(run: Run, max_k: int | None = None) -> dict:
                 return float(fn(run.layout.unflatten(torch.as_tensor(theta,
                                                                      dtype=torch.float32))))
 
-        lr = lr_at(int(step), total, run.recipe) * float(steps[i + 1] - steps[i])
+        lr = run.lr_at(int(steps[i + 1])) * float(steps[i + 1] - steps[i])
         h = hopping(tri, [1], [basis], loss=loss, lr_steps=[lr])
         out["steps"].append(int(step))
         for k in ("hop_fraction", "valley_norm", "river_norm", "river_gain", "river_speed"):
@@ -566,12 +560,11 @@ def uv_inputs(run: Run, step: int, adam: bool = False) -> dict | None:
             return None
         spec = ck["adam_eigvals"]
         top = np.sort(spec)[::-1]
-        cv = float(sp["attrs"]["adam_cv"]) if sp is not None and "adam_cv" in sp["attrs"] \
-            else math.nan
+        cv = float(sp.adam_cv) if sp is not None else math.nan
     else:
         spec = pseudo_spectrum(ck)
         top = np.sort(top_values(ck))[::-1]
-        cv = float(sp["attrs"]["cv"]) if sp is not None else math.nan
+        cv = float(sp.cv) if sp is not None else math.nan
     return {"seed": run.recipe.train.seed, "spectrum": spec, "top": top, "cv": cv,
             "source": "exact" if "eigvals" in ck else "slq"}
 

@@ -6,6 +6,8 @@ or from ``conftest``; ``conftest.py`` holds only fixtures.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from landscape.config import load_recipe
@@ -74,11 +76,11 @@ class StoredRun:
         self.metrics = {}
         self.shift_step = None
 
-    def probe_result(self, step, kind, part=None):
-        found = self.probes.get((step, kind))
-        return found if found is None or part is None else found.get(part)
-
-    def run_probe(self, part):
+    def part(self, name, step=-1):
+        """The stored part ``name`` at ``step`` as an attribute namespace, or None."""
+        for (s, _), parts in self.probes.items():
+            if s == step and name in parts:
+                return SimpleNamespace(**parts[name])
         return None
 
 

@@ -58,7 +58,8 @@ def _spectrum_run(arch, seed, eig_at, steps=(10, 20, 30), cv=None):
         probes[(st, "hessian")] = {"top": {"values": np.sort(eig)[::-1][:10]},
                                    "exact": {"eigvals": np.sort(eig)}}
         if cv is not None:
-            probes[(st, "geometry")] = {"spread": {"attrs": {"cv": cv + 0.01 * seed}}}
+            probes[(st, "geometry")] = {"spread": {"cv": cv + 0.01 * seed,
+                                                   "adam_cv": float("nan")}}
     return StoredRun(arch, seed, probes)
 
 
@@ -233,3 +234,44 @@ def test_spectral_runs_are_grouped_apart_and_read_by_the_landscape_claims():
     assert [r.name for r in g["markov"]["single"]] == ["markov_single_s0"]
     assert [r.recipe.train.seed for r in series.landscape_runs(g, "looped")] == [1, 2]
     assert series.landscape_runs(series.group_runs(main), "single") == main[:1]
+
+
+def test_exact_and_spread_parts_on_a_tiny_run(trained_runs, tmp_path):
+    import torch
+
+    from landscape import store
+    from landscape.hessian import dense_hessian_reference, preconditioned_operator
+    from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
+    from landscape.run import Run
+    from landscape.spectral import DenseOperator, dense_matrix
+    from landscape.uv import expected_cv
+
+    path = store.copy_run(trained_runs["looped"], tmp_path / "looped.h5")
+    settings = ProbeSettings(steps="16", hessian=HessianSettings(
+        k_top=4, k_bottom=0, slq_runs=2, slq_steps=10, trace_hvps=4, exact="always",
+        dtype="float64"), geometry=GeometrySettings(grid=3, width_points=5, width_dirs=1,
+                                                     spread_k=3, spread_dirs=8))
+    probe(path, settings)
+    run = Run.open(path)
+    ex, sp = run.part("exact", 16), run.part("spread", 16)
+    params = run.params(16, dtype=torch.float64)
+    loss = run.loss_fn("probe", step=16)
+    h = dense_hessian_reference(loss, params).numpy()
+    np.testing.assert_allclose(ex.eigvals, np.linalg.eigvalsh(h), atol=1e-8 * abs(h).max())
+    w, v = np.linalg.eigh(h)
+    overlap = np.abs(ex.vectors.astype(float) @ v[:, ::-1][:, :4])
+    np.testing.assert_allclose(np.diag(overlap), 1.0, atol=1e-3)
+    v_adam, step = run.adam_state(16)
+    beta2 = run.recipe.train.beta2
+    pre = dense_matrix(preconditioned_operator(DenseOperator(torch.as_tensor(h)),
+                                               torch.as_tensor(v_adam),
+                                               eps=1e-8, step=step, beta2=beta2))
+    np.testing.assert_allclose(ex.adam_eigvals, np.linalg.eigvalsh(pre.numpy()),
+                               atol=1e-7 * abs(pre.numpy()).max())
+    assert ex.adam_step == step >= 1
+    assert sp.source == "exact" and sp.k == 3 and sp.rises.shape == (8,)
+    assert sp.adam_rises.shape == (8,) and np.isfinite(sp.adam_cv)
+    # rises at the distance where the top direction rises by delta: near the quadratic's
+    quad = 0.5 * sp.radius**2 * np.sort(ex.eigvals)[::-1][:3]
+    assert quad.min() * 0.5 < np.median(sp.rises) < quad.max() * 2
+    assert 0 <= sp.cv < 2 * expected_cv(np.abs(quad)) + 0.5

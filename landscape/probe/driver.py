@@ -295,6 +295,25 @@ def _sharpness(job: Job) -> sc.Sharpness:
                            beta2, v, adam_step, loops=job.loops)
 
 
+def _adam(job: Job) -> dict:
+    """AdamW's state at the checkpoint for the preconditioned parts (empty without one)."""
+    run = job.run
+    if not run.has_adam:
+        return {}
+    v, adam_step = run.adam_state(job.step)
+    _, beta2 = run.adam_betas or (0.9, 0.999)
+    return {"adam_v": v, "adam_step": adam_step, "beta2": beta2}
+
+
+def _exact(job: Job) -> sc.Exact:
+    return parts.exact(job.operator(), loops=job.loops, k=job.hs.k_top, **_adam(job))
+
+
+def _spread(job: Job) -> sc.Spread:
+    return parts.spread(job.loss_fn(), job.params(torch.float64), job.gs, job.inputs["top"],
+                        job.inputs["exact"], job.operator(), **_adam(job))
+
+
 def _overlap_settings(ps: ProbeSettings, job: Job) -> dict | None:
     if ps.hessian is None or job.previous is None:
         return None
@@ -335,8 +354,8 @@ register(Entry(sc.Trace, "  hessian trace (Hutch++)",
                                        loops=job.loops), needs=("top",)))
 register(Entry(sc.Slq, "  hessian SLQ", _hessian_settings("slq_runs", "slq_steps", "dtype", "seed"),
                lambda job: parts.slq(job.operator(), job.hs, loops=job.loops)))
-register(Entry(sc.Exact, "  hessian exact spectrum", _hessian_settings("dtype"),
-               lambda job: parts.exact(job.operator(), loops=job.loops), when=_exact_applies))
+register(Entry(sc.Exact, "  hessian exact spectrum", _hessian_settings("dtype", "k_top"),
+               _exact, when=_exact_applies))
 register(Entry(sc.Sharpness, "  sharpness", _hessian_settings("dtype"), _sharpness,
                needs=("top",)))
 register(Entry(sc.Overlap, "  top-k overlap with the previous checkpoint", _overlap_settings,
@@ -356,6 +375,9 @@ register(Entry(sc.Widths, "  valley widths",
                _geometry_settings("eps_rel", "width_dirs", "width_points", "delta"),
                lambda job: parts.widths(job.loss_fn(), job.params(torch.float64),
                                         job.inputs["top"], job.gs), needs=("top",)))
+register(Entry(sc.Spread, "  direction spread ({gs.spread_dirs} directions, top-{gs.spread_k})",
+               _geometry_settings("spread_k", "spread_dirs", "delta", "seed"), _spread,
+               needs=("top",), optional=("exact",)))
 register(Entry(sc.River, "  river direction", _geometry_settings("eps_rel"), _river,
                needs=("top",)))
 register(Entry(sc.SliceRandom, "  2-D slice, random plane",

@@ -29,18 +29,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from landscape.dense import exact_valley
 from landscape.directions import Plane, pca_directions, plane_through, projection_losses
 from landscape.directions import random_plane as _random_plane
 from landscape.errors import LandscapeError
 from landscape.geometry import loop_curve as _loop_curve
-from landscape.geometry import unit_direction, valley_widths
+from landscape.geometry import unit_direction, valley_spread, valley_widths
 from landscape.hessian import HessianOperator, preconditioned_operator
 from landscape.model import param_groups
 from landscape.objective import LossFn, ParamLayout
 from landscape.probe import schema as sc
 from landscape.slices import loss_grid, make_axis
-from landscape.spectral import default_tol, exact_spectrum, hutchpp, lanczos, subspace_overlap
+from landscape.spectral import default_tol, dense_matrix, hutchpp, lanczos, subspace_overlap
 from landscape.spectral import slq as _slq
+from landscape.uv import precondition_denominator
 from landscape.valley import river_direction, split_from_slq, split_spectrum
 from landscape.valley import river_progress as _river_progress
 
@@ -121,8 +123,12 @@ class GeometrySettings:
     # and Looped-Attn with one seed, then get the same directions); "PATH" or "PATH:STEP"
     # against a checkpoint of another run file (default: its first). Stored as slice_shared.
     shared_plane: str = ""
+    spread_k: int = 5  # top valley eigenvectors spanning the direction-spread subspace
+    spread_dirs: int = 32  # random directions of the direction spread
 
     def __post_init__(self):
+        if self.spread_k < 1 or self.spread_dirs < 2:
+            raise LandscapeError("geometry: need spread_k >= 1 and spread_dirs >= 2")
         for key in ("grid", "width_points"):  # name only the one given wrong
             if getattr(self, key) % 2 == 0:
                 raise LandscapeError(f"geometry: {key}={getattr(self, key)} must be odd (the "
@@ -178,12 +184,27 @@ def slq(op: HessianOperator, hs: HessianSettings, loops: int = 0) -> sc.Slq:
                   hvps=op.n_matvec - n0, **_hessian_fields(op, loops))
 
 
-def exact(op: HessianOperator, loops: int = 0) -> sc.Exact:
-    """The full spectrum: the dense Hessian (P products), float64 ``eigh``."""
+def exact(op: HessianOperator, loops: int = 0, k: int = 10, adam_v: np.ndarray | None = None,
+          adam_step: int = 0, beta2: float = 0.999, eps: float = 1e-8) -> sc.Exact:
+    """The full spectrum: the dense Hessian (P products), float64 ``eigvalsh``.
+
+    Beside the eigenvalues: the top-``k`` eigenvectors (Lanczos on the dense matrix), and,
+    with AdamW's state (``adam_v`` after ``adam_step`` steps), the spectrum and top-k
+    eigenvectors of the preconditioned Hessian ``D^-1/2 H D^-1/2`` the optimiser sees
+    (:func:`landscape.uv.precondition_denominator`; see :mod:`landscape.dense`).
+    """
     n0 = op.n_matvec
-    values = exact_spectrum(op)
-    return sc.Exact(eigvals=np.asarray(values), hvps=op.n_matvec - n0,
-                    **_hessian_fields(op, loops))
+    h = dense_matrix(op).double().cpu()
+    denominator = None
+    if adam_v is not None and adam_step >= 1:
+        denominator = precondition_denominator(adam_v, adam_step, beta2, eps)
+    ev = exact_valley(h, min(k, op.dim), denominator)
+    return sc.Exact(eigvals=ev.eigvals, vectors=ev.vectors.astype(np.float32),
+                    adam_eigvals=ev.adam_eigvals,
+                    adam_vectors=None if ev.adam_vectors is None
+                    else ev.adam_vectors.astype(np.float32),
+                    adam_step=int(adam_step) if denominator is not None else 0,
+                    hvps=op.n_matvec - n0, **_hessian_fields(op, loops))
 
 
 def stability_threshold(lr: float, beta1: float = 0.0) -> float:
@@ -314,6 +335,50 @@ def widths(loss_fn: LossFn, params: Mapping[str, torch.Tensor], top_part: sc.Top
     w = valley_widths(loss_fn, params, top_part.vectors[keep].T, lam[keep], gs.delta,
                       gs.width_points)
     return sc.Widths(delta=gs.delta, **{k: np.asarray(v) for k, v in w.items()})
+
+
+def spread(loss_fn: LossFn, params: Mapping[str, torch.Tensor], gs: GeometrySettings,
+           top_part: sc.Top, exact_part: sc.Exact | None = None,
+           op: HessianOperator | None = None, adam_v: np.ndarray | None = None,
+           adam_step: int = 0, beta2: float = 0.999, eps: float = 1e-8) -> sc.Spread:
+    """The direction spread (:func:`landscape.geometry.valley_spread`) of H and of Adam's.
+
+    The valley subspace is the span of the top ``gs.spread_k`` eigenvectors: the exact
+    ones where the exact part has them, else the Lanczos ones of ``top_part``. On the
+    preconditioned Hessian: its exact top eigenvectors, or Lanczos on
+    :func:`landscape.hessian.preconditioned_operator` (``op`` needed), with directions
+    scaled by ``D^-1/2``.
+    """
+    k = gs.spread_k
+    use_exact = exact_part is not None and exact_part.vectors is not None
+    vecs = exact_part.vectors if use_exact else top_part.vectors
+    vals = np.sort(exact_part.eigvals)[::-1] if use_exact else top_part.values
+    if vecs.shape[0] < k:
+        raise LandscapeError(f"spread needs {k} top eigenvectors, the probe has "
+                             f"{vecs.shape[0]}; raise --k to at least {k}")
+    h = valley_spread(loss_fn, params, vecs[:k], float(vals[0]), gs.spread_dirs, gs.delta,
+                      gs.seed)
+    adam: dict = {}
+    if adam_v is not None and adam_step >= 1:
+        d = precondition_denominator(adam_v, adam_step, beta2, eps)
+        if use_exact and exact_part.adam_vectors is not None:
+            avecs = exact_part.adam_vectors[:k]
+            atop = float(np.max(exact_part.adam_eigvals))
+        elif op is not None:
+            pre = preconditioned_operator(op, torch.as_tensor(adam_v, device=op.device),
+                                          eps=eps, step=adam_step, beta2=beta2)
+            res = lanczos(pre, k_top=k, tol=1e-3, max_steps=min(300, op.dim), seed=gs.seed)
+            avecs = res.top_vectors.T.to(torch.float64).cpu().numpy()
+            atop = float(res.top_values[0])
+        else:
+            avecs = None
+        if avecs is not None:
+            a = valley_spread(loss_fn, params, avecs, atop, gs.spread_dirs, gs.delta, gs.seed,
+                              scale=1.0 / np.sqrt(d))
+            adam = {"adam_radius": a["radius"], "adam_rises": a["rises"], "adam_cv": a["cv"],
+                    "adam_p90_p10": a["p90_p10"]}
+    return sc.Spread(k=k, delta=gs.delta, radius=h["radius"], rises=h["rises"], cv=h["cv"],
+                     p90_p10=h["p90_p10"], source="exact" if use_exact else "lanczos", **adam)
 
 
 def river(before: np.ndarray, after: np.ndarray, basis: np.ndarray) -> sc.River:

@@ -22,7 +22,7 @@ Groups::
 
     /probe/step_<N>/hessian/<name>    Top, Trace, Slq, Exact, Sharpness, Overlap, Blocks,
                                       PyHessian
-    /probe/step_<N>/geometry/<name>   Valley, Widths, River, Grid (slice_random,
+    /probe/step_<N>/geometry/<name>   Valley, Widths, Spread, River, Grid (slice_random,
                                       slice_river_valley, slice_shared)
     /probe/run/<name>                 RiverProgress, Pca, LoopCurve, Switch, QkAlignment
 
@@ -212,10 +212,24 @@ class Slq(HessianPart):
 
 @dataclass(frozen=True, kw_only=True)
 class Exact(HessianPart):
-    """The full spectrum ``eigvals`` ``[P]`` (ascending; dense Hessian, float64 ``eigh``)."""
+    """The full spectrum of the dense Hessian, and of the Adam-preconditioned one.
+
+    Attributes:
+        eigvals: ``[P]`` ascending eigenvalues (float64 ``eigvalsh``).
+        vectors: ``[k, P]`` float32 top-k eigenvectors (rows, descending eigenvalue).
+        adam_eigvals: ``[P]`` ascending eigenvalues of ``D^-1/2 H D^-1/2`` with ``D``
+            AdamW's update denominator at the checkpoint (None without Adam state).
+        adam_vectors: ``[k, P]`` its top-k eigenvectors (None without Adam state).
+        adam_step: Adam's step count behind ``D`` (0: none).
+    """
 
     NAME: ClassVar[str] = "exact"
+    VERSION: ClassVar[int] = 2
     eigvals: np.ndarray
+    vectors: np.ndarray | None = None
+    adam_eigvals: np.ndarray | None = None
+    adam_vectors: np.ndarray | None = None
+    adam_step: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -358,6 +372,40 @@ class Widths(Part):
     width: np.ndarray
     quadratic: np.ndarray
     ratio: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spread(Part):
+    """How varied the valley's cliffs are: loss rises along random valley directions.
+
+    Attributes:
+        k: the number of top eigenvectors spanning the valley subspace (the same for every
+            run compared).
+        delta: the loss rise that sets the distance ``sqrt(2 delta / lambda_max)``.
+        radius: that distance.
+        rises: ``[n]`` the symmetric loss rise along each direction.
+        cv: their coefficient of variation (0: uniformly steep cliffs, River-U).
+        p90_p10: their 90th over 10th percentile.
+        adam_radius: the same on the Adam-preconditioned Hessian (NaN without Adam state).
+        adam_rises: ``[n]`` (None without Adam state).
+        adam_cv: their coefficient of variation (NaN without).
+        adam_p90_p10: their 90th over 10th percentile (NaN without).
+        source: where the eigenvectors came from: ``exact`` or ``lanczos``.
+    """
+
+    KIND: ClassVar[str] = GEOMETRY
+    NAME: ClassVar[str] = "spread"
+    k: int
+    delta: float
+    radius: float
+    rises: np.ndarray
+    cv: float
+    p90_p10: float
+    adam_radius: float = float("nan")
+    adam_rises: np.ndarray | None = None
+    adam_cv: float = float("nan")
+    adam_p90_p10: float = float("nan")
+    source: str = "lanczos"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -574,7 +622,7 @@ class QkAlignment(Part):
 
 PARTS: dict[str, type[Part]] = {cls.NAME: cls for cls in (
     Top, Trace, Slq, Exact, Sharpness, Overlap, Blocks, PyHessian,
-    Valley, Widths, River, SliceRandom, SliceRiverValley, SliceShared,
+    Valley, Widths, Spread, River, SliceRandom, SliceRiverValley, SliceShared,
     RiverProgress, Pca, LoopCurve, Switch, QkAlignment)}
 
 
