@@ -306,7 +306,7 @@ def _adam(job: Job) -> dict:
 
 
 def _exact(job: Job) -> sc.Exact:
-    return parts.exact(job.operator(), loops=job.loops, k=job.hs.k_top, **_adam(job))
+    return parts.exact(job.operator(), loops=job.loops, **_adam(job))
 
 
 def _spread(job: Job) -> sc.Spread:
@@ -354,7 +354,7 @@ register(Entry(sc.Trace, "  hessian trace (Hutch++)",
                                        loops=job.loops), needs=("top",)))
 register(Entry(sc.Slq, "  hessian SLQ", _hessian_settings("slq_runs", "slq_steps", "dtype", "seed"),
                lambda job: parts.slq(job.operator(), job.hs, loops=job.loops)))
-register(Entry(sc.Exact, "  hessian exact spectrum", _hessian_settings("dtype", "k_top"),
+register(Entry(sc.Exact, "  hessian exact spectrum", _hessian_settings("dtype"),
                _exact, when=_exact_applies))
 register(Entry(sc.Sharpness, "  sharpness", _hessian_settings("dtype"), _sharpness,
                needs=("top",)))

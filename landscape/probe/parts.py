@@ -184,7 +184,11 @@ def slq(op: HessianOperator, hs: HessianSettings, loops: int = 0) -> sc.Slq:
                   hvps=op.n_matvec - n0, **_hessian_fields(op, loops))
 
 
-def exact(op: HessianOperator, loops: int = 0, k: int = 10, adam_v: np.ndarray | None = None,
+EXACT_VECTORS = 16  # top eigenvectors the exact part keeps (a constant: independent of --k)
+
+
+def exact(op: HessianOperator, loops: int = 0, k: int = EXACT_VECTORS,
+          adam_v: np.ndarray | None = None,
           adam_step: int = 0, beta2: float = 0.999, eps: float = 1e-8) -> sc.Exact:
     """The full spectrum: the dense Hessian (P products), float64 ``eigvalsh``.
 
@@ -343,19 +347,17 @@ def spread(loss_fn: LossFn, params: Mapping[str, torch.Tensor], gs: GeometrySett
            adam_step: int = 0, beta2: float = 0.999, eps: float = 1e-8) -> sc.Spread:
     """The direction spread (:func:`landscape.geometry.valley_spread`) of H and of Adam's.
 
-    The valley subspace is the span of the top ``gs.spread_k`` eigenvectors: the exact
-    ones where the exact part has them, else the Lanczos ones of ``top_part``. On the
+    The valley subspace is the span of the top ``gs.spread_k`` eigenvectors (fewer where
+    the probe computed fewer; the part stores the k used): the exact ones where the exact
+    part has them, else the Lanczos ones of ``top_part``. On the
     preconditioned Hessian: its exact top eigenvectors, or Lanczos on
     :func:`landscape.hessian.preconditioned_operator` (``op`` needed), with directions
     scaled by ``D^-1/2``.
     """
-    k = gs.spread_k
     use_exact = exact_part is not None and exact_part.vectors is not None
     vecs = exact_part.vectors if use_exact else top_part.vectors
     vals = np.sort(exact_part.eigvals)[::-1] if use_exact else top_part.values
-    if vecs.shape[0] < k:
-        raise LandscapeError(f"spread needs {k} top eigenvectors, the probe has "
-                             f"{vecs.shape[0]}; raise --k to at least {k}")
+    k = min(gs.spread_k, vecs.shape[0])  # fewer where the probe has fewer (stored as k)
     h = valley_spread(loss_fn, params, vecs[:k], float(vals[0]), gs.spread_dirs, gs.delta,
                       gs.seed)
     adam: dict = {}
