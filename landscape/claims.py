@@ -590,6 +590,9 @@ def judge_theory(groups: Grouped) -> Claim:
     sim_text = (f"simulator (algebra check): V progress {fb.v.progress:.3f} vs U "
                 f"{fb.u.progress:.3f}, closed form error {err:.1e}")
     details: dict = {"simulator": simulator, "qk_cosine": _qk_alignment(groups)}
+    if details["qk_cosine"]:
+        sim_text += (f"; early Q/K gradient cosine Single vs Looped "
+                     f"{_spread(details['qk_cosine'], 'checkpoints')}")
     single, looped = _probed(groups, SINGLE), _probed(groups, LOOPED)
     try:
         pairs = _paired(single, looped) if single and looped else []

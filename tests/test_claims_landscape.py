@@ -225,7 +225,8 @@ def test_spectral_runs_are_grouped_apart_and_read_by_the_landscape_claims():
     def run(name, arch, seed, probed=(10,)):
         return SimpleNamespace(name=name, arch=arch, custom=False, task_name="markov",
                                probed_steps=list(probed),
-                               recipe=SimpleNamespace(train=SimpleNamespace(seed=seed)))
+                               recipe=SimpleNamespace(train=SimpleNamespace(seed=seed),
+                                                      task=SimpleNamespace(name="markov")))
 
     main = [run(f"markov_{a}_s0", a, 0) for a in ("single", "looped")]
     spec = [run(f"{series.SPECTRAL_PREFIX}{a}_s{s}", a, s) for a in ("single", "looped")
