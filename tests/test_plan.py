@@ -39,11 +39,21 @@ def test_plan_time_is_within_a_factor_2_of_the_measured_probe(small_run):
     plans = plan_parts(costs, HS)
     assert [p.name for p in plans] == ["hessian/top", "hessian/trace", "hessian/slq",
                                        "hessian/sharpness"]
-    probe(small_run, ProbeSettings(steps="last", hessian=HS))
-    stored = Run.open(small_run).hessian(-1)
-    measured = sum(stored[p.name.split("/")[1]].seconds for p in plans)
-    estimate = sum(p.seconds for p in plans)
-    assert 0.5 <= estimate / measured <= 2.0, (estimate, measured)
+    # The machine may be shared: a burst of load during either the unit measurement or the
+    # probe moves the ratio, so the estimate gets three tries (units measured anew each time);
+    # a plan that is systematically off by more than 2x fails all three.
+    ratios = []
+    for attempt in range(3):
+        if attempt:
+            costs = measure_costs(run.loss_fn("probe"), run.params(dtype=torch.float32))
+            plans = plan_parts(costs, HS)
+        probe(small_run, ProbeSettings(steps="last", hessian=HS, force=attempt > 0))
+        stored = Run.open(small_run).hessian(-1)
+        measured = sum(stored[p.name.split("/")[1]].seconds for p in plans)
+        ratios.append(sum(p.seconds for p in plans) / measured)
+        if 0.5 <= ratios[-1] <= 2.0:
+            break
+    assert 0.5 <= ratios[-1] <= 2.0, ratios
     # the counts the algorithms fix are exact
     by = {p.name: p for p in plans}
     assert by["hessian/slq"].hvps == stored["slq"].hvps == 3 * 20
