@@ -110,9 +110,9 @@ def _seeded(runs: list[Run]) -> dict[int, Run]:
 
 
 def _underpowered(verdict: str, n_seeds: int, details: dict) -> str:
-    """A "holds"/"does not hold" on fewer than MIN_SEEDS seeds is not given as a verdict."""
+    """No verdict on fewer than MIN_SEEDS seeds: labelled underpowered, the outcome kept aside."""
     details["seeds"] = n_seeds
-    if verdict in (HOLDS, FAILS) and n_seeds < MIN_SEEDS:
+    if verdict in (HOLDS, FAILS, INCONCLUSIVE) and n_seeds < MIN_SEEDS:
         details["would_be"] = verdict
         return UNDERPOWERED
     return verdict
