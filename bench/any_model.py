@@ -11,10 +11,11 @@ arms alternated).
 * ``ratio``: one Hessian-vector product (our operator: a double backward through the
   retained create-graph gradient) against one gradient (forward and backward on fresh
   leaves) at widths giving P from about 1e4 to 1e7 (4 layers).
-* ``memory``: peak resident memory (``ru_maxrss`` of a fresh subprocess per measurement)
-  of one training step (forward, backward, AdamW step) against one probe of the same
-  batch (the operator, Lanczos top-5 at ``tol=1e-4``, Hutch++ with 20 products), both
-  above the subprocess's memory after building model and data.
+* ``memory``: peak resident memory (of a fresh subprocess per measurement) of one training
+  step (forward, backward, AdamW step) against one probe of the same batch (the operator,
+  Lanczos top-5 at ``tol=1e-4`` with its default basis cap, Hutch++ with 20 products
+  deflated by those 5), both above the subprocess's memory after building model and data;
+  on Linux also the peak of each stage (``VmHWM``, reset between stages).
 * ``eigen``: the top-5 eigenvalues to 1e-4 relative error on a model of more than 1M
   parameters, every arm in float64 (in float32 the products' rounding alone left the top
   five 1.1e-4 from the truth, whatever the tolerance): ours (``lanczos``) against scipy's
@@ -186,22 +187,79 @@ def _maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
+class _Stages:
+    """Peak resident memory per stage (Linux: ``VmHWM``, reset through ``clear_refs``).
+
+    Where the high-water mark cannot be reset, one stage covers everything (``ru_maxrss``).
+    """
+
+    def __init__(self):
+        self.base, self.peaks = self._status("VmRSS"), []
+        self.resettable = self._reset()
+
+    @staticmethod
+    def _status(key: str) -> int:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return _maxrss_bytes()
+
+    @staticmethod
+    def _reset() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    def mark(self, name: str) -> None:
+        if self.resettable:
+            self.peaks.append((name, self._status("VmHWM")))
+            self._reset()
+
+    def report(self) -> str:
+        peak = max([p for _, p in self.peaks] or [_maxrss_bytes()])
+        stages = ";".join(f"{n}={(p - self.base) / 2**20:.0f}" for n, p in self.peaks)
+        return f"{self.base} {peak} {stages or '-'}"
+
+
 def memory_child(what: str, d: int, batch: int, seq: int) -> None:
-    """Runs in a fresh process: prints 'base peak' resident bytes for one measurement."""
+    """Runs in a fresh process: prints 'base peak stages' (bytes; stages: MiB above base)."""
+    import landscape.spectral as sp
+
     model, inputs, targets, loss_fn, params = problem(d, 4, batch, seq)
-    base = _maxrss_bytes()
+    st = _Stages()
     if what == "train":
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         model.train()
         opt.zero_grad()
         logits = model(inputs)
+        st.mark("forward")
         nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1)).backward()
+        st.mark("backward")
         opt.step()
+        st.mark("AdamW")
     else:
         op = HessianOperator(loss_fn, params)
+        st.mark("graph")
         res = lanczos(op, k_top=5, tol=1e-4, max_steps=min(op.dim, 300))
+        st.mark(f"lanczos({res.steps} steps, basis {res.max_basis or res.steps})")
+        orth = sp._orthonormal
+
+        def marked(vs):  # the deflation basis of Hutch++, then its probes
+            out = orth(vs)
+            st.mark("hutch++ basis")
+            return out
+        sp._orthonormal = marked
         hutchpp(op, 20 + 5, basis=res.top_vectors)
-    print(base, _maxrss_bytes())
+        sp._orthonormal = orth
+        st.mark("hutch++ probes")
+    print(st.report())
 
 
 def memory_part(args) -> None:
@@ -211,14 +269,15 @@ def memory_part(args) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for d in args.widths:
         out = {"train": [], "probe": []}
+        stages = {}
         for _ in range(args.repeats):
             for what in ("train", "probe"):
                 res = subprocess.run([sys.executable, __file__, "--child", what, "--d", str(d),
                                       "--batch", str(args.batch), "--seq", str(args.seq)],
                                      capture_output=True, text=True, check=True,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
-                base, peak = (int(x) for x in res.stdout.split()[-2:])
-                out[what].append((base, peak))
+                base, peak, stages[what] = res.stdout.strip().splitlines()[-1].split(maxsplit=2)
+                out[what].append((int(base), int(peak)))
         mib = 2**20
         tr = med([p - b for b, p in out["train"]])
         pr = med([p - b for b, p in out["probe"]])
@@ -227,6 +286,8 @@ def memory_part(args) -> None:
               f"{base / mib:.0f} | {tr / mib:.0f} | {pr / mib:.0f} | **{pr / tr:.2f}x** | "
               f"{med([p for _, p in out['train']]) / mib:.0f} / "
               f"{med([p for _, p in out['probe']]) / mib:.0f} |", flush=True)
+        print(f"<!-- d {d}, peak of each stage in MiB above the baseline (last repeat): "
+              f"step {stages['train']}; probe {stages['probe']} -->", flush=True)
 
 
 # ----------------------------------------------------------------------------- eigen

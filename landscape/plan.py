@@ -18,7 +18,8 @@ Memory model (bytes; ``s`` = bytes per float of the products, ``G`` = the gradie
 ``A`` = the activations of one forward):
 
 * every Hessian part: ``G`` plus its vectors, ``m P s`` for a Krylov basis of ``m``
-  vectors (Lanczos, SLQ; in blocks, never copied: :data:`landscape.spectral.BASIS_BLOCK`),
+  vectors (Lanczos, SLQ; in blocks, never copied: :data:`landscape.spectral.BASIS_BLOCK`;
+  a Lanczos basis beyond 64 MiB is capped, :func:`landscape.spectral.basis_cap`),
   ``(2 k + 2 c) P s`` for Hutch++ with ``k`` deflated vectors and ``c`` probes per chunk
   (:data:`landscape.spectral.AUTO_CHUNK`);
 * the dense Hessian: ``P^2 s`` for the matrix, ``8 P^2`` for its float64 copy and
@@ -257,10 +258,23 @@ def _krylov_seconds(c: UnitCosts, m: int) -> float:
             + c.ritz_s_per_m2 * m * (m + 1) * (2 * m + 1) / 6)
 
 
-def _krylov_bytes(c: UnitCosts, m: int) -> int:
-    from landscape.spectral import BASIS_BLOCK
+def _krylov_bytes(c: UnitCosts, m: int, lanczos_k: tuple[int, int, int] | None = None) -> int:
+    """Bytes of a Krylov basis of ``m`` steps, and four more vectors.
+
+    With ``lanczos_k = (k_top, k_bottom, max_steps)``: a :func:`~landscape.spectral.lanczos`
+    basis, held within its default cap.
+    """
+    from types import SimpleNamespace
+
+    from landscape.spectral import BASIS_BLOCK, basis_cap
 
     blocks = math.ceil(m / BASIS_BLOCK) * BASIS_BLOCK
+    if lanczos_k is not None:
+        shape = SimpleNamespace(dim=c.params,
+                                dtype=torch.float64 if c.itemsize == 8 else torch.float32)
+        cap = basis_cap(shape, *lanczos_k)
+        if cap is not None:
+            blocks = min(blocks, cap)
     return (min(blocks, c.params) + 4) * c.params * c.itemsize
 
 
@@ -291,7 +305,8 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
         out.append(PartPlan("hessian/top", f"top-{hs.k_top}/bottom-{hs.k_bottom} (Lanczos)",
                             m + (2 if new_operator else 0), 0,
                             build + _krylov_seconds(c, m) + 2 * hs.k_top * c.vector_s,
-                            g + _krylov_bytes(c, m)))
+                            g + _krylov_bytes(c, m, (hs.k_top, hs.k_bottom,
+                                                     min(hs.max_steps, p)))))
         k = min(hs.k_top, p)
         n_tr = hs.trace_hvps + k
         chunk = AUTO_CHUNK["cuda" if c.device.startswith("cuda") else "other"]
@@ -307,7 +322,8 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
                                 g + p * p * (s + 16) + 64 * p * s))
         ms = lanczos_steps(1, 0, 100, p)
         out.append(PartPlan("hessian/sharpness", "sharpness (Adam-preconditioned Lanczos)",
-                            ms, 0, _krylov_seconds(c, ms), g + _krylov_bytes(c, ms)))
+                            ms, 0, _krylov_seconds(c, ms),
+                            g + _krylov_bytes(c, ms, (1, 0, min(100, p)))))
         if blocks:
             n_b = sum(lanczos_steps(min(hs.k_top, d), 0, hs.max_steps, d)
                       + (d if 3 * d <= max(4, hs.trace_hvps) else max(4, hs.trace_hvps))

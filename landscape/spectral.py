@@ -181,7 +181,19 @@ DGKS = 1 / math.sqrt(2)
 
 BASIS_BLOCK = 32
 """Columns per tensor of a Krylov basis: it grows a block at a time, never copied, so a
-basis of ``m`` vectors holds ``m P`` floats (rounded up to a block) and no more."""
+basis of ``m`` vectors holds ``m P`` floats (rounded up to a block, or to the basis's
+capacity where that is smaller) and no more."""
+
+BASIS_BUDGET = 64 * 2**20
+"""Bytes of Krylov basis under which :func:`lanczos` never restarts (``max_basis="auto"``).
+
+A Lanczos basis of ``max_steps`` vectors that fits in 64 MiB (any ``max_steps <= 300`` up
+to ``P = 55,000`` in float32, i.e. every model this project trains) is kept whole, as it
+always was; a larger one is capped (see :func:`basis_cap`)."""
+
+ROWS_PER_SWEEP = 1 << 16
+"""Entries of each vector rewritten at a time when a thick restart turns the basis into
+its kept Ritz vectors in place (a ``[kept, 65536]`` temporary, never a second basis)."""
 
 
 class _Krylov:
@@ -195,10 +207,14 @@ class _Krylov:
     a zero coupling in ``T``. The last block's residual is the live one (``rnorm``).
     """
 
-    def __init__(self, op, v0: torch.Tensor, gen: torch.Generator):
-        self.op, self.gen = op, gen
+    def __init__(self, op, v0: torch.Tensor, gen: torch.Generator,
+                 capacity: int | None = None):
+        self.op, self.gen, self.capacity = op, gen, capacity
         self._blocks: list[torch.Tensor] = []  # the basis: [BASIS_BLOCK, P] rows per tensor
         self.m, self.alpha, self.off = 0, [], []
+        self.n_steps = 0  # steps (products) over all cycles; equals m without a restart
+        self.arrow: np.ndarray | None = None  # after a thick restart: see restart()
+        self.thick_restarts, self.floor = 0, 0.0
         self.block_ends, self.block_rnorms = [], []  # closed blocks: last index, |r_k|
         self.w, self.rnorm, self.hnorm = None, 0.0, 0.0
         self.eps = torch.finfo(op.dtype).eps
@@ -223,12 +239,16 @@ class _Krylov:
         return self.block_ends[-1] + 1 if self.block_ends else 0
 
     def _append(self, q: torch.Tensor) -> None:
-        j = self.m % BASIS_BLOCK
-        if j == 0:  # a new block; the old ones are never copied
-            self._blocks.append(torch.empty(min(BASIS_BLOCK, self.op.dim - self.m), self.op.dim,
+        i, j = divmod(self.m, BASIS_BLOCK)
+        if i == len(self._blocks):  # a new block; the old ones are never copied
+            rows = min(BASIS_BLOCK, self.op.dim - self.m)
+            if self.capacity is not None:
+                rows = min(rows, self.capacity - self.m)
+            self._blocks.append(torch.empty(rows, self.op.dim,
                                             dtype=self.op.dtype, device=self.op.device))
-        self._blocks[-1][j] = q
+        self._blocks[i][j] = q
         self.m += 1
+        self.n_steps += 1
 
     def _views(self) -> list[torch.Tensor]:
         """The basis's used vectors, block by block, as rows (``[<= BASIS_BLOCK, P]`` views).
@@ -237,7 +257,8 @@ class _Krylov:
         ``Q^T w`` and ``w - Q c`` stream through memory (a column layout made them strided,
         2-3x slower than the Hessian product itself at P = 1e6).
         """
-        return [b[: self.m - i * BASIS_BLOCK] for i, b in enumerate(self._blocks)]
+        return [b[: self.m - i * BASIS_BLOCK] for i, b in enumerate(self._blocks)
+                if i * BASIS_BLOCK < self.m]  # blocks past m are empty after a restart
 
     def _column(self, i: int) -> torch.Tensor:
         return self._blocks[i // BASIS_BLOCK][i % BASIS_BLOCK]
@@ -284,14 +305,19 @@ class _Krylov:
 
     def step(self) -> None:
         """Extend the basis by one vector and apply the operator to it (one matvec)."""
+        arrow = None
         if self.m == 0:
             q, coupling = self._first, 0.0
         elif not self.broken_down:
             q, coupling = self.w / self.rnorm, self.rnorm
+            if self.arrow is not None and self.m == len(self.arrow):
+                arrow, coupling = self.arrow, float(self.arrow[-1])  # first after a restart
         else:  # breakdown: the basis spans an invariant subspace; start a new block
             self.block_ends.append(self.m - 1)
             self.block_rnorms.append(self.rnorm)
             q, coupling = self._fresh_direction(), 0.0
+            if self.arrow is not None and self.m == len(self.arrow):
+                self.arrow = None  # the kept Ritz vectors were invariant: no couplings
         if self.m > 0:
             self.off.append(coupling)
         self._append(q)
@@ -300,12 +326,17 @@ class _Krylov:
         ref = float(torch.linalg.vector_norm(w))
         a = float(q @ w)
         w = w - a * q  # a copy: the product may be the operator's own tensor
-        if coupling:
+        if arrow is not None:  # A q couples to every kept Ritz vector: A y_i = theta_i y_i + s_i q
+            s = torch.as_tensor(arrow, dtype=w.dtype, device=w.device)
+            for v, c in zip(self._views(), torch.split(s, BASIS_BLOCK)):
+                w.addmv_(v[: c.shape[0]].T, c, alpha=-1.0)
+        elif coupling:
             w.add_(self._column(j - 1), alpha=-coupling)
         w, h = self._orthogonalise(w, ref)
         self.alpha.append(a + float(h[j]))
         self.w, self.rnorm = w, float(torch.linalg.vector_norm(w))
-        self.hnorm = max(self.hnorm, abs(self.alpha[-1]) + coupling + self.rnorm)
+        near = coupling if arrow is None else float(np.abs(arrow).sum())
+        self.hnorm = max(self.hnorm, abs(self.alpha[-1]) + near + self.rnorm)
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ritz values (ascending), eigenvectors of ``T`` ``[m, m]``, residual bounds ``[m]``.
@@ -314,11 +345,65 @@ class _Krylov:
         the blocks (exactly ``|beta_m S[m-1, i]|`` when there was no breakdown), which is
         ``||A y_i - theta_i y_i||`` up to rounding (of order ``eps ||A||``).
         """
-        theta, s = eigh_tridiagonal(np.asarray(self.alpha), np.asarray(self.off))
+        if self.arrow is None:
+            theta, s = eigh_tridiagonal(np.asarray(self.alpha), np.asarray(self.off))
+        else:
+            theta, s = np.linalg.eigh(self.projected())
         ends = [*self.block_ends, self.m - 1]
         rn = np.asarray([*self.block_rnorms, self.rnorm])
-        res = (rn[:, None] * np.abs(s[ends, :])).sum(axis=0)
+        res = (rn[:, None] * np.abs(s[ends, :])).sum(axis=0) + self.floor
         return theta, s, res
+
+    def projected(self, n: int | None = None) -> np.ndarray:
+        """The projected matrix ``Q^T A Q`` (its leading ``n x n``) as a dense float64 array.
+
+        Tridiagonal without a restart; after one, the kept Ritz values on the diagonal and
+        their couplings to the next vector in its row and column (an arrowhead).
+        """
+        n = self.m if n is None else n
+        t = np.diag(np.asarray(self.alpha[:n], dtype=np.float64))
+        off = np.asarray(self.off[: n - 1], dtype=np.float64)
+        t[np.arange(n - 1), np.arange(1, n)] = off
+        t[np.arange(1, n), np.arange(n - 1)] = off
+        if self.arrow is not None and len(self.arrow) < n:
+            n_kept = len(self.arrow)
+            t[:n_kept, n_kept] = t[n_kept, :n_kept] = self.arrow
+        return t
+
+    def eigvals(self, n: int) -> np.ndarray:
+        """Eigenvalues (ascending) of the leading ``n x n`` of the projected matrix."""
+        if self.arrow is None:
+            return eigh_tridiagonal(np.asarray(self.alpha[:n]), np.asarray(self.off[: n - 1]),
+                                    eigvals_only=True)
+        return np.linalg.eigvalsh(self.projected(n))
+
+    def restart(self, keep: np.ndarray, theta: np.ndarray, s: np.ndarray) -> None:
+        """Thick restart (Wu & Simon 2000): keep the Ritz vectors ``Q S[:, keep]`` only.
+
+        The basis is overwritten by the kept Ritz vectors in place, a slice of
+        :data:`ROWS_PER_SWEEP` entries at a time; the live residual ``r`` stays the next
+        direction. Then ``A y_i = theta_i y_i + s_i r / |r|`` with ``s_i = |r| S[m-1, i]``
+        (plus rounding), so the projected matrix is ``diag(theta)`` bordered by ``s`` in
+        the row and column of the next vector, and tridiagonal after it. Breakdown
+        residuals of closed blocks (rounding level) are added to :attr:`floor`, which
+        every later residual bound includes.
+        """
+        sk = np.asarray(s[:, keep])
+        coef = torch.as_tensor(sk, dtype=self.op.dtype, device=self.op.device)
+        views, n_kept = self._views(), len(keep)
+        rows = torch.split(coef, [v.shape[0] for v in views])
+        for lo in range(0, self.op.dim, ROWS_PER_SWEEP):
+            hi = min(lo + ROWS_PER_SWEEP, self.op.dim)
+            y = sum(c.T @ v[:, lo:hi] for c, v in zip(rows, views))  # [l, hi - lo]
+            for i in range(0, n_kept, BASIS_BLOCK):
+                self._blocks[i // BASIS_BLOCK][: min(BASIS_BLOCK, n_kept - i), lo:hi] = \
+                    y[i : i + BASIS_BLOCK]
+        self.floor += float(np.sum(self.block_rnorms))
+        self.arrow = self.rnorm * sk[self.m - 1, :]
+        self.alpha, self.off = [float(x) for x in theta[keep]], [0.0] * (n_kept - 1)
+        self.block_ends, self.block_rnorms = [], []
+        self.m = n_kept
+        self.thick_restarts += 1
 
     def vectors(self, s_cols: np.ndarray) -> torch.Tensor:
         """``Q_m S[:, cols]`` ``[P, c]``: Ritz vectors in the operator's dtype and device."""
@@ -346,12 +431,16 @@ class LanczosResult:
         bottom_vectors: ``[P, k_bottom]``.
         bottom_residuals: ``[k_bottom]``.
         bottom_converged: ``[k_bottom]`` bool.
-        ritz_values: ``[steps]`` all Ritz values of the final Krylov space, ascending.
+        ritz_values: all Ritz values of the final Krylov space, ascending (``[steps]``
+            without a thick restart, at most ``[max_basis]`` with one).
         tol: the tolerance used.
-        steps: dimension of the final Krylov space.
+        steps: Lanczos steps taken, over all restart cycles (the dimension of the final
+            Krylov space when there was no thick restart).
         n_matvec: operator applications spent (equals ``steps``).
         restarts: breakdowns met (invariant subspaces; each restarted with a random vector).
         converged: every requested eigenvalue converged.
+        max_basis: the cap on the basis that applied (None: none, see :func:`basis_cap`).
+        thick_restarts: times the basis reached ``max_basis`` and was thick-restarted.
     """
 
     top_values: np.ndarray
@@ -368,6 +457,8 @@ class LanczosResult:
     n_matvec: int
     restarts: int
     converged: bool
+    max_basis: int | None = None
+    thick_restarts: int = 0
 
 
 def default_tol(dtype: torch.dtype) -> float:
@@ -427,6 +518,7 @@ def lanczos(
     warm_noise: float = 0.1,
     seed: int = 0,
     exact_residuals: bool = False,
+    max_basis: int | str | None = "auto",
 ) -> LanczosResult:
     """Top-k and bottom-k eigenpairs of a symmetric operator by Lanczos.
 
@@ -450,6 +542,17 @@ def lanczos(
     (the Krylov space contains their span after about ``k`` steps if they are still
     near-eigenvectors); the noise keeps every other direction reachable.
 
+    Memory: the basis holds at most ``max_basis`` vectors of P floats. When it is full and
+    the wanted pairs have not converged, it is thick-restarted (Wu & Simon, SIAM J. Matrix
+    Anal. Appl. 22, 2000): the wanted Ritz vectors and as many of their unwanted neighbours
+    (half of the rest of the basis) are kept, overwriting the basis in place, and Lanczos
+    continues from the last residual; the Ritz values after a restart are those of the
+    kept vectors plus the new ones, so nothing converged is lost. A restarted run needs
+    more products than an unrestarted one on hard spectra, in ``O(max_basis P)`` memory
+    instead of ``O(steps P)``. By default (``"auto"``, :func:`basis_cap`) there is no cap
+    while ``max_steps`` vectors fit in 64 MiB (every problem below about 55,000 parameters
+    in float32 runs as before, step for step), and 20 vectors (or ``2 k + 10``) above.
+
     Args:
         op: a symmetric operator (``dim``, ``dtype``, ``device``, ``matvec``).
         k_top: number of largest eigenvalues wanted.
@@ -464,32 +567,39 @@ def lanczos(
         exact_residuals: recompute the returned pairs' residuals (and converged flags) by
             explicit products, ``k_top + k_bottom`` more matvecs. Without it they come from
             the recurrence (free, and equal to the true ones up to ``~eps ||A||``).
+        max_basis: the most Krylov vectors held at once: an int (at least
+            ``k_top + k_bottom + 2``), None (never restart: the basis grows to the
+            steps taken), or ``"auto"`` (:func:`basis_cap`). ``max_steps`` still bounds
+            the steps (products) over all restart cycles.
 
     Returns:
         A :class:`LanczosResult`; ``converged`` is False if ``max_steps`` ran out first.
 
     Raises:
-        LandscapeError: ``k_top + k_bottom`` exceeds the dimension, bad ``max_steps`` or
-            ``tol``, a zero start vector.
+        LandscapeError: ``k_top + k_bottom`` exceeds the dimension, bad ``max_steps``,
+            ``tol`` or ``max_basis``, a zero start vector.
     """
     tol = default_tol(op.dtype) if tol is None else float(tol)
     max_steps = min(op.dim, 300) if max_steps is None else int(max_steps)
     _check_lanczos_args(op, k_top, k_bottom, max_steps, tol)
+    cap = basis_cap(op, k_top, k_bottom, max_steps, max_basis)
     gen = _generator(seed)
-    kry = _Krylov(op, _start_vector(op, v0, warm, warm_noise, gen), gen)
+    kry = _Krylov(op, _start_vector(op, v0, warm, warm_noise, gen), gen, capacity=cap)
     start = getattr(op, "n_matvec", 0)
     while True:
         kry.step()
-        if kry.m < k_top + k_bottom and kry.m < max_steps:
+        if kry.m < k_top + k_bottom and kry.n_steps < max_steps:
             continue
         theta, s, res = kry.ritz()
         want = np.r_[np.arange(k_bottom), np.arange(kry.m - k_top, kry.m)]
         conv = res <= tol * np.abs(theta).max()
-        if kry.m >= max_steps:
+        if kry.n_steps >= max_steps:
             break
         if tol > 0 and bool(conv[want].all()) and not _block_found_more(kry, theta, k_top,
                                                                          k_bottom, tol):
             break
+        if cap is not None and kry.m >= cap:
+            kry.restart(_kept(kry.m, cap, k_top, k_bottom), theta, s)
     top = np.arange(kry.m - 1, kry.m - 1 - k_top, -1)
     bot = np.arange(k_bottom)
     vec_top, vec_bot = kry.vectors(s[:, top]), kry.vectors(s[:, bot])
@@ -502,9 +612,54 @@ def lanczos(
         top_values=theta[top], top_vectors=vec_top, top_residuals=res[top],
         top_converged=conv[top], bottom_values=theta[bot], bottom_vectors=vec_bot,
         bottom_residuals=res[bot], bottom_converged=conv[bot], ritz_values=theta, tol=tol,
-        steps=kry.m, n_matvec=int(getattr(op, "n_matvec", kry.m) - start),
+        steps=kry.n_steps, n_matvec=int(getattr(op, "n_matvec", kry.n_steps) - start),
         restarts=kry.restarts, converged=bool(conv[top].all() and conv[bot].all()),
+        max_basis=cap, thick_restarts=kry.thick_restarts,
     )
+
+
+def basis_cap(op, k_top: int, k_bottom: int, max_steps: int,
+              max_basis: int | str | None = "auto") -> int | None:
+    """The most Krylov vectors :func:`lanczos` keeps (None: no cap, it never restarts).
+
+    ``"auto"``: no cap while ``max_steps`` vectors fit in :data:`BASIS_BUDGET` (64 MiB),
+    so small problems run exactly as an unrestarted Lanczos; otherwise
+    ``max(2 (k_top + k_bottom) + 10, 20, vectors that fit in the budget)``, i.e. 20
+    vectors for the top 5 of a 1M-parameter model in float32 or float64. An int is used as
+    given (at least ``k_top + k_bottom + 2``); a cap of ``max_steps`` or more is no cap.
+
+    Raises:
+        LandscapeError: an int cap below ``k_top + k_bottom + 2``, or an unknown string.
+    """
+    k = k_top + k_bottom
+    if max_basis is None:
+        return None
+    if isinstance(max_basis, str):
+        if max_basis != "auto":
+            raise LandscapeError(f"lanczos: max_basis={max_basis!r}; give an int, None or 'auto'")
+        per_vector = op.dim * torch.empty(0, dtype=op.dtype).element_size()
+        if max_steps * per_vector <= BASIS_BUDGET:
+            return None
+        max_basis = max(2 * k + 10, 20, BASIS_BUDGET // per_vector)
+    cap = int(max_basis)
+    if cap < k + 2:
+        raise LandscapeError(f"lanczos: max_basis={cap} must be at least k_top + k_bottom + 2 "
+                             f"= {k + 2}")
+    return None if cap >= max_steps else cap
+
+
+def _kept(m: int, cap: int, k_top: int, k_bottom: int) -> np.ndarray:
+    """Indices (into ascending Ritz values) of the Ritz vectors a thick restart keeps.
+
+    The wanted ones and, beside them, half of the rest of the basis (split between the two
+    ends in proportion to ``k_top`` and ``k_bottom``): the nearest unwanted Ritz vectors
+    hold most of what the basis knows about the gap, and the other half of the basis is
+    left for new directions (Wu & Simon's thick restart keeps about this many).
+    """
+    extra = (cap - k_top - k_bottom) // 2
+    e_top = round(extra * k_top / (k_top + k_bottom))  # all of it to the only end asked for
+    n_top, n_bot = k_top + e_top, k_bottom + extra - e_top
+    return np.r_[np.arange(n_bot), np.arange(m - n_top, m)]
 
 
 def _block_found_more(kry: _Krylov, theta: np.ndarray, k_top: int, k_bottom: int,
@@ -521,8 +676,7 @@ def _block_found_more(kry: _Krylov, theta: np.ndarray, k_top: int, k_bottom: int
     start = kry.block_start
     if start < k_top + k_bottom:
         return True
-    prev = eigh_tridiagonal(np.asarray(kry.alpha[:start]), np.asarray(kry.off[: start - 1]),
-                            eigvals_only=True)
+    prev = kry.eigvals(start)
     ends = np.r_[np.arange(k_bottom), np.arange(-k_top, 0)]
     slack = max(tol, 1e3 * float(kry.eps)) * np.abs(theta).max()
     return bool(np.abs(theta[ends] - prev[ends]).max() > slack)

@@ -162,3 +162,18 @@ def test_cli_blocks_by_pattern_are_the_dense_hessians_diagonal_blocks(trained_ru
                                    atol=1e-9 * np.abs(truth).max())
     bad = _invoke("probe", path, "--steps", "last", "--no-geometry", "--blocks", "nothing.*")
     assert bad.exit_code == 2 and "matches no parameter" in bad.output
+
+
+def test_memory_estimate_of_a_large_lanczos_is_its_capped_basis():
+    """Beyond 64 MiB of basis, Lanczos restarts within basis_cap vectors: so does the plan."""
+    from landscape.spectral import basis_cap
+
+    hs = dataclasses.replace(HS, k_top=5, k_bottom=0, max_steps=300)
+    p = 1_000_000
+    c = _costs(p)
+    top = {x.name: x for x in plan_parts(c, hs)}["hessian/top"]
+    cap = basis_cap(type("S", (), {"dim": p, "dtype": torch.float32})(), 5, 0, 300)
+    assert cap == 20 and top.hvps - 2 > cap  # more steps than the basis holds
+    assert top.peak_bytes == c.graph_bytes + (cap + 4) * p * 4
+    small = {x.name: x for x in plan_parts(_costs(5000), hs)}["hessian/top"]
+    assert small.peak_bytes == 40 * 5000 + (64 + 4) * 5000 * 4  # uncapped: 40 steps, 2 blocks

@@ -493,3 +493,129 @@ def test_binned_spectrum_counts_every_eigenvalue_and_slq_matches_the_histogram()
     np.testing.assert_allclose(shares, counts / lam.size, atol=1e-8)
     with pytest.raises(LandscapeError, match="differ in shape"):
         density_in_bins(nodes, weights[:, :-1], edges, 0.01)
+
+
+# ----------------------------------------------------------------------------- thick restart
+
+
+def _true_residuals(a, vals, vecs):
+    return torch.linalg.vector_norm(a @ vecs - vecs * torch.as_tensor(vals), dim=0).numpy()
+
+
+@pytest.mark.parametrize("cap", [10, 14, 20])
+def test_thick_restarted_lanczos_matches_eigh(cap):
+    """A basis capped far below the steps taken: restarted many times, same answer to 1e-10."""
+    lam = spread_spectrum(p=400)
+    a, q = sym(lam)
+    full = lanczos(DenseOperator(a), k_top=5, k_bottom=3, tol=1e-10, seed=0, max_basis=None)
+    res = lanczos(DenseOperator(a), k_top=5, k_bottom=3, tol=1e-10, seed=0, max_basis=cap)
+    assert full.thick_restarts == 0 and full.max_basis is None
+    assert res.max_basis == cap and res.thick_restarts >= 2 and res.converged
+    assert len(res.ritz_values) <= cap < res.steps == res.n_matvec
+    assert rel(res.top_values, lam[::-1][:5]).max() <= 1e-10
+    assert rel(res.bottom_values, lam[:3]).max() <= 1e-10
+    assert subspace_overlap(res.top_vectors, q[:, -5:]).min() > 1 - 1e-10
+    assert subspace_overlap(res.bottom_vectors, q[:, :3]).min() > 1 - 1e-10
+    for vals, vecs, rs in ((res.top_values, res.top_vectors, res.top_residuals),
+                           (res.bottom_values, res.bottom_vectors, res.bottom_residuals)):
+        assert np.abs(rs - _true_residuals(a, vals, vecs)).max() <= 1e3 * 2.2e-16 * 50
+    # the cost of the cap in products: at most 1.8x the unrestarted run, even at k + 2
+    assert res.steps <= 1.8 * full.steps
+
+
+def test_thick_restart_on_a_clustered_top():
+    """Six top eigenvalues 1e-3 apart and a close bottom pair, against eigh in float64."""
+    rng = np.random.default_rng(3)
+    lam = np.sort(np.r_[10 - 1e-3 * np.arange(6), rng.uniform(-1, 9.9, 290),
+                        [-3.0, -3.0 + 1e-3, -2.999 + 1e-3]])
+    a, q = sym(lam, seed=2)
+    full = lanczos(DenseOperator(a), k_top=5, k_bottom=2, tol=1e-10, seed=0, max_basis=None,
+                   max_steps=299)
+    res = lanczos(DenseOperator(a), k_top=5, k_bottom=2, tol=1e-10, seed=0, max_basis=20,
+                  max_steps=299)
+    assert res.converged and res.thick_restarts >= 10
+    assert rel(res.top_values, lam[::-1][:5]).max() <= 1e-12
+    assert rel(res.bottom_values, lam[:2]).max() <= 1e-12
+    # each Ritz vector is its eigenvector, not a mix inside the cluster
+    for i in range(5):
+        assert abs(float(res.top_vectors[:, i] @ q[:, -1 - i])) > 1 - 1e-9
+    assert res.steps <= 1.3 * full.steps
+
+
+def test_thick_restart_with_repeated_eigenvalues_and_breakdowns():
+    lam = np.r_[[4.0] * 3, [2.0] * 4, [0.0] * 53]
+    a, q = sym(lam, seed=5)
+    res = lanczos(DenseOperator(a), k_top=5, k_bottom=2, tol=1e-10, seed=0, max_basis=9)
+    assert res.thick_restarts >= 1 and res.restarts >= 1 and res.converged
+    np.testing.assert_allclose(res.top_values, [4, 4, 4, 2, 2], atol=1e-12)
+    np.testing.assert_allclose(res.bottom_values, [0, 0], atol=1e-12)
+    assert subspace_overlap(res.top_vectors[:, :3], q[:, :3]).min() > 1 - 1e-10
+
+
+def test_thick_restart_in_float32():
+    lam = spread_spectrum(p=300)
+    a, _ = sym(lam, dtype=torch.float32)
+    res = lanczos(DenseOperator(a), k_top=5, k_bottom=3, seed=0, max_basis=10)  # tol 1e-4
+    assert res.converged and res.thick_restarts >= 3
+    assert res.top_vectors.dtype == torch.float32
+    assert rel(res.top_values, lam[::-1][:5]).max() <= 1e-4
+    assert rel(res.bottom_values, lam[:3]).max() <= 1e-4
+
+
+def test_capped_basis_allocates_only_the_cap(monkeypatch):
+    import landscape.spectral as sp
+
+    sizes = []
+    real_empty = torch.empty
+
+    def counting_empty(*shape, **kw):
+        t = real_empty(*shape, **kw)
+        if t.dim() == 2 and t.shape[-1] == 300:
+            sizes.append(t.numel())
+        return t
+
+    monkeypatch.setattr(sp.torch, "empty", counting_empty)
+    a, _ = sym(spread_spectrum(p=300))
+    res = lanczos(DenseOperator(a), k_top=5, tol=0, max_steps=120, max_basis=20)
+    assert res.steps == 120 and res.thick_restarts > 5
+    assert sum(sizes) == 300 * 20  # one block of 20 vectors, rewritten in place
+
+
+class _Shape:
+    """Just a dimension and a dtype, for the cap rule."""
+
+    def __init__(self, dim, dtype=torch.float32):
+        self.dim, self.dtype = dim, dtype
+
+
+def test_default_cap_applies_only_to_large_problems():
+    from landscape.spectral import basis_cap
+
+    # this project's models (P = 6,528, top 10 and bottom 5, up to 300 steps): no cap
+    assert basis_cap(_Shape(6528), 10, 5, 300) is None
+    assert basis_cap(_Shape(6528, F64), 10, 5, 300) is None
+    assert basis_cap(_Shape(55_000), 10, 5, 300) is None
+    # a 1.1M-parameter model: 20 vectors for the top 5, 2k + 10 for more
+    assert basis_cap(_Shape(1_086_048), 5, 0, 300) == 20
+    assert basis_cap(_Shape(1_086_048, F64), 5, 0, 300) == 20
+    assert basis_cap(_Shape(1_086_048), 10, 5, 300) == 40
+    assert basis_cap(_Shape(140_000), 5, 0, 300) == 119  # what fits in 64 MiB
+    assert basis_cap(_Shape(1_086_048), 5, 0, 20) is None  # a cap >= max_steps is none
+    assert basis_cap(_Shape(1_086_048), 5, 0, 300, max_basis=None) is None
+    assert basis_cap(_Shape(100), 5, 2, 100, max_basis=9) == 9
+    with pytest.raises(LandscapeError, match="at least"):
+        basis_cap(_Shape(100), 5, 2, 100, max_basis=8)
+    with pytest.raises(LandscapeError, match="max_basis"):
+        basis_cap(_Shape(100), 5, 2, 100, max_basis="big")
+
+
+def test_default_cap_leaves_small_problems_step_for_step():
+    """Below the budget the default is the unrestarted Lanczos, bit for bit."""
+    lam = spread_spectrum(p=300)
+    a, _ = sym(lam, dtype=torch.float32)
+    auto = lanczos(DenseOperator(a), k_top=10, k_bottom=5, seed=0)
+    none = lanczos(DenseOperator(a), k_top=10, k_bottom=5, seed=0, max_basis=None)
+    assert auto.max_basis is None and auto.thick_restarts == 0
+    assert auto.steps == none.steps
+    assert np.array_equal(auto.top_values, none.top_values)
+    assert torch.equal(auto.top_vectors, none.top_vectors)
