@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,hf]"
 	touch $(STAMP)
 
+# -n auto: one pytest worker per core (pytest-xdist); loadscope keeps each module's tests in
+# one worker, so a module-scoped fixture (a trained run file) is built once.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadscope
 
 reproduce: setup
 	$(BIN)/landscape reproduce --preset $(PRESET) --out $(OUT)

@@ -201,13 +201,14 @@ PRESETS: dict[str, list[Job]] = {
     + _control_jobs("quick", [0])
     + _markov_long_jobs("quick", [0])
     + _length_jobs("quick", [0], ("parity",)),
-    "paper": _markov_jobs(None, [0, 1, 2], [PAPER_PROBE, None, None],
-                          PAPER_MARKOV)
+    # the longest jobs first (the exact spectra, then the probed seed 0): the workers then
+    # finish together, and a call stopped early has the landscape claims' runs done
+    "paper": _spectral_jobs([0, 1, 2])
+    + _markov_jobs(None, [0, 1, 2], [PAPER_PROBE, None, None], PAPER_MARKOV)
     + _control_jobs(None, [0, 1, 2], PAPER_MARKOV)
     + _ablation_jobs(None, 0, PAPER_MARKOV)
     + _markov_long_jobs(None, [0, 1, 2], PAPER_MARKOV)
-    + _length_jobs(None, [0, 1, 2])
-    + _spectral_jobs([0, 1, 2]),
+    + _length_jobs(None, [0, 1, 2]),
 }
 
 

@@ -371,18 +371,19 @@ class Trainer:
         ranks, this rank's contiguous share of the batch, weighted by ``world * share tokens
         / batch tokens`` (DDP averages the gradients over ranks).
         """
-        x, y = self.train_x[idx], self.train_y[idx]
-        sizes = None if self.train_sizes is None else self.train_sizes[idx]
+        y = self.train_y[idx]  # every rank counts the batch's tokens (for its share)
         n_tok = int((y != IGNORE).sum())
         if self.ranks is None:
-            logits = self.model(x, sizes=sizes)
+            sizes = None if self.train_sizes is None else self.train_sizes[idx]
+            logits = self.model(self.train_x[idx], sizes=sizes)
             loss = token_loss(logits, y)
             return loss, loss.item(), n_tok, _right(logits, y)
-        part = self.ranks.shard(len(idx))
-        xs, ys = x[part], y[part]
+        mine_idx = idx[self.ranks.shard(len(idx))]  # only this rank's inputs are gathered
+        xs, ys = self.train_x[mine_idx], self.train_y[mine_idx]
         mine = int((ys != IGNORE).sum())
         share = mine / n_tok if n_tok else math.nan
-        logits = self.net(xs, sizes=None if sizes is None else sizes[part])
+        sizes = None if self.train_sizes is None else self.train_sizes[mine_idx]
+        logits = self.net(xs, sizes=sizes)
         loss = token_loss(logits, ys) if mine else logits.sum() * 0.0
         both = torch.stack([loss.detach().double() * share,
                             torch.tensor(float(_right(logits, ys)), dtype=torch.float64,

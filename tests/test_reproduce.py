@@ -57,9 +57,15 @@ def test_every_figure_and_claim(reproduced):
         assert f"![{image}](figures/{image}.png)" in section, section
 
 
-def test_second_call_reuses_runs_and_probes(reproduced):
+def _no_figures(monkeypatch):
+    """Skip drawing (test_every_figure_and_claim covers it): these tests are about reuse."""
+    monkeypatch.setattr(rep.figures, "render", lambda *args, **kwargs: {})
+
+
+def test_second_call_reuses_runs_and_probes(reproduced, monkeypatch):
     out, first = reproduced
     before = {p: p.read_bytes() for p in (out / "runs").glob("*.h5")}
+    _no_figures(monkeypatch)
     again = rep.reproduce("tiny", out, jobs=JOBS)
     assert again.trained == []
     assert {p: p.read_bytes() for p in (out / "runs").glob("*.h5")} == before
@@ -77,6 +83,7 @@ def test_killed_call_continues(tmp_path, monkeypatch):
         return real(path, settings, report)
 
     monkeypatch.setattr(rep, "probe", dies_in_second_probe)
+    _no_figures(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         rep.reproduce("tiny", tmp_path, jobs=jobs)
     monkeypatch.setattr(rep, "probe", real)
@@ -138,11 +145,12 @@ def test_figure_scripts_run_alone(reproduced, tmp_path, monkeypatch):
         assert any(dest.glob("*.png")), script.name
 
 
-def test_workers_give_the_same_runs(reproduced, tmp_path):
+def test_workers_give_the_same_runs(reproduced, tmp_path, monkeypatch):
     import numpy as np
 
     out, _ = reproduced
     jobs = [JOBS[0], JOBS[3]]
+    _no_figures(monkeypatch)
     result = rep.reproduce("tiny", tmp_path, jobs=jobs, workers=2)
     assert sorted(result.trained) == sorted(j.name for j in jobs)
     for job in jobs:
