@@ -182,7 +182,7 @@ def test_unprobed_seeds_do_not_hide_the_probed_one(reproduced, tmp_path):
 
 
 def test_the_seed_draws_the_language_unless_held():
-    jobs = rep.PRESETS["quick"]
+    jobs = rep.PRESETS["paper"]
     markov = [j for j in jobs if j.name.startswith("markov_")]
     assert {j.load().task.seed for j in markov} == {j.load().train.seed for j in markov}
     assert all(j.load().task.seed == j.load().train.seed for j in markov)
