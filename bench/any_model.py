@@ -27,9 +27,13 @@ arms alternated).
   ``--peer-repeats``). curvlinops is first checked against the dense float64 Hessian of a
   small model without LayerNorm (and with it), and on the race model against our operator.
 * ``slice``: a 21 x 21 grid on a filter-normalised random plane of a model of more than 1M
-  parameters: ours (``loss_grid``, per point and vmapped chunks) against
-  tomgoldstein/loss-landscape's per-point loop (load the weights into the module with
-  ``p.data = w + d``, evaluate the loss), rows interleaved.
+  parameters: ours (``loss_grid`` on the loss the library builds for a recorded model,
+  per point and vmapped chunks) against tomgoldstein/loss-landscape's per-point loop
+  (load the weights into the module with ``p.data = w + d``, evaluate the loss); each arm
+  computes the whole grid in one call, as a user does, arms alternated in an order that
+  rotates from repeat to repeat, after an untimed 3 x 3 warm-up of each; points per
+  second of wall-clock and of the process's CPU time (less sensitive to other jobs on a
+  shared machine).
 
     python bench/any_model.py --parts ratio,memory,eigen,slice [--repeats 3]
 """
@@ -511,63 +515,71 @@ def eigen_part(args) -> None:
 
 
 def slice_part(args) -> None:
+    from landscape.custom import make_custom_loss_fn
     from landscape.directions import random_plane
     from landscape.slices import loss_grid, make_axis
 
     print(machine())
-    model, inputs, targets, loss_fn, params = problem(args.eigen_d, args.eigen_layers,
-                                                      args.batch, args.seq)
+    model, inputs, targets, _, params = problem(args.eigen_d, args.eigen_layers, args.batch,
+                                                args.seq)
+    # ours: the loss the library builds for a recorded model (next-token, mean over tokens)
+    loss_fn = make_custom_loss_fn(model, "next_token", "pair",
+                                  {"inputs": inputs.numpy(), "targets": targets.numpy()},
+                                  trust_code=False)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     plane = random_plane(params, 0)
     axis = make_axis(-1.0, 1.0, args.grid)
     n = args.grid
 
-    def peer_row(a):
+    def peer_grid(axis=axis):
         """loss-landscape's way: p.data = w + a x + b y in the module, then evaluate."""
         out = []
         with torch.no_grad():
-            for b in axis:
-                for name, p in model.named_parameters():
-                    p.data = params[name] + a * plane.x[name] + b * plane.y[name]
-                logits = model(inputs)
-                out.append(float(nn.functional.cross_entropy(logits.reshape(-1, VOCAB),
-                                                             targets.reshape(-1))))
-        return np.array(out)
+            for a in axis:
+                for b in axis:
+                    for name, p in model.named_parameters():
+                        p.data = params[name] + a * plane.x[name] + b * plane.y[name]
+                    logits = model(inputs)
+                    out.append(float(nn.functional.cross_entropy(
+                        logits.reshape(-1, VOCAB), targets.reshape(-1))))
+            for name, p in model.named_parameters():
+                p.data = params[name].clone()
+        return np.array(out).reshape(len(axis), len(axis))
 
-    def ours_row(a, batch_points):
-        return loss_grid(loss_fn, params, plane, np.array([a]) if a == 0 else
-                         np.array([a]), axis, batch_points=batch_points)[0]
+    def ours_grid(batch_points, axis=axis):
+        return loss_grid(loss_fn, params, plane, axis, axis, batch_points=batch_points)
 
-    arms = {"ours, per point (batch_points=1)": lambda a: ours_row(a, 1),
-            "ours, vmapped chunks of 4 points": lambda a: ours_row(a, 4),
-            "peer: loss-landscape's per-point loop": peer_row}
-    pps = {k: [] for k in arms}
+    arms = {"ours per point (batch_points=1)": lambda **kw: ours_grid(1, **kw),
+            "ours vmapped chunks of 4 points": lambda **kw: ours_grid(4, **kw),
+            "peer: loss-landscape's per-point loop": peer_grid}
+    if args.arms:
+        keep = [a.strip() for a in args.arms.split(",")]
+        arms = {k: v for k, v in arms.items() if any(k.startswith(x) for x in keep)}
+    for arm in arms.values():  # warm-up, untimed: first touches, lazy initialisation
+        arm(axis=make_axis(-1.0, 1.0, 3))
+    pps, cpu = {k: [] for k in arms}, {k: [] for k in arms}
     grids = {}
-    for _ in range(args.repeats):
-        secs = dict.fromkeys(arms, 0.0)
-        rows = {k: [] for k in arms}
-        for i, a in enumerate(axis):
-            order = list(arms)[i % 3:] + list(arms)[: i % 3]
-            for k in order:
-                t, row = timed(lambda k=k, a=a: arms[k](a))
-                secs[k] += t
-                rows[k].append(row)
-        for k in arms:
-            pps[k].append(n * n / secs[k])
-            grids[k] = np.array(rows[k])
-        for name, p in model.named_parameters():
-            p.data = params[name].clone()
+    for r in range(args.repeats):
+        order = list(arms)[r % len(arms):] + list(arms)[: r % len(arms)]  # rotating
+        for k in order:
+            c0 = time.process_time()
+            t, grids[k] = timed(arms[k])
+            pps[k].append(n * n / t)
+            cpu[k].append(n * n / (time.process_time() - c0))
     ref = grids["peer: loss-landscape's per-point loop"]
     print(f"<!-- P = {sum(p.numel() for p in params.values()):,}, {n} x {n} grid, batch "
           f"{args.batch} x {args.seq}; largest difference of our grid from the peer's "
-          f"{np.abs(grids['ours, per point (batch_points=1)'] - ref).max():.1e} -->")
-    print("| arm | points/s (median) | per repeat | / peer (median of per-repeat ratios) |")
-    print("|---|---|---|---|")
-    peer = pps["peer: loss-landscape's per-point loop"]
+          f"{np.abs(grids['ours per point (batch_points=1)'] - ref).max():.1e} -->")
+    print("| arm | points/s (median) | per repeat | / peer (median of per-repeat ratios) "
+          "| points per CPU-second (median) | / peer, CPU |")
+    print("|---|---|---|---|---|---|")
+    peer, peer_cpu = pps["peer: loss-landscape's per-point loop"], cpu[
+        "peer: loss-landscape's per-point loop"]
     for k, v in pps.items():
         r = [x / y for x, y in zip(v, peer)]
+        rc = [x / y for x, y in zip(cpu[k], peer_cpu)]
         print(f"| {k} | {med(v):.2f} | {', '.join(f'{x:.2f}' for x in v)} | "
-              f"**{med(r):.3f}** |")
+              f"**{med(r):.3f}** | {med(cpu[k]):.2f} | **{med(rc):.3f}** |")
 
 
 # ----------------------------------------------------------------------------- main
@@ -585,7 +597,7 @@ def parse():
     ap.add_argument("--eigen-d", type=int, default=128)
     ap.add_argument("--eigen-layers", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=1000, help="PyHessian maxIter")
-    ap.add_argument("--arms", default="", help="eigen: only the arms whose names start so "
+    ap.add_argument("--arms", default="", help="eigen, slice: only the arms whose names start so "
                     "(comma-separated: ours,scipy,curvlinops,PyHessian)")
     ap.add_argument("--tol-ours", type=float, default=0.0,
                     help="eigen: run ours at this tolerance instead of searching for one")

@@ -44,7 +44,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.errors import LandscapeError
-from landscape.objective import CHUNK, LossFn, has_tied_tensors
+from landscape.objective import CHUNK, LossFn, has_tied_tensors, with_binding
 
 BUILTIN_LOSSES = ("next_token", "cross_entropy", "mse")
 IGNORE = -100
@@ -319,11 +319,10 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
     buffers = {f"model.{k}": v for k, v in model.named_buffers()}
     tie = has_tied_tensors(model)  # else skip functional_call's per-call walk for ties
 
-    def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        named = {f"model.{k}": v for k, v in params.items()}
+    def mean_loss(call: Callable[[Any], torch.Tensor]) -> torch.Tensor:
         acc = 0.0
         for i, b in enumerate(pieces):
-            value = functional_call(obj, (named, buffers), (b,), tie_weights=tie)
+            value = call(b)
             if total is None:
                 if value.dim() != 0:
                     raise LandscapeError(f"loss {loss} returned a tensor of shape "
@@ -332,7 +331,11 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
             acc = acc + value
         return acc / (total if total is not None else sum(sizes))
 
-    return loss_fn
+    def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        named = {f"model.{k}": v for k, v in params.items()}
+        return mean_loss(lambda b: functional_call(obj, (named, buffers), (b,), tie_weights=tie))
+
+    return with_binding(loss_fn, obj, buffers, tie, lambda: mean_loss(obj), prefix="model.")
 
 
 def check_loss(loss_fn: LossFn, params: Mapping[str, torch.Tensor], loss: str) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -149,14 +150,60 @@ def make_loss_fn(model: nn.Module, split: Split, loops: int | None = None,
               for i in range(0, len(split), chunk)]
     n_scored = max(split.n_scored, 1)
 
-    def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def mean_loss(forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         total = 0.0
         for inputs, targets in pieces:
-            logits = functional_call(model, (dict(params), buffers), (inputs,), {"loops": loops},
-                                     tie_weights=tie)
-            total = total + token_loss(logits, targets, reduction="sum")
+            total = total + token_loss(forward(inputs), targets, reduction="sum")
         return total / n_scored
 
+    def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return mean_loss(lambda x: functional_call(model, (dict(params), buffers), (x,),
+                                                   {"loops": loops}, tie_weights=tie))
+
+    return with_binding(loss_fn, model, buffers, tie,
+                        lambda: mean_loss(lambda x: model(x, loops=loops)))
+
+
+def with_binding(loss_fn: LossFn, module: nn.Module, buffers: Mapping[str, torch.Tensor],
+                 tie: bool, module_loss: Callable[[], torch.Tensor],
+                 prefix: str = "") -> LossFn:
+    """Give ``loss_fn`` a ``bind(params)`` context for many calls at one set of tensors.
+
+    ``loss_fn(params)`` calls ``functional_call``, which puts ``params`` into the module
+    and takes them out again on every call (70 tensors swapped twice per call on a
+    5-layer ``nn.TransformerEncoderLayer`` stack). ``with loss_fn.bind(params) as f:``
+    swaps them in once (the same ``torch.func`` machinery, with the same ties and
+    buffers); ``f()`` is then the loss at the current *values* of those tensors, so a
+    caller that rewrites them in place (a grid, point after point) pays no swap per call.
+    The module's own parameter objects are never written to, and are back in place when
+    the context ends, also on an exception. Without the private
+    ``torch.nn.utils.stateless._reparametrize_module`` (other torch versions), ``bind``
+    is absent and callers keep to ``loss_fn``.
+
+    Args:
+        loss_fn: the loss as a function of a parameter dict.
+        module: the module ``loss_fn`` calls through ``functional_call``.
+        buffers: the buffers it passes beside the parameters (keys as in ``module``).
+        tie: ``functional_call``'s ``tie_weights`` (:func:`has_tied_tensors`).
+        module_loss: the same loss computed by calling ``module`` itself.
+        prefix: prepended to parameter names to name them in ``module`` (a wrapper
+            module holding the user's model as ``model`` uses ``"model."``).
+
+    Returns:
+        ``loss_fn`` itself, with the ``bind`` attribute set.
+    """
+    try:
+        from torch.nn.utils.stateless import _reparametrize_module
+    except ImportError:  # pragma: no cover - torch without the private helper
+        return loss_fn
+
+    @contextmanager
+    def bind(params: Mapping[str, torch.Tensor]):
+        tensors = {**{prefix + n: v for n, v in params.items()}, **buffers}
+        with _reparametrize_module(module, tensors, tie_weights=tie):
+            yield module_loss
+
+    loss_fn.bind = bind
     return loss_fn
 
 

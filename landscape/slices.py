@@ -2,13 +2,18 @@
 
 A grid point ``(a, b)`` is evaluated at ``theta = theta0 + a * x + b * y``, set absolutely
 from ``theta0`` (never accumulated from the previous point), through ``loss_fn`` (which
-calls ``torch.func.functional_call``): the caller's parameter dict and model are never
-written to. Points are visited row-major (``alphas`` outer, ``betas`` inner).
+calls ``torch.func.functional_call``): the caller's parameter dict and model's parameters
+are never written to. Points are visited row-major (``alphas`` outer, ``betas`` inner).
 
 Two evaluation strategies, picked by ``batch_points``:
 
 * ``1``: a lean per-point loop. It reuses one flat parameter buffer and does nothing per
-  point but two multiply-adds over P and the forward pass.
+  point but two multiply-adds over P and the forward pass. Where the loss function
+  offers ``bind`` (those of :func:`landscape.objective.make_loss_fn` and of recorded
+  models do, :func:`landscape.objective.with_binding`), views of that buffer are put into
+  the module once per grid instead of ``functional_call`` swapping every parameter in and
+  out at every point; the module's own parameters are never written to, and are back in
+  place after the grid, also after an exception.
 * ``k > 1``: up to ``k`` points per call of ``torch.func.vmap(loss_fn)`` over a ``[k, P]``
   batch of flat parameter vectors, chunked so that the estimated memory of a chunk
   (:func:`estimate_point_bytes` per point) fits ``max_memory_bytes``.
@@ -117,18 +122,18 @@ def _flat_params(params: Mapping[str, torch.Tensor]) -> tuple[ParamLayout, torch
         raise LandscapeError(f"params mix dtypes or devices {sorted(map(str, kinds))}; "
                              "cast the model to one dtype and device first")
     layout = ParamLayout.of(params)
-    with torch.no_grad():
-        return layout, layout.flatten({n: p.detach() for n, p in params.items()}).clone()
+    with torch.no_grad():  # flatten concatenates: a new tensor, never a view of params
+        return layout, layout.flatten({n: p.detach() for n, p in params.items()})
 
 
 def _direction_matrix(directions, params, theta0: torch.Tensor) -> torch.Tensor:
     """``[k, P]`` flat directions in ``theta0``'s dtype and device, each checked against params."""
-    rows = []
+    out = torch.empty(len(directions), theta0.numel(), dtype=theta0.dtype, device=theta0.device)
     for i, d in enumerate(directions):
         check_direction(d, params, f"direction {i}")
-        rows.append(torch.cat([d[n].detach().reshape(-1).to(theta0.device, theta0.dtype)
-                               for n in params]))
-    return torch.stack(rows)
+        torch.cat([d[n].detach().reshape(-1).to(theta0.device, theta0.dtype) for n in params],
+                  out=out[i])
+    return out
 
 
 def _resume_state(shape, done, values) -> tuple[np.ndarray, np.ndarray]:
@@ -214,12 +219,17 @@ def _scalar(loss: torch.Tensor) -> torch.Tensor:
     return loss.reshape(())
 
 
-def _eval_lean(flat_loss, theta0, dirs, coeffs, buf, tmp) -> torch.Tensor:
-    """Loss at one point ``theta0 + sum_k coeffs[k] * dirs[k]``, written into ``buf``."""
+def _fill(theta0, dirs, coeffs, buf, tmp) -> None:
+    """Write the point ``theta0 + sum_k coeffs[k] * dirs[k]`` into ``buf``, in place."""
     torch.mul(dirs[0], coeffs[0], out=buf)
     for k in range(1, dirs.shape[0]):
         buf.add_(torch.mul(dirs[k], coeffs[k], out=tmp))
     buf.add_(theta0)
+
+
+def _eval_lean(flat_loss, theta0, dirs, coeffs, buf, tmp) -> torch.Tensor:
+    """Loss at one point ``theta0 + sum_k coeffs[k] * dirs[k]``, written into ``buf``."""
+    _fill(theta0, dirs, coeffs, buf, tmp)
     return _scalar(flat_loss(buf)).reshape(1)
 
 
@@ -244,6 +254,10 @@ def _run(loss_fn, layout, theta0, dirs, coeffs, todo, chunk, on_chunk, out) -> N
     batched_loss = vmap(flat_loss)
     buf, tmp = torch.empty_like(theta0), torch.empty_like(theta0)
     c = torch.as_tensor(coeffs, dtype=theta0.dtype).to(theta0.device)  # [cells, k]
+    bind = getattr(loss_fn, "bind", None)
+    if chunk == 1 and bind is not None:
+        _run_bound(bind, layout, theta0, dirs, c, todo, on_chunk, out, buf, tmp)
+        return
     with torch.no_grad():
         for start in range(0, len(todo), chunk):
             idx = todo[start:start + chunk]
@@ -255,6 +269,23 @@ def _run(loss_fn, layout, theta0, dirs, coeffs, todo, chunk, on_chunk, out) -> N
             out[idx] = values
             if on_chunk is not None:
                 on_chunk(idx.copy(), values.copy())
+
+
+def _run_bound(bind, layout, theta0, dirs, c, todo, on_chunk, out, buf, tmp) -> None:
+    """The lean loop through ``loss_fn.bind``: views of ``buf`` go into the module once.
+
+    Each point is then written into ``buf`` in place and the module called as it is,
+    without ``functional_call``'s swap of every parameter in and out per point
+    (:func:`landscape.objective.with_binding`); the values are those of the plain lean
+    loop. The module's own parameters are never written to.
+    """
+    with torch.no_grad(), bind(layout.unflatten(buf)) as module_loss:
+        for i in todo:
+            _fill(theta0, dirs, c[i], buf, tmp)
+            values = _scalar(module_loss()).reshape(1).detach().to("cpu", torch.float64).numpy()
+            out[i] = values[0]
+            if on_chunk is not None:
+                on_chunk(np.array([i], dtype=np.int64), values.copy())
 
 
 def loss_grid(

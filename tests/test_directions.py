@@ -242,6 +242,14 @@ def test_bad_direction_names_the_parameter():
     nan = {**d, "head.weight": torch.full((5, 8), float("nan"), dtype=torch.float64)}
     with pytest.raises(LandscapeError, match="'head.weight' has non-finite"):
         D.check_direction(nan, params)
+    one_inf = d["head.weight"].clone()
+    one_inf[2, 3] = -float("inf")
+    with pytest.raises(LandscapeError, match="'head.weight' has non-finite"):
+        D.check_direction({**d, "head.weight": one_inf}, params)
+    # finite entries whose sum overflows are finite: the entry-by-entry check decides
+    huge = {**d, "head.weight": torch.full((5, 8), 1e308, dtype=torch.float64)}
+    assert not np.isfinite(float(huge["head.weight"].sum()))
+    D.check_direction(huge, params)
 
 
 # --------------------------------------------------------------------------- PCA

@@ -328,3 +328,126 @@ def test_basin_share_counts_the_cells_within_the_rise_of_the_centre():
     assert np.isnan(basin_share(a, a, hole, 0.1))
     with pytest.raises(LandscapeError, match="shape"):
         basin_share(a, a[:3], narrow, 0.1)
+
+
+# --------------------------------------------------------------------------- bound lean loop
+
+
+class _Gpt(torch.nn.Module):
+    """A small causal transformer from torch.nn layers (not this project's model)."""
+
+    def __init__(self, d=16, vocab=7, seq=5, tied=False):
+        super().__init__()
+        self.wte = torch.nn.Embedding(vocab, d)
+        self.wpe = torch.nn.Embedding(seq, d)
+        self.h = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(d, 2, 2 * d, dropout=0.0, batch_first=True,
+                                             norm_first=True) for _ in range(2))
+        self.ln = torch.nn.LayerNorm(d)
+        self.head = torch.nn.Linear(d, vocab, bias=False)
+        if tied:
+            self.head.weight = self.wte.weight
+        self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(seq))
+        self.calls, self.fail_at = 0, None
+
+    def forward(self, x):
+        self.calls += 1
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            raise RuntimeError("boom")
+        h = self.wte(x) + self.wpe(torch.arange(x.shape[1]))
+        for layer in self.h:
+            h = layer(h, src_mask=self.mask[: x.shape[1], : x.shape[1]], is_causal=True)
+        return self.head(self.ln(h))
+
+
+def _own(tied=False):
+    from landscape.custom import make_custom_loss_fn
+
+    torch.manual_seed(0)
+    model = _Gpt(tied=tied).eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 7, (3, 6), generator=g)
+    probe = {"inputs": ids[:, :-1].numpy(), "targets": ids[:, 1:].numpy()}
+    loss_fn = make_custom_loss_fn(model, "next_token", "pair", probe, trust_code=False)
+    return model, ids, loss_fn, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _peer_grid(model, ids, params, plane, alphas, betas):
+    """tomgoldstein/loss-landscape's way: p.data = w + a x + b y in the module, then a forward."""
+    out = np.zeros((len(alphas), len(betas)))
+    with torch.no_grad():
+        for i, a in enumerate(alphas):
+            for j, b in enumerate(betas):
+                for n, p in model.named_parameters():
+                    p.data = params[n] + a * plane.x[n] + b * plane.y[n]
+                logits = model(ids[:, :-1])
+                out[i, j] = float(torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)))
+        for n, p in model.named_parameters():
+            p.data = params[n].clone()
+    return out
+
+
+def _snapshot(model):
+    return [(n, p, p.detach().clone()) for n, p in model.named_parameters()]
+
+
+def _unchanged(model, snap):
+    now = list(model.named_parameters())
+    assert [n for n, _ in now] == [n for n, _, _ in snap]
+    for (_, p), (_, q, v) in zip(now, snap):
+        assert p is q and isinstance(p, torch.nn.Parameter)  # the same objects, in place
+        assert torch.equal(p.detach(), v)  # bit for bit
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_bound_grid_equals_the_peers_loop_and_leaves_the_model_alone(tied):
+    model, ids, loss_fn, params = _own(tied)
+    assert hasattr(loss_fn, "bind")  # the lean loop runs through it
+    plane = D.random_plane(params, 0)
+    axis = make_axis(-1, 1, 5)
+    snap = _snapshot(model)
+    got = loss_grid(loss_fn, params, plane, axis, axis, batch_points=1)
+    _unchanged(model, snap)
+    assert model.calls == 25  # one forward per point, nothing else
+    np.testing.assert_allclose(got, _peer_grid(model, ids, params, plane, axis, axis),
+                               rtol=1e-5, atol=1e-6)
+    # and the functional path (a loss without bind) gives the same grid
+    plain = loss_grid(lambda p: loss_fn(p), params, plane, axis, axis, batch_points=1)
+    np.testing.assert_allclose(got, plain, rtol=1e-6, atol=0)
+    _unchanged(model, snap)
+
+
+def test_bound_grid_on_our_model_matches_the_naive_grid():
+    model, loss_fn, params = tiny()
+    plane = D.random_plane(params, 3)
+    axis = make_axis(-0.5, 0.5, 5)
+    snap = _snapshot(model)
+    got = loss_grid(loss_fn, params, plane, axis, axis)  # "auto": the lean loop on the CPU
+    _unchanged(model, snap)
+    np.testing.assert_allclose(got, naive_grid(loss_fn, params, [plane.x, plane.y], axis, axis),
+                               rtol=1e-12, atol=0)
+
+
+def test_bound_grid_restores_the_model_after_an_exception_mid_grid():
+    model, ids, loss_fn, params = _own()
+    plane = D.random_plane(params, 0)
+    axis = make_axis(-1, 1, 5)
+    snap = _snapshot(model)
+    before = model(ids[:, :-1]).detach().clone()
+    model.calls, model.fail_at = 0, 8  # the model raises in the middle of the grid
+    with pytest.raises(RuntimeError, match="boom"):
+        loss_grid(loss_fn, params, plane, axis, axis, batch_points=1)
+    model.fail_at = None
+    _unchanged(model, snap)
+    seen = []
+
+    def stop(idx, values):  # and a caller's callback raising mid-grid
+        seen.append(int(idx[0]))
+        if len(seen) == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loss_grid(loss_fn, params, plane, axis, axis, batch_points=1, on_chunk=stop)
+    _unchanged(model, snap)
+    assert torch.equal(model(ids[:, :-1]), before)  # the module computes as before
