@@ -4,6 +4,9 @@ Each entry of :data:`FIGURES` takes the runs (grouped by task and architecture, 
 :func:`landscape.series.group_runs`) and returns ``{file stem: Figure}``; it raises
 :class:`LandscapeError` saying which runs or probes it needs when they are missing.
 The arrays come from :mod:`landscape.series`; the drawing from :mod:`landscape.plot`.
+A time axis counts epochs for runs of ``landscape train`` and steps for runs of your own
+loop (:func:`landscape.series.time_unit`); a figure that would put both on one axis
+raises instead.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def spectra(groups: Grouped) -> dict[str, Figure]:
     One row per model: Single-Attn and Looped-Attn, or whichever of them is given.
     """
     runs = _curvature_runs(groups, (SINGLE, LOOPED), "spectra", some=True)
+    unit = series.shared_time_unit((rs[0] for rs in runs.values()), "spectra")
     by_model, entropy, phases = {}, {}, {}
     for arch, rs in runs.items():
         by_model[arch] = series.spectrum_checkpoints(rs[0])
@@ -77,7 +81,7 @@ def spectra(groups: Grouped) -> dict[str, Figure]:
         if len(by_model[arch]) >= 3:
             phases[arch] = series.phases_of(rs[0], entropy[arch])
     return {"fig3_spectra": plot.spectra(series.binned_spectra(by_model), entropy,
-                                         phases or None)}
+                                         phases or None, unit=unit)}
 
 
 def shift(groups: Grouped) -> dict[str, Figure]:
@@ -138,9 +142,10 @@ def length_tasks(groups: Grouped) -> dict[str, Figure]:
 def valley(groups: Grouped) -> dict[str, Figure]:
     """Ours: kappa, small-eigenvalue counts and force; width against river progress."""
     runs = _curvature_runs(groups, (SINGLE, LOOPED), "valley")
+    unit = series.shared_time_unit((r for rs in runs.values() for r in rs), "valley")
     stats = {a: [series.valley_series(r) for r in rs if r.probed_steps] or
              [series.valley_series(rs[0])] for a, rs in runs.items()}
-    out = {"valley_stats": plot.valley_stats(stats)}
+    out = {"valley_stats": plot.valley_stats(stats, unit=unit)}
     widths = {}
     for a, rs in runs.items():
         w = series.width_series(rs[0])
@@ -177,8 +182,7 @@ def slices(groups: Grouped) -> dict[str, Figure]:
             out[f"slice_{name}_{arch}"] = plot.slice_2d(
                 grid.alphas, grid.betas, grid.loss,
                 title=f"{plot.MODEL_LABELS.get(arch, arch)}, {name.replace('_', ' ')} plane, "
-                      + (f"step {step}" if run.custom else
-                         f"epoch {series.epoch_of(run, step):g}"))
+                      + f"{series.time_unit(run)} {series.epoch_of(run, step):g}")
         pca = series.part(run, "pca", required=False)
         if pca is not None:
             evr = pca.explained_variance_ratio
@@ -264,7 +268,7 @@ def sharpness(groups: Grouped) -> dict[str, Figure]:
     s = series.sharpness_series(runs[arch][0])
     return {"sharpness": plot.sharpness(s["epoch"], s["lambda_max"], s["threshold"],
                                         s["adam_lambda_max"], s["adam_threshold"],
-                                        model=arch)}
+                                        model=arch, unit=series.time_unit(runs[arch][0]))}
 
 
 FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {

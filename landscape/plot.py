@@ -259,6 +259,14 @@ def _vec(x: object, where: str) -> np.ndarray:
     return a
 
 
+def _unit(unit: object, where: str) -> str:
+    """The time axis' label (``epoch``, ``step``), a non-empty string."""
+    if not isinstance(unit, str) or not unit:
+        raise LandscapeError(f"{where}: unit must be a word such as 'epoch' or 'step', "
+                             f"got {unit!r}")
+    return unit
+
+
 def _models(d: Mapping, where: str) -> list[str]:
     """The keys of a per-model dict, the known models first, or an error if empty."""
     if not isinstance(d, Mapping) or not d:
@@ -602,8 +610,8 @@ def _phase_spans(ax, ph: Phases) -> None:
             ax.axvline(start, color=PHASE_COLORS[name], linestyle="--", linewidth=0.9)
 
 
-def _entropy_panel(ax, model, entropy, ph, color) -> None:
-    """Matrix entropy against epoch, phases shaded."""
+def _entropy_panel(ax, model, entropy, ph, color, unit) -> None:
+    """Matrix entropy against time (``unit``: epoch or step), phases shaded."""
     e, h = _xy(entropy, "epoch", "entropy", f"spectra: entropy of {model!r}")
     if ph is not None:
         _phase_spans(ax, ph)
@@ -613,7 +621,7 @@ def _entropy_panel(ax, model, entropy, ph, color) -> None:
     else:
         ax.set_title("matrix entropy")
     ax.plot(e, h, color=color, marker="o", label="matrix entropy")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(unit)
     ax.set_ylabel("entropy (nats)")
 
 
@@ -637,7 +645,7 @@ def _power_label(t: float) -> str:
     return ("$-" if t < 0 else "$") + f"10^{{{round(math.log10(abs(t)))}}}$"
 
 
-def _spectrum_panel(ax, ck, mass, edges, xscale, lt, color, ph) -> None:
+def _spectrum_panel(ax, ck, mass, edges, xscale, lt, color, ph, unit) -> None:
     ax.stairs(mass, edges, fill=True, color=color, alpha=0.8)
     if xscale == "symlog":
         ax.set_xscale("symlog", linthresh=lt, linscale=0.5)
@@ -651,7 +659,7 @@ def _spectrum_panel(ax, ck, mass, edges, xscale, lt, color, ph) -> None:
     if lab is not None:
         ax.set_facecolor(mpl.colors.to_rgba(PHASE_COLORS[lab], 0.18))
     shown = f"\n{lab}" if lab and lab != UNASSIGNED else ("\n " if lab else "")
-    ax.set_title(f"epoch {ck['epoch']:g}" + shown)
+    ax.set_title(f"{unit} {ck['epoch']:g}" + shown)
     ax.grid(False)
 
 
@@ -662,6 +670,7 @@ def spectra(
     phases: Mapping | None = None,
     *,
     max_checkpoints: int = 5,
+    unit: str = "epoch",
 ) -> Figure:
     """Paper Fig. 3 (and the per-model grids of Figs. 7-8): Hessian spectra and phases.
 
@@ -685,11 +694,15 @@ def spectra(
         phases: optional ``{model: Phases}`` from :func:`landscape.phases.detect_phases`.
         max_checkpoints: most spectra per row; more are thinned evenly (first and last
             kept); the entropy panel always shows every checkpoint.
+        unit: what the ``epoch`` values count, for the time axis and the panel titles:
+            ``"epoch"``, or ``"step"`` for runs of your own loop
+            (:func:`landscape.series.time_unit`).
 
     Returns:
         The figure (page width).
     """
     edges, cks = _binned(binned)
+    unit = _unit(unit, "spectra")
     models = list(cks)
     xscale = str(binned.get("xscale", "symlog"))
     if xscale not in ("symlog", "linear"):
@@ -711,12 +724,12 @@ def spectra(
         ph = (phases or {}).get(m)
         for col, ck in enumerate(shown[m]):
             ax = fig.add_subplot(grid[row, col])
-            _spectrum_panel(ax, ck, ck["mass"], edges, xscale, lt, colors[m], ph)
+            _spectrum_panel(ax, ck, ck["mass"], edges, xscale, lt, colors[m], ph, unit)
             ax.set_ylim(ylim)
-            unit = "eigenvalues / bin" if counts else "share / bin"
-            ax.set_ylabel(f"{_label(m)}\n{unit}" if col == 0 else "")
+            per_bin = "eigenvalues / bin" if counts else "share / bin"
+            ax.set_ylabel(f"{_label(m)}\n{per_bin}" if col == 0 else "")
             ax.set_xlabel("eigenvalue" if row == len(models) - 1 else "")
-        _entropy_panel(fig.add_subplot(grid[row, ncol]), m, entropy[m], ph, colors[m])
+        _entropy_panel(fig.add_subplot(grid[row, ncol]), m, entropy[m], ph, colors[m], unit)
     if phases:
         handles = [Patch(color=PHASE_COLORS[p], alpha=0.5, label=p) for p in PHASES]
         fig.legend(handles=handles, loc="outside lower center", ncol=3)
@@ -1054,7 +1067,8 @@ _STATS = (
 
 @_styled
 def valley_stats(
-    series_by_model: Mapping, *, kappa_u: float = KAPPA_U, kappa_v: float = KAPPA_V
+    series_by_model: Mapping, *, kappa_u: float = KAPPA_U, kappa_v: float = KAPPA_V,
+    unit: str = "epoch",
 ) -> Figure:
     """River-valley statistics over training (ours; claim 3 and Assumption 1).
 
@@ -1071,11 +1085,14 @@ def valley_stats(
             missing); see :class:`landscape.valley.SpectrumSplit`.
         kappa_u: U threshold drawn.
         kappa_v: V threshold drawn.
+        unit: what the ``epoch`` values count (the x label): ``"epoch"``, or ``"step"``
+            for runs of your own loop (:func:`landscape.series.time_unit`).
 
     Returns:
         The figure (page width).
     """
     models = _models(series_by_model, "valley_stats")
+    unit = _unit(unit, "valley_stats")
     runs = {m: _runs(series_by_model[m], f"valley_stats: {m}") for m in models}
     for m in models:
         for r in runs[m]:
@@ -1099,7 +1116,7 @@ def valley_stats(
             ax.set_yscale("log")
         elif key == "small_force":
             _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]))
-        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        ax.set(xlabel=unit, ylabel=ylabel, title=title)
     _legend_below(fig, axes, ncol=4)
     return fig
 
@@ -1512,14 +1529,15 @@ def _threshold_line(ax, epochs: np.ndarray, threshold: object, label: str, style
         raise LandscapeError(f"sharpness: threshold must be a number or [{epochs.size}] values")
 
 
-def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, where, style) -> None:
+def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, where, style,
+                 unit) -> None:
     y = _vec(values, where)
     if y.size != epochs.size:
         raise LandscapeError(f"{where}: {y.size} values for {epochs.size} epochs")
     ax.plot(epochs, y, color=color, marker="o", label=label)
     _threshold_line(ax, epochs, threshold, tlabel, style)
     _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]), decades=2.0)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(unit)
 
 
 @_styled
@@ -1531,6 +1549,7 @@ def sharpness(
     adam_threshold: object | None = None,
     *,
     model: str | None = None,
+    unit: str = "epoch",
 ) -> Figure:
     """Sharpness against its stability threshold over training (ours; edge of stability).
 
@@ -1542,17 +1561,20 @@ def sharpness(
     rises to the dashed line and hovers there is at the edge.
 
     Args:
-        epochs: ``[n]`` epochs.
+        epochs: ``[n]`` epochs (steps where ``unit`` is ``"step"``).
         lambda_max: ``[n]`` top Hessian eigenvalues.
         threshold: ``2 / lr``, a number or ``[n]`` (None: no line).
         adam_lambda_max: optional ``[n]`` preconditioned top eigenvalues.
         adam_threshold: optional threshold for them, a number or ``[n]``.
         model: optional model key, for its color and label.
+        unit: what ``epochs`` counts (the x label): ``"epoch"``, or ``"step"`` for a run
+            of your own loop (:func:`landscape.series.time_unit`).
 
     Returns:
         The figure (page width).
     """
     e = _vec(epochs, "sharpness: epochs")
+    unit = _unit(unit, "sharpness")
     if lambda_max is None:
         raise LandscapeError("sharpness: missing lambda_max (run the Hessian probe)")
     fig = _new_figure("page", 0.34)
@@ -1560,13 +1582,13 @@ def sharpness(
     color = MODEL_COLORS.get(model or "", OKABE_ITO["black"])
     label = _label(model) if model else r"$\lambda_{\max}$"
     _sharp_panel(ax_g, e, lambda_max, threshold, color, label, "GD threshold 2 / lr",
-                 "sharpness: lambda_max", "--")  # fmt: skip
+                 "sharpness: lambda_max", "--", unit)  # fmt: skip
     ax_g.set(ylabel=r"$\lambda_{\max}(H)$", title="Hessian")
     if adam_lambda_max is None:
         _not_computed(ax_a, "Adam-preconditioned lambda_max")
     else:
         _sharp_panel(ax_a, e, adam_lambda_max, adam_threshold, color, label, "Adam threshold",
-                     "sharpness: adam_lambda_max", "-.")  # fmt: skip
+                     "sharpness: adam_lambda_max", "-.", unit)  # fmt: skip
         ax_a.set(ylabel=r"$\lambda_{\max}(P^{-1/2} H P^{-1/2})$", title="preconditioned")
     _legend_below(fig, [ax_g, ax_a])
     return fig

@@ -106,8 +106,38 @@ def curve(run: Run, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
 
 
 def epoch_of(run: Run, step: int) -> float:
-    """Epoch of an optimiser step."""
+    """Time of a checkpoint on the run's axis: epoch of an optimiser step, or the step.
+
+    A run of ``landscape train`` counts in epochs (it stores ``steps_per_epoch``); a run
+    of your own training loop has none and counts in the steps it recorded (see
+    :func:`time_unit`). The series keep this under the key ``epoch`` either way.
+    """
     return step / int(run.attrs.get("steps_per_epoch", 1))
+
+
+def time_unit(run: Run) -> str:
+    """What a run's time axis counts: ``"epoch"`` or ``"step"``.
+
+    ``epoch`` for a run of ``landscape train`` (it stores ``steps_per_epoch``), ``step``
+    for one recorded or imported from your own loop (the step numbers given to
+    ``Recorder.checkpoint`` or named by the imported files).
+    """
+    return "epoch" if "steps_per_epoch" in run.attrs else "step"
+
+
+def shared_time_unit(runs: Iterable[Run], what: str) -> str:
+    """The one time unit (:func:`time_unit`) of runs drawn on one axis.
+
+    Raises:
+        LandscapeError: where epochs and steps would share an axis (``what``: the figure
+            asking); steps are not epochs, so such runs are drawn apart.
+    """
+    units = {time_unit(r) for r in runs}
+    if len(units) > 1:
+        raise LandscapeError(f"figure {what} cannot put runs counted in epochs (landscape "
+                             "train) and in steps (recorded or imported) on one time axis; "
+                             "plot them separately")
+    return units.pop() if units else "epoch"
 
 
 def spectrum_checkpoints(run: Run) -> list[dict]:

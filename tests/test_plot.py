@@ -274,6 +274,26 @@ def test_spectra_from_slq_density_and_given_entropy():
     np.testing.assert_array_equal(fig.axes[3].get_lines()[-1].get_ydata(), np.arange(6.0))
 
 
+def test_time_axis_says_the_unit_given_and_epoch_by_default():
+    binned, entropy = _binned_spectra()
+    stats = {"single": {"epoch": EP, "kappa": 1.5 + 0 * EP}}
+
+    def labels(unit=None):
+        kw = {} if unit is None else {"unit": unit}
+        figs = (plot.spectra(binned, entropy, max_checkpoints=2, **kw),
+                plot.valley_stats(stats, **kw), plot.sharpness(EP, 1 + EP, 40.0, **kw))
+        return ({ax.get_xlabel() for f in figs for ax in f.axes
+                 if ax.get_xlabel() and ax.get_xlabel() != "eigenvalue"},
+                {ax.get_title().split()[0] for ax in figs[0].axes
+                 if ax.get_xlabel() == "eigenvalue"})
+
+    assert labels() == ({"epoch"}, {"epoch"})
+    assert labels("step") == ({"step"}, {"step"})
+    with pytest.raises(LandscapeError, match="unit must be"):
+        plot.sharpness(EP, 1 + EP, 40.0, unit=None)
+    plt.close("all")
+
+
 def test_phase_verdict_is_in_the_entropy_title():
     sp = _spectra()
     ph = {m: detect_phases(EP, [matrix_entropy(c["eigvals"]) for c in sp[m]]) for m in sp}

@@ -316,3 +316,19 @@ def test_shared_plane_figure_refuses_runs_on_different_planes(trained_runs, tmp_
 def test_an_even_grid_setting_is_refused_by_its_own_name(key):
     with pytest.raises(LandscapeError, match=f"geometry: {key}=4 must be odd"):
         GeometrySettings(**{key: 4})
+
+
+def test_figures_of_a_trained_run_count_epochs(probed):
+    from landscape import figures, series
+
+    run = Run.open(probed[0])
+    assert series.time_unit(run) == "epoch" and run.attrs["steps_per_epoch"] > 1
+    groups = {"markov": {"single": [run], "looped": [run]}}
+    spectra = figures.spectra(groups)["fig3_spectra"]
+    entropy_axes = [ax for ax in spectra.axes if ax.get_ylabel() == "entropy (nats)"]
+    assert {ax.get_xlabel() for ax in entropy_axes} == {"epoch"}
+    np.testing.assert_allclose(entropy_axes[0].get_lines()[-1].get_xdata(),
+                               np.array(probed[1]) / run.attrs["steps_per_epoch"])
+    assert {ax.get_xlabel() for ax in figures.valley(groups)["valley_stats"].axes[:3]} == {
+        "epoch"}
+    assert {ax.get_xlabel() for ax in figures.sharpness(groups)["sharpness"].axes} == {"epoch"}

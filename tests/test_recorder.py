@@ -389,3 +389,48 @@ def test_probe_of_your_own_model_matches_the_dense_hessian(tmp_path, source):
         assert sharp.lr == 1e-2 and np.isfinite(sharp.adam_lambda_max)
     else:
         assert np.isnan(sharp.lr) and np.isnan(sharp.adam_lambda_max)
+
+
+def _time_axes(figs):
+    """The time-axis labels and checkpoint titles of the figures a model of your own gets."""
+    spectra = figs["spectra"]["fig3_spectra"].axes
+    return {
+        "spectra": {ax.get_xlabel() for ax in spectra if ax.get_ylabel() == "entropy (nats)"},
+        "spectra_titles": {ax.get_title().split()[0] for ax in spectra
+                           if ax.get_xlabel() == "eigenvalue"},
+        "valley": {ax.get_xlabel() for ax in figs["valley"]["valley_stats"].axes[:3]},
+        "sharpness": {ax.get_xlabel() for ax in figs["sharpness"]["sharpness"].axes},
+        "slices": {f.axes[0].get_title().split(", ")[-1].split()[0]
+                   for k, f in figs["slices"].items() if "pca" not in k},
+    }
+
+
+def test_figures_of_a_recorded_run_count_steps_and_refuse_a_mix_with_epochs(tmp_path,
+                                                                            trained_runs):
+    from landscape import figures, series
+    from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
+
+    path = tmp_path / "mine.h5"
+    train(path, 6, every=3)  # checkpoints at steps 0, 3, 6: no epochs
+    probe(path, ProbeSettings(
+        steps="spaced:3", geometry=GeometrySettings(grid=3, width_points=5, width_dirs=1),
+        hessian=HessianSettings(k_top=3, k_bottom=2, slq_runs=2, slq_steps=10, trace_hvps=10,
+                                exact="always", dtype="float64")), trust_code=True)
+    run = Run.open(path, trust_code=True)
+    assert series.time_unit(run) == "step"
+    groups = series.group_runs([run])
+    figs = {n: figures.FIGURES[n](groups) for n in ("spectra", "valley", "sharpness", "slices")}
+    assert _time_axes(figs) == {"spectra": {"step"}, "spectra_titles": {"step"},
+                                "valley": {"step"}, "sharpness": {"step"}, "slices": {"step"}}
+    entropy_ax = next(ax for ax in figs["spectra"]["fig3_spectra"].axes
+                      if ax.get_ylabel() == "entropy (nats)")
+    entropy_line = entropy_ax.get_lines()[-1]
+    np.testing.assert_array_equal(entropy_line.get_xdata(), [0, 3, 6])  # steps, as labelled
+
+    trained = Run.open(trained_runs["single"])
+    assert series.time_unit(trained) == "epoch"
+    mixed = {"custom": {"mine": [run], "single": [trained]}}
+    for name in ("spectra", "valley"):
+        with pytest.raises(LandscapeError, match="epochs .* and in steps"):
+            figures.FIGURES[name](mixed)
+    assert series.shared_time_unit([run, run], "x") == "step"
