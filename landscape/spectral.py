@@ -406,11 +406,23 @@ class _Krylov:
         self.thick_restarts += 1
 
     def vectors(self, s_cols: np.ndarray) -> torch.Tensor:
-        """``Q_m S[:, cols]`` ``[P, c]``: Ritz vectors in the operator's dtype and device."""
+        """``Q_m S[:, cols]`` ``[P, c]``: Ritz vectors in the operator's dtype and device.
+
+        A capped basis (a large problem) writes them :data:`ROWS_PER_SWEEP` entries at a
+        time, so that no ``[c, P]`` temporary sits beside the result and the basis.
+        """
         s = torch.as_tensor(s_cols, dtype=self.op.dtype, device=self.op.device)
         out = torch.zeros(s.shape[1], self.op.dim, dtype=self.op.dtype, device=self.op.device)
-        for i, v in enumerate(self._views()):
-            out += s[i * BASIS_BLOCK : i * BASIS_BLOCK + v.shape[0]].T @ v
+        views = self._views()
+        rows = [s[i * BASIS_BLOCK : i * BASIS_BLOCK + v.shape[0]] for i, v in enumerate(views)]
+        if self.capacity is not None:
+            for lo in range(0, self.op.dim, ROWS_PER_SWEEP):
+                hi = min(lo + ROWS_PER_SWEEP, self.op.dim)
+                for c, v in zip(rows, views):
+                    out[:, lo:hi].addmm_(c.T, v[:, lo:hi])
+            return out.T
+        for c, v in zip(rows, views):
+            out += c.T @ v
         return out.T
 
 
