@@ -419,10 +419,11 @@ def uv_evidence(single: list[dict], looped: list[dict], key: str = "eigvals") ->
     measured = [r["vote"] for r in sweep_rows if r["vote"] is not None]
     sweep_vote = (None if not measured else 1 if all(v == 1 for v in measured) else
                   -1 if all(v == -1 for v in measured) else 0)
-    k = uv.common_k([x["top"] for x in single + looped])
+    k, edge = uv.outlier_k([x["top"] for x in single + looped])
     ok_s = [uv.outlier_kappa(x["top"], k) for x in single]
     ok_l = [uv.outlier_kappa(x["top"], k) for x in looped]
-    outlier_vote = compare(interval(ok_l), interval(ok_s)) if k >= 2 else None
+    outlier_vote = (compare(interval(ok_l), interval(ok_s))
+                    if np.isfinite(ok_s).all() and np.isfinite(ok_l).all() else None)
     cv_s, cv_l = [x["cv"] for x in single], [x["cv"] for x in looped]
     spread_vote = (compare(interval(cv_l), interval(cv_s))
                    if np.isfinite(cv_s).all() and np.isfinite(cv_l).all() else None)
@@ -433,7 +434,7 @@ def uv_evidence(single: list[dict], looped: list[dict], key: str = "eigvals") ->
     cast = [v for v in votes.values() if v is not None]
     outcome = (HOLDS if cast.count(1) >= 2 and -1 not in cast else
                FAILS if cast.count(-1) >= 2 and 1 not in cast else INCONCLUSIVE)
-    return {"label": key, "sweep": sweep_rows, "outlier_k": k,
+    return {"label": key, "sweep": sweep_rows, "outlier_k": k, "outlier_edge": edge,
             "outlier_kappa": {"single": _iv(ok_s), "looped": _iv(ok_l)},
             "spread_cv": {"single": _iv(cv_s), "looped": _iv(cv_l)}, "votes": votes,
             "outcome": outcome, "per_seed": rows}
@@ -446,7 +447,8 @@ def judge_landscape(groups: Grouped) -> Claim:
             "against Single over seeds (95 % t-intervals): kappa(H_valley) at shared "
             "thresholds eps = eps_rel x Single's lambda_max for 13 eps_rel from 1e-4 to "
             "1e-1 (a point where both saturate, smallest valley eigenvalue within 2 eps, is "
-            "not counted), kappa of the top-k outlier subspace (the same k for both), and "
+            "not counted), kappa of the top-k outlier subspace (the same k for both: the "
+            "common bulk edge, or the top 5 where a spectrum has no edge), and "
             "the spread (CV) of the loss rise along 32 random directions in the top-k "
             "valley eigenvectors' span; each votes Looped more V-like (intervals apart), "
             "Single more V-like, or neither; holds with >= 2 votes for Looped and none "
@@ -495,7 +497,8 @@ def judge_landscape(groups: Grouped) -> Claim:
     ratios = _width_ratios({"single": [p[0] for p in pairs], "looped": [p[1] for p in pairs]})
     details = {"seeds": [r["seed"] for r in h["per_seed"]], "checkpoints": steps,
                "per_seed": h["per_seed"], "sweep": h["sweep"], "votes": h["votes"],
-               "outlier_k": h["outlier_k"], "outlier_kappa": h["outlier_kappa"],
+               "outlier_k": h["outlier_k"], "outlier_edge": h["outlier_edge"],
+               "outlier_kappa": h["outlier_kappa"],
                "spread_cv": h["spread_cv"], "outcome": verdict, "powered": powered,
                "assumption_1": a1, "source": sources, "width_ratio": ratios,
                "adam": ({k: ev["adam"][k] for k in ("sweep", "votes", "outlier_kappa",
@@ -504,7 +507,8 @@ def judge_landscape(groups: Grouped) -> Claim:
     sat = sum(r["saturated_both"] for r in h["sweep"])
     vote_text = {1: "Looped more V", -1: "Single more V", 0: "overlap", None: "not measurable"}
     value = (f"votes: sweep {vote_text[h['votes']['sweep']]} ({sat} of {len(h['sweep'])} "
-             f"eps saturated on both), outlier kappa (k = {h['outlier_k']}) "
+             f"eps saturated on both), outlier kappa (k = {h['outlier_k']}"
+             f"{'' if h['outlier_edge'] else ', no bulk edge'}) "
              f"{vote_text[h['votes']['outlier_kappa']]}: Single "
              f"{interval([r['outlier_kappa_single'] for r in h['per_seed']]).text()}, Looped "
              f"{interval([r['outlier_kappa_looped'] for r in h['per_seed']]).text()}; "

@@ -41,6 +41,9 @@ from landscape.errors import LandscapeError
 EPS_SWEEP = np.logspace(-4, -1, 13)  # thresholds relative to the shared reference
 SATURATION = 2.0  # valley_min <= SATURATION * eps: kappa measures the threshold
 MAX_OUTLIERS = 64  # bulk_edge looks for the edge among this many top eigenvalues
+# The outlier kappa's k where the spectra show no bulk edge (their common edge is k = 1,
+# whose kappa is 1 by construction): the top 5, the valley span of the direction spread.
+NO_EDGE_K = 5
 TAU_REL = 0.1  # Assumption 1's common tau, relative to the shared reference
 
 
@@ -157,6 +160,24 @@ def common_k(spectra: list) -> int:
     if not spectra:
         raise LandscapeError("common_k needs at least one spectrum")
     return min(bulk_edge(s) for s in spectra)
+
+
+def outlier_k(spectra: list) -> tuple[int, bool]:
+    """The k at which :func:`outlier_kappa` compares several spectra, and whether an edge set it.
+
+    The common bulk edge (:func:`common_k`) where every spectrum has one (k >= 2). Where
+    one has none (a spectrum that runs continuously from its top into the bulk, as trained
+    networks' do: the largest log-gap is then the first, k = 1, and ``l_1 / l_1 = 1`` would
+    make the comparison empty by construction), :data:`NO_EDGE_K`: the spread of the top
+    few valley eigenvalues, the eigenvalue form of the direction spread.
+
+    >>> outlier_k([[10.0, 9.0, 8.0, 0.01, 0.009]])
+    (3, True)
+    >>> outlier_k([[1.0, 0.5, 0.4, 0.3, 0.2, 0.1]])
+    (5, False)
+    """
+    k = common_k(spectra)
+    return (k, True) if k >= 2 else (NO_EDGE_K, False)
 
 
 def outlier_kappa(eigvals: object, k: int) -> float:

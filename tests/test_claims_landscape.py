@@ -141,6 +141,36 @@ def test_claim3_saturated_sweep_is_not_counted():
     assert all(r["saturated_both"] for r in ev["sweep"]) and ev["outcome"] == INCONCLUSIVE
 
 
+def _no_edge(kind, seed):
+    """A trained network's kind of spectrum: no gap between the top values and the bulk
+    (continuous through every eps), the top five uniform (U) or spread (V)."""
+    top = (np.array([1.0, 0.95, 0.9, 0.86, 0.82]) if kind == "U"
+           else np.array([1.0, 0.5, 0.25, 0.125, 0.0625])) * (1 + 0.02 * seed)
+    bulk = np.geomspace(1e-6, top[-1] * 0.95, 400)
+    spec = np.concatenate([top, bulk, -bulk[:100]])
+    return {"seed": seed, "spectrum": spec, "top": np.sort(spec)[::-1], "cv": np.nan}
+
+
+def test_claim3_without_a_bulk_edge_still_decides_both_ways():
+    # with the sweep saturated and no bulk edge, the outlier kappa at the top 5 and the
+    # direction spread remain: the rule must still be able to say holds and does not hold
+    u = [_no_edge("U", s) for s in SEEDS]
+    v = [_no_edge("V", s) for s in SEEDS]
+    from landscape import uv
+
+    assert uv.outlier_k([x["top"] for x in u + v]) == (uv.NO_EDGE_K, False)
+    for x, cv in ((u, 0.05), (v, 0.6)):
+        for i, d in enumerate(x):
+            d["cv"] = cv + 0.01 * i
+    ev = claims.uv_evidence(u, v)
+    assert ev["votes"] == {"sweep": None, "outlier_kappa": 1, "spread": 1}, ev["votes"]
+    assert ev["outcome"] == HOLDS and ev["outlier_edge"] is False
+    rev = claims.uv_evidence(v, u)
+    assert rev["votes"]["outlier_kappa"] == -1 and rev["outcome"] == FAILS
+    same = claims.uv_evidence(u, u)
+    assert same["outcome"] == INCONCLUSIVE
+
+
 def test_claim3_end_to_end_with_the_report_contract():
     def eig(kind):
         return lambda st, seed: (u_like if kind == "U" else v_like)(seed)
