@@ -493,6 +493,31 @@ class PhaseFit:
     stabilization_start: float
     sigma: float
 
+    def as_phases(self, epochs: object, series: object) -> Phases:
+        """The fit as :class:`Phases` for the figures (the same verdict as the claim).
+
+        Labels follow the 3-piece fit's breakpoints when it reads three phases, else every
+        checkpoint is unassigned; ``smoothed`` is the chosen fit's curve; ``drop`` and
+        ``rise`` are the first two pieces' slopes (NaN without a 3-piece fit).
+        """
+        t, y = _check_series(epochs, series)
+        chosen = next(f for f in self.fits if f.segments == self.chosen)
+        three = next((f for f in self.fits if f.segments == 3), None)
+        if self.three_phases:
+            labels = tuple(COLLAPSE if e <= self.collapse_end else DIVERSIFICATION
+                           if e < self.stabilization_start else STABILIZATION for e in t)
+        else:
+            labels = (UNASSIGNED,) * t.size
+        nan = float("nan")
+        return Phases(epochs=t, entropy=y, smoothed=chosen.fitted, labels=labels,
+                      collapse_end=self.collapse_end,
+                      stabilization_start=self.stabilization_start,
+                      drop=float(three.slopes[0]) if three is not None else nan,
+                      rise=float(three.slopes[1]) if three is not None else nan,
+                      tail_len=sum(lab == STABILIZATION for lab in labels),
+                      scale=float(np.max(np.abs(y))), three_phases=self.three_phases,
+                      params={"rule": "phase_rule", "chosen_segments": self.chosen})
+
     def as_dict(self) -> dict:
         """JSON-friendly summary."""
         three = next((f for f in self.fits if f.segments == 3), None)

@@ -679,8 +679,8 @@ def spectra(
     axis (linear within ``+-linthresh``, logarithmic beyond, so negative outliers, the
     bulk at 0 and the top eigenvalues all show); all panels share the bins. A panel's
     tint is its detected phase. The last panel is the matrix entropy over all
-    checkpoints, with the phases of :func:`landscape.phases.detect_phases` shaded and its
-    verdict in the title.
+    checkpoints, with the phases (:class:`landscape.phases.Phases`, e.g.
+    ``phase_rule(...).as_phases``) shaded and its verdict in the title.
 
     Nothing is computed here: the bins come from :func:`landscape.series.binned_spectra`
     (histograms of exact spectra, smoothed SLQ measures), the entropy from
@@ -691,7 +691,7 @@ def spectra(
             ...]}, "xscale": "symlog" | "linear", "linthresh": float, "counts": bool}``
             (``counts``: masses are eigenvalues per bin, else shares per bin).
         entropy: ``{model: {"epoch": [n], "entropy": [n]}}``.
-        phases: optional ``{model: Phases}`` from :func:`landscape.phases.detect_phases`.
+        phases: optional ``{model: Phases}`` (``PhaseFit.as_phases`` or ``detect_phases``).
         max_checkpoints: most spectra per row; more are thinned evenly (first and last
             kept); the entropy panel always shows every checkpoint.
         unit: what the ``epoch`` values count, for the time axis and the panel titles:

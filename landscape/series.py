@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from landscape.errors import LandscapeError
-from landscape.phases import Phases, density_entropy, detect_phases, matrix_entropy
+from landscape.phases import Phases, density_entropy, matrix_entropy, phase_rule
 from landscape.probe import schema
 from landscape.run import Run
 from landscape.slices import basin_share as _basin_share
@@ -267,14 +267,17 @@ def binned_spectra(spectra_by_model: dict[str, list[dict]], *, xscale: str = "sy
 
 
 def phases_of(run: Run, entropy: dict[str, np.ndarray] | None = None) -> Phases:
-    """Collapse / Diversification / Stabilization of the entropy series (phases.py rule).
+    """Collapse / Diversification / Stabilization of the entropy series, for the figures.
 
-    ``entropy``: the run's :func:`entropy_series` where the caller already has it.
+    Claim 2's rule (:func:`landscape.phases.phase_rule`, segmented fits chosen by BIC) on
+    this one run, its noise estimated from the residuals (the claim uses the spread across
+    seeds instead). ``entropy``: the run's :func:`entropy_series` where the caller already
+    has it.
     """
     s = entropy_series(run) if entropy is None else entropy
     if len(s["epoch"]) < 3:
         raise LandscapeError(f"{run.path}: phase detection needs at least 3 probed checkpoints")
-    return detect_phases(s["epoch"], s["entropy"])
+    return phase_rule(s["epoch"], s["entropy"]).as_phases(s["epoch"], s["entropy"])
 
 
 def valley_series(run: Run) -> dict[str, np.ndarray]:

@@ -259,3 +259,17 @@ def test_spectral_stats_hand_values():
     s2 = spectral_stats([1.0, -1e-12, -1e-12], eps=1e-9)
     assert s2["negative_fraction"] == 0.0 and s2["erank_pos"] == pytest.approx(1.0)
     assert np.isnan(spectral_stats([-1.0, -2.0], eps=0.0)["entropy_pos"])
+
+
+def test_the_figures_phases_are_the_rules_verdict():
+    # what fig3_spectra shades (series.phases_of) is phase_rule's fit, both ways
+    t = np.linspace(0, 50, 12)
+    y = _three(t) + np.random.default_rng(3).normal(0, 1e-3, t.size)
+    ph = phase_rule(t, y).as_phases(t, y)
+    assert ph.three_phases and ph.labels[0] == "collapse" and ph.labels[-1] == "stabilization"
+    assert "diversification" in ph.labels and ph.drop < 0 < ph.rise
+    assert ph.collapse_end < ph.stabilization_start
+    np.testing.assert_allclose(ph.smoothed, y, atol=0.05)  # the chosen fit's curve
+    r = SHAPES["rise"](t) + np.random.default_rng(3).normal(0, 1e-3, t.size)
+    flat = phase_rule(t, r).as_phases(t, r)
+    assert not flat.three_phases and set(flat.labels) == {"unassigned"}
