@@ -388,9 +388,10 @@ def report_markdown(preset: str, runs: list[Run], result: Outcome) -> str:
 
 CLAIM_FIGURES = {
     "1": ("fig2_sample_dynamics",), "2": ("fig3_spectra",),
-    "3": ("valley_stats", "valley_width_vs_river", "shared_plane"), "4": ("fig1_concept",),
-    "5": ("fig4_shift", "fig11_algorithmic_wallclock", "fig12_task_curves"),
-    "6": ("length_generalization",),
+    "3": ("valley_sweep", "valley_sweep_adam", "valley_stats", "valley_width_vs_river",
+          "shared_plane"), "4": ("fig1_concept",),
+    "5": ("fig4_shift", "shift_ablation", "fig11_algorithmic_wallclock", "fig12_task_curves"),
+    "6": ("length_parity", "length_copy", "length_addition", "length_generalization"),
 }
 """The figures (file stems) that show what each claim's verdict rests on."""
 
