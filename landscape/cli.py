@@ -320,7 +320,9 @@ def plot(run_files, names, out, formats, dpi):
 
 @main.command()
 @click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick",
-              show_default=True, help="quick: about 4.3 min on 2 CPU cores; paper: about 4-5 h.")
+              show_default=True,
+              help="quick: about 7 min on 2 CPU cores (9 runs); paper: about 1 h 45 min "
+                   "(67 runs, ~12,300 CPU seconds).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder [default: reproduce/<preset>].")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
