@@ -209,3 +209,23 @@ def test_paper_preset_probes_the_spectral_runs_densely_in_the_divergence_window(
         per_epoch = r.task.n_train // r.train.batch_size
         epochs = [int(s) // per_epoch for s in job.probe.steps.split(",")]
         assert len([e for e in epochs if e <= 50]) >= 12 and max(epochs) <= r.train.epochs
+
+
+def test_report_states_claim_1s_gap_at_the_spectral_runs_size():
+    import numpy as np
+    from helpers import StoredRun
+
+    from landscape import series
+
+    def run(arch, seed, final):
+        r = StoredRun(arch, seed, {})
+        r.name = f"{series.SPECTRAL_PREFIX}{arch}_attn_s{seed}"
+        wobble = 0.01 if arch == "single" else -0.02  # the last evaluation alone would differ
+        r.metrics = {"complex.acc": np.array([0.1, final - wobble, final, final + wobble])}
+        return r
+
+    runs = [run("single", s, 0.60) for s in (0, 1, 2)]
+    runs += [run("looped", s, 0.60 + g) for s, g in zip((0, 1, 2), (0.04, 0.05, 0.06))]
+    text = " ".join(rep._spectral_gap(runs))
+    assert "0.050 [" in text and "seed 0: +0.040" in text and "seed 2: +0.060" in text
+    assert rep._spectral_gap(runs[:3]) == []  # no Looped spectral run: nothing to state
