@@ -15,10 +15,8 @@ ours (the von Neumann entropy of ``|H| / tr|H|``, as in Roy & Vetterli's effecti
 Diversification (it rises again) and Stabilization (it stays put) by continuous
 piecewise-linear fits with 1, 2 and 3 pieces chosen by an information criterion, with
 thresholds relative to the noise (the spread across seeds and the estimator's standard
-error), so that denser checkpoints resolve phases better, never worse.
-:func:`detect_phases` is the older rule (thresholds relative to the series' level,
-3-checkpoint smoothing), kept for the figures' tinting; it misses a dip in the first
-interval and grows stricter as checkpoints get denser. :func:`spectral_stats` gives the
+error), so that denser checkpoints resolve phases better, never worse; the figures shade
+what it finds (:meth:`PhaseFit.as_phases`). :func:`spectral_stats` gives the
 entropy and effective rank of the positive part and of ``|H|`` separately, and the share
 of negative curvature.
 """
@@ -38,11 +36,6 @@ STABILIZATION = "stabilization"
 UNASSIGNED = "unassigned"
 PHASES = (COLLAPSE, DIVERSIFICATION, STABILIZATION)
 
-WINDOW = 3  # default smoothing: centred moving average over 3 checkpoints
-COLLAPSE_DROP = 0.05  # Collapse: the entropy falls by >= 5 % of the series' scale
-DIVERSIFY_RISE = 0.05  # Diversification: it then rises by >= 5 % of the scale
-FLAT_CHANGE = 0.05  # Stabilization: its rate, kept over the whole run, moves it < 5 %
-MIN_STABLE = 2  # Stabilization spans at least 2 checkpoints (one rate measured)
 
 
 # ------------------------------------------------------------------------------- entropy
@@ -154,25 +147,22 @@ def density_entropy(nodes: object, weights: object, dim: int) -> float:
 
 @dataclass(frozen=True)
 class Phases:
-    """Phases of an entropy series, see :func:`detect_phases`.
+    """Phases of an entropy series as the figures draw them (:meth:`PhaseFit.as_phases`).
 
     Attributes:
         epochs: ``[n]`` the checkpoints' epochs.
         entropy: ``[n]`` the series as given.
-        smoothed: ``[n]`` the series after smoothing (what the rule reads).
+        smoothed: ``[n]`` the fitted curve of the chosen fit.
         labels: ``[n]`` one of ``"collapse"``, ``"diversification"``,
             ``"stabilization"`` or ``"unassigned"`` per checkpoint.
-        collapse_end: epoch of the minimum that ends Collapse.
-        stabilization_start: epoch where the flat tail begins (NaN if it has fewer
-            than ``min_stable`` checkpoints).
-        drop: fall from the start to the minimum, relative to the scale.
-        rise: rise from the minimum to the highest point before the tail, relative to
-            the scale.
-        tail_len: number of checkpoints in the flat tail.
-        scale: ``max |smoothed|``, the yardstick of every relative threshold.
-        three_phases: whether Collapse, Diversification and Stabilization all passed
-            their thresholds.
-        params: the thresholds used.
+        collapse_end: the 3-piece fit's first breakpoint (NaN without one).
+        stabilization_start: its second breakpoint (NaN without one).
+        drop: the 3-piece fit's first slope (NaN without one).
+        rise: its second slope (NaN without one).
+        tail_len: number of checkpoints labelled Stabilization.
+        scale: ``max |entropy|``.
+        three_phases: :func:`phase_rule`'s verdict.
+        params: the rule and the number of pieces chosen.
     """
 
     epochs: np.ndarray
@@ -201,118 +191,16 @@ class Phases:
         return out
 
 
-def smooth(series: object, window: int = WINDOW) -> np.ndarray:
-    """Centred moving average over ``window`` points, the window shrinking at the ends.
-
-    Args:
-        series: ``[n]`` values.
-        window: odd number of points (1 leaves the series as it is).
-
-    Returns:
-        ``[n]`` smoothed values.
-    """
-    x = _finite_vector(series, "series")
-    if int(window) != window or window < 1 or window % 2 == 0:
-        raise LandscapeError(f"smooth: window must be an odd positive integer, got {window}")
-    half = window // 2
-    csum = np.concatenate([[0.0], np.cumsum(x)])
-    lo = np.maximum(np.arange(x.size) - half, 0)
-    hi = np.minimum(np.arange(x.size) + half + 1, x.size)
-    return (csum[hi] - csum[lo]) / (hi - lo)
-
-
-def _flat_tail_start(e: np.ndarray, s: np.ndarray, scale: float, flat_change: float) -> int:
-    """First index from which every step's rate, kept over the run's span, is small."""
-    span = e[-1] - e[0]
-    rate = np.abs(np.diff(s)) / np.diff(e) * span / scale  # [n-1] relative change per run
-    k = s.size - 1
-    while k > 0 and rate[k - 1] < flat_change:
-        k -= 1
-    return k
-
-
 def _check_series(epochs: object, entropy_series: object) -> tuple[np.ndarray, np.ndarray]:
     """Finite, same-length, strictly increasing epochs with at least 3 checkpoints."""
     e = _finite_vector(epochs, "epochs")
     h = _finite_vector(entropy_series, "entropy_series")
     if e.shape != h.shape or e.size < 3:
-        raise LandscapeError(f"detect_phases: need >= 3 checkpoints with one entropy each, "
+        raise LandscapeError(f"phases: need >= 3 checkpoints with one entropy each, "
                              f"got {e.size} epochs and {h.size} values")
     if not np.all(np.diff(e) > 0):
-        raise LandscapeError("detect_phases: epochs must be strictly increasing")
+        raise LandscapeError("phases: epochs must be strictly increasing")
     return e, h
-
-
-def detect_phases(
-    epochs: object,
-    entropy_series: object,
-    *,
-    window: int = WINDOW,
-    collapse_drop: float = COLLAPSE_DROP,
-    diversify_rise: float = DIVERSIFY_RISE,
-    flat_change: float = FLAT_CHANGE,
-    min_stable: int = MIN_STABLE,
-) -> Phases:
-    """Collapse / Diversification / Stabilization of an entropy series over training.
-
-    The rule (defaults fixed before any data was seen; never tune them to a run):
-
-    1. Smooth the series with a centred moving average of ``window`` checkpoints; call
-       it ``s`` and its scale ``S = max |s|``. Every threshold below is relative to S.
-    2. **Stabilization** is the longest tail ``[d, n)`` in which every step's rate of
-       change, ``|s[i+1] - s[i]| / (e[i+1] - e[i])``, would move the entropy by less
-       than ``flat_change * S`` if it were kept over the whole run (``e[-1] - e[0]``
-       epochs). It counts if it spans at least ``min_stable`` checkpoints.
-    3. **Collapse** is ``[0, m]`` with ``m`` the minimum of ``s[0..d]`` (first one on a
-       tie). It counts if ``(s[0] - s[m]) / S >= collapse_drop``.
-    4. **Diversification** is ``(m, d)``. It counts if it is not empty and
-       ``(max s[m..d] - s[m]) / S >= diversify_rise``.
-    5. ``three_phases`` is true when all three count. A checkpoint in a stretch that
-       does not count is labelled ``"unassigned"``.
-
-    So a fall that levels off is Collapse then Stabilization (two phases); a monotone
-    rise has no Collapse; a flat series is all Stabilization.
-
-    Args:
-        epochs: ``[n]`` strictly increasing epochs, n >= 3.
-        entropy_series: ``[n]`` entropy at each epoch (e.g. :func:`matrix_entropy`).
-        window: smoothing window (odd; 1 for none).
-        collapse_drop: least relative fall of Collapse.
-        diversify_rise: least relative rise of Diversification.
-        flat_change: largest relative change of Stabilization, per run length.
-        min_stable: fewest checkpoints of Stabilization (>= 2).
-
-    Returns:
-        The labels, boundaries, measured drop and rise, and the verdict; see
-        :class:`Phases`.
-    """
-    e, h = _check_series(epochs, entropy_series)
-    if min_stable < 2 or min(collapse_drop, diversify_rise, flat_change) <= 0:
-        raise LandscapeError("detect_phases: thresholds must be > 0 and min_stable >= 2")
-    s = smooth(h, window)
-    scale = float(np.max(np.abs(s)))
-    if scale == 0:
-        scale = 1.0  # an all-zero series: flat, no fall, no rise
-    d = _flat_tail_start(e, s, scale, flat_change)
-    m = int(np.argmin(s[: d + 1]))
-    drop = float((s[0] - s[m]) / scale)
-    rise = float((np.max(s[m : d + 1]) - s[m]) / scale) if d > m else 0.0
-    ok = {COLLAPSE: m > 0 and drop >= collapse_drop,
-          DIVERSIFICATION: d > m + 1 and rise >= diversify_rise,
-          STABILIZATION: s.size - d >= min_stable}  # fmt: skip
-    labels = [UNASSIGNED] * s.size
-    for name, idx in ((COLLAPSE, range(0, m + 1)), (DIVERSIFICATION, range(m + 1, d)),
-                      (STABILIZATION, range(d, s.size))):  # fmt: skip
-        for i in idx if ok[name] else ():
-            labels[i] = name
-    params = {"window": window, "collapse_drop": collapse_drop, "diversify_rise": diversify_rise,
-              "flat_change": flat_change, "min_stable": min_stable}  # fmt: skip
-    return Phases(
-        epochs=e, entropy=h, smoothed=s, labels=tuple(labels), collapse_end=float(e[m]),
-        stabilization_start=float(e[d]) if ok[STABILIZATION] else float("nan"),
-        drop=drop, rise=rise, tail_len=int(s.size - d), scale=scale,
-        three_phases=all(ok.values()), params=params,
-    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ spectral statistics

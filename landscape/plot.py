@@ -691,7 +691,7 @@ def spectra(
             ...]}, "xscale": "symlog" | "linear", "linthresh": float, "counts": bool}``
             (``counts``: masses are eigenvalues per bin, else shares per bin).
         entropy: ``{model: {"epoch": [n], "entropy": [n]}}``.
-        phases: optional ``{model: Phases}`` (``PhaseFit.as_phases`` or ``detect_phases``).
+        phases: optional ``{model: Phases}`` (``PhaseFit.as_phases``).
         max_checkpoints: most spectra per row; more are thinned evenly (first and last
             kept); the entropy panel always shows every checkpoint.
         unit: what the ``epoch`` values count, for the time axis and the panel titles:

@@ -12,12 +12,9 @@ from landscape.phases import (
     COLLAPSE,
     DIVERSIFICATION,
     STABILIZATION,
-    UNASSIGNED,
     density_entropy,
-    detect_phases,
     effective_rank,
     matrix_entropy,
-    smooth,
 )
 
 # ---------------------------------------------------------------------------- entropy
@@ -87,102 +84,6 @@ def test_density_entropy_rejects_bad_input():
         density_entropy(np.ones((1, 3)), np.ones((1, 3)), 10)
     with pytest.raises(LandscapeError, match="dim"):
         density_entropy(np.ones((1, 2)), np.full((1, 2), 0.5), 0)
-
-
-# ---------------------------------------------------------------------------- smoothing
-
-
-def test_smooth_by_hand():
-    x = np.array([0.0, 3.0, 0.0, 6.0])
-    np.testing.assert_allclose(smooth(x, 3), [1.5, 1.0, 3.0, 3.0])
-    np.testing.assert_array_equal(smooth(x, 1), x)
-    with pytest.raises(LandscapeError, match="odd"):
-        smooth(x, 2)
-
-
-# ---------------------------------------------------------------------------- phases
-
-EPOCHS = np.arange(0.0, 200.0, 10.0)  # 20 checkpoints
-
-
-def v_then_flat(depth=0.4, noise=0.0, seed=0):
-    """5 -> 5 (1 - depth) over 6 checkpoints, back up to 5 over 6, then flat for 8."""
-    low = 5.0 * (1 - depth)
-    s = np.concatenate([np.linspace(5.0, low, 6), np.linspace(low, 5.0, 7)[1:], np.full(8, 5.0)])
-    return s + noise * np.random.default_rng(seed).standard_normal(s.size)
-
-
-def test_v_shape_then_flat_gives_three_phases_in_order():
-    ph = detect_phases(EPOCHS, v_then_flat())
-    assert ph.three_phases
-    assert ph.labels[:5] == (COLLAPSE,) * 5
-    assert ph.labels[-7:] == (STABILIZATION,) * 7
-    assert DIVERSIFICATION in ph.labels
-    order = [lab for i, lab in enumerate(ph.labels) if i == 0 or ph.labels[i - 1] != lab]
-    assert order == [COLLAPSE, DIVERSIFICATION, STABILIZATION]
-    assert ph.collapse_end == 50.0  # the minimum, at the sixth checkpoint
-    assert ph.drop == pytest.approx((ph.smoothed[0] - ph.smoothed[5]) / ph.scale)
-    b = ph.boundaries()
-    assert b[COLLAPSE] == 0.0 < b[DIVERSIFICATION] < b[STABILIZATION] == ph.stabilization_start
-
-
-def test_noisy_v_still_gives_three_phases():
-    assert detect_phases(EPOCHS, v_then_flat(noise=0.01)).three_phases
-
-
-def test_phases_do_not_depend_on_the_epoch_unit():
-    a, b = detect_phases(EPOCHS, v_then_flat()), detect_phases(EPOCHS / 10, v_then_flat())
-    assert a.labels == b.labels
-
-
-@pytest.mark.parametrize(
-    "series, missing",
-    [
-        (np.linspace(5.0, 2.0, 20), DIVERSIFICATION),  # monotone fall, never levels
-        (np.linspace(2.0, 5.0, 20), COLLAPSE),  # monotone rise
-        (np.full(20, 3.0), COLLAPSE),  # flat
-        (2.0 + 3.0 * np.exp(-EPOCHS / 30.0), DIVERSIFICATION),  # fall that levels off
-        (np.concatenate([np.linspace(5, 3, 8), np.linspace(3, 5.5, 12)]), STABILIZATION),
-    ],
-    ids=["falling", "rising", "flat", "fall-then-flat", "v-without-tail"],
-)
-def test_series_without_the_three_phases(series, missing):
-    ph = detect_phases(EPOCHS, series)
-    assert not ph.three_phases
-    assert missing not in ph.labels
-
-
-def test_flat_series_is_all_stabilization():
-    ph = detect_phases(EPOCHS, np.full(20, 3.0))
-    assert set(ph.labels) == {STABILIZATION} and ph.drop == 0.0
-
-
-def test_shallow_dip_is_below_the_default_threshold_but_the_threshold_is_a_parameter():
-    series = v_then_flat(depth=0.03)
-    assert not detect_phases(EPOCHS, series).three_phases
-    ph = detect_phases(EPOCHS, series, collapse_drop=0.01, diversify_rise=0.01)
-    assert ph.three_phases
-    assert ph.params["collapse_drop"] == 0.01
-    assert UNASSIGNED not in ph.labels
-
-
-def test_label_at_picks_the_nearest_checkpoint():
-    ph = detect_phases(EPOCHS, v_then_flat())
-    assert ph.label_at(2.0) == COLLAPSE and ph.label_at(188.0) == STABILIZATION
-
-
-@pytest.mark.parametrize(
-    "epochs, series, match",
-    [
-        ([0, 1], [1, 2], ">= 3"),
-        ([0, 1, 2], [1, 2], ">= 3"),
-        ([0, 2, 1], [1, 2, 3], "increasing"),
-        ([0, 1, 2], [1, np.nan, 3], "finite"),
-    ],
-)
-def test_detect_phases_rejects_bad_series(epochs, series, match):
-    with pytest.raises(LandscapeError, match=match):
-        detect_phases(epochs, series)
 
 
 # --------------------------------------------------- phases by segmented fits (BIC)
@@ -273,3 +174,27 @@ def test_the_figures_phases_are_the_rules_verdict():
     r = SHAPES["rise"](t) + np.random.default_rng(3).normal(0, 1e-3, t.size)
     flat = phase_rule(t, r).as_phases(t, r)
     assert not flat.three_phases and set(flat.labels) == {"unassigned"}
+
+
+def test_label_at_and_boundaries_of_the_drawn_phases():
+    t = np.linspace(0, 50, 12)
+    y = _three(t) + np.random.default_rng(3).normal(0, 1e-3, t.size)
+    ph = phase_rule(t, y).as_phases(t, y)
+    assert ph.label_at(0.4) == COLLAPSE and ph.label_at(49.0) == STABILIZATION
+    b = ph.boundaries()
+    assert b[COLLAPSE] == 0.0 < b[DIVERSIFICATION] < b[STABILIZATION]
+    assert b[STABILIZATION] >= ph.stabilization_start
+
+
+@pytest.mark.parametrize(
+    "epochs, series, match",
+    [
+        ([0, 1], [1, 2], ">= 3"),
+        ([0, 1, 2], [1, 2], ">= 3"),
+        ([0, 2, 1], [1, 2, 3], "increasing"),
+        ([0, 1, 2], [1, np.nan, 3], "finite"),
+    ],
+)
+def test_phase_rule_rejects_bad_series(epochs, series, match):
+    with pytest.raises(LandscapeError, match=match):
+        phase_rule(epochs, series)

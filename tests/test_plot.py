@@ -16,10 +16,15 @@ from PIL import Image  # noqa: E402
 
 from landscape import plot, series, simulator  # noqa: E402
 from landscape.errors import LandscapeError  # noqa: E402
-from landscape.phases import detect_phases, matrix_entropy  # noqa: E402
+from landscape.phases import matrix_entropy, phase_rule  # noqa: E402
 from landscape.slices import basin_share  # noqa: E402
 
 EP = np.arange(0.0, 60.0, 10.0)  # 6 checkpoints
+
+
+def _drawn_phases(entropy):
+    """What figures.spectra passes: claim 2's rule as Phases."""
+    return phase_rule(EP, entropy).as_phases(EP, entropy)
 
 
 def _run(level, seed, wall_rate=1.0):
@@ -64,7 +69,7 @@ def _binned_spectra():
 def _figures(sims):
     """One call per figure function, from small synthetic arrays."""
     sp = _spectra()
-    ph = {m: detect_phases(EP, [matrix_entropy(c["eigvals"]) for c in sp[m]]) for m in sp}
+    ph = {m: _drawn_phases([matrix_entropy(c["eigvals"]) for c in sp[m]]) for m in sp}
     binned, entropy = _binned_spectra()
     shift = dict(_run(0.54, 9, 2.0), switch_epoch=20.0)
     st = np.arange(0.0, 100.0, 20.0)
@@ -296,7 +301,7 @@ def test_time_axis_says_the_unit_given_and_epoch_by_default():
 
 def test_phase_verdict_is_in_the_entropy_title():
     sp = _spectra()
-    ph = {m: detect_phases(EP, [matrix_entropy(c["eigvals"]) for c in sp[m]]) for m in sp}
+    ph = {m: _drawn_phases([matrix_entropy(c["eigvals"]) for c in sp[m]]) for m in sp}
     binned, entropy = _binned_spectra()
     titles = [ax.get_title() for ax in plot.spectra(binned, entropy, phases=ph,
                                                     max_checkpoints=2).axes]
