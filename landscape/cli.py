@@ -268,6 +268,7 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
         geometry=GeometrySettings(grid=grid, delta=delta, shared_plane=shared_plane)
         if geometry else None,
     )
+    _buffer_note(run_file, trust_code)
     if plan_only:
         for line in probe_plan(run_file, settings, trust_code=trust_code):
             click.echo(line)
@@ -277,6 +278,21 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
     done = run_probe(run_file, settings, report, trust_code=trust_code)
     if _main_rank():
         click.echo(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
+
+
+def _buffer_note(run_file: Path, trust_code: bool) -> None:
+    """Say once, before probing, where checkpoints carry no buffers (the factory's are used)."""
+    from landscape.run import Run
+
+    if not _main_rank():
+        return
+    run = Run.open(run_file, trust_code=trust_code)
+    if not run.custom:
+        return
+    run.require_code()
+    note = run.buffer_note()
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 # --- plot and reproduce -----------------------------------------------------------------
@@ -473,6 +489,13 @@ def _print_custom(run, writer: str | None) -> None:
         adam = run._summary.get("adam_step") is not None
         click.echo(f"  checkpoints: {len(run.steps)} (steps {run.steps[0]}..{run.steps[-1]})"
                    + (", with Adam's second moment" if adam else ""))
+    stored = run.stored_buffers
+    if stored:
+        click.echo(f"  buffers stored per checkpoint: {len(stored)} ("
+                   + ", ".join(stored[:4]) + (", ..." if len(stored) > 4 else "") + ")")
+    note = run.buffer_note()
+    if note:
+        click.echo(f"  note: {note}")
     met = {k: v for k, v in run.metrics.items() if k not in ("step", "wall") and len(v)}
     if met and "step" in run.metrics:
         last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in sorted(met.items()))

@@ -27,6 +27,12 @@ time in one differentiable graph):
   example-weighted mean over the chunks. Use it for anything else, e.g. a forward that
   needs other keyword arguments.
 
+**Buffers.** A module's buffers that training may change (BatchNorm's running
+statistics, or any buffer your model updates) are stored with every checkpoint, as
+:class:`BufferLayout` describes: the persistent ones (those in ``state_dict()``) of a
+floating or integer dtype. Non-persistent buffers and those of other dtypes (``bool``
+masks, complex) are taken from the module the factory builds.
+
 **Trust.** Importing a factory or a loss runs code that the run file names. A run file
 from someone else could name anything, so :func:`load_object` refuses code outside this
 package unless the caller trusts it (``--trust-code``, ``trust_code=True``).
@@ -35,7 +41,9 @@ package unless the caller trusts it (``--trust-code``, ``trust_code=True``).
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -117,6 +125,138 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: A
     if problems:
         raise LandscapeError(f"{where} does not fit the model: {'; '.join(problems)}")
     model.load_state_dict(state)
+
+
+# --- buffers ----------------------------------------------------------------------------
+
+
+STORED_AS = {torch.float16: "float16", torch.bfloat16: "float32", torch.float32: "float32",
+             torch.float64: "float64", torch.uint8: "uint8", torch.int8: "int8",
+             torch.int16: "int16", torch.int32: "int32", torch.int64: "int64"}
+"""Buffer dtypes stored per checkpoint, and the array dtype each is stored as (exactly:
+bfloat16 has no numpy dtype, and float32 holds every bfloat16 value)."""
+
+
+@dataclass(frozen=True)
+class BufferLayout:
+    """The buffers of a module that are stored per checkpoint, and where in a row.
+
+    A checkpoint's buffers are one row per storage dtype (:data:`STORED_AS`): each buffer
+    flattened, in layout order, into the row of its dtype. ``BufferLayout.of(model)``
+    takes the persistent buffers (in ``state_dict()``) of a floating or integer dtype, in
+    ``named_buffers()`` order.
+
+    Attributes:
+        names: buffer names, as in ``named_buffers()``.
+        shapes: the shape of each.
+        dtypes: the torch dtype of each (``"float32"``, ``"int64"``, ``"bfloat16"``, ...).
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> BufferLayout:
+        """The stored buffers of ``model``."""
+        persistent = set(model.state_dict(keep_vars=True))
+        found = [(n, b) for n, b in model.named_buffers()
+                 if n in persistent and b.dtype in STORED_AS]
+        return cls(tuple(n for n, _ in found), tuple(tuple(b.shape) for _, b in found),
+                   tuple(str(b.dtype).removeprefix("torch.") for _, b in found))
+
+    def stored_as(self, i: int) -> str:
+        """The array dtype buffer ``i`` is stored in (a row's name)."""
+        return STORED_AS[getattr(torch, self.dtypes[i])]
+
+    def _slots(self) -> dict[str, list[tuple[int, int, int]]]:
+        """``{row: [(buffer index, start, size)]}``."""
+        out: dict[str, list[tuple[int, int, int]]] = {}
+        ends: dict[str, int] = {}
+        for i, shape in enumerate(self.shapes):
+            row, size = self.stored_as(i), math.prod(shape)
+            out.setdefault(row, []).append((i, ends.get(row, 0), size))
+            ends[row] = ends.get(row, 0) + size
+        return out
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """The rows of a checkpoint (storage dtypes), in order."""
+        return tuple(self._slots())
+
+    def flatten(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """The module's buffers as ``{row: [B_row]}`` arrays (copies, on the CPU).
+
+        Raises:
+            LandscapeError: a buffer is missing or has another shape than the layout's.
+        """
+        have = dict(model.named_buffers())
+        bad = [n for n, s in zip(self.names, self.shapes)
+               if n not in have or tuple(have[n].shape) != s]
+        if bad:
+            raise LandscapeError(f"the model's buffers changed since recording began (e.g. "
+                                 f"{', '.join(bad[:3])})")
+        out = {}
+        for row, slots in self._slots().items():
+            parts = [have[self.names[i]].detach().reshape(-1).to("cpu", getattr(torch, row))
+                     for i, _, _ in slots]
+            out[row] = torch.cat(parts).numpy()
+        return out
+
+    def unflatten(self, rows: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` in each buffer's own dtype and shape, from :meth:`flatten`'s rows."""
+        out = {}
+        for row, slots in self._slots().items():
+            flat = torch.from_numpy(np.asarray(rows[row]))
+            for i, start, size in slots:
+                out[self.names[i]] = flat[start : start + size].reshape(self.shapes[i]).to(
+                    getattr(torch, self.dtypes[i]))
+        return {n: out[n] for n in self.names}
+
+    def fits(self, other: BufferLayout) -> bool:
+        """Same names and shapes (dtypes may differ: values are cast on loading)."""
+        return (self.names, self.shapes) == (other.names, other.shapes)
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable description (names, shapes, dtypes, and each one's row)."""
+        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes],
+                "dtypes": list(self.dtypes),
+                "rows": [self.stored_as(i) for i in range(len(self.names))]}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> BufferLayout:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            LandscapeError: ``d`` is not such a description.
+        """
+        try:
+            out = cls(tuple(d["names"]), tuple(tuple(int(n) for n in s) for s in d["shapes"]),
+                      tuple(d["dtypes"]))
+            for i in range(len(out.names)):
+                out.stored_as(i)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise LandscapeError(f"not a buffer layout ({type(e).__name__}: {e})") from None
+        if not len(out.names) == len(out.shapes) == len(out.dtypes):
+            raise LandscapeError("buffer layout: names, shapes and dtypes differ in number")
+        return out
+
+
+def load_buffers(model: nn.Module, buffers: Mapping[str, torch.Tensor], where: Any) -> None:
+    """Copy ``buffers`` into the module's buffers of the same names (cast to their dtype).
+
+    Raises:
+        LandscapeError: the module lacks one of them or has it in another shape.
+    """
+    have = dict(model.named_buffers())
+    bad = [n for n, t in buffers.items()
+           if n not in have or tuple(have[n].shape) != tuple(t.shape)]
+    if bad:
+        raise LandscapeError(f"{where}: the factory builds a model whose buffers do not fit "
+                             f"the stored ones (e.g. {', '.join(bad[:3])})")
+    with torch.no_grad():
+        for n, t in buffers.items():
+            have[n].copy_(t)
 
 
 # --- the probe set ----------------------------------------------------------------------
@@ -316,7 +456,18 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
 
         total = None
     obj = _Objective(model, per_batch)
-    buffers = {f"model.{k}": v for k, v in model.named_buffers()}
+    own = {f"model.{k}": v for k, v in model.named_buffers()}
+    wide: dict[str, torch.Tensor] = {}
+
+    def buffers(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The module's buffers; floating ones in float64 beside float64 parameters."""
+        if not any(v.dtype == torch.float64 for v in params.values()):
+            return own
+        if not wide:  # e.g. BatchNorm's float32 statistics cannot meet float64 inputs
+            wide.update({k: v.double() if v.is_floating_point() else v
+                         for k, v in own.items()})
+        return wide
+
     tie = has_tied_tensors(model)  # else skip functional_call's per-call walk for ties
 
     def mean_loss(call: Callable[[Any], torch.Tensor]) -> torch.Tensor:
@@ -333,7 +484,8 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
 
     def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         named = {f"model.{k}": v for k, v in params.items()}
-        return mean_loss(lambda b: functional_call(obj, (named, buffers), (b,), tie_weights=tie))
+        bufs = buffers(params)
+        return mean_loss(lambda b: functional_call(obj, (named, bufs), (b,), tie_weights=tie))
 
     return with_binding(loss_fn, obj, buffers, tie, lambda: mean_loss(obj), prefix="model.")
 

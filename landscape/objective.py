@@ -164,7 +164,8 @@ def make_loss_fn(model: nn.Module, split: Split, loops: int | None = None,
                         lambda: mean_loss(lambda x: model(x, loops=loops)))
 
 
-def with_binding(loss_fn: LossFn, module: nn.Module, buffers: Mapping[str, torch.Tensor],
+def with_binding(loss_fn: LossFn, module: nn.Module,
+                 buffers: Mapping[str, torch.Tensor] | Callable[[Mapping], Mapping],
                  tie: bool, module_loss: Callable[[], torch.Tensor],
                  prefix: str = "") -> LossFn:
     """Give ``loss_fn`` a ``bind(params)`` context for many calls at one set of tensors.
@@ -183,7 +184,8 @@ def with_binding(loss_fn: LossFn, module: nn.Module, buffers: Mapping[str, torch
     Args:
         loss_fn: the loss as a function of a parameter dict.
         module: the module ``loss_fn`` calls through ``functional_call``.
-        buffers: the buffers it passes beside the parameters (keys as in ``module``).
+        buffers: the buffers it passes beside the parameters (keys as in ``module``), or
+            a function of the parameters returning them (e.g. cast to their dtype).
         tie: ``functional_call``'s ``tie_weights`` (:func:`has_tied_tensors`).
         module_loss: the same loss computed by calling ``module`` itself.
         prefix: prepended to parameter names to name them in ``module`` (a wrapper
@@ -199,7 +201,8 @@ def with_binding(loss_fn: LossFn, module: nn.Module, buffers: Mapping[str, torch
 
     @contextmanager
     def bind(params: Mapping[str, torch.Tensor]):
-        tensors = {**{prefix + n: v for n, v in params.items()}, **buffers}
+        bufs = buffers(params) if callable(buffers) else buffers
+        tensors = {**{prefix + n: v for n, v in params.items()}, **bufs}
         with _reparametrize_module(module, tensors, tie_weights=tie):
             yield module_loss
 

@@ -16,6 +16,9 @@ The file is the same kind of run file that ``landscape train`` writes (see
 * the probe set, stored once in the file;
 * per checkpoint: the step, the flat parameters, and with an Adam/AdamW optimiser its
   second moment (``exp_avg_sq``), step count, betas and learning rate, as for our runs;
+* per checkpoint: the module's buffers that training may change (e.g. BatchNorm's running
+  statistics; see :class:`~landscape.custom.BufferLayout`), which probes load into the
+  rebuilt module;
 * per checkpoint: your metrics (rows of ``/metrics``, NaN where a name is absent) and the
   optimiser's learning rate;
 * the optimiser's state of the last checkpoint (to continue after a crash).
@@ -25,11 +28,11 @@ nothing committed, and a commit costs what it adds (BENCHMARKS.md). The Recorder
 run file's writer lock from creation to :meth:`Recorder.close`.
 
 **Continuing.** A Recorder on a file that exists continues it, if it names the same
-factory, arguments, loss, parameter names and shapes, and probe set (else it raises):
-:attr:`Recorder.last_step` is the last committed step (None if none),
-:meth:`Recorder.restore` loads that checkpoint's weights (and the optimiser's state) into
-your model and optimiser, and new checkpoints must have larger steps. A loop killed with
-SIGKILL thus continues from its last checkpoint::
+factory, arguments, loss, parameter and buffer names and shapes, and probe set (else it
+raises): :attr:`Recorder.last_step` is the last committed step (None if none),
+:meth:`Recorder.restore` loads that checkpoint's weights and buffers (and the optimiser's
+state) into your model and optimiser, and new checkpoints must have larger steps. A loop
+killed with SIGKILL thus continues from its last checkpoint::
 
     rec = Recorder(path, model, probe=..., factory=...)
     start = 0 if rec.last_step is None else rec.restore(model, optimizer) + 1
@@ -62,7 +65,8 @@ class Recorder:
 
     Args:
         path: the run file (created, or continued if it exists).
-        model: your module; only read (its parameters at each :meth:`checkpoint`).
+        model: your module; only read (its parameters and buffers at each
+            :meth:`checkpoint`).
         probe: the fixed probe set: ``(inputs, targets)`` or a dict of tensors (e.g.
             ``input_ids``, ``attention_mask``); stored in the file.
         loss: ``"next_token"``, ``"cross_entropy"``, ``"mse"`` or ``"pkg.mod:function"``
@@ -103,6 +107,7 @@ class Recorder:
         self.layout = ParamLayout.of(model)
         if self.layout.size == 0:
             raise LandscapeError("the model has no parameters to record")
+        self.buffer_layout = custom.BufferLayout.of(model)
         self.form, self.probe = custom.probe_arrays(probe)
         custom.check_probe_for_loss(loss, self.form, self.probe)
         self.spec = {"factory": factory, "kwargs": kwargs_json}
@@ -111,7 +116,13 @@ class Recorder:
         device = next(iter(params.values())).device
         loss_fn = custom.make_custom_loss_fn(model, loss, self.form, self.probe,
                                              trust_code=True, device=device, chunk=chunk)
-        self.initial_loss = custom.check_loss(loss_fn, params, loss)
+        kept = {n: b.detach().clone() for n, b in model.named_buffers()}
+        try:  # a model in training mode updates its buffers (BatchNorm) in a forward
+            self.initial_loss = custom.check_loss(loss_fn, params, loss)
+        finally:
+            with torch.no_grad():
+                for n, b in model.named_buffers():
+                    b.copy_(kept[n])
         self._stack = contextlib.ExitStack()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stack.enter_context(store.writer_lock(self.path, f"{source} (Recorder)"))
@@ -140,6 +151,14 @@ class Recorder:
                                                                    if n not in mine]
             raise LandscapeError(f"factory {factory} builds a model whose parameters differ "
                                  f"from the recorded model's (e.g. {', '.join(diff[:3])})")
+        bufs = custom.BufferLayout.of(rebuilt)
+        if not bufs.fits(self.buffer_layout):
+            mine = dict(zip(self.buffer_layout.names, self.buffer_layout.shapes))
+            other = dict(zip(bufs.names, bufs.shapes))
+            diff = [n for n in mine if other.get(n) != mine[n]] + [n for n in other
+                                                                   if n not in mine]
+            raise LandscapeError(f"factory {factory} builds a model whose buffers differ "
+                                 f"from the recorded model's (e.g. {', '.join(diff[:3])})")
 
     def _create(self, name: str, source: str) -> None:
         store.create_run(
@@ -148,7 +167,11 @@ class Recorder:
                    "model": self.spec, "loss": self.loss, "probe_form": self.form,
                    "versions": _versions()},
             task_attrs={"name": "custom", "splits": []},
-            task_arrays={}, layout=self.layout.to_json(), probe_set=self.probe)
+            task_arrays={}, layout=self.layout.to_json(), probe_set=self.probe,
+            then=lambda tx: tx.set_attrs({"layout": self.buffer_layout.to_json(), "first": 0},
+                                         group="trajectory/buffers"))
+        self._buffers_from: int | None = 0
+        self._checkpoints = 0
         self.last_step: int | None = None
         self._metric_names: list[str] = []
         self._rows = 0
@@ -167,11 +190,20 @@ class Recorder:
         if ParamLayout.from_json(s["layout"]) != self.layout:
             raise LandscapeError(f"{self.path} holds a model with other parameter names or "
                                  "shapes; choose another path")
+        if s["buffers"] is None:  # recorded before buffers were stored: from the next row
+            self._buffers_from = None
+        elif not custom.BufferLayout.from_json(s["buffers"]["layout"]).fits(
+                self.buffer_layout):
+            raise LandscapeError(f"{self.path} holds a model with other buffer names or "
+                                 "shapes; choose another path")
+        else:
+            self._buffers_from = int(s["buffers"]["first"])
         stored = store.read_probe_set(self.path)
         if set(stored) != set(self.probe) or any(
                 not np.array_equal(stored[k], self.probe[k]) for k in stored):
             raise LandscapeError(f"{self.path} was recorded with another probe set")
         self.last_step = int(s["steps"][-1]) if len(s["steps"]) else None
+        self._checkpoints = len(s["steps"])
         self._metric_names = sorted(s["metrics"])
         self._rows = len(s["metrics"]["step"]) if "step" in s["metrics"] else 0
 
@@ -196,6 +228,8 @@ class Recorder:
         named = dict(self.model.named_parameters())
         flat = self.layout.flatten({n: p.detach() for n, p in named.items()})
         params = flat.to("cpu", torch.float32).numpy()[None]
+        buffers = self.buffer_layout.flatten(self.model)
+        first, row_no = self._buffers_from, self._checkpoints
         adam = _adam_state(optimizer, self.model, self.layout) if optimizer is not None else None
         row = {"step": float(step), "wall": time.perf_counter() - self._t0}
         if optimizer is not None:
@@ -214,6 +248,11 @@ class Recorder:
             tx.append("trajectory/step", np.array([step], np.int64))
             tx.append("trajectory/loops", np.array([1], np.int64))
             tx.append("trajectory/params", params)
+            if first is None:  # the first checkpoint with buffers of a run recorded before
+                tx.set_attrs({"layout": self.buffer_layout.to_json(), "first": row_no},
+                             group="trajectory/buffers")
+            for kind, values in buffers.items():
+                tx.append(f"trajectory/buffers/{kind}", values[None])
             if adam is not None:
                 v, n_steps, info = adam
                 tx.append("trajectory/adam_v", v[None])
@@ -229,6 +268,9 @@ class Recorder:
 
         store.commit(self.path, change)
         self.last_step, self._metric_names, self._rows = step, names, rows_before + 1
+        self._checkpoints = row_no + 1
+        if first is None:
+            self._buffers_from = row_no
 
     def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
         """Load the last checkpoint into ``model`` (and ``optimizer``); return its step.
@@ -251,6 +293,10 @@ class Recorder:
                 for n, b in model.named_buffers():
                     if n in saved["buffers"]:
                         b.copy_(saved["buffers"][n])
+        found = store.read_buffer_rows(self.path, -1)
+        if found is not None:  # the checkpoint's own (also without an optimiser's state)
+            custom.load_buffers(model, custom.BufferLayout.from_json(found[0]).unflatten(
+                found[1]), self.path)
         if optimizer is not None:
             if saved is None or saved.get("optimizer") is None:
                 raise LandscapeError(f"{self.path} holds no optimiser state for step "

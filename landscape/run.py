@@ -173,9 +173,10 @@ class Run:
               device: str | torch.device = "cpu") -> torch.nn.Module:
         """A module with that checkpoint's weights and loops (or ``loops``), in eval mode.
 
-        For a custom run: the factory's module with the checkpoint's parameters (its
-        buffers as the factory builds them); needs ``trust_code`` for code outside this
-        package.
+        For a custom run: the factory's module with the checkpoint's parameters and
+        buffers (:meth:`buffers`; where the checkpoint carries none, as in files recorded
+        before they were stored, the factory's, see :meth:`buffer_note`); needs
+        ``trust_code`` for code outside this package.
         """
         i = self.index(step)
         if self.custom:
@@ -222,7 +223,83 @@ class Run:
         with torch.no_grad():
             for n, p in self.layout.unflatten(flat).items():
                 have[n].copy_(p)
+        buffers = self._buffers_at(i)
+        if buffers:
+            custom.load_buffers(model, buffers, self.path)
         return model.to(device).eval()
+
+    @property
+    def stored_buffers(self) -> tuple[str, ...]:
+        """Names of the buffers stored with the checkpoints (empty where none are)."""
+        info = self._summary.get("buffers")
+        return tuple(info["layout"]["names"]) if info else ()
+
+    def buffers(self, step: int | None = -1) -> dict[str, torch.Tensor] | None:
+        """The module's buffers stored with a checkpoint, by name, each in its own dtype.
+
+        None where the checkpoint carries none: a run of ``landscape train`` (its model's
+        buffers are fixed), or one recorded before buffers were stored per checkpoint.
+        See :class:`~landscape.custom.BufferLayout` for which buffers are stored.
+        """
+        return self._buffers_at(self.index(step))
+
+    def _buffers_at(self, i: int) -> dict[str, torch.Tensor] | None:
+        found = store.read_buffer_rows(self.path, i)
+        if found is None:
+            return None
+        return custom.BufferLayout.from_json(found[0]).unflatten(found[1])
+
+    def buffer_note(self) -> str | None:
+        """A note where checkpoints carry no buffers but the model has some, else None.
+
+        Such checkpoints (recorded before buffers were stored per checkpoint) are probed
+        with the buffers the factory builds, e.g. BatchNorm's initial running statistics.
+        Which buffers the model has is read from the file where it says so, else from the
+        factory's module (``trust_code`` needed), else from the resume state; where none of
+        these tells, the note says "if".
+        """
+        if not self.custom or len(self.steps) == 0:
+            return None
+        info = self._summary.get("buffers")
+        first = len(self.steps) if info is None else min(int(info["first"]), len(self.steps))
+        if first == 0:
+            return None
+        names = None if info is None else list(info["layout"]["names"])
+        if names is None and self.trust_code:
+            spec = self.attrs["model"]
+            model = custom.build_model(spec["factory"], spec.get("kwargs", {}),
+                                       trust_code=True, where=self.path)
+            names = list(custom.BufferLayout.of(model).names)
+        if names is None:
+            names = self._resume_buffer_names()
+        which = (f"the checkpoints of {self.path} carry" if first == len(self.steps) else
+                 f"the checkpoints of {self.path} before step {int(self.steps[first])} carry")
+        if names is None:
+            return (f"{which} no buffers (recorded before landscape stored them): if the "
+                    "model has buffers (e.g. BatchNorm statistics), probes there use those "
+                    "the factory builds")
+        if not names:
+            return None
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return (f"{which} no buffers (recorded before landscape stored them): probes there "
+                f"use those the factory builds ({shown})")
+
+    def _resume_buffer_names(self) -> list[str] | None:
+        """Buffer names in the resume state of a Recorder's run (None: no such state)."""
+        found = store.read_resume(self.path)
+        if found is None:
+            return None
+        import io
+
+        try:
+            saved = torch.load(io.BytesIO(found[1]), map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a state this version cannot read tells nothing
+            return None
+        bufs = saved.get("buffers") if isinstance(saved, dict) else None
+        if not isinstance(bufs, dict):
+            return None
+        return [n for n, b in bufs.items() if isinstance(b, torch.Tensor)
+                and b.dtype in custom.STORED_AS]
 
     def probe_set(self) -> dict[str, np.ndarray]:
         """The stored probe set's arrays (``inputs``/``targets``, or a dict's names)."""

@@ -17,6 +17,13 @@ from the index by name. Layout of the index::
     /trajectory/params      [n, P] float32 flat parameters, as segments (below); attr layout
     /trajectory/adam_v      [n, P] float32 AdamW exp_avg_sq at each checkpoint (segments)
     /trajectory/adam_step   [n] int64      AdamW's step count behind adam_v (0: no state yet)
+    /trajectory/buffers     (a model of your own) attrs: layout (JSON: the buffers stored,
+                            see landscape.custom.BufferLayout), first (the checkpoint row
+                            of the first buffer row: 0, or the rows recorded before buffers
+                            were stored); absent in files written before that
+    /trajectory/buffers/<dtype>  [n - first, B] the module's buffers at each checkpoint,
+                            flattened into one row per storage dtype (float32, int64, ...;
+                            segments, appended by the same commit as the parameters)
     /metrics/<name>         [m] float64    one row per evaluation (step, epoch, wall, lr, ...)
     /events                 [e] JSON str   e.g. the SHIFT switch and the criterion that fired it
     /resume/state           [b] uint8      torch.save of optimiser + RNG + loop state; attr step
@@ -590,6 +597,8 @@ def read_summary(path: str | Path) -> dict:
             "steps": traj["step"][()] if "step" in traj else np.zeros(0, np.int64),
             "loops": traj["loops"][()] if "loops" in traj else np.zeros(0, np.int64),
             "adam_step": traj["adam_step"][()] if "adam_step" in traj else None,
+            "buffers": {k: _decode(v) for k, v in traj["buffers"].attrs.items()}
+            if "buffers" in traj else None,
             "metrics": {k: d[()] for k, d in f["metrics"].items()},
             "events": [json.loads(_decode_str(s)) for s in f["events"][()]]
             if "events" in f else [],
@@ -614,7 +623,7 @@ def _probe_index(f: h5py.File) -> dict[int, list[str]]:
 @_retrying
 def read_params(path: str | Path, index: int | slice | np.ndarray,
                 name: str = "params") -> np.ndarray:
-    """Rows of ``/trajectory/<name>`` (``params`` or ``adam_v``), a copy."""
+    """Rows of ``/trajectory/<name>`` (``params``, ``adam_v``, ``buffers/<dtype>``), a copy."""
     path = Path(path)
     with _open_read(path) as f:
         if name not in f["trajectory"]:
@@ -629,6 +638,30 @@ def read_params(path: str | Path, index: int | slice | np.ndarray,
             out[order] = rows
             return out
         return d[index]
+
+
+@_retrying
+def read_buffer_rows(path: str | Path, index: int) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """The buffers stored with checkpoint row ``index``: ``(layout, {dtype: [B] row})``.
+
+    None where that checkpoint carries none (a run recorded before buffers were stored, or
+    one of ``landscape train``'s runs). ``layout`` is the JSON description of
+    :class:`landscape.custom.BufferLayout`, which turns the rows into named tensors.
+    """
+    path = Path(path)
+    with _open_read(path) as f:
+        traj = f["trajectory"]
+        if "buffers" not in traj or "step" not in traj:
+            return None
+        g = traj["buffers"]
+        n = traj["step"].shape[0]
+        i = int(index) + n if int(index) < 0 else int(index)
+        first = int(g.attrs["first"])
+        if not first <= i < n:
+            return None
+        rows = {name: _segment_rows(path, item, i - first) for name, item in g.items()
+                if _is_segmented(item)}
+        return _decode(g.attrs["layout"]), rows
 
 
 @_retrying

@@ -1,7 +1,8 @@
 """A model that is not landscape's, as a user would define it (importable as own_model).
 
-Also a training script: ``python own_model.py RUN.h5 STEPS`` records a deterministic AdamW
-loop with :class:`landscape.Recorder`, continuing the file if it exists.
+Also a training script: ``python own_model.py RUN.h5 STEPS [SLEEP [tiny|norm]]`` records
+a deterministic AdamW loop with :class:`landscape.Recorder`, continuing the file if it
+exists.
 """
 
 import sys
@@ -50,6 +51,34 @@ def build_kw(vocab=VOCAB, d=D, n_ctx=T, seed=0):
     return KwLM(vocab, d, n_ctx)
 
 
+class NormLM(nn.Module):
+    """Embeddings, a BatchNorm1d over the features and a head, with buffers of each kind.
+
+    In eval mode its output depends on BatchNorm's running statistics (float32 buffers
+    that training updates; ``num_batches_tracked`` is int64); ``scale`` is a persistent
+    buffer that never changes, ``shift`` a non-persistent one.
+    """
+
+    def __init__(self, vocab=VOCAB, d=6, momentum=0.5, track=True):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.mix = nn.Linear(d, d)
+        self.bn = nn.BatchNorm1d(d, momentum=momentum, track_running_stats=track)
+        self.head = nn.Linear(d, vocab)
+        self.register_buffer("scale", torch.full((d,), 0.5))
+        self.register_buffer("shift", torch.zeros(d), persistent=False)
+
+    def forward(self, x):
+        h = torch.tanh(self.mix(self.emb(x)))
+        h = self.bn(h.reshape(-1, h.shape[-1])).reshape(h.shape)
+        return self.head(h * self.scale + self.shift)
+
+
+def build_norm(vocab=VOCAB, d=6, seed=0, track=True):
+    torch.manual_seed(seed)
+    return NormLM(vocab, d, track=track)
+
+
 def not_a_module(**kwargs):
     return {"weights": 1}
 
@@ -79,17 +108,27 @@ def data(n=16, seed=1):
     return x, y
 
 
-def train(path, total, every=1, sleep=0.0):
-    """A user's loop: AdamW on random batches (seeded by step), recorded."""
+MODELS = {"tiny": (build, "own_model:build", {"d": D}),
+          "norm": (build_norm, "own_model:build_norm", {})}
+
+
+def train(path, total, every=1, sleep=0.0, kind="tiny"):
+    """A user's loop: AdamW on random batches (seeded by step), recorded.
+
+    ``kind``: ``tiny`` (:class:`TinyLM`) or ``norm`` (:class:`NormLM`, trained in train
+    mode, so that its BatchNorm statistics move).
+    """
     import landscape
 
-    model = build()
+    make, factory, kwargs = MODELS[kind]
+    model = make(**kwargs)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     rec = landscape.Recorder(path, model, probe=data(8, seed=99), loss="next_token",
-                             factory="own_model:build", factory_kwargs={"d": D})
+                             factory=factory, factory_kwargs=kwargs)
     start = 0 if rec.last_step is None else rec.restore(model, opt) + 1
     for step in range(start, total + 1):
         if step > 0:
+            model.train()
             x, y = data(8, seed=1000 + step)
             loss = nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
             opt.zero_grad()
@@ -105,4 +144,5 @@ def train(path, total, every=1, sleep=0.0):
 
 
 if __name__ == "__main__":
-    train(sys.argv[1], int(sys.argv[2]), sleep=float(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    train(sys.argv[1], int(sys.argv[2]), sleep=float(sys.argv[3]) if len(sys.argv) > 3 else 0,
+          kind=sys.argv[4] if len(sys.argv) > 4 else "tiny")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from own_model import VOCAB, D, build, build_kw, data, masked_loss, train
+from own_model import VOCAB, D, build, build_kw, build_norm, data, masked_loss, train
 
 import landscape
 from landscape import store
@@ -127,13 +127,13 @@ def test_a_second_recorder_continues_and_refuses_another_model(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_loop_then_continue_is_bit_identical(tmp_path):
     ref = tmp_path / "ref.h5"
-    train(ref, 30)
+    train(ref, 30, kind="norm")  # BatchNorm: the buffers must continue exactly too
     out = tmp_path / "cut.h5"
     rng = random.Random(5)
     kills, counts = 0, []
     for _ in range(12):
         proc = subprocess.Popen([sys.executable, str(TESTS / "own_model.py"), str(out), "30",
-                                 "0.02"], env=_env(), stderr=subprocess.PIPE)
+                                 "0.02", "norm"], env=_env(), stderr=subprocess.PIPE)
         try:
             _, err = proc.communicate(timeout=rng.uniform(0.5, 2.5))
             assert proc.returncode == 0, err.decode()
@@ -145,14 +145,18 @@ def test_sigkill_mid_loop_then_continue_is_bit_identical(tmp_path):
         if out.exists():  # always readable; never fewer checkpoints than before
             counts.append(len(Run.open(out).steps))
     else:
-        assert subprocess.run([sys.executable, str(TESTS / "own_model.py"), str(out), "30"],
-                              env=_env()).returncode == 0
+        assert subprocess.run([sys.executable, str(TESTS / "own_model.py"), str(out), "30",
+                               "0", "norm"], env=_env()).returncode == 0
     assert kills >= 2 and counts == sorted(counts)
     a, b = Run.open(ref), Run.open(out)
     assert b.status == "complete" and b.steps.tolist() == list(range(31))
     np.testing.assert_array_equal(a.trajectory(), b.trajectory())
     np.testing.assert_array_equal(a.adam_state(-1)[0], b.adam_state(-1)[0])
     np.testing.assert_array_equal(a.metrics["loss"], b.metrics["loss"])
+    assert a.stored_buffers == b.stored_buffers and "bn.running_var" in b.stored_buffers
+    for step in (0, 15, 30):
+        for n, t in a.buffers(step).items():
+            torch.testing.assert_close(b.buffers(step)[n], t, rtol=0, atol=0)
     assert store.writer_holding(out) is None
 
 
@@ -260,6 +264,11 @@ def test_bad_models_probe_sets_and_losses_are_one_line_errors(tmp_path):
         with pytest.raises(LandscapeError, match=message):
             landscape.Recorder(tmp_path / "bad.h5", model, **kw)
         assert not (tmp_path / "bad.h5").exists()
+    # the same parameters, but a factory whose BatchNorm keeps no running statistics
+    with pytest.raises(LandscapeError, match="buffers differ .*bn.running_mean"):
+        landscape.Recorder(tmp_path / "bad.h5", build_norm(), probe=probe,
+                           factory="own_model:build_norm", factory_kwargs={"track": False})
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def test_bad_imports_leave_the_run_unharmed(tmp_path):
@@ -434,3 +443,239 @@ def test_figures_of_a_recorded_run_count_steps_and_refuse_a_mix_with_epochs(tmp_
         with pytest.raises(LandscapeError, match="epochs .* and in steps"):
             figures.FIGURES[name](mixed)
     assert series.shared_time_unit([run, run], "x") == "step"
+
+
+# --- buffers (BatchNorm's running statistics) ---------------------------------------------
+
+
+NORM_BUFFERS = ("scale", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked")
+
+
+def _exact(steps):
+    from landscape.probe import HessianSettings, ProbeSettings
+
+    return ProbeSettings(steps=steps, geometry=None, hessian=HessianSettings(
+        k_top=2, k_bottom=1, slq_runs=2, slq_steps=10, trace_hvps=10, exact="always",
+        dtype="float64"))
+
+
+def _norm_dense(flat, buffers, probe):
+    """Loss and float64 Hessian of NormLM in eval mode with ``buffers``, by its own forward."""
+    from torch.func import functional_call
+
+    model = build_norm().double().eval()
+    with torch.no_grad():
+        for n, b in model.named_buffers():
+            if n in buffers:
+                b.copy_(buffers[n])
+    x, y = torch.as_tensor(probe["inputs"]), torch.as_tensor(probe["targets"])
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+
+    def loss(v):
+        parts = torch.split(v, [int(np.prod(s)) for s in shapes])
+        params = {n: t.reshape(s) for n, t, s in zip(names, parts, shapes)}
+        logits = functional_call(model, params, (x,))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
+
+    v = torch.from_numpy(np.asarray(flat)).double()
+    return loss(v), torch.autograd.functional.hessian(loss, v)
+
+
+def _record_norm(path, steps):
+    """NormLM trained in train mode and recorded at every step; its buffers at each step."""
+    model = build_norm()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    seen = {}
+    with landscape.Recorder(path, model, probe=data(8, seed=99),
+                            factory="own_model:build_norm") as rec:
+        for n, b in model.named_buffers():  # its check forward left them as they were
+            torch.testing.assert_close(b, before[n], rtol=0, atol=0)
+        for step in range(steps + 1):
+            if step:
+                x, y = data(8, seed=1000 + step)
+                loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, VOCAB),
+                                                         y.reshape(-1))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            seen[step] = {n: b.detach().clone() for n, b in model.named_buffers()}
+            rec.checkpoint(step, optimizer=opt)
+    return seen
+
+
+def _check_exact(run, step, buffers, initial):
+    """The probe's spectrum at ``step`` is the dense one with ``buffers``, not with ``initial``."""
+    loss, dense_h = _norm_dense(run.flat_params(step), buffers, run.probe_set())
+    dense = torch.linalg.eigvalsh(dense_h).numpy()
+    h = run.hessian(step)
+    np.testing.assert_allclose(h["exact"].eigvals, dense, atol=1e-10)
+    np.testing.assert_allclose(h["top"].values, dense[::-1][:2], rtol=1e-7)
+    torch.testing.assert_close(run.loss_fn(step=step)(run.params(step, torch.float64)), loss,
+                               rtol=1e-12, atol=0)
+    _, other = _norm_dense(run.flat_params(step), initial, run.probe_set())
+    gap = np.abs(torch.linalg.eigvalsh(other).numpy() - dense).max()
+    assert gap > 0.05 * np.abs(dense).max(), gap  # other buffers: another Hessian
+
+
+def test_buffers_are_stored_per_checkpoint_and_probed_at_their_checkpoint(tmp_path):
+    from landscape.probe import probe
+
+    path = tmp_path / "bn.h5"
+    seen = _record_norm(path, 4)
+    run = Run.open(path, trust_code=True)
+    assert run.stored_buffers == NORM_BUFFERS  # "shift" is not persistent: not stored
+    for step in range(5):
+        got = run.buffers(step)
+        assert tuple(got) == NORM_BUFFERS
+        for n, t in got.items():
+            assert t.dtype == seen[step][n].dtype
+            torch.testing.assert_close(t, seen[step][n], rtol=0, atol=0)
+    assert int(run.buffers(4)["bn.num_batches_tracked"]) == 4
+    assert not torch.equal(seen[4]["bn.running_var"], seen[0]["bn.running_var"])
+    rebuilt = dict(run.model(2).named_buffers())
+    for n, t in seen[2].items():  # "shift" as the factory builds it, the others stored
+        torch.testing.assert_close(rebuilt[n], t, rtol=0, atol=0)
+    assert run.buffer_note() is None
+    assert probe(path, _exact("2,4"), trust_code=True) == [2, 4]
+    run = Run.open(path, trust_code=True)
+    for step in (2, 4):
+        _check_exact(run, step, seen[step], seen[0])
+    r = _cli("info", path)
+    assert r.exit_code == 0 and "buffers stored per checkpoint: 4" in r.output
+    assert "note:" not in r.output
+
+
+def _norm_checkpoints(folder, steps):
+    """state_dicts of NormLM whose BatchNorm statistics differ at every step."""
+    folder.mkdir()
+    model = build_norm()
+    g = torch.Generator().manual_seed(7)
+    saved = {}
+    for s in steps:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+            model.bn.running_mean.copy_(0.3 * torch.randn(6, generator=g))
+            model.bn.running_var.copy_(0.2 + torch.rand(6, generator=g))
+            model.bn.num_batches_tracked.fill_(s)
+        saved[s] = {k: v.clone() for k, v in model.state_dict().items()}
+        torch.save(saved[s], folder / f"step_{s}.pt")
+    x, y = data(8, seed=99)
+    torch.save({"inputs": x, "targets": y}, folder.parent / "probe.pt")
+    return saved
+
+
+def test_import_stores_the_buffers_of_each_state_dict_and_names_a_missing_one(tmp_path):
+    saved = _norm_checkpoints(tmp_path / "ckpts", [3, 8])
+    out = tmp_path / "imp.h5"
+    args = ["--model", "own_model:build_norm", "--probe", tmp_path / "probe.pt", "--out", out]
+    r = _cli("import", tmp_path / "ckpts", *args, "-q")
+    assert r.exit_code == 0, r.output
+    run = Run.open(out, trust_code=True)
+    assert run.stored_buffers == NORM_BUFFERS
+    for s in (3, 8):
+        for n, t in run.buffers(s).items():
+            torch.testing.assert_close(t, saved[s][n], rtol=0, atol=0)
+    r = _cli("probe", out, "--steps", "8", "--no-geometry", "--exact", "always", "--dtype",
+             "float64", "--k", "2", "--k-bottom", "1", "--slq-runs", "2", "--slq-steps", "10",
+             "--trace-hvps", "10", "--trust-code", "-q")
+    assert r.exit_code == 0 and "note:" not in r.output, r.output
+    initial = dict(build_norm().named_buffers())
+    _check_exact(Run.open(out, trust_code=True), 8, saved[8], initial)
+    # a state_dict without a buffer the module has: named, nothing recorded
+    before = _state(out)
+    other = tmp_path / "other"
+    other.mkdir()
+    sd = dict(saved[8])
+    sd.pop("bn.running_var")
+    torch.save(sd, other / "step_20.pt")
+    r = _cli("import", other, *args)
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert r.output.startswith("error: ") and "missing: bn.running_var" in r.output
+    assert _state(out) == before
+
+
+def test_run_files_without_buffers_still_probe_with_the_factorys_and_say_so(tmp_path):
+    import h5py
+
+    path = tmp_path / "old.h5"
+    seen = _record_norm(path, 3)
+    with h5py.File(path, "a") as f:  # as written before buffers were stored
+        del f["trajectory/buffers"]
+    run = Run.open(path, trust_code=True)
+    assert run.stored_buffers == () and run.buffers(2) is None
+    for n, t in run.model(2).named_buffers():  # the factory's
+        torch.testing.assert_close(t, seen[0][n], rtol=0, atol=0)
+    note = run.buffer_note()
+    assert "carry no buffers" in note and "bn.running_mean" in note
+    r = _cli("info", path)  # no code run: the names come from the resume state
+    assert r.exit_code == 0 and r.output.count("note:") == 1, r.output
+    assert "bn.running_mean" in r.output
+    r = _cli("probe", path, "--steps", "3", "--no-geometry", "--exact", "always", "--dtype",
+             "float64", "--k", "2", "--k-bottom", "1", "--slq-runs", "2", "--slq-steps", "10",
+             "--trace-hvps", "10", "--trust-code", "-q")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("note:") == 1 and "bn.running_mean" in r.output
+    # probed with the factory's buffers: the dense Hessian with the initial statistics
+    loss, dense_h = _norm_dense(run.flat_params(3), seen[0], run.probe_set())
+    np.testing.assert_allclose(Run.open(path).hessian(3)["exact"].eigvals,
+                               torch.linalg.eigvalsh(dense_h).numpy(), atol=1e-10)
+    # without a resume state and without trust nothing tells: the note says "if"
+    bare = tmp_path / "bare.h5"
+    store.copy_run(path, bare)
+    with h5py.File(bare, "a") as f:
+        del f["resume"]
+    assert "if the model has buffers" in Run.open(bare).buffer_note()
+    # continued by a Recorder: buffers from the next checkpoint on
+    model = build_norm()
+    with landscape.Recorder(path, model, probe=data(8, seed=99),
+                            factory="own_model:build_norm") as rec:
+        rec.restore(model)
+        for n, t in model.named_buffers():  # from the resume state
+            torch.testing.assert_close(t, seen[3][n], rtol=0, atol=0)
+        with torch.no_grad():
+            model.bn.running_mean.add_(1.0)
+        rec.checkpoint(9)
+    run = Run.open(path, trust_code=True)
+    assert run.buffers(3) is None and run.stored_buffers == NORM_BUFFERS
+    torch.testing.assert_close(run.buffers(9)["bn.running_mean"], model.bn.running_mean)
+    assert "before step 9" in run.buffer_note()
+
+
+def test_buffer_layout_keeps_every_dtype_exactly_and_leaves_out_what_it_should():
+    from landscape.custom import BufferLayout
+
+    class Many(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            g = torch.Generator().manual_seed(0)
+            for name, dtype in (("h", torch.float16), ("b", torch.bfloat16),
+                                ("d", torch.float64), ("i", torch.int32), ("u", torch.uint8)):
+                vals = torch.randn(3, 2, generator=g) * 100
+                self.register_buffer(name, vals.to(dtype))
+            self.register_buffer("mask", torch.ones(2, 2, dtype=torch.bool))  # bool: not kept
+            self.register_buffer("cache", torch.zeros(2), persistent=False)   # not in state_dict
+            self.inner = torch.nn.Module()
+            self.inner.register_buffer("f", torch.arange(4.0))
+
+    model = Many()
+    layout = BufferLayout.of(model)
+    assert layout.names == ("h", "b", "d", "i", "u", "inner.f")
+    assert layout.rows == ("float16", "float32", "float64", "int32", "uint8")
+    rows = layout.flatten(model)
+    assert {k: v.shape for k, v in rows.items()} == {
+        "float16": (6,), "float32": (6 + 4,), "float64": (6,), "int32": (6,), "uint8": (6,)}
+    back = layout.unflatten(rows)
+    have = dict(model.named_buffers())
+    for n, t in back.items():
+        assert t.dtype == have[n].dtype
+        torch.testing.assert_close(t, have[n], rtol=0, atol=0)
+    assert BufferLayout.from_json(layout.to_json()) == layout
+    with pytest.raises(LandscapeError, match="not a buffer layout"):
+        BufferLayout.from_json({"names": ["x"], "shapes": [[1]], "dtypes": ["bool"]})
+    model.h = torch.zeros(4, dtype=torch.float16)  # another shape than recorded
+    with pytest.raises(LandscapeError, match="buffers changed .*h"):
+        layout.flatten(model)
