@@ -253,15 +253,14 @@ def memory_child(what: str, d: int, batch: int, seq: int) -> None:
         st.mark("graph")
         res = lanczos(op, k_top=5, tol=1e-4, max_steps=min(op.dim, 300))
         st.mark(f"lanczos({res.steps} steps, basis {res.max_basis or res.steps})")
-        orth = sp._orthonormal
+        part = sp._hutchinson_part
 
-        def marked(vs):  # the deflation basis of Hutch++, then its probes
-            out = orth(vs)
-            st.mark("hutch++ basis")
-            return out
-        sp._orthonormal = marked
+        def marked(*args, **kw):  # the low-rank part of Hutch++ is done, then its probes
+            st.mark("hutch++ low rank")
+            return part(*args, **kw)
+        sp._hutchinson_part = marked
         hutchpp(op, 20 + 5, basis=res.top_vectors)
-        sp._orthonormal = orth
+        sp._hutchinson_part = part
         st.mark("hutch++ probes")
     print(st.report())
 

@@ -53,8 +53,9 @@ def double_backward_attention():
 class HessianOperator(SymmetricOperator):
     """Hessian-vector products of ``loss_fn`` at ``params``, on one retained gradient graph.
 
-    The parameters are copied (detached, cast to ``dtype``) into fresh leaves; the loss
-    and its gradient are computed once with ``create_graph=True``, and each product is
+    The parameters become fresh leaves (detached; cast to ``dtype`` where asked, else
+    sharing the caller's memory, never written); the loss and its gradient are computed
+    once with ``create_graph=True``, and each product is
     ``autograd.grad(g, leaves, grad_outputs=v, retain_graph=True)``, i.e. the gradient of
     ``g . v``. Nothing of the caller's is touched: no module weight, mode or ``.grad``
     (``loss_fn`` is expected to use ``functional_call``, as :func:`make_loss_fn` does).
@@ -79,7 +80,8 @@ class HessianOperator(SymmetricOperator):
     Attributes:
         layout: the :class:`ParamLayout` of the differentiated parameters (flat order).
         loss: the loss value at ``params`` (float).
-        gradient: ``[P]`` the gradient at ``params`` (detached).
+        gradient: ``[P]`` the gradient at ``params`` (detached; it shares memory with the
+            operator's graph, so copy it before changing it in place).
         n_grad: gradient evaluations so far (1, plus 1 per :meth:`check_determinism`).
     """
 
@@ -103,7 +105,8 @@ class HessianOperator(SymmetricOperator):
         self._batched = batched if batched is not None or self.device.type == "cuda" else False
         self._reduce = reduce
         self.loss, self._g = self._gradient_graph()
-        self.gradient = self._sum(self._g.detach()).clone()
+        # one process: the graph's own output (no copy of P floats); sharded: the sum
+        self.gradient = self._g.detach() if reduce is None else self._sum(self._g.detach()).clone()
         self.n_grad = 1
 
     @property
@@ -225,12 +228,17 @@ def _check_names(names: list[str], params: Mapping[str, torch.Tensor]) -> None:
 
 
 def _leaves(params: Mapping[str, torch.Tensor], wrt: list[str], dtype) -> dict[str, torch.Tensor]:
-    """Fresh copies of ``params`` (floating ones cast to ``dtype``); those in ``wrt`` need grad."""
+    """Fresh leaves for ``params`` (floating ones cast to ``dtype``); those in ``wrt`` need grad.
+
+    A leaf shares its tensor's memory where no cast is needed (a copy of a 10M-parameter
+    model is 43 MiB): nothing here writes to it, and if the caller changes the tensor in
+    place later, the shared version counter makes the next product fail loudly ("modified
+    by an inplace operation") instead of mixing two points.
+    """
     out = {}
     for name, p in params.items():
         cast = dtype if dtype is not None and p.is_floating_point() else p.dtype
-        t = p.detach().to(dtype=cast, copy=True)
-        out[name] = t.requires_grad_(name in wrt)
+        out[name] = p.detach().to(dtype=cast).requires_grad_(name in wrt)
     return out
 
 

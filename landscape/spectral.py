@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
+from landscape.basis import make_basis
 from landscape.errors import LandscapeError
 
 # ----------------------------------------------------------------------------- operators
@@ -73,8 +74,16 @@ class SymmetricOperator:
         raise NotImplementedError
 
     def _matmat(self, vs: torch.Tensor) -> torch.Tensor:
-        cols = [self._matvec(vs[:, j]) for j in range(vs.shape[1])]
-        return torch.stack(cols, dim=1) if cols else vs.clone()
+        """One product per column, each written into the result as it comes.
+
+        No list of products and a stacked copy of them: ``b + 1`` vectors, not ``2 b``.
+        """
+        if vs.shape[1] == 1:
+            return self._matvec(vs[:, 0]).unsqueeze(1)
+        out = torch.empty(vs.shape[1], self.dim, dtype=self.dtype, device=self.device)
+        for j in range(vs.shape[1]):
+            out[j] = self._matvec(vs[:, j])
+        return out.T
 
 
 class DenseOperator(SymmetricOperator):
@@ -179,21 +188,12 @@ def _rademacher(op, n: int, gen: torch.Generator) -> torch.Tensor:
 DGKS = 1 / math.sqrt(2)
 """Re-orthogonalise again while a Gram-Schmidt pass keeps less than this share of the norm."""
 
-BASIS_BLOCK = 32
-"""Columns per tensor of a Krylov basis: it grows a block at a time, never copied, so a
-basis of ``m`` vectors holds ``m P`` floats (rounded up to a block, or to the basis's
-capacity where that is smaller) and no more."""
-
 BASIS_BUDGET = 64 * 2**20
 """Bytes of Krylov basis under which :func:`lanczos` never restarts (``max_basis="auto"``).
 
 A Lanczos basis of ``max_steps`` vectors that fits in 64 MiB (any ``max_steps <= 300`` up
 to ``P = 55,000`` in float32, i.e. every model this project trains) is kept whole, as it
 always was; a larger one is capped (see :func:`basis_cap`)."""
-
-ROWS_PER_SWEEP = 1 << 16
-"""Entries of each vector rewritten at a time when a thick restart turns the basis into
-its kept Ritz vectors in place (a ``[kept, 65536]`` temporary, never a second basis)."""
 
 
 class _Krylov:
@@ -208,9 +208,9 @@ class _Krylov:
     """
 
     def __init__(self, op, v0: torch.Tensor, gen: torch.Generator,
-                 capacity: int | None = None):
+                 capacity: int | None = None, storage: str = "auto",
+                 directory: str | None = None):
         self.op, self.gen, self.capacity = op, gen, capacity
-        self._blocks: list[torch.Tensor] = []  # the basis: [BASIS_BLOCK, P] rows per tensor
         self.m, self.alpha, self.off = 0, [], []
         self.n_steps = 0  # steps (products) over all cycles; equals m without a restart
         self.arrow: np.ndarray | None = None  # after a thick restart: see restart()
@@ -222,6 +222,8 @@ class _Krylov:
         if not math.isfinite(nrm) or nrm == 0.0:
             raise LandscapeError("lanczos: the start vector is zero or not finite")
         self._first = v0.to(op.device, op.dtype) / nrm
+        # the rows Q (landscape.basis): in memory, or streamed from a temporary file
+        self.basis = make_basis(storage, op.dim, op.dtype, op.device, capacity, directory)
 
     @property
     def restarts(self) -> int:
@@ -239,37 +241,9 @@ class _Krylov:
         return self.block_ends[-1] + 1 if self.block_ends else 0
 
     def _append(self, q: torch.Tensor) -> None:
-        i, j = divmod(self.m, BASIS_BLOCK)
-        if i == len(self._blocks):  # a new block; the old ones are never copied
-            rows = min(BASIS_BLOCK, self.op.dim - self.m)
-            if self.capacity is not None:
-                rows = min(rows, self.capacity - self.m)
-            self._blocks.append(torch.empty(rows, self.op.dim,
-                                            dtype=self.op.dtype, device=self.op.device))
-        self._blocks[i][j] = q
-        self.m += 1
+        self.basis.append(q)
+        self.m = self.basis.m
         self.n_steps += 1
-
-    def _views(self) -> list[torch.Tensor]:
-        """The basis's used vectors, block by block, as rows (``[<= BASIS_BLOCK, P]`` views).
-
-        Rows, not columns: every vector is contiguous, so writing one and the products
-        ``Q^T w`` and ``w - Q c`` stream through memory (a column layout made them strided,
-        2-3x slower than the Hessian product itself at P = 1e6).
-        """
-        return [b[: self.m - i * BASIS_BLOCK] for i, b in enumerate(self._blocks)
-                if i * BASIS_BLOCK < self.m]  # blocks past m are empty after a restart
-
-    def _column(self, i: int) -> torch.Tensor:
-        return self._blocks[i // BASIS_BLOCK][i % BASIS_BLOCK]
-
-    def _project(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(w - Q Q^T w, Q^T w)`` over the blocks of the basis."""
-        views = self._views()
-        coef = torch.cat([v @ w for v in views])
-        for v, c in zip(views, torch.split(coef, [v.shape[0] for v in views])):
-            w.addmv_(v.T, c, alpha=-1.0)  # in place: one sweep of the block, no temporaries
-        return w, coef
 
     def _orthogonalise(self, w: torch.Tensor, ref: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,13 +259,13 @@ class _Krylov:
         Returns the new ``w`` and the first pass's coefficients ``Q^T w`` ``[m]``.
         """
         before = float(torch.linalg.vector_norm(w)) if ref is None else ref
-        w, first = self._project(w)
+        first = self.basis.project(w)
         for _ in range(2):
             after = float(torch.linalg.vector_norm(w))
             if after >= DGKS * before:
                 break
             before = after
-            w, _ = self._project(w)
+            self.basis.project(w)
         return w, first
 
     def _fresh_direction(self) -> torch.Tensor:
@@ -307,9 +281,10 @@ class _Krylov:
         """Extend the basis by one vector and apply the operator to it (one matvec)."""
         arrow = None
         if self.m == 0:
-            q, coupling = self._first, 0.0
+            q, coupling, self._first = self._first, 0.0, None  # held no longer than needed
         elif not self.broken_down:
-            q, coupling = self.w / self.rnorm, self.rnorm
+            q, coupling = self.w.div_(self.rnorm), self.rnorm  # the residual is ours: in place
+            self.w = None
             if self.arrow is not None and self.m == len(self.arrow):
                 arrow, coupling = self.arrow, float(self.arrow[-1])  # first after a restart
         else:  # breakdown: the basis spans an invariant subspace; start a new block
@@ -327,11 +302,10 @@ class _Krylov:
         a = float(q @ w)
         w = w - a * q  # a copy: the product may be the operator's own tensor
         if arrow is not None:  # A q couples to every kept Ritz vector: A y_i = theta_i y_i + s_i q
-            s = torch.as_tensor(arrow, dtype=w.dtype, device=w.device)
-            for v, c in zip(self._views(), torch.split(s, BASIS_BLOCK)):
-                w.addmv_(v[: c.shape[0]].T, c, alpha=-1.0)
+            self.basis.subtract(w, torch.as_tensor(arrow, dtype=w.dtype, device=w.device))
         elif coupling:
-            w.add_(self._column(j - 1), alpha=-coupling)
+            w.add_(self.basis.row(j - 1), alpha=-coupling)
+        del q
         w, h = self._orthogonalise(w, ref)
         self.alpha.append(a + float(h[j]))
         self.w, self.rnorm = w, float(torch.linalg.vector_norm(w))
@@ -381,23 +355,17 @@ class _Krylov:
         """Thick restart (Wu & Simon 2000): keep the Ritz vectors ``Q S[:, keep]`` only.
 
         The basis is overwritten by the kept Ritz vectors in place, a slice of
-        :data:`ROWS_PER_SWEEP` entries at a time; the live residual ``r`` stays the next
-        direction. Then ``A y_i = theta_i y_i + s_i r / |r|`` with ``s_i = |r| S[m-1, i]``
-        (plus rounding), so the projected matrix is ``diag(theta)`` bordered by ``s`` in
-        the row and column of the next vector, and tridiagonal after it. Breakdown
+        :data:`landscape.basis.ROWS_PER_SWEEP` entries at a time; the live residual ``r``
+        stays the next direction. Then ``A y_i = theta_i y_i + s_i r / |r|`` with
+        ``s_i = |r| S[m-1, i]`` (plus rounding), so the projected matrix is
+        ``diag(theta)`` bordered by ``s`` in the row and column of the next vector, and
+        tridiagonal after it. Breakdown
         residuals of closed blocks (rounding level) are added to :attr:`floor`, which
         every later residual bound includes.
         """
         sk = np.asarray(s[:, keep])
-        coef = torch.as_tensor(sk, dtype=self.op.dtype, device=self.op.device)
-        views, n_kept = self._views(), len(keep)
-        rows = torch.split(coef, [v.shape[0] for v in views])
-        for lo in range(0, self.op.dim, ROWS_PER_SWEEP):
-            hi = min(lo + ROWS_PER_SWEEP, self.op.dim)
-            y = sum(c.T @ v[:, lo:hi] for c, v in zip(rows, views))  # [l, hi - lo]
-            for i in range(0, n_kept, BASIS_BLOCK):
-                self._blocks[i // BASIS_BLOCK][: min(BASIS_BLOCK, n_kept - i), lo:hi] = \
-                    y[i : i + BASIS_BLOCK]
+        n_kept = len(keep)
+        self.basis.rewrite(torch.as_tensor(sk, dtype=self.op.dtype, device=self.op.device))
         self.floor += float(np.sum(self.block_rnorms))
         self.arrow = self.rnorm * sk[self.m - 1, :]
         self.alpha, self.off = [float(x) for x in theta[keep]], [0.0] * (n_kept - 1)
@@ -406,24 +374,9 @@ class _Krylov:
         self.thick_restarts += 1
 
     def vectors(self, s_cols: np.ndarray) -> torch.Tensor:
-        """``Q_m S[:, cols]`` ``[P, c]``: Ritz vectors in the operator's dtype and device.
-
-        A capped basis (a large problem) writes them :data:`ROWS_PER_SWEEP` entries at a
-        time, so that no ``[c, P]`` temporary sits beside the result and the basis.
-        """
-        s = torch.as_tensor(s_cols, dtype=self.op.dtype, device=self.op.device)
-        out = torch.zeros(s.shape[1], self.op.dim, dtype=self.op.dtype, device=self.op.device)
-        views = self._views()
-        rows = [s[i * BASIS_BLOCK : i * BASIS_BLOCK + v.shape[0]] for i, v in enumerate(views)]
-        if self.capacity is not None:
-            for lo in range(0, self.op.dim, ROWS_PER_SWEEP):
-                hi = min(lo + ROWS_PER_SWEEP, self.op.dim)
-                for c, v in zip(rows, views):
-                    out[:, lo:hi].addmm_(c.T, v[:, lo:hi])
-            return out.T
-        for c, v in zip(rows, views):
-            out += c.T @ v
-        return out.T
+        """``Q_m S[:, cols]`` ``[P, c]``: Ritz vectors in the operator's dtype and device."""
+        return self.basis.combine(torch.as_tensor(s_cols, dtype=self.op.dtype,
+                                                  device=self.op.device))
 
 
 # ----------------------------------------------------------------------------- Lanczos
@@ -453,6 +406,7 @@ class LanczosResult:
         converged: every requested eigenvalue converged.
         max_basis: the cap on the basis that applied (None: none, see :func:`basis_cap`).
         thick_restarts: times the basis reached ``max_basis`` and was thick-restarted.
+        basis_storage: where the basis was held, ``"memory"`` or ``"file"``.
     """
 
     top_values: np.ndarray
@@ -471,6 +425,7 @@ class LanczosResult:
     converged: bool
     max_basis: int | None = None
     thick_restarts: int = 0
+    basis_storage: str = "memory"
 
 
 def default_tol(dtype: torch.dtype) -> float:
@@ -531,6 +486,8 @@ def lanczos(
     seed: int = 0,
     exact_residuals: bool = False,
     max_basis: int | str | None = "auto",
+    basis_storage: str = "auto",
+    basis_dir: str | None = None,
 ) -> LanczosResult:
     """Top-k and bottom-k eigenpairs of a symmetric operator by Lanczos.
 
@@ -564,6 +521,10 @@ def lanczos(
     instead of ``O(steps P)``. By default (``"auto"``, :func:`basis_cap`) there is no cap
     while ``max_steps`` vectors fit in 64 MiB (every problem below about 55,000 parameters
     in float32 runs as before, step for step), and 20 vectors (or ``2 k + 10``) above.
+    Where even the capped basis is large (above 256 MiB: 20 vectors of a 3.4M-parameter
+    model in float32), it goes to an unnamed temporary file under ``basis_storage="auto"``
+    on the CPU and is streamed back a row at a time (:mod:`landscape.basis`), so the
+    process holds a few vectors of P floats beside the operator, not the basis.
 
     Args:
         op: a symmetric operator (``dim``, ``dtype``, ``device``, ``matvec``).
@@ -583,38 +544,49 @@ def lanczos(
             ``k_top + k_bottom + 2``), None (never restart: the basis grows to the
             steps taken), or ``"auto"`` (:func:`basis_cap`). ``max_steps`` still bounds
             the steps (products) over all restart cycles.
+        basis_storage: ``"memory"``, ``"file"`` (a temporary file, streamed) or
+            ``"auto"`` (:func:`landscape.basis.choose_storage`: a file only for a capped
+            basis above 256 MiB of a CPU operator).
+        basis_dir: directory of that file (default: the system's, ``TMPDIR``).
 
     Returns:
         A :class:`LanczosResult`; ``converged`` is False if ``max_steps`` ran out first.
 
     Raises:
         LandscapeError: ``k_top + k_bottom`` exceeds the dimension, bad ``max_steps``,
-            ``tol`` or ``max_basis``, a zero start vector.
+            ``tol``, ``max_basis`` or ``basis_storage``, a zero start vector, a basis
+            file that cannot be written.
     """
     tol = default_tol(op.dtype) if tol is None else float(tol)
     max_steps = min(op.dim, 300) if max_steps is None else int(max_steps)
     _check_lanczos_args(op, k_top, k_bottom, max_steps, tol)
     cap = basis_cap(op, k_top, k_bottom, max_steps, max_basis)
     gen = _generator(seed)
-    kry = _Krylov(op, _start_vector(op, v0, warm, warm_noise, gen), gen, capacity=cap)
-    start = getattr(op, "n_matvec", 0)
-    while True:
-        kry.step()
-        if kry.m < k_top + k_bottom and kry.n_steps < max_steps:
-            continue
-        theta, s, res = kry.ritz()
-        want = np.r_[np.arange(k_bottom), np.arange(kry.m - k_top, kry.m)]
-        conv = res <= tol * np.abs(theta).max()
-        if kry.n_steps >= max_steps:
-            break
-        if tol > 0 and bool(conv[want].all()) and not _block_found_more(kry, theta, k_top,
-                                                                         k_bottom, tol):
-            break
-        if cap is not None and kry.m >= cap:
-            kry.restart(_kept(kry.m, cap, k_top, k_bottom), theta, s)
-    top = np.arange(kry.m - 1, kry.m - 1 - k_top, -1)
-    bot = np.arange(k_bottom)
-    vec_top, vec_bot = kry.vectors(s[:, top]), kry.vectors(s[:, bot])
+    kry = _Krylov(op, _start_vector(op, v0, warm, warm_noise, gen), gen, capacity=cap,
+                  storage=basis_storage, directory=basis_dir)
+    try:
+        start = getattr(op, "n_matvec", 0)
+        while True:
+            kry.step()
+            if kry.m < k_top + k_bottom and kry.n_steps < max_steps:
+                continue
+            theta, s, res = kry.ritz()
+            want = np.r_[np.arange(k_bottom), np.arange(kry.m - k_top, kry.m)]
+            conv = res <= tol * np.abs(theta).max()
+            if kry.n_steps >= max_steps:
+                break
+            if tol > 0 and bool(conv[want].all()) and not _block_found_more(
+                    kry, theta, k_top, k_bottom, tol):
+                break
+            if cap is not None and kry.m >= cap:
+                kry.restart(_kept(kry.m, cap, k_top, k_bottom), theta, s)
+        top = np.arange(kry.m - 1, kry.m - 1 - k_top, -1)
+        bot = np.arange(k_bottom)
+        vec_top, vec_bot = kry.vectors(s[:, top]), kry.vectors(s[:, bot])
+        kry.w = None  # the residual: not needed by what follows
+    finally:
+        storage = kry.basis.kind
+        kry.basis.close()
     if exact_residuals:
         res, scale = res.copy(), tol * np.abs(theta).max()
         res[top] = _true_residuals(op, vec_top, theta[top])
@@ -626,7 +598,7 @@ def lanczos(
         bottom_residuals=res[bot], bottom_converged=conv[bot], ritz_values=theta, tol=tol,
         steps=kry.n_steps, n_matvec=int(getattr(op, "n_matvec", kry.n_steps) - start),
         restarts=kry.restarts, converged=bool(conv[top].all() and conv[bot].all()),
-        max_basis=cap, thick_restarts=kry.thick_restarts,
+        max_basis=cap, thick_restarts=kry.thick_restarts, basis_storage=storage,
     )
 
 
@@ -735,24 +707,53 @@ class TraceEstimate:
 AUTO_CHUNK = {"cuda": 32, "other": 4}
 """Probes per ``matmat`` call under ``chunk="auto"``: 32 on a GPU (batched products pay
 there), 4 elsewhere (a CPU operator applies columns one by one anyway, and every probe in a
-chunk holds two vectors of P floats)."""
+chunk holds two vectors of P floats); fewer where that many would pass
+:data:`CHUNK_BYTES`."""
+
+CHUNK_BYTES = {"cuda": 1 << 30, "other": 64 << 20}
+"""Bytes of probes per ``matmat`` call under ``chunk="auto"``: a 10M-parameter model in
+float32 (43 MiB a vector) gets one probe at a time on the CPU."""
+
+DOT_BLOCK = 1 << 20
+"""Entries per float64 partial sum in :func:`_dot64` (an 8 MiB temporary, not a float64
+copy of a whole vector)."""
+
+
+def probes_per_call(dim: int, dtype: torch.dtype, device) -> int:
+    """Probes per ``matmat`` call under ``chunk="auto"``.
+
+    :data:`AUTO_CHUNK`, fewer where that many vectors of ``dim`` entries would pass
+    :data:`CHUNK_BYTES` (at least one).
+    """
+    kind = "cuda" if torch.device(device).type == "cuda" else "other"
+    per_probe = dim * torch.empty(0, dtype=dtype).element_size()
+    return max(1, min(AUTO_CHUNK[kind], CHUNK_BYTES[kind] // max(per_probe, 1)))
 
 
 def _chunk(op, chunk) -> int | None:
-    if chunk == "auto":
-        return AUTO_CHUNK["cuda" if torch.device(op.device).type == "cuda" else "other"]
-    return chunk
+    return probes_per_call(op.dim, op.dtype, op.device) if chunk == "auto" else chunk
+
+
+def _dot64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a . b`` of two ``[P]`` vectors, products and sum in float64, a block at a time."""
+    if a.shape[0] <= DOT_BLOCK:
+        return torch.dot(a.double(), b.double())
+    return sum(torch.dot(a[i : i + DOT_BLOCK].double(), b[i : i + DOT_BLOCK].double())
+               for i in range(0, a.shape[0], DOT_BLOCK))
 
 
 def _column_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``[sum_i a[i, j] b[i, j]]_j`` in float64, a column at a time (no float64 copy of a block)."""
-    return torch.stack([torch.dot(a[:, j].double(), b[:, j].double())
+    return torch.stack([_dot64(a[:, j], b[:, j])
                         for j in range(a.shape[1])]) if a.shape[1] else a.new_zeros(0).double()
 
 
-def _hutchinson_part(op, n: int, gen, basis: torch.Tensor | None, chunk) -> np.ndarray:
-    """``g^T (I - QQ^T) A (I - QQ^T) g`` for ``n`` Rademacher ``g``; float64 ``[n]``.
+def _hutchinson_part(op, n: int, gen, basis: torch.Tensor | None, chunk,
+                     gram_inv: torch.Tensor | None = None) -> np.ndarray:
+    """``g^T (I - Pi) A (I - Pi) g`` for ``n`` Rademacher ``g``; float64 ``[n]``.
 
+    ``Pi`` is the orthogonal projector on the columns of ``basis``: ``Q Q^T`` for
+    orthonormal columns, ``Q G^{-1} Q^T`` given ``gram_inv = G^{-1}`` (``G = Q^T Q``).
     The probes are drawn and applied ``chunk`` at a time (all at once for ``chunk=None``),
     so only ``O(chunk P)`` floats are alive beside the basis; the draws do not depend on
     ``chunk``.
@@ -763,7 +764,10 @@ def _hutchinson_part(op, n: int, gen, basis: torch.Tensor | None, chunk) -> np.n
     for start in range(0, n, step):
         g = _rademacher(op, min(step, n - start), gen)
         if basis is not None and basis.shape[1]:
-            g = g - basis @ (basis.T @ g)
+            c = basis.T @ g
+            if gram_inv is not None:
+                c = (gram_inv @ c.double()).to(c.dtype)
+            g.addmm_(basis, c, alpha=-1.0)  # in place: no [P, chunk] temporary
         ag = op.matmat(g) if hasattr(op, "matmat") else apply(op, g)
         out.append(_column_dots(g, ag).cpu())
         del g, ag
@@ -802,6 +806,27 @@ def _orthonormal(vs: torch.Tensor) -> torch.Tensor:
     return q.to(vs.dtype)
 
 
+GRAM_COND_MAX = 1e8
+"""Largest condition number of ``Q^T Q`` that :func:`hutchpp` inverts (float64: 8 digits
+left); a basis beyond it is orthonormalised by a QR."""
+
+
+def _gram_inverse(q: torch.Tensor):
+    """``(Q^T Q)^{-1}`` ``[c, c]`` in float64 on ``q``'s device.
+
+    False where ``Q^T Q`` is ill-conditioned (beyond :data:`GRAM_COND_MAX`) or not finite.
+    """
+    c = q.shape[1]
+    gram = torch.stack([torch.stack([_dot64(q[:, i], q[:, j]) for j in range(c)])
+                        for i in range(c)]).cpu() if c else torch.zeros(0, 0, dtype=torch.float64)
+    if not c:
+        return gram.to(q.device)
+    ev = torch.linalg.eigvalsh(gram)
+    if not bool(torch.isfinite(ev).all()) or float(ev[0]) <= float(ev[-1]) / GRAM_COND_MAX:
+        return False
+    return torch.linalg.inv(gram).to(q.device)
+
+
 def hutchpp(
     op, n_matvec: int, seed: int = 0, *, basis: torch.Tensor | None = None,
     chunk: int | str | None = "auto",
@@ -822,7 +847,12 @@ def hutchpp(
         op: a symmetric operator.
         n_matvec: total matvec budget, at least 4 (at least ``basis`` columns + 2).
         seed: probe seed.
-        basis: ``[P, k]`` optional deflation subspace (orthonormalised here).
+        basis: ``[P, k]`` optional deflation subspace. Its columns need not be
+            orthonormal and are never copied: the low-rank part is ``tr(G^{-1} Q^T A Q)``
+            and the projector ``Q G^{-1} Q^T`` with ``G = Q^T Q`` (in float64), both exact
+            for any basis of the subspace (5 Ritz vectors of a 10M-parameter model are
+            217 MiB, and float32 ones are orthonormal only to about 1e-5). Nearly
+            dependent columns (``G`` worse conditioned than 1e8) get a QR instead.
         chunk: columns per ``matmat`` call (``"auto"``: :data:`AUTO_CHUNK`).
 
     Returns:
@@ -843,12 +873,25 @@ def hutchpp(
         if n_matvec < k + 2:
             raise LandscapeError(f"hutchpp: n_matvec={n_matvec}; need at least basis "
                                  f"columns + 2 = {k + 2}")
-        q = _orthonormal(basis.to(op.device, op.dtype))
-    low = float(_column_dots(q, apply(op, q, chunk)).sum())
+        q = basis.to(op.device, op.dtype)
+    gram_inv = None if basis is None else _gram_inverse(q)
+    if gram_inv is False:  # (nearly) dependent columns: an orthonormal basis of their span
+        q, gram_inv = _orthonormal(q), None
+    step = q.shape[1] if not chunk else max(1, int(chunk))
+    low = 0.0
+    for i in range(0, q.shape[1], step):  # M = Q^T A Q, a chunk of products at a time
+        aq = apply(op, q[:, i : i + step])
+        m = torch.stack([torch.stack([_dot64(q[:, r], aq[:, j]) for j in range(aq.shape[1])])
+                         for r in range(q.shape[1])])  # [k, chunk]: rows r, columns i + j
+        if gram_inv is None:  # orthonormal columns: tr(M)
+            low += float(torch.diagonal(m[i : i + step]).sum())
+        else:  # tr(G^-1 M), the part of columns i:i+step
+            low += float((gram_inv[i : i + step, :] * m.T).sum())
+        del aq
     n_probes = n_matvec - (2 * k if basis is None else k)
     if q.shape[1] >= op.dim:
         n_probes = 0  # the subspace is everything: the trace is exact
-    samples = _hutchinson_part(op, n_probes, gen, q, chunk)
+    samples = _hutchinson_part(op, n_probes, gen, q, chunk, gram_inv)
     mean, stderr = _summary(samples)
     if n_probes == 0:
         stderr = 0.0
@@ -908,9 +951,12 @@ def slq(op, n_runs: int = 10, n_steps: int = 90, seed: int = 0) -> SLQResult:
     weights = np.empty((n_runs, n_steps))
     for r in range(n_runs):
         v = _rademacher(op, 1, gen)[:, 0]
-        kry = _Krylov(op, v, gen)
-        for _ in range(n_steps):
-            kry.step()
+        kry = _Krylov(op, v, gen, capacity=n_steps)  # a large basis goes to a file
+        try:
+            for _ in range(n_steps):
+                kry.step()
+        finally:
+            kry.basis.close()
         theta, s, _ = kry.ritz()
         nodes[r], weights[r] = theta, s[0, :] ** 2
     return SLQResult(nodes, weights, n_runs * n_steps)

@@ -186,6 +186,27 @@ def test_operator_leaves_module_untouched():
     assert [m.training for m in model.modules()] == modes
 
 
+def test_operator_shares_the_parameters_memory_and_fails_loudly_if_they_change():
+    """No copy of the parameters (P floats) where no cast is asked, and no silent mix of two
+    points if the caller changes one in place while the operator lives."""
+    model = tiny_model(loops=2, dtype=F64)
+    params = detached_params(model)
+    loss_fn = make_loss_fn(model, tiny_split())
+    op = HessianOperator(loss_fn, params)
+    ref = op.matvec(torch.ones(op.dim)).clone()
+    assert all(op._values[n].data_ptr() == p.data_ptr() for n, p in params.items())
+    assert op.gradient.data_ptr() == op._g.data_ptr()  # the graph's output, not a copy
+    assert HessianOperator(loss_fn, params, dtype=torch.float32)._values[
+        "head.weight"].data_ptr() != params["head.weight"].data_ptr()  # a cast copies
+    with torch.no_grad():
+        params["head.weight"].mul_(2.0)
+    with pytest.raises(RuntimeError, match="inplace"):
+        op.matvec(torch.ones(op.dim))
+    with torch.no_grad():
+        params["head.weight"].div_(2.0)
+    close(HessianOperator(loss_fn, params).matvec(torch.ones(op.dim)), ref, 1e-14)
+
+
 def test_determinism_check_catches_dropout():
     torch.manual_seed(0)
     x = torch.randn(16, 3, dtype=F64)

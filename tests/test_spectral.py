@@ -461,7 +461,9 @@ def test_lanczos_basis_holds_only_its_own_vectors(monkeypatch):
     a, _ = sym(spread_spectrum(p=200))
     res = lanczos(DenseOperator(a), k_top=5, tol=0, max_steps=70)
     assert res.steps == 70
-    assert sum(sizes) == 200 * 3 * sp.BASIS_BLOCK  # 70 vectors in 3 blocks of 32
+    from landscape.basis import BASIS_BLOCK
+
+    assert sum(sizes) == 200 * 3 * BASIS_BLOCK  # 70 vectors in 3 blocks of 32
 
 
 def test_binned_spectrum_counts_every_eigenvalue_and_slq_matches_the_histogram():
@@ -582,10 +584,10 @@ def test_capped_basis_allocates_only_the_cap(monkeypatch):
 
 
 class _Shape:
-    """Just a dimension and a dtype, for the cap rule."""
+    """Just a dimension, a dtype and a device, for the cap and chunk rules."""
 
     def __init__(self, dim, dtype=torch.float32):
-        self.dim, self.dtype = dim, dtype
+        self.dim, self.dtype, self.device = dim, dtype, torch.device("cpu")
 
 
 def test_default_cap_applies_only_to_large_problems():
@@ -619,3 +621,149 @@ def test_default_cap_leaves_small_problems_step_for_step():
     assert auto.steps == none.steps
     assert np.array_equal(auto.top_values, none.top_values)
     assert torch.equal(auto.top_vectors, none.top_vectors)
+
+
+# ----------------------------------------------------------------------------- basis in a file
+
+
+@pytest.mark.parametrize("cap", [None, 12])
+def test_basis_in_a_file_gives_the_eigenpairs_of_the_one_in_memory(cap, tmp_path):
+    """Streaming the basis from a file (modified Gram-Schmidt) changes nothing but rounding."""
+    lam = spread_spectrum(p=400)
+    a, q = sym(lam)
+    kw = dict(k_top=5, k_bottom=3, tol=1e-10, seed=0, max_basis=cap)
+    mem = lanczos(DenseOperator(a), basis_storage="memory", **kw)
+    disk = lanczos(DenseOperator(a), basis_storage="file", basis_dir=str(tmp_path), **kw)
+    assert mem.basis_storage == "memory" and disk.basis_storage == "file"
+    assert disk.converged and (cap is None or disk.thick_restarts >= 2)
+    assert abs(disk.steps - mem.steps) <= 2
+    assert rel(disk.top_values, lam[::-1][:5]).max() <= 1e-10
+    assert rel(disk.bottom_values, lam[:3]).max() <= 1e-10
+    assert subspace_overlap(disk.top_vectors, q[:, -5:]).min() > 1 - 1e-10
+    assert np.abs(disk.top_residuals - _true_residuals(a, disk.top_values,
+                                                       disk.top_vectors)).max() <= 1e-11
+    assert list(tmp_path.iterdir()) == []  # an unnamed file, gone with the run
+
+
+def test_basis_file_holds_no_block_of_rows_in_memory(monkeypatch):
+    """With the basis in a file, no tensor of more than a slice of each row is allocated."""
+    import landscape.basis as lb
+
+    monkeypatch.setattr(lb, "ROWS_PER_SWEEP", 32)
+    sizes = []
+    real_empty = torch.empty
+
+    def counting_empty(*shape, **kw):
+        t = real_empty(*shape, **kw)
+        if t.dim() == 2:
+            sizes.append(t.numel())
+        return t
+
+    monkeypatch.setattr(lb.torch, "empty", counting_empty)
+    lam = spread_spectrum(p=300)
+    a, _ = sym(lam)
+    res = lanczos(DenseOperator(a), k_top=5, tol=1e-10, max_basis=14, basis_storage="file")
+    assert res.converged and res.thick_restarts >= 1
+    assert sizes and max(sizes) <= 14 * 32  # slices of the rows, never [rows, 300]
+    assert rel(res.top_values, lam[::-1][:5]).max() <= 1e-10
+
+
+def test_slq_streams_a_large_basis_from_a_file(monkeypatch):
+    import landscape.basis as lb
+
+    lam = spread_spectrum(p=300)
+    a, _ = sym(lam)
+    mem = slq(DenseOperator(a), n_runs=2, n_steps=40, seed=3)
+    monkeypatch.setattr(lb, "SPILL_BYTES", 1000)
+    seen = []
+    real = lb.FileBasis.__init__
+
+    def spy(self, *args, **kw):
+        seen.append(args)
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(lb.FileBasis, "__init__", spy)
+    disk = slq(DenseOperator(a), n_runs=2, n_steps=40, seed=3)
+    assert len(seen) == 2  # one file per run
+    np.testing.assert_allclose(disk.nodes, mem.nodes, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(disk.weights, mem.weights, rtol=1e-7, atol=1e-12)
+
+
+def test_basis_storage_choice_and_bad_input(tmp_path, monkeypatch):
+    import os
+
+    import landscape.basis as lb
+
+    cpu, f32 = torch.device("cpu"), torch.float32
+    assert lb.choose_storage("auto", 20, 11_000_000, f32, cpu) == "file"  # 840 MiB
+    assert lb.choose_storage("auto", 20, 1_100_000, f32, cpu) == "memory"  # 84 MiB
+    assert lb.choose_storage("auto", None, 11_000_000, f32, cpu) == "memory"  # never capped
+    assert lb.choose_storage("auto", 20, 11_000_000, f32, torch.device("cuda")) == "memory"
+    assert lb.choose_storage("file", 3, 10, f32, cpu) == "file"
+    a, _ = sym(spread_spectrum(p=60))
+    with pytest.raises(LandscapeError, match="basis_storage"):
+        lanczos(DenseOperator(a), k_top=2, basis_storage="disk")
+    with pytest.raises(LandscapeError, match="cannot create the Krylov basis file"):
+        lanczos(DenseOperator(a), k_top=2, basis_storage="file",
+                basis_dir=str(tmp_path / "missing"))
+
+    class Full:
+        f_bavail, f_frsize = 1, 1024
+
+    monkeypatch.setattr(lb.os, "statvfs", lambda _: Full())
+    with pytest.raises(LandscapeError, match="MiB are free"):
+        lanczos(DenseOperator(a), k_top=2, basis_storage="file")
+    monkeypatch.undo()
+
+    class Failing(DenseOperator):
+        def _matvec(self, v):
+            if self.n_matvec > 5:
+                raise RuntimeError("boom")
+            return super()._matvec(v)
+
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    with pytest.raises(RuntimeError, match="boom"):
+        lanczos(Failing(a), k_top=2, basis_storage="file")
+    if fds is not None:  # the file was closed (and so deleted) on the way out
+        assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_hutchpp_deflates_by_any_basis_of_the_subspace_without_copying_it(monkeypatch):
+    """Lanczos's float32 Ritz vectors are orthonormal only to ~1e-5 and are P floats each:
+    Hutch++ works with the basis as given (its Gram matrix in float64), and a skewed basis
+    of the same span gives the same estimate; nearly dependent columns fall back to a QR."""
+    import landscape.spectral as sp
+
+    lam = spread_spectrum(p=200)
+    a, q = sym(lam)
+    op = DenseOperator(a)
+    top = q[:, -5:].contiguous()
+    skew = top @ torch.triu(torch.ones(5, 5, dtype=F64))  # same span, not orthonormal
+    ref = hutchpp(op, 30, seed=2, basis=top)
+    assert ref.low_rank == pytest.approx(lam[-5:].sum(), rel=1e-12)
+    monkeypatch.setattr(sp, "_orthonormal", lambda vs: pytest.fail("copied the basis"))
+    other = hutchpp(op, 30, seed=2, basis=skew)
+    assert other.low_rank == pytest.approx(ref.low_rank, rel=1e-12)
+    np.testing.assert_allclose(other.samples, ref.samples, rtol=1e-9)
+    monkeypatch.undo()
+    calls = []
+    real = sp._orthonormal
+    monkeypatch.setattr(sp, "_orthonormal", lambda vs: calls.append(1) or real(vs))
+    dependent = torch.cat([top, top[:, :1] + 1e-12 * top[:, 1:2]], dim=1)  # 6 columns, rank 5
+    dep = hutchpp(op, 30, seed=2, basis=dependent)
+    assert calls == [1] and dep.rank == 6
+    assert abs(dep.estimate - lam.sum()) <= 4 * dep.stderr
+    x, y = torch.randn(1000, dtype=torch.float32), torch.randn(1000, dtype=torch.float32)
+    exact = float(x.double() @ y.double())
+    monkeypatch.setattr(sp, "DOT_BLOCK", 64)  # 16 blocks, the last one short
+    assert float(sp._dot64(x, y)) == pytest.approx(exact, rel=1e-12)
+
+
+def test_auto_chunk_shrinks_with_the_vectors_size():
+    import landscape.spectral as sp
+
+    assert sp._chunk(_Shape(6528), "auto") == 4
+    assert sp._chunk(_Shape(1_086_048), "auto") == 4  # 4 MiB a vector
+    assert sp._chunk(_Shape(11_361_600), "auto") == 1  # 43 MiB a vector: one at a time
+    assert sp._chunk(_Shape(11_361_600, F64), "auto") == 1
+    assert sp._chunk(_Shape(100), 7) == 7 and sp._chunk(_Shape(100), None) is None
