@@ -18,10 +18,11 @@ Memory model (bytes; ``s`` = bytes per float of the products, ``G`` = the gradie
 ``A`` = the activations of one forward):
 
 * every Hessian part: ``G`` plus its vectors, ``m P s`` for a Krylov basis of ``m``
-  vectors (Lanczos, SLQ; in blocks, never copied: :data:`landscape.spectral.BASIS_BLOCK`;
+  vectors (Lanczos, SLQ; in blocks, never copied: :data:`landscape.basis.BASIS_BLOCK`;
   a Lanczos basis beyond 64 MiB is capped, :func:`landscape.spectral.basis_cap`),
-  ``(2 k + 2 c) P s`` for Hutch++ with ``k`` deflated vectors and ``c`` probes per chunk
-  (:data:`landscape.spectral.AUTO_CHUNK`);
+  ``(k + 2 c + 1) P s`` for Hutch++ with ``k`` deflated vectors and ``c`` probes per chunk
+  (:data:`landscape.spectral.AUTO_CHUNK`, fewer for large P); a basis above 256 MiB goes
+  to a temporary file (:mod:`landscape.basis`): ``5 P s`` then;
 * the dense Hessian: ``P^2 s`` for the matrix, ``8 P^2`` for its float64 copy and
   ``8 P^2`` for ``eigvalsh``'s workspace;
 * a grid: ``A`` and a few parameter vectors (a vmapped chunk of ``b`` points: ``b A``).
@@ -34,12 +35,13 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from landscape.errors import LandscapeError
-from landscape.spectral import AUTO_CHUNK
+from landscape.spectral import probes_per_call
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
 
@@ -246,35 +248,74 @@ def _eigh_constant(n: int = 300) -> float:
 # ----------------------------------------------------------------------------- estimates
 
 
-def lanczos_steps(k_top: int, k_bottom: int, max_steps: int, dim: int) -> int:
-    """Estimated Lanczos steps for ``k_top`` / ``k_bottom`` eigenpairs (see the module)."""
-    return int(min(max_steps, dim, 4 * k_top + 8 * k_bottom + 20))
+RESTART_MARGIN = 1.25
+"""Extra steps estimated for a Lanczos run whose basis is capped below its steps (thick
+restarts): measured 1.05x at P = 1.1e6 (78 products against 74 unrestarted, cap 20), and
+at most 1.8x on the hard spectra of ``tests/test_spectral.py`` at caps of 10-20."""
 
 
-def _krylov_seconds(c: UnitCosts, m: int) -> float:
-    """Seconds of ``m`` fully re-orthogonalised Lanczos steps (products included)."""
-    # each step: one product, about 2.5 projections over j columns, a tridiagonal eigh
-    return (m * c.hvp_s + 2.5 * c.vector_s * m * (m + 1) / 2
-            + c.ritz_s_per_m2 * m * (m + 1) * (2 * m + 1) / 6)
+def lanczos_steps(k_top: int, k_bottom: int, max_steps: int, dim: int,
+                  cap: int | None = None) -> int:
+    """Estimated Lanczos steps for ``k_top`` / ``k_bottom`` eigenpairs (see the module).
+
+    With a basis ``cap`` below that estimate, :data:`RESTART_MARGIN` more (still at most
+    ``max_steps``).
+    """
+    m = int(min(max_steps, dim, 4 * k_top + 8 * k_bottom + 20))
+    if cap is not None and m > cap:
+        m = int(min(max_steps, dim, math.ceil(RESTART_MARGIN * m)))
+    return m
+
+
+def _dtype(c: UnitCosts) -> torch.dtype:
+    return torch.float64 if c.itemsize == 8 else torch.float32
+
+
+def _basis(c: UnitCosts, m: int, lanczos_k: tuple[int, int, int] | None = None
+           ) -> tuple[int | None, str]:
+    """The cap and storage (``"memory"``/``"file"``) of a Krylov basis of ``m`` steps.
+
+    With ``lanczos_k = (k_top, k_bottom, max_steps)``: a :func:`~landscape.spectral.lanczos`
+    basis under its defaults (:func:`~landscape.spectral.basis_cap`); without it, an SLQ
+    run's basis of ``m`` vectors.
+    """
+    from landscape.basis import choose_storage
+    from landscape.spectral import basis_cap
+
+    dtype = _dtype(c)
+    cap = m
+    if lanczos_k is not None:
+        cap = basis_cap(SimpleNamespace(dim=c.params, dtype=dtype), *lanczos_k)
+    return cap, choose_storage("auto", cap, c.params, dtype, torch.device(c.device))
+
+
+def _krylov_seconds(c: UnitCosts, m: int, cap: int | None = None) -> float:
+    """Seconds of ``m`` fully re-orthogonalised Lanczos steps (products included).
+
+    Each step: one product, about 2.5 projections over the ``min(j, cap)`` vectors of the
+    basis, and an eigendecomposition of the projected matrix of that size.
+    """
+    w = m if cap is None else min(m, cap)
+    cols = w * (w + 1) / 2 + (m - w) * w  # sum over steps of the basis size
+    squares = w * (w + 1) * (2 * w + 1) / 6 + (m - w) * w * w
+    return m * c.hvp_s + 2.5 * c.vector_s * cols + c.ritz_s_per_m2 * squares
 
 
 def _krylov_bytes(c: UnitCosts, m: int, lanczos_k: tuple[int, int, int] | None = None) -> int:
     """Bytes of a Krylov basis of ``m`` steps, and four more vectors.
 
     With ``lanczos_k = (k_top, k_bottom, max_steps)``: a :func:`~landscape.spectral.lanczos`
-    basis, held within its default cap.
+    basis, held within its default cap. A basis that goes to a file
+    (:func:`landscape.basis.choose_storage`) costs one row read at a time.
     """
-    from types import SimpleNamespace
+    from landscape.basis import BASIS_BLOCK
 
-    from landscape.spectral import BASIS_BLOCK, basis_cap
-
+    cap, storage = _basis(c, m, lanczos_k)
+    if storage == "file":
+        return 5 * c.params * c.itemsize
     blocks = math.ceil(m / BASIS_BLOCK) * BASIS_BLOCK
-    if lanczos_k is not None:
-        shape = SimpleNamespace(dim=c.params,
-                                dtype=torch.float64 if c.itemsize == 8 else torch.float32)
-        cap = basis_cap(shape, *lanczos_k)
-        if cap is not None:
-            blocks = min(blocks, cap)
+    if cap is not None:
+        blocks = min(blocks, cap)
     return (min(blocks, c.params) + 4) * c.params * c.itemsize
 
 
@@ -300,19 +341,20 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
     g = c.graph_bytes
     if hessian is not None:
         hs = hessian
-        m = lanczos_steps(hs.k_top, hs.k_bottom, hs.max_steps, p)
+        top_k = (hs.k_top, hs.k_bottom, min(hs.max_steps, p))
+        cap = _basis(c, hs.max_steps, top_k)[0]
+        m = lanczos_steps(hs.k_top, hs.k_bottom, hs.max_steps, p, cap)
         build = (2 * c.graph_s + 2 * c.hvp_s) if new_operator else 0.0
         out.append(PartPlan("hessian/top", f"top-{hs.k_top}/bottom-{hs.k_bottom} (Lanczos)",
                             m + (2 if new_operator else 0), 0,
-                            build + _krylov_seconds(c, m) + 2 * hs.k_top * c.vector_s,
-                            g + _krylov_bytes(c, m, (hs.k_top, hs.k_bottom,
-                                                     min(hs.max_steps, p)))))
+                            build + _krylov_seconds(c, m, cap) + 2 * hs.k_top * c.vector_s,
+                            g + _krylov_bytes(c, m, top_k)))
         k = min(hs.k_top, p)
         n_tr = hs.trace_hvps + k
-        chunk = AUTO_CHUNK["cuda" if c.device.startswith("cuda") else "other"]
+        chunk = probes_per_call(p, _dtype(c), c.device)
         out.append(PartPlan("hessian/trace", "trace (Hutch++)", n_tr, 0,
                             n_tr * c.hvp_s + 4 * k * n_tr * c.vector_s,
-                            g + (2 * k + 2 * chunk) * p * s))
+                            g + (k + 2 * chunk + 1) * p * s))
         n = min(hs.slq_steps, p)
         out.append(PartPlan("hessian/slq", "density (SLQ)", hs.slq_runs * n, 0,
                             hs.slq_runs * _krylov_seconds(c, n), g + _krylov_bytes(c, n)))
@@ -320,9 +362,10 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
             out.append(PartPlan("hessian/exact", "exact spectrum (dense Hessian)", p, 0,
                                 p * c.hvp_s + c.eigh_s_per_n3 * p**3,
                                 g + p * p * (s + 16) + 64 * p * s))
-        ms = lanczos_steps(1, 0, 100, p)
+        cap1 = _basis(c, 100, (1, 0, min(100, p)))[0]
+        ms = lanczos_steps(1, 0, 100, p, cap1)
         out.append(PartPlan("hessian/sharpness", "sharpness (Adam-preconditioned Lanczos)",
-                            ms, 0, _krylov_seconds(c, ms),
+                            ms, 0, _krylov_seconds(c, ms, cap1),
                             g + _krylov_bytes(c, ms, (1, 0, min(100, p)))))
         if blocks:
             n_b = sum(lanczos_steps(min(hs.k_top, d), 0, hs.max_steps, d)

@@ -1,6 +1,7 @@
 """The probe plan: its estimates against measured probes, and memory refusals."""
 
 import dataclasses
+import math
 import fnmatch
 
 import numpy as np
@@ -177,3 +178,26 @@ def test_memory_estimate_of_a_large_lanczos_is_its_capped_basis():
     assert top.peak_bytes == c.graph_bytes + (cap + 4) * p * 4
     small = {x.name: x for x in plan_parts(_costs(5000), hs)}["hessian/top"]
     assert small.peak_bytes == 40 * 5000 + (64 + 4) * 5000 * 4  # uncapped: 40 steps, 2 blocks
+
+
+def test_plan_counts_restarts_and_a_basis_held_in_a_file():
+    """A capped basis costs RESTART_MARGIN more steps; one above 256 MiB goes to a file on
+    the CPU, where the plan counts a few vectors, not the basis; Hutch++ goes one probe at
+    a time when vectors are large."""
+    from landscape.plan import RESTART_MARGIN, lanczos_steps
+
+    hs = dataclasses.replace(HS, k_top=5, k_bottom=0, max_steps=300)
+    assert lanczos_steps(5, 0, 300, 10**6) == 40
+    assert lanczos_steps(5, 0, 300, 10**6, cap=20) == math.ceil(RESTART_MARGIN * 40) == 50
+    assert lanczos_steps(5, 0, 300, 10**6, cap=60) == 40  # the cap is never reached
+    p = 11_000_000
+    c = _costs(p)
+    parts = {x.name: x for x in plan_parts(c, hs)}
+    assert parts["hessian/top"].hvps == 50 + 2
+    assert parts["hessian/top"].peak_bytes == c.graph_bytes + 5 * p * 4  # in a file
+    assert parts["hessian/slq"].peak_bytes == c.graph_bytes + 5 * p * 4
+    assert parts["hessian/trace"].peak_bytes == c.graph_bytes + (5 + 2 + 1) * p * 4
+    gpu = {x.name: x for x in plan_parts(_costs(p, device="cuda:0"), hs)}
+    assert gpu["hessian/top"].peak_bytes == c.graph_bytes + (20 + 4) * p * 4  # in memory
+    mid = {x.name: x for x in plan_parts(_costs(10**6), hs)}
+    assert mid["hessian/trace"].peak_bytes == 40 * 10**6 + (5 + 8 + 1) * 10**6 * 4
