@@ -21,6 +21,9 @@ rounding; ``tests/test_hessian.py`` keeps that check.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -30,6 +33,27 @@ from landscape.objective import ParamLayout
 from landscape.spectral import ScaledOperator, SymmetricOperator
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+
+TRIM_BYTES = 16 << 20
+"""A CPU operator whose vectors are at least this large (4M parameters in float32) hands
+the heap memory freed by each product back to the system (glibc's ``malloc_trim``).
+
+A double backward frees hundreds of per-parameter temporaries below glibc's mmap
+threshold; their memory stays in the process's heap, fragmented, and the resident set
+creeps up over a Lanczos run. Measured at P = 1.1e7: peak of 30 Lanczos steps 741 MiB
+above the model without, 610 MiB with; a trim takes about 12 ms beside a 1.4 s product."""
+
+
+@functools.cache
+def _heap_trim() -> Callable[[], None] | None:
+    """The heap trim of glibc, ``malloc_trim(0)``; None where the C library has none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return lambda: trim(0)
+
 
 # ----------------------------------------------------------------------------- the operator
 
@@ -104,6 +128,8 @@ class HessianOperator(SymmetricOperator):
         super().__init__(self.layout.size, first.dtype, first.device)
         self._batched = batched if batched is not None or self.device.type == "cuda" else False
         self._reduce = reduce
+        big = self.dim * first.element_size() >= TRIM_BYTES
+        self._trim = _heap_trim() if big and self.device.type == "cpu" else None
         self.loss, self._g = self._gradient_graph()
         # one process: the graph's own output (no copy of P floats); sharded: the sum
         self.gradient = self._g.detach() if reduce is None else self._sum(self._g.detach()).clone()
@@ -137,8 +163,12 @@ class HessianOperator(SymmetricOperator):
         hv = torch.autograd.grad(g, self._wrt, grad_outputs=v, retain_graph=True,
                                  allow_unused=True, is_grads_batched=batched)
         lead = v.shape[:-1]
-        return self._sum(torch.cat([_or_zeros(h, p, lead).reshape(*lead, -1)
-                                    for h, p in zip(hv, self._wrt)], dim=-1))
+        out = self._sum(torch.cat([_or_zeros(h, p, lead).reshape(*lead, -1)
+                                   for h, p in zip(hv, self._wrt)], dim=-1))
+        if self._trim is not None:
+            del hv
+            self._trim()  # see TRIM_BYTES
+        return out
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self._hvp(self._g, v)

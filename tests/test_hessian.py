@@ -207,6 +207,24 @@ def test_operator_shares_the_parameters_memory_and_fails_loudly_if_they_change()
     close(HessianOperator(loss_fn, params).matvec(torch.ones(op.dim)), ref, 1e-14)
 
 
+def test_large_cpu_operators_return_freed_heap_memory_after_each_product(monkeypatch):
+    """Above TRIM_BYTES a product ends with a heap trim (same product); below, none."""
+    import landscape.hessian as hm
+
+    calls = []
+    monkeypatch.setattr(hm, "_heap_trim", lambda: (lambda: calls.append(1)))
+    model = tiny_model(loops=2, dtype=F64)
+    loss_fn, params = make_loss_fn(model, tiny_split()), detached_params(model)
+    v = torch.randn(sum(p.numel() for p in params.values()), dtype=F64)
+    small = HessianOperator(loss_fn, params).matvec(v)
+    assert calls == []
+    monkeypatch.setattr(hm, "TRIM_BYTES", 8)
+    op = HessianOperator(loss_fn, params)
+    close(op.matvec(v), small, 1e-15)
+    op.matmat(torch.stack([v, v], dim=1))
+    assert len(calls) == 3
+
+
 def test_determinism_check_catches_dropout():
     torch.manual_seed(0)
     x = torch.randn(16, 3, dtype=F64)

@@ -1,8 +1,8 @@
 """The probe plan: its estimates against measured probes, and memory refusals."""
 
 import dataclasses
-import math
 import fnmatch
+import math
 
 import numpy as np
 import pytest
