@@ -168,7 +168,9 @@ def top(op: HessianOperator, hs: HessianSettings, warm: np.ndarray | None = None
 
 def trace(op: HessianOperator, hs: HessianSettings, top_part: sc.Top, loops: int = 0) -> sc.Trace:
     """Hutch++ with ``top_part``'s eigenvectors deflated (its ``bulk`` is the rest)."""
-    basis = torch.as_tensor(top_part.vectors.T.copy()).to(device=op.device, dtype=op.dtype)
+    vectors = np.asarray(top_part.vectors)  # [k, P]: its columns view it (no copy of k P)
+    basis = torch.as_tensor(vectors if vectors.flags.writeable else vectors.copy()).T.to(
+        device=op.device, dtype=op.dtype)
     n0 = op.n_matvec
     tr = hutchpp(op, hs.trace_hvps + basis.shape[1], seed=hs.seed, basis=basis)
     return sc.Trace(estimate=float(tr.estimate), stderr=float(tr.stderr), bulk=float(tr.residual),
