@@ -104,9 +104,9 @@ class HessianOperator(SymmetricOperator):
     Attributes:
         layout: the :class:`ParamLayout` of the differentiated parameters (flat order).
         loss: the loss value at ``params`` (float).
-        gradient: ``[P]`` the gradient at ``params`` (detached; it shares memory with the
-            operator's graph, so copy it before changing it in place).
-        n_grad: gradient evaluations so far (1, plus 1 per :meth:`check_determinism`).
+        gradient: ``[P]`` the gradient at ``params`` (detached; computed on first read).
+        n_grad: gradient evaluations so far (1, plus 1 per :meth:`check_determinism`, plus
+            1 for the first read of :attr:`gradient`).
     """
 
     def __init__(
@@ -131,9 +131,28 @@ class HessianOperator(SymmetricOperator):
         big = self.dim * first.element_size() >= TRIM_BYTES
         self._trim = _heap_trim() if big and self.device.type == "cpu" else None
         self.loss, self._g = self._gradient_graph()
-        # one process: the graph's own output (no copy of P floats); sharded: the sum
-        self.gradient = self._g.detach() if reduce is None else self._sum(self._g.detach()).clone()
+        self._gradient = None if reduce is None else self._sum(self._g.detach()).clone()
+        # Products need the graph of g, never its values: free those P floats (43 MiB at
+        # P = 1.1e7), as FSDP frees parameters, keeping g's shape and graph.
+        self._g.untyped_storage().resize_(0)
         self.n_grad = 1
+
+    @property
+    def gradient(self) -> torch.Tensor:
+        """``[P]`` the gradient at ``params`` (detached).
+
+        Computed on first read (one more gradient evaluation, counted in :attr:`n_grad`)
+        for one process, since the retained graph does not keep it; a sharded operator
+        keeps the sum over its processes from the start.
+        """
+        if self._gradient is None:
+            with torch.enable_grad():
+                loss = self._loss_fn(self._values)
+                grads = torch.autograd.grad(loss.reshape(()), self._wrt, allow_unused=True)
+            self._gradient = torch.cat([_or_zeros(g, p).reshape(-1)
+                                        for g, p in zip(grads, self._wrt)]).detach()
+            self.n_grad += 1
+        return self._gradient
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -198,7 +217,8 @@ class HessianOperator(SymmetricOperator):
 
         One graph applied twice always agrees with itself; a loss with dropout in train
         mode, or data shuffled between calls, gives a different graph each time, and
-        this check catches it (cost: one gradient and two products).
+        this check catches it (cost: one gradient and two products, and one more gradient
+        where :attr:`gradient` was not read before).
 
         Args:
             seed: seed of the random test vector.

@@ -195,7 +195,13 @@ def test_operator_shares_the_parameters_memory_and_fails_loudly_if_they_change()
     op = HessianOperator(loss_fn, params)
     ref = op.matvec(torch.ones(op.dim)).clone()
     assert all(op._values[n].data_ptr() == p.data_ptr() for n, p in params.items())
-    assert op.gradient.data_ptr() == op._g.data_ptr()  # the graph's output, not a copy
+    assert op._g.untyped_storage().nbytes() == 0  # the graph's output keeps no values
+    assert op.n_grad == 1
+    grads = torch.autograd.grad(loss_fn(params_grad := {n: p.clone().requires_grad_()
+                                                        for n, p in params.items()}),
+                                list(params_grad.values()))
+    close(op.gradient, torch.cat([g.reshape(-1) for g in grads]), 1e-14)
+    assert op.n_grad == 2 and op.gradient is op.gradient and op.n_grad == 2  # read once
     assert HessianOperator(loss_fn, params, dtype=torch.float32)._values[
         "head.weight"].data_ptr() != params["head.weight"].data_ptr()  # a cast copies
     with torch.no_grad():
@@ -240,7 +246,7 @@ def test_determinism_check_catches_dropout():
         HessianOperator(noisy, w).check_determinism()
     op = HessianOperator(clean, w)
     assert op.check_determinism() <= 1e-13
-    assert op.n_grad == 2 and op.n_matvec == 2
+    assert op.n_grad == 3 and op.n_matvec == 2  # the rebuilt graph and the first gradient read
 
 
 def test_restrict_is_the_hessian_block():
