@@ -252,7 +252,8 @@ def memory_child(what: str, d: int, batch: int, seq: int) -> None:
         op = HessianOperator(loss_fn, params)
         st.mark("graph")
         res = lanczos(op, k_top=5, tol=1e-4, max_steps=min(op.dim, 300))
-        st.mark(f"lanczos({res.steps} steps, basis {res.max_basis or res.steps})")
+        st.mark(f"lanczos({res.steps} steps, basis {res.max_basis or res.steps} "
+                f"in {res.basis_storage})")
         part = sp._hutchinson_part
 
         def marked(*args, **kw):  # the low-rank part of Hutch++ is done, then its probes
