@@ -145,20 +145,14 @@ class Recorder:
                                      where=f"factory {factory}")
         theirs = ParamLayout.of(rebuilt)
         if theirs != self.layout:
-            mine = dict(zip(self.layout.names, self.layout.shapes))
-            other = dict(zip(theirs.names, theirs.shapes))
-            diff = [n for n in mine if other.get(n) != mine[n]] + [n for n in other
-                                                                   if n not in mine]
             raise LandscapeError(f"factory {factory} builds a model whose parameters differ "
-                                 f"from the recorded model's (e.g. {', '.join(diff[:3])})")
+                                 f"from the recorded model's (e.g. "
+                                 f"{_differing(self.layout, theirs)})")
         bufs = custom.BufferLayout.of(rebuilt)
         if not bufs.fits(self.buffer_layout):
-            mine = dict(zip(self.buffer_layout.names, self.buffer_layout.shapes))
-            other = dict(zip(bufs.names, bufs.shapes))
-            diff = [n for n in mine if other.get(n) != mine[n]] + [n for n in other
-                                                                   if n not in mine]
             raise LandscapeError(f"factory {factory} builds a model whose buffers differ "
-                                 f"from the recorded model's (e.g. {', '.join(diff[:3])})")
+                                 f"from the recorded model's (e.g. "
+                                 f"{_differing(self.buffer_layout, bufs)})")
 
     def _create(self, name: str, source: str) -> None:
         store.create_run(
@@ -380,3 +374,13 @@ def _versions() -> dict[str, str]:
     from landscape.train import versions
 
     return versions()
+
+
+def _differing(mine, theirs) -> str:
+    """Up to 3 names whose shapes differ between two layouts, or that only one of them has.
+
+    The layouts have ``names`` and ``shapes`` (parameters' or buffers').
+    """
+    a, b = dict(zip(mine.names, mine.shapes)), dict(zip(theirs.names, theirs.shapes))
+    diff = [n for n in a if b.get(n) != a[n]] + [n for n in b if n not in a]
+    return ", ".join(diff[:3])

@@ -444,20 +444,24 @@ def test_hutchinson_probes_do_not_depend_on_the_chunk():
         np.testing.assert_allclose(got.samples, ref.samples, rtol=1e-12)
 
 
-def test_lanczos_basis_holds_only_its_own_vectors(monkeypatch):
-    """A Krylov basis of m vectors allocates m P floats (in blocks), never a grown copy."""
-    import landscape.spectral as sp
-
+def _count_2d_allocations(monkeypatch, keep=lambda t: True) -> list[int]:
+    """Sizes of the 2-D tensors ``torch.empty`` allocates from now on (those ``keep`` picks)."""
     sizes = []
     real_empty = torch.empty
 
     def counting_empty(*shape, **kw):
         t = real_empty(*shape, **kw)
-        if t.dim() == 2:
+        if t.dim() == 2 and keep(t):
             sizes.append(t.numel())
         return t
 
-    monkeypatch.setattr(sp.torch, "empty", counting_empty)
+    monkeypatch.setattr(torch, "empty", counting_empty)
+    return sizes
+
+
+def test_lanczos_basis_holds_only_its_own_vectors(monkeypatch):
+    """A Krylov basis of m vectors allocates m P floats (in blocks), never a grown copy."""
+    sizes = _count_2d_allocations(monkeypatch)
     a, _ = sym(spread_spectrum(p=200))
     res = lanczos(DenseOperator(a), k_top=5, tol=0, max_steps=70)
     assert res.steps == 70
@@ -565,18 +569,7 @@ def test_thick_restart_in_float32():
 
 
 def test_capped_basis_allocates_only_the_cap(monkeypatch):
-    import landscape.spectral as sp
-
-    sizes = []
-    real_empty = torch.empty
-
-    def counting_empty(*shape, **kw):
-        t = real_empty(*shape, **kw)
-        if t.dim() == 2 and t.shape[-1] == 300:
-            sizes.append(t.numel())
-        return t
-
-    monkeypatch.setattr(sp.torch, "empty", counting_empty)
+    sizes = _count_2d_allocations(monkeypatch, keep=lambda t: t.shape[-1] == 300)
     a, _ = sym(spread_spectrum(p=300))
     res = lanczos(DenseOperator(a), k_top=5, tol=0, max_steps=120, max_basis=20)
     assert res.steps == 120 and res.thick_restarts > 5
@@ -650,16 +643,7 @@ def test_basis_file_holds_no_block_of_rows_in_memory(monkeypatch):
     import landscape.basis as lb
 
     monkeypatch.setattr(lb, "ROWS_PER_SWEEP", 32)
-    sizes = []
-    real_empty = torch.empty
-
-    def counting_empty(*shape, **kw):
-        t = real_empty(*shape, **kw)
-        if t.dim() == 2:
-            sizes.append(t.numel())
-        return t
-
-    monkeypatch.setattr(lb.torch, "empty", counting_empty)
+    sizes = _count_2d_allocations(monkeypatch)
     lam = spread_spectrum(p=300)
     a, _ = sym(lam)
     res = lanczos(DenseOperator(a), k_top=5, tol=1e-10, max_basis=14, basis_storage="file")
