@@ -790,7 +790,7 @@ def hutchinson(op, n: int, seed: int = 0, chunk: int | str | None = "auto") -> T
         op: a symmetric operator.
         n: number of probes (= matvecs), at least 2.
         seed: probe seed.
-        chunk: probes per ``matmat`` call (``"auto"``: :data:`AUTO_CHUNK`).
+        chunk: probes per ``matmat`` call (``"auto"``: :func:`probes_per_call`).
 
     Returns:
         A :class:`TraceEstimate` (``stderr`` = sample std / sqrt(n)).
@@ -855,7 +855,7 @@ def hutchpp(
             for any basis of the subspace (5 Ritz vectors of a 10M-parameter model are
             217 MiB, and float32 ones are orthonormal only to about 1e-5). Nearly
             dependent columns (``G`` worse conditioned than 1e8) get a QR instead.
-        chunk: columns per ``matmat`` call (``"auto"``: :data:`AUTO_CHUNK`).
+        chunk: columns per ``matmat`` call (``"auto"``: :func:`probes_per_call`).
 
     Returns:
         A :class:`TraceEstimate`; ``stderr`` is that of the Hutchinson part.
@@ -881,13 +881,15 @@ def hutchpp(
         q, gram_inv = _orthonormal(q), None
     step = q.shape[1] if not chunk else max(1, int(chunk))
     low = 0.0
-    for i in range(0, q.shape[1], step):  # M = Q^T A Q, a chunk of products at a time
-        aq = apply(op, q[:, i : i + step])
-        m = torch.stack([torch.stack([_dot64(q[:, r], aq[:, j]) for j in range(aq.shape[1])])
-                         for r in range(q.shape[1])])  # [k, chunk]: rows r, columns i + j
-        if gram_inv is None:  # orthonormal columns: tr(M)
-            low += float(torch.diagonal(m[i : i + step]).sum())
-        else:  # tr(G^-1 M), the part of columns i:i+step
+    for i in range(0, q.shape[1], step):  # a chunk of products at a time
+        cols = q[:, i : i + step]
+        aq = apply(op, cols)
+        if gram_inv is None:  # orthonormal columns: tr(Q^T A Q)
+            low += float(_column_dots(cols, aq).sum())
+        else:  # tr(G^-1 M) with M = Q^T A Q: the part of columns i:i+step
+            m = torch.stack([torch.stack([_dot64(q[:, r], aq[:, j])
+                                          for j in range(aq.shape[1])])
+                             for r in range(q.shape[1])])  # [k, chunk]
             low += float((gram_inv[i : i + step, :] * m.T).sum())
         del aq
     n_probes = n_matvec - (2 * k if basis is None else k)
