@@ -146,11 +146,7 @@ class HessianOperator(SymmetricOperator):
         keeps the sum over its processes from the start.
         """
         if self._gradient is None:
-            with torch.enable_grad():
-                loss = self._loss_fn(self._values)
-                grads = torch.autograd.grad(loss.reshape(()), self._wrt, allow_unused=True)
-            self._gradient = torch.cat([_or_zeros(g, p).reshape(-1)
-                                        for g, p in zip(grads, self._wrt)]).detach()
+            self._gradient = self._gradient_graph(create_graph=False)[1]
             self.n_grad += 1
         return self._gradient
 
@@ -159,15 +155,16 @@ class HessianOperator(SymmetricOperator):
         """Names of the differentiated parameters, in flat order."""
         return self.layout.names
 
-    def _gradient_graph(self) -> tuple[float, torch.Tensor]:
+    def _gradient_graph(self, create_graph: bool = True) -> tuple[float, torch.Tensor]:
+        """The loss and the flat gradient, with its graph (``create_graph``) or detached."""
         with torch.enable_grad(), double_backward_attention():
             loss = self._loss_fn(self._values)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise LandscapeError("HessianOperator: loss_fn must return a scalar tensor")
             if not loss.requires_grad:
                 raise LandscapeError("HessianOperator: the loss does not depend on the parameters")
-            grads = torch.autograd.grad(loss.reshape(()), self._wrt, create_graph=True,
-                                        allow_unused=True)
+            grads = torch.autograd.grad(loss.reshape(()), self._wrt,
+                                        create_graph=create_graph, allow_unused=True)
         flat = torch.cat([_or_zeros(g, p).reshape(-1) for g, p in zip(grads, self._wrt)])
         return float(self._sum(loss.detach())), flat
 

@@ -271,22 +271,12 @@ def _dtype(c: UnitCosts) -> torch.dtype:
     return torch.float64 if c.itemsize == 8 else torch.float32
 
 
-def _basis(c: UnitCosts, m: int, lanczos_k: tuple[int, int, int] | None = None
-           ) -> tuple[int | None, str]:
-    """The cap and storage (``"memory"``/``"file"``) of a Krylov basis of ``m`` steps.
-
-    With ``lanczos_k = (k_top, k_bottom, max_steps)``: a :func:`~landscape.spectral.lanczos`
-    basis under its defaults (:func:`~landscape.spectral.basis_cap`); without it, an SLQ
-    run's basis of ``m`` vectors.
-    """
-    from landscape.basis import choose_storage
+def _lanczos_cap(c: UnitCosts, k_top: int, k_bottom: int, max_steps: int) -> int | None:
+    """The basis cap :func:`~landscape.spectral.lanczos` applies under its defaults."""
     from landscape.spectral import basis_cap
 
-    dtype = _dtype(c)
-    cap = m
-    if lanczos_k is not None:
-        cap = basis_cap(SimpleNamespace(dim=c.params, dtype=dtype), *lanczos_k)
-    return cap, choose_storage("auto", cap, c.params, dtype, torch.device(c.device))
+    return basis_cap(SimpleNamespace(dim=c.params, dtype=_dtype(c)), k_top, k_bottom,
+                     max_steps)
 
 
 def _krylov_seconds(c: UnitCosts, m: int, cap: int | None = None) -> float:
@@ -301,17 +291,16 @@ def _krylov_seconds(c: UnitCosts, m: int, cap: int | None = None) -> float:
     return m * c.hvp_s + 2.5 * c.vector_s * cols + c.ritz_s_per_m2 * squares
 
 
-def _krylov_bytes(c: UnitCosts, m: int, lanczos_k: tuple[int, int, int] | None = None) -> int:
-    """Bytes of a Krylov basis of ``m`` steps, and four more vectors.
+def _krylov_bytes(c: UnitCosts, m: int, cap: int | None = None) -> int:
+    """Bytes of a Krylov basis of ``m`` steps, at most ``cap`` vectors, and four more vectors.
 
-    With ``lanczos_k = (k_top, k_bottom, max_steps)``: a :func:`~landscape.spectral.lanczos`
-    basis, held within its default cap. A basis that goes to a file
-    (:func:`landscape.basis.choose_storage`) costs one row read at a time.
+    ``cap`` None: all ``m``, in blocks (an uncapped Lanczos); SLQ's basis has ``cap = m``.
+    A basis that goes to a file (:func:`landscape.basis.choose_storage`) costs one row
+    read at a time.
     """
-    from landscape.basis import BASIS_BLOCK
+    from landscape.basis import BASIS_BLOCK, choose_storage
 
-    cap, storage = _basis(c, m, lanczos_k)
-    if storage == "file":
+    if choose_storage("auto", cap, c.params, _dtype(c), torch.device(c.device)) == "file":
         return 5 * c.params * c.itemsize
     blocks = math.ceil(m / BASIS_BLOCK) * BASIS_BLOCK
     if cap is not None:
@@ -341,14 +330,13 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
     g = c.graph_bytes
     if hessian is not None:
         hs = hessian
-        top_k = (hs.k_top, hs.k_bottom, min(hs.max_steps, p))
-        cap = _basis(c, hs.max_steps, top_k)[0]
+        cap = _lanczos_cap(c, hs.k_top, hs.k_bottom, min(hs.max_steps, p))
         m = lanczos_steps(hs.k_top, hs.k_bottom, hs.max_steps, p, cap)
         build = (2 * c.graph_s + 2 * c.hvp_s) if new_operator else 0.0
         out.append(PartPlan("hessian/top", f"top-{hs.k_top}/bottom-{hs.k_bottom} (Lanczos)",
                             m + (2 if new_operator else 0), 0,
                             build + _krylov_seconds(c, m, cap) + 2 * hs.k_top * c.vector_s,
-                            g + _krylov_bytes(c, m, top_k)))
+                            g + _krylov_bytes(c, m, cap)))
         k = min(hs.k_top, p)
         n_tr = hs.trace_hvps + k
         chunk = probes_per_call(p, _dtype(c), c.device)
@@ -357,16 +345,16 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
                             g + (k + 2 * chunk + 1) * p * s))
         n = min(hs.slq_steps, p)
         out.append(PartPlan("hessian/slq", "density (SLQ)", hs.slq_runs * n, 0,
-                            hs.slq_runs * _krylov_seconds(c, n), g + _krylov_bytes(c, n)))
+                            hs.slq_runs * _krylov_seconds(c, n), g + _krylov_bytes(c, n, n)))
         if dense:
             out.append(PartPlan("hessian/exact", "exact spectrum (dense Hessian)", p, 0,
                                 p * c.hvp_s + c.eigh_s_per_n3 * p**3,
                                 g + p * p * (s + 16) + 64 * p * s))
-        cap1 = _basis(c, 100, (1, 0, min(100, p)))[0]
+        cap1 = _lanczos_cap(c, 1, 0, min(100, p))
         ms = lanczos_steps(1, 0, 100, p, cap1)
         out.append(PartPlan("hessian/sharpness", "sharpness (Adam-preconditioned Lanczos)",
                             ms, 0, _krylov_seconds(c, ms, cap1),
-                            g + _krylov_bytes(c, ms, (1, 0, min(100, p)))))
+                            g + _krylov_bytes(c, ms, cap1)))
         if blocks:
             n_b = sum(lanczos_steps(min(hs.k_top, d), 0, hs.max_steps, d)
                       + (d if 3 * d <= max(4, hs.trace_hvps) else max(4, hs.trace_hvps))

@@ -20,6 +20,7 @@ metrics, parameters and stored probe results needs no code; :meth:`Run.model` an
 
 from __future__ import annotations
 
+import io
 from functools import cached_property
 from pathlib import Path
 
@@ -289,8 +290,6 @@ class Run:
         found = store.read_resume(self.path)
         if found is None:
             return None
-        import io
-
         try:
             saved = torch.load(io.BytesIO(found[1]), map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a state this version cannot read tells nothing

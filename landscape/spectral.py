@@ -210,7 +210,7 @@ class _Krylov:
     def __init__(self, op, v0: torch.Tensor, gen: torch.Generator,
                  capacity: int | None = None, storage: str = "auto",
                  directory: str | None = None):
-        self.op, self.gen, self.capacity = op, gen, capacity
+        self.op, self.gen = op, gen
         self.m, self.alpha, self.off = 0, [], []
         self.n_steps = 0  # steps (products) over all cycles; equals m without a restart
         self.arrow: np.ndarray | None = None  # after a thick restart: see restart()
@@ -819,8 +819,10 @@ def _gram_inverse(q: torch.Tensor):
     False where ``Q^T Q`` is ill-conditioned (beyond :data:`GRAM_COND_MAX`) or not finite.
     """
     c = q.shape[1]
-    gram = torch.stack([torch.stack([_dot64(q[:, i], q[:, j]) for j in range(c)])
-                        for i in range(c)]).cpu() if c else torch.zeros(0, 0, dtype=torch.float64)
+    gram = torch.zeros(c, c, dtype=torch.float64)
+    for i in range(c):
+        for j in range(i, c):  # symmetric: one dot per pair
+            gram[i, j] = gram[j, i] = _dot64(q[:, i], q[:, j])
     if not c:
         return gram.to(q.device)
     ev = torch.linalg.eigvalsh(gram)
