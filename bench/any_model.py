@@ -453,16 +453,16 @@ def eigen_part(args) -> None:
           f"{truth_res.n_matvec} HVPs ({truth_res.thick_restarts} thick restarts, basis cap "
           f"{truth_res.max_basis}), {s:.0f} s, largest recomputed residual "
           f"{truth_res.top_residuals.max():.1e}; top-5 {np.array2string(truth, precision=6)} -->")
-    op = HessianOperator(loss_fn, params, dtype=torch.float64)
-    v = np.random.default_rng(1).standard_normal(op.dim)
-    ours = op.matvec(torch.as_tensor(v)).numpy()
-    if curv:
+    if curv:  # one product of ours against curvlinops' on the race model
+        op = HessianOperator(loss_fn, params, dtype=torch.float64)
+        v = np.random.default_rng(1).standard_normal(op.dim)
+        ours = op.matvec(torch.as_tensor(v)).numpy()
+        del op
         with double_backward_attention():  # the race model: curvlinops against ours
             lin_v = curvlinops_operator(model, inputs, targets).to_scipy() @ v
         print(f"<!-- curvlinops vs our operator on the race model (both float64): relative "
               f"difference of a product {np.linalg.norm(lin_v - ours) / np.linalg.norm(ours):.1e}"
               " -->", flush=True)
-    del op
     arms = {
         "ours: Lanczos": lambda tol, seed: arm_ours(loss_fn, params, tol, seed),
         "scipy eigsh (ARPACK), same operator": lambda tol, seed: arm_eigsh(loss_fn, params, tol,
