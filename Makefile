@@ -46,11 +46,11 @@ bench: setup
 gallery: reproduce
 	$(BIN)/python figures/gallery.py $(OUT) --out docs/gallery
 
-# models/ is a copy of the recipes shipped in the package (landscape/recipes/, the one
-# source); tests/test_config.py fails when the two differ.
+# models/ is a copy of the recipes shipped in the package (landscape/train/recipes/, the one
+# source); tests/train/test_recipe.py fails when the two differ.
 models:
 	rm -rf models/*.toml models/controls
-	cp -r landscape/recipes/. models/
+	cp -r landscape/train/recipes/. models/
 
 # `pip install .` (not editable) into a fresh environment, every dependency from the index,
 # then from an empty folder: train a shipped recipe by name, open it with the API, and

@@ -54,9 +54,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.hessian import HessianOperator, dense_hessian_reference, double_backward_attention
-from landscape.objective import has_tied_tensors
-from landscape.spectral import hutchpp, lanczos
+from landscape.curvature.hessian import (
+    HessianOperator,
+    dense_hessian_reference,
+    double_backward_attention,
+)
+from landscape.curvature.objective import has_tied_tensors
+from landscape.curvature.spectral import hutchpp, lanczos
 
 VOCAB = 256
 TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
@@ -234,7 +238,7 @@ class _Stages:
 
 def memory_child(what: str, d: int, batch: int, seq: int) -> None:
     """Runs in a fresh process: prints 'base peak stages' (bytes; stages: MiB above base)."""
-    import landscape.spectral as sp
+    import landscape.curvature.spectral as sp
 
     model, inputs, targets, loss_fn, params = problem(d, 4, batch, seq)
     st = _Stages()
@@ -356,8 +360,8 @@ def arm_eigsh(loss_fn, params, tol, seed):
 
 
 def arm_pyhessian(model, inputs, targets, tol, seed, max_iter):
-    from landscape.peers.pyhessian import pyhessian_backend
-    from landscape.tasks.base import Split
+    from landscape.probe.pyhessian_backend import pyhessian_backend
+    from landscape.train.tasks.base import Split
 
     class Loops(nn.Module):  # the adapter passes loops=...
         def __init__(self, m):
@@ -520,9 +524,9 @@ def eigen_part(args) -> None:
 
 
 def slice_part(args) -> None:
-    from landscape.custom import make_custom_loss_fn
-    from landscape.directions import random_plane
-    from landscape.slices import loss_grid, make_axis
+    from landscape.geometry.directions import random_plane
+    from landscape.geometry.slices import loss_grid, make_axis
+    from landscape.runs.own_models import make_custom_loss_fn
 
     print(machine())
     model, inputs, targets, _, params = problem(args.eigen_d, args.eigen_layers, args.batch,

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from landscape.recorder import Recorder
+from landscape.runs.recorder import Recorder
 
 
 class GPT(nn.Module):

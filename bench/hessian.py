@@ -8,7 +8,7 @@ ratios formed inside each repeat, arms alternated; the machine is shared and noi
   products), cross-checked against the dense spectrum where the ``dense`` part builds it.
   Ours: ``lanczos(HessianOperator(...), k_top=5, tol=t)`` (float32); PyHessian:
   ``hessian(...).eigenvalues(top_n=5, tol=t, maxIter=...)`` through
-  :func:`landscape.peers.pyhessian.pyhessian_backend`. Each arm runs at the loosest ``t`` in
+  :func:`landscape.probe.pyhessian_backend.pyhessian_backend`. Each arm runs at the loosest ``t`` in
   1e-3..1e-8 that reaches 1e-4 (searched with seed 0, then timed with seeds 0..R-1);
   PyHessian is also run at its default (``tol=1e-3``, ``maxIter=100``) to report its error
   and whether its order is wrong.
@@ -46,21 +46,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape.archs import RECIPES
-from landscape.config import load_recipe
-from landscape.hessian import HessianOperator
-from landscape.model import LoopedTransformer, ModelConfig
-from landscape.objective import make_loss_fn
-from landscape.peers.pyhessian import pyhessian_backend
-from landscape.run import Run
-from landscape.spectral import (
+from landscape.curvature.hessian import HessianOperator
+from landscape.curvature.spectral import (
     SymmetricOperator,
     dense_matrix,
     hutchinson,
     hutchpp,
     lanczos,
 )
-from landscape.train import train
+from landscape.probe.pyhessian_backend import pyhessian_backend
+from landscape.runs.run import Run
+from landscape.train.archs import RECIPES
+from landscape.train.model import LoopedTransformer, ModelConfig
+from landscape.train.recipe import load_recipe
+from landscape.train.split_loss import make_loss_fn
+from landscape.train.trainer import train
 
 ROOT = Path(__file__).parents[1]
 TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)

@@ -5,8 +5,8 @@ random weights) on a probe set of ``--probe`` random sequences of 48 tokens, one
 thread per process. Two workloads, each timed in one process and in two (spawned gloo
 ranks on a ``file://`` store; process start-up and set-up untimed):
 
-* ``grid``: an N x N loss grid on a random plane, :func:`landscape.slices.loss_grid` in one
-  process, :func:`landscape.distributed.sharded_loss_grid` (cells dealt round-robin) in two;
+* ``grid``: an N x N loss grid on a random plane, :func:`landscape.geometry.slices.loss_grid` in one
+  process, :func:`landscape.train.distributed.sharded_loss_grid` (cells dealt round-robin) in two;
 * ``top-k``: the Hessian operator (gradient graph) and ``--steps`` Lanczos steps for the
   top ``--k`` eigenvalues (``tol=0``: both arms take the same steps), the probe set halved
   over the ranks and every product all-reduced in two.
@@ -36,14 +36,15 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from landscape.directions import random_plane
-from landscape.distributed import process_group, sharded_loss_fn, sharded_loss_grid
-from landscape.hessian import HessianOperator
-from landscape.model import LoopedTransformer, ModelConfig
-from landscape.objective import detached_params, make_loss_fn
-from landscape.slices import loss_grid, make_axis
-from landscape.spectral import lanczos
-from landscape.tasks.base import IGNORE, Split
+from landscape.curvature.hessian import HessianOperator
+from landscape.curvature.objective import detached_params
+from landscape.curvature.spectral import lanczos
+from landscape.geometry.directions import random_plane
+from landscape.geometry.slices import loss_grid, make_axis
+from landscape.train.distributed import process_group, sharded_loss_fn, sharded_loss_grid
+from landscape.train.model import LoopedTransformer, ModelConfig
+from landscape.train.split_loss import make_loss_fn
+from landscape.train.tasks.base import IGNORE, Split
 
 VOCAB, SEQ = 12, 48
 

@@ -6,7 +6,7 @@ second. The arms are interleaved row by row (each computes grid row i, fixed alp
 beta, in an order that rotates with i and the repeat; setup untimed), so that the load of
 the shared machine hits them alike; medians over repeats, ratios formed inside a repeat:
 
-* ``ours, batch_points=1``: :func:`landscape.slices.loss_grid`, the lean per-point loop;
+* ``ours, batch_points=1``: :func:`landscape.geometry.slices.loss_grid`, the lean per-point loop;
 * ``ours, auto``: the same call with the default ``batch_points="auto"`` (1 on the CPU);
 * ``peer``: as tomgoldstein/loss-landscape does it (``net_plotter.set_weights`` and
   ``evaluation.eval_loss``): per point, the perturbed weights are built as a list of
@@ -15,7 +15,7 @@ the shared machine hits them alike; medians over repeats, ratios formed inside a
   (``--peer-batch`` sequences per batch, batch losses weighted by their scored tokens);
 * ``bound``: N x N bare forward passes of the module at the checkpoint's weights over the
   probe set (``torch.no_grad``, the same loss), in the library's chunks of
-  :data:`landscape.objective.CHUNK` sequences: a grid with zero overhead per point.
+  :data:`landscape.curvature.objective.CHUNK` sequences: a grid with zero overhead per point.
 
 Two diagnostic arms (``--no-diagnostics`` drops them) separate the peer's per-point
 overhead from its batch size: the peer with one DataLoader batch of the whole probe set,
@@ -39,14 +39,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from landscape.config import load_recipe
-from landscape.directions import random_plane
-from landscape.model import token_loss
-from landscape.objective import CHUNK
-from landscape.run import Run
-from landscape.slices import loss_grid, make_axis
-from landscape.tasks.base import IGNORE
-from landscape.train import train
+from landscape.curvature.objective import CHUNK
+from landscape.geometry.directions import random_plane
+from landscape.geometry.slices import loss_grid, make_axis
+from landscape.runs.run import Run
+from landscape.train.model import token_loss
+from landscape.train.recipe import load_recipe
+from landscape.train.tasks.base import IGNORE
+from landscape.train.trainer import train
 
 ROOT = Path(__file__).parents[1]
 OURS = "ours, batch_points=1"

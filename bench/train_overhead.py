@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from landscape.config import load_recipe
-from landscape.train import Trainer
+from landscape.train.recipe import load_recipe
+from landscape.train.trainer import Trainer
 
 ROOT = Path(__file__).parents[1]
 

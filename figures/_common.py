@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from landscape.draw.figures import render, run_files
 from landscape.errors import LandscapeError
-from landscape.figures import render, run_files
-from landscape.run import Run
+from landscape.runs.run import Run
 
 
 def draw(name: str, doc: str) -> None:

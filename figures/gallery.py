@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from landscape.figures import render, run_files
-from landscape.run import Run
+from landscape.draw.figures import render, run_files
+from landscape.runs.run import Run
 
 LIMIT = 300_000
 

@@ -16,9 +16,9 @@ import click
 import numpy as np
 
 from landscape import __version__
-from landscape.archs import ALL
-from landscape.config import load_recipe, parse_override, with_arch
 from landscape.errors import LandscapeError
+from landscape.train.archs import ALL
+from landscape.train.recipe import load_recipe, parse_override, with_arch
 
 
 class UserError(click.ClickException):
@@ -98,7 +98,7 @@ def train(recipe, out, model, task, preset, epochs, steps, seed, device, every, 
       landscape train --task parity --model shift --steps 2000 --out checkpoints/p.h5
       landscape train --resume --out checkpoints/looped_attn.h5
     """
-    from landscape.train import train as run_training
+    from landscape.train.trainer import train as run_training
 
     if resume:
         if out is None:
@@ -161,7 +161,7 @@ def _progress_bar(quiet: bool):
 
 def _main_rank() -> bool:
     """False on the ranks other than 0 of a torchrun job (they stay quiet)."""
-    from landscape.distributed import is_main_process
+    from landscape.train.distributed import is_main_process
 
     return is_main_process()
 
@@ -282,7 +282,7 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
 
 def _buffer_note(run_file: Path, trust_code: bool) -> None:
     """Say once, before probing, where checkpoints carry no buffers (the factory's are used)."""
-    from landscape.run import Run
+    from landscape.runs.run import Run
 
     if not _main_rank():
         return
@@ -317,9 +317,9 @@ def plot(run_files, names, out, formats, dpi):
       landscape plot checkpoints/*.h5 --out figures/out
       landscape plot reproduce/quick/runs/*.h5 --figure spectra --format png
     """
-    from landscape.figures import render
-    from landscape.plot import FORMATS
-    from landscape.run import Run
+    from landscape.draw.figures import render
+    from landscape.draw.plot import FORMATS
+    from landscape.runs.run import Run
 
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
     bad = [f for f in fmts if f not in FORMATS]
@@ -411,7 +411,7 @@ def import_(ckpt_dir, factory, kwargs_json, data, loss, out, quiet):
     """
     import json
 
-    from landscape.importer import import_checkpoints
+    from landscape.runs.importer import import_checkpoints
 
     try:
         kwargs = json.loads(kwargs_json)
@@ -443,8 +443,8 @@ def info(run_file):
 
 
 def _print_summary(path: Path) -> None:
-    from landscape import store
-    from landscape.run import Run
+    from landscape.runfile import store
+    from landscape.runs.run import Run
 
     run = Run.open(path)
     r = run.recipe

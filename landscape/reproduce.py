@@ -35,14 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from landscape import claims as claims_mod
-from landscape import figures, series
-from landscape.archs import ARCHS, CONTROLS, LOOPED, RECIPES, SINGLE, UNTIED
-from landscape.config import RECIPE_DIR, Recipe, load_recipe, with_arch
+from landscape.analysis import claims as claims_mod
+from landscape.analysis import series
+from landscape.draw import figures
 from landscape.errors import LandscapeError
 from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
-from landscape.run import Run
-from landscape.train import train
+from landscape.runs.run import Run
+from landscape.train.archs import ARCHS, CONTROLS, LOOPED, RECIPES, SINGLE, UNTIED
+from landscape.train.recipe import RECIPE_DIR, Recipe, load_recipe, with_arch
+from landscape.train.trainer import train
 
 Report = Callable[[str], None]
 
@@ -52,11 +53,11 @@ class Job:
     """One run of a preset: its recipe and the probes to run on it."""
 
     name: str  # file stem in DIR/runs
-    recipe: str  # a shipped recipe file (landscape/recipes/, copied to models/)
+    recipe: str  # a shipped recipe file (landscape/train/recipes/, copied to models/)
     preset: str | None = None  # the recipe's [presets.X] to apply
     overrides: tuple = ()  # dicts merged last (e.g. the seed)
     probe: ProbeSettings | None = None
-    arch: str | None = None  # train the recipe as this architecture (landscape.archs)
+    arch: str | None = None  # train the recipe as this architecture (landscape.train.archs)
 
     def load(self) -> Recipe:
         """The job's recipe, always the shipped one (never a same-named local file)."""
@@ -163,7 +164,7 @@ def _length_jobs(preset: str | None, seeds, tasks=LENGTH_TASKS) -> list[Job]:
     """Claim 6: each task as Looped-Attn, Single-Attn and the untied depth-matched model.
 
     Looped-Attn's passes follow n; the untied model has Looped-Attn's depth at the longest
-    training length (see :func:`landscape.archs.overrides`). One job per task, architecture
+    training length (see :func:`landscape.train.archs.overrides`). One job per task, architecture
     and seed (the data seed follows the training seed).
     """
     return [Job(f"length_{task}_{arch}_s{seed}", f"length/{task}.toml", preset,
@@ -188,7 +189,7 @@ def hold_language(jobs: list[Job], seed: int) -> list[Job]:
 def _spectral_jobs(seeds) -> list[Job]:
     """Single and Looped at d_model 24, exact spectra at :data:`SPECTRAL_EPOCHS` (claims 2-4).
 
-    Named ``markov_spectral_<arch>_s<seed>`` (:data:`landscape.series.SPECTRAL_PREFIX`), so
+    Named ``markov_spectral_<arch>_s<seed>`` (:data:`landscape.analysis.series.SPECTRAL_PREFIX`), so
     the accuracy claims and figures keep to the main runs.
     """
     jobs = []
@@ -372,7 +373,8 @@ def report_markdown(preset: str, runs: list[Run], result: Outcome) -> str:
              "",
              f"Written by landscape {landscape.__version__} on {time.strftime('%Y-%m-%d')} "
              f"({platform.machine()}, Python {platform.python_version()}); this call took "
-             f"{result.seconds / 60:.1f} min. Every rule is fixed in `landscape/claims.py`.",
+             f"{result.seconds / 60:.1f} min. Every rule is fixed in "
+             "`landscape/analysis/claims.py`.",
              "", "## Claims", "", claims_mod.to_markdown(result.claims, _claim_images(result)),
              "## Runs", ""]
     lines += (_markov_table(runs) + [""] + _spectral_gap(runs) + _algorithmic_table(runs)
@@ -425,7 +427,7 @@ def _markov_table(runs: list[Run]) -> list[str]:
 
 def _spectral_gap(runs: list[Run]) -> list[str]:
     """Claim 1's gap at the spectral runs' size, per seed (do they still separate)."""
-    from landscape.stats import interval
+    from landscape.analysis.stats import interval
 
     spec = {(r.recipe.arch, r.recipe.train.seed): r for r in runs
             if r.name.startswith(series.SPECTRAL_PREFIX)}

@@ -25,7 +25,7 @@ def recipe():
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory):
     """Tiny Single, Looped and SHIFT run files, trained once per test session."""
-    from landscape.train import train
+    from landscape.train.trainer import train
 
     root = tmp_path_factory.mktemp("runs")
     runs = {

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from landscape.config import load_recipe
-from landscape.run import Run
+from landscape.runs.run import Run
+from landscape.train.recipe import load_recipe
 
 TINY = {
     "name": "tiny",

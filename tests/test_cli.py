@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from helpers import SMALL
 
 from landscape.cli import main
-from landscape.run import Run
+from landscape.runs.run import Run
 
 TINY = [*SMALL, "--epochs", "2", "-q"]
 

@@ -44,7 +44,7 @@ def test_installed_package_trains_a_shipped_recipe_by_name_from_an_empty_folder(
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = "1"
 
-    where = _run([py, "-c", "import landscape, landscape.config as c; "
+    where = _run([py, "-c", "import landscape, landscape.train.recipe as c; "
                   "print(landscape.__file__); print(c.RECIPE_DIR)"], work, env).split()
     assert all(Path(w).is_relative_to(site) for w in where), where  # not this checkout
     _run([env_dir / "bin" / "landscape", "train", "looped_attn", "--preset", "quick",

@@ -6,13 +6,13 @@ import pytest
 from click.testing import CliRunner
 
 from landscape import reproduce as rep
-from landscape import store
-from landscape.archs import ARCHS
 from landscape.cli import main
+from landscape.draw.figures import FIGURES
 from landscape.errors import LandscapeError
-from landscape.figures import FIGURES
 from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings
-from landscape.run import Run
+from landscape.runfile import store
+from landscape.runs.run import Run
+from landscape.train.archs import ARCHS
 
 PROBE = ProbeSettings(
     steps="spaced:4",
@@ -166,7 +166,7 @@ def test_a_failing_job_stops_the_workers_with_a_clear_message(tmp_path):
 
 
 def test_unprobed_seeds_do_not_hide_the_probed_one(reproduced, tmp_path):
-    from landscape.figures import render
+    from landscape.draw.figures import render
 
     out, _ = reproduced
     runs = [Run.open(p) for p in sorted((out / "runs").glob("m_*.h5"))]
@@ -196,7 +196,7 @@ def test_the_seed_draws_the_language_unless_held():
 
 
 def test_paper_preset_probes_the_spectral_runs_densely_in_the_divergence_window():
-    from landscape import series
+    from landscape.analysis import series
 
     spec = [j for j in rep.PRESETS["paper"] if j.name.startswith(series.SPECTRAL_PREFIX)]
     assert sorted(j.name for j in spec) == sorted(
@@ -215,7 +215,7 @@ def test_report_states_claim_1s_gap_at_the_spectral_runs_size():
     import numpy as np
     from helpers import StoredRun
 
-    from landscape import series
+    from landscape.analysis import series
 
     def run(arch, seed, final):
         r = StoredRun(arch, seed, {})

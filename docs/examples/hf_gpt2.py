@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import landscape
 from landscape.probe import HessianSettings, ProbeSettings, probe
-from landscape.run import Run
+from landscape.runs.run import Run
 
 transformers.logging.set_verbosity_error()
 torch.manual_seed(0)

@@ -1,7 +1,10 @@
-"""Hessian and River-Valley probes: what is stored, how it is measured, and the driver.
+"""Probes: the measurements of a run's checkpoints, planned, computed and stored.
 
-* :mod:`landscape.probe.schema` -- one frozen dataclass per stored part, its group in the
-  run file and its codec (the only module that knows the keys);
+Takes in a run (:mod:`landscape.runs`) and its checkpoints, and hands on typed parts
+(:mod:`landscape.runfile.schema`) committed to the run file:
+
+* :mod:`landscape.probe.plan` -- what a probe will cost before it runs;
+* :mod:`landscape.probe.pyhessian_backend` -- PyHessian as a baseline backend;
 * :mod:`landscape.probe.parts` -- each measurement as a public function of a loss or an
   operator, settings and the parts it builds on (callable from a notebook);
 * :mod:`landscape.probe.driver` -- ``landscape probe``: step selection, the registry of

@@ -7,7 +7,7 @@ file, evaluated with ``functional_call``, and never trained: nothing of the call
 touched.
 
 The driver only drives. What each part *is* (fields, group, keys) is in
-:mod:`landscape.probe.schema`; how each is *measured* is a public function of
+:mod:`landscape.runfile.schema`; how each is *measured* is a public function of
 :mod:`landscape.probe.parts`. Here: which checkpoints (:func:`select_steps`), which parts
 (:data:`REGISTRY`), whether a stored part may be reused, committing each part as soon as
 it is done, resuming a half-finished grid at its first missing cell, and the torchrun
@@ -15,7 +15,7 @@ ranks.
 
 Reuse. Each part is stored with the canonical JSON of the settings that shaped it and a
 fingerprint of those settings and of the parts it was computed from (see
-:func:`landscape.probe.schema.fingerprint`). A rerun skips a part only when the
+:func:`landscape.runfile.schema.fingerprint`). A rerun skips a part only when the
 fingerprint it would produce is the stored one: change ``--grid`` and the slices are
 recomputed; change ``--k`` and the top eigenpairs are recomputed, and with them every part
 computed from them (trace, sharpness, valley, widths, ...). ``force=True`` recomputes
@@ -32,7 +32,7 @@ and ``qk_alignment``.
 
 How to add a part (three steps, nothing else changes):
 
-1. In :mod:`landscape.probe.schema`, a frozen dataclass subclassing ``Part`` with its
+1. In :mod:`landscape.runfile.schema`, a frozen dataclass subclassing ``Part`` with its
    ``KIND`` (``hessian``, ``geometry`` or ``run``), ``NAME`` and typed fields; add it to
    ``schema.PARTS``.
 2. In :mod:`landscape.probe.parts`, a public function measuring it from a loss or an
@@ -45,9 +45,9 @@ How to add a part (three steps, nothing else changes):
    :class:`Job` provides: ``job.operator()``, ``job.loss_fn()``, ``job.params()``,
    ``job.inputs``, ``job.evaluate()`` for grids).
 
-Then readers get it with ``landscape.series`` (``series.part(run, "name", step)``).
+Then readers get it with ``landscape.analysis.series`` (``series.part(run, "name", step)``).
 
-Under torchrun (see :mod:`landscape.distributed`) every rank runs the same probe, on
+Under torchrun (see :mod:`landscape.train.distributed`) every rank runs the same probe, on
 the CPU (gloo) or, with ``device="cuda"``, on its own GPU (nccl): Hessian products are
 sharded over the probe set and summed, grid cells are dealt out and gathered, rank 0
 decides which parts are already stored and alone writes them. The other parts (valley
@@ -66,12 +66,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from landscape import distributed, store
-from landscape.directions import Plane, shared_plane
+from landscape.curvature.hessian import HessianOperator
 from landscape.errors import LandscapeError
-from landscape.hessian import HessianOperator
-from landscape.objective import make_loss_fn
-from landscape.plan import (
+from landscape.geometry.directions import Plane, shared_plane
+from landscape.geometry.slices import loss_grid
+from landscape.probe import parts
+from landscape.probe.parts import GeometrySettings, HessianSettings
+from landscape.probe.plan import (
     MEMORY_FLAG,
     PartPlan,
     UnitCosts,
@@ -82,15 +83,15 @@ from landscape.plan import (
     measure_costs,
     plan_parts,
 )
-from landscape.probe import parts
-from landscape.probe import schema as sc
-from landscape.probe.parts import GeometrySettings, HessianSettings
-from landscape.run import Run
-from landscape.slices import loss_grid
-from landscape.tasks.base import Split
+from landscape.runfile import schema as sc
+from landscape.runfile import store
+from landscape.runs.run import Run
+from landscape.train import distributed
+from landscape.train.split_loss import make_loss_fn
+from landscape.train.tasks.base import Split
 
 if TYPE_CHECKING:
-    from landscape.distributed import Ranks
+    from landscape.train.distributed import Ranks
 
 Report = Callable[[str], None]
 
@@ -559,7 +560,7 @@ class Driver:
         return steps
 
     def plan(self, steps: list[int]) -> tuple[UnitCosts, list[PartPlan]]:
-        """The estimated cost of each part of one checkpoint (:mod:`landscape.plan`).
+        """The estimated cost of each part of one checkpoint (:mod:`landscape.probe.plan`).
 
         Measured at the first of ``steps`` on this probe's device and dtype: one loss, one
         gradient, one create-graph gradient and three Hessian-vector products.
@@ -575,7 +576,7 @@ class Driver:
         sizes = dict(zip(self.run.layout.names, self.run.layout.sizes))
         blocks = None
         if hs is not None and hs.blocks:
-            from landscape.blocks import blocks as make_blocks
+            from landscape.curvature.param_blocks import blocks as make_blocks
 
             blocks = {b: sum(sizes[n] for n in names) for b, names in
                       make_blocks(self.run.layout.names, hs.block_patterns).items()}
@@ -660,7 +661,7 @@ class Driver:
     def evaluator(self, group: str, fp: str) -> parts.GridEvaluator:
         """Grids dealt out to the ranks, or resumable in one process."""
         if self.ranks is not None:
-            from landscape.distributed import sharded_loss_grid
+            from landscape.train.distributed import sharded_loss_grid
 
             ranks = self.ranks
             return lambda loss_fn, params, plane, alphas, betas: (sharded_loss_grid(
@@ -681,7 +682,7 @@ class Driver:
         """The objective of Hessian products: with ranks, this rank's weighted share of it."""
         if self.ranks is None:
             return self.loss_fn(step, loops)
-        from landscape.distributed import sharded_loss_fn
+        from landscape.train.distributed import sharded_loss_fn
 
         return sharded_loss_fn(self.run.model(step, loops=loops, device=self.device),
                                self.probe_split, self.ranks)
@@ -788,7 +789,7 @@ def plan(path: str | Path, settings: ProbeSettings | None = None,
     """What :func:`probe` would cost, as lines of text, before any work (``--plan``).
 
     Reads the run file only (no lock, nothing written). Measures the units of
-    :mod:`landscape.plan` at the first selected checkpoint and lists each part's estimated
+    :mod:`landscape.probe.plan` at the first selected checkpoint and lists each part's estimated
     HVPs, forwards, time and peak memory, the totals for the selected checkpoints, and the
     parts that would be refused for memory.
     """

@@ -1,9 +1,9 @@
 """Every probe measurement as a public function returning its stored part.
 
-Each function takes what it measures (a :class:`~landscape.hessian.HessianOperator`, or a
-``loss_fn`` with its ``params``, see :mod:`landscape.objective`), the settings that shape
+Each function takes what it measures (a :class:`~landscape.curvature.hessian.HessianOperator`, or a
+``loss_fn`` with its ``params``, see :mod:`landscape.curvature.objective`), the settings that shape
 it, and the parts it builds on, and returns the frozen dataclass of
-:mod:`landscape.probe.schema` that the probe stores. None of them reads or writes a run
+:mod:`landscape.runfile.schema` that the probe stores. None of them reads or writes a run
 file, so a notebook can call them on any model::
 
     op = HessianOperator(loss_fn, params)
@@ -29,22 +29,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from landscape.dense import exact_valley
-from landscape.directions import Plane, pca_directions, plane_through, projection_losses
-from landscape.directions import random_plane as _random_plane
+from landscape.curvature.dense_hessian import exact_valley
+from landscape.curvature.hessian import HessianOperator, preconditioned_operator
+from landscape.curvature.objective import LossFn, ParamLayout
+from landscape.curvature.spectral import (
+    default_tol,
+    dense_matrix,
+    hutchpp,
+    lanczos,
+    subspace_overlap,
+)
+from landscape.curvature.spectral import slq as _slq
 from landscape.errors import LandscapeError
-from landscape.geometry import loop_curve as _loop_curve
-from landscape.geometry import unit_direction, valley_spread, valley_widths
-from landscape.hessian import HessianOperator, preconditioned_operator
-from landscape.model import param_groups
-from landscape.objective import LossFn, ParamLayout
-from landscape.probe import schema as sc
-from landscape.slices import loss_grid, make_axis
-from landscape.spectral import default_tol, dense_matrix, hutchpp, lanczos, subspace_overlap
-from landscape.spectral import slq as _slq
-from landscape.uv import precondition_denominator
-from landscape.valley import river_direction, split_from_slq, split_spectrum
-from landscape.valley import river_progress as _river_progress
+from landscape.geometry.directions import Plane, pca_directions, plane_through, projection_losses
+from landscape.geometry.directions import random_plane as _random_plane
+from landscape.geometry.measurements import loop_curve as _loop_curve
+from landscape.geometry.measurements import unit_direction, valley_spread, valley_widths
+from landscape.geometry.slices import loss_grid, make_axis
+from landscape.geometry.uv_measures import precondition_denominator
+from landscape.geometry.valley import river_direction, split_from_slq, split_spectrum
+from landscape.geometry.valley import river_progress as _river_progress
+from landscape.runfile import schema as sc
+from landscape.train.model import param_groups
 
 EXACT_OPTIONS = ("auto", "always", "never")
 QK_CHECKPOINTS = 2  # checkpoints after initialisation at which Q/K gradients are compared
@@ -71,7 +77,7 @@ class HessianSettings:
     exact: str = "auto"  # full spectrum: "auto" (P <= exact_max_params), "always", "never"
     exact_max_params: int = 3000  # the "auto" bound (the dense Hessian costs P HVPs)
     # per-block spectra: () none; ("layers",) the architecture's layers; else fnmatch
-    # patterns of parameter names, one block each (see landscape.blocks)
+    # patterns of parameter names, one block each (see landscape.curvature.param_blocks)
     blocks: tuple[str, ...] = ()
     dtype: str = "float32"  # "float32" or "float64" products
     backend: str = "landscape"  # "landscape", or "pyhessian" to add PyHessian's numbers
@@ -197,7 +203,8 @@ def exact(op: HessianOperator, loops: int = 0, k: int = EXACT_VECTORS,
     Beside the eigenvalues: the top-``k`` eigenvectors (Lanczos on the dense matrix), and,
     with AdamW's state (``adam_v`` after ``adam_step`` steps), the spectrum and top-k
     eigenvectors of the preconditioned Hessian ``D^-1/2 H D^-1/2`` the optimiser sees
-    (:func:`landscape.uv.precondition_denominator`; see :mod:`landscape.dense`).
+    (:func:`landscape.geometry.uv_measures.precondition_denominator`; see
+    :mod:`landscape.curvature.dense_hessian`).
     """
     n0 = op.n_matvec
     h = dense_matrix(op).double().cpu()
@@ -220,7 +227,7 @@ def stability_threshold(lr: float, beta1: float = 0.0) -> float:
     Kaur, Li, Kolter & Talwalkar, "Gradient Descent on Neural Networks Typically Occurs at
     the Edge of Stability", ICLR 2021), and for heavy-ball momentum ``beta1``; for Adam it
     applies to the preconditioned sharpness
-    (:func:`landscape.hessian.preconditioned_operator`), which equilibrates at ``38 / lr``
+    (:func:`landscape.curvature.hessian.preconditioned_operator`), which equilibrates at ``38 / lr``
     for ``beta1 = 0.9`` (Cohen et al., "Adaptive Gradient Methods at the Edge of
     Stability", arXiv:2207.14484, 2022).
 
@@ -271,12 +278,14 @@ def overlap(previous: sc.Top, current: sc.Top, previous_step: int) -> sc.Overlap
 
 
 def blocks(op: HessianOperator, hs: HessianSettings, loops: int = 0) -> sc.Blocks:
-    """Top eigenvalues and trace of each block's Hessian (see :mod:`landscape.blocks`).
+    """Top eigenvalues and trace of each block's Hessian.
+
+    Blocks: see :mod:`landscape.curvature.param_blocks`.
 
     Blocks by ``hs.blocks``: the architecture's layers, or one per parameter-name pattern.
     """
-    from landscape.blocks import block_spectra
-    from landscape.blocks import blocks as make_blocks
+    from landscape.curvature.param_blocks import block_spectra
+    from landscape.curvature.param_blocks import blocks as make_blocks
 
     groups = make_blocks(op.names, hs.block_patterns)
     res = block_spectra(op, groups, hs.k_top, tol=hs.tol or None, max_steps=hs.max_steps,
@@ -292,7 +301,7 @@ def blocks(op: HessianOperator, hs: HessianSettings, loops: int = 0) -> sc.Block
 
 def pyhessian(model: torch.nn.Module, split, hs: HessianSettings, loops: int = 0) -> sc.PyHessian:
     """PyHessian 0.1's top eigenvalues and trace on ``model`` and ``split`` (the peer)."""
-    from landscape.peers.pyhessian import pyhessian_backend
+    from landscape.probe.pyhessian_backend import pyhessian_backend
 
     res = pyhessian_backend(model, split, top_n=min(hs.k_top, 5), seed=hs.seed)
     return sc.PyHessian(eigenvalues=np.asarray(res.eigenvalues), trace=float(res.trace),
@@ -347,13 +356,15 @@ def spread(loss_fn: LossFn, params: Mapping[str, torch.Tensor], gs: GeometrySett
            top_part: sc.Top, exact_part: sc.Exact | None = None,
            op: HessianOperator | None = None, adam_v: np.ndarray | None = None,
            adam_step: int = 0, beta2: float = 0.999, eps: float = 1e-8) -> sc.Spread:
-    """The direction spread (:func:`landscape.geometry.valley_spread`) of H and of Adam's.
+    """The direction spread of H and of Adam's preconditioned Hessian.
+
+    See :func:`landscape.geometry.measurements.valley_spread`.
 
     The valley subspace is the span of the top ``gs.spread_k`` eigenvectors (fewer where
     the probe computed fewer; the part stores the k used): the exact ones where the exact
     part has them, else the Lanczos ones of ``top_part``. On the
     preconditioned Hessian: its exact top eigenvectors, or Lanczos on
-    :func:`landscape.hessian.preconditioned_operator` (``op`` needed), with directions
+    :func:`landscape.curvature.hessian.preconditioned_operator` (``op`` needed), with directions
     scaled by ``D^-1/2``.
     """
     use_exact = exact_part is not None and exact_part.vectors is not None
@@ -436,7 +447,10 @@ def slice_random(loss_fn: LossFn, params: Mapping[str, torch.Tensor], gs: Geomet
 def slice_shared(loss_fn: LossFn, params: Mapping[str, torch.Tensor], plane: Plane,
                  gs: GeometrySettings, loops: int = 0,
                  evaluate: GridEvaluator | None = None) -> sc.SliceShared:
-    """The loss on a plane shared between runs (:func:`landscape.directions.shared_plane`)."""
+    """The loss on a plane shared between runs.
+
+    The plane: :func:`~landscape.geometry.directions.shared_plane`.
+    """
     axis = make_axis(-gs.span, gs.span, gs.grid)
     return surface(sc.SliceShared, loss_fn, params, plane, axis, axis, loops=loops,
                    info={**plane.info, "seed": gs.seed}, evaluate=evaluate)

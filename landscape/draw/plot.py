@@ -1,0 +1,1595 @@
+"""Figure functions: arrays in, a matplotlib :class:`~matplotlib.figure.Figure` out.
+
+No function here reads a file or computes a measurement: the caller (``landscape plot``,
+``reproduce``, a notebook) loads the run files through :mod:`landscape.analysis.series`, which also
+derives what is shown (binned spectra, entropy, basin shares), and passes plain arrays,
+dicts and small dataclasses whose shapes each docstring gives. Saving is a separate step,
+:func:`save`, which writes the settings into the files' metadata, never into their names.
+
+**One style.** :data:`STYLE` is a small dict of rcParams (Okabe-Ito colorblind-safe
+palette; 8 pt text for a 3.25 in column, :func:`figsize` for sizes from a column or
+page width), applied with :func:`matplotlib.rc_context` inside every figure function and
+inside :func:`save`. Nothing is changed at import and ``matplotlib.rcParams`` is the same
+after a call as before it. Every figure function also takes the keyword ``usetex``
+(default False): LaTeX text, honoured only where a ``latex`` executable is on the PATH.
+
+**Figures are not registered with pyplot** (they are built with ``Figure()``), so
+nothing accumulates in a long loop and no GUI backend is touched; a notebook shows a
+returned figure as a cell's value. Pass one to :func:`save` to write it.
+
+**Colors are fixed per model** (:data:`MODEL_COLORS`): Single-Attn blue, Looped-Attn
+vermillion, SHIFT bluish green, ceilings gray; in the concept figure River-U takes
+Single-Attn's color and River-V Looped-Attn's (the paper's conjecture pairs them).
+
+**Seeds.** Where a model maps to a list of runs (one dict per seed), the line is the mean
+over seeds and the band spans their minimum to maximum (runs on other x grids are
+interpolated onto the first run's grid, within their own range).
+
+**Missing pieces.** An optional input that is absent leaves its panel saying "not
+computed" (or skips it where the docstring says so); a required one raises
+:class:`~landscape.errors.LandscapeError` naming it.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import math
+import shutil
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+from cycler import cycler
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from landscape import __version__
+from landscape.errors import LandscapeError
+from landscape.geometry.phases import PHASES, UNASSIGNED, Phases
+from landscape.geometry.valley import KAPPA_U, KAPPA_V
+from landscape.train.archs import LABELS, LOOPED, SHIFT, SINGLE
+
+# ---------------------------------------------------------------------------------------
+# style
+# ---------------------------------------------------------------------------------------
+
+COLUMN_WIDTH = 3.25  # inches, one column of a two-column paper
+PAGE_WIDTH = 6.75  # inches, the full text width
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+OKABE_ITO = {
+    "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+}  # fmt: skip
+MODEL_COLORS = {
+    SINGLE: OKABE_ITO["blue"], LOOPED: OKABE_ITO["vermillion"],
+    SHIFT: OKABE_ITO["green"], "ceiling": "#7F7F7F",
+}  # fmt: skip
+MODEL_LABELS = LABELS
+PHASE_COLORS = {
+    "collapse": OKABE_ITO["sky"], "diversification": OKABE_ITO["orange"],
+    "stabilization": OKABE_ITO["purple"], UNASSIGNED: "#DDDDDD",
+}  # fmt: skip
+_EXTRA_COLORS = [OKABE_ITO[k] for k in ("orange", "sky", "purple", "black", "yellow")]
+
+STYLE: dict = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9,
+    "axes.prop_cycle": cycler(color=[MODEL_COLORS[SINGLE], MODEL_COLORS[LOOPED],
+                                     MODEL_COLORS[SHIFT], *_EXTRA_COLORS]),
+    "axes.spines.top": False, "axes.spines.right": False, "axes.titlepad": 3.0,
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5,
+    "lines.linewidth": 1.2, "lines.markersize": 3.0, "legend.frameon": False,
+    "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight", "savefig.pad_inches": 0.02,
+    "pdf.fonttype": 42, "ps.fonttype": 42, "image.cmap": "viridis", "text.usetex": False,
+}  # fmt: skip
+"""rcParams of every figure (8 pt text for a 3.25 in column; Okabe-Ito colors)."""
+
+
+def rc_params(usetex: bool = False) -> dict:
+    """The style as an rcParams dict, with LaTeX text only if asked and installed.
+
+    Args:
+        usetex: render text with LaTeX; ignored where ``latex`` is not on the PATH.
+
+    Returns:
+        A new dict to pass to :func:`matplotlib.rc_context`.
+    """
+    rc = dict(STYLE)
+    if usetex and shutil.which("latex"):
+        rc.update({"text.usetex": True, "font.family": "serif"})
+    return rc
+
+
+def figsize(width: str | float = "column", aspect: float = GOLDEN) -> tuple[float, float]:
+    """Figure size in inches from a column width.
+
+    Args:
+        width: ``"column"`` (3.25 in), ``"page"`` (6.75 in) or a width in inches.
+        aspect: height over width.
+
+    Returns:
+        ``(width, height)`` in inches.
+    """
+    widths = {"column": COLUMN_WIDTH, "page": PAGE_WIDTH}
+    w = widths.get(width, width) if isinstance(width, str) else float(width)
+    if isinstance(w, str) or not w > 0 or not aspect > 0:
+        raise LandscapeError(f"figsize: width must be 'column', 'page' or inches > 0 and "
+                             f"aspect > 0, got {width!r}, {aspect!r}")
+    return (w, w * aspect)
+
+
+def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Run a figure function inside the style, with ticks created inside it too."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, usetex: bool = False, **kwargs) -> Figure:
+        with mpl.rc_context(rc_params(usetex)):
+            fig = fn(*args, **kwargs)
+            _make_ticks(fig)
+        return fig
+
+    return wrapper
+
+
+def _make_ticks(fig: Figure) -> None:
+    """Create every axis' ticks now, inside the style.
+
+    Matplotlib makes ticks lazily, at the first draw, reading their label size and grid
+    style from the rcParams of that moment, which would be outside the style. Ticks
+    made later copy the first one's properties, so making them here is enough.
+    """
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.get_major_ticks()
+            axis.get_minor_ticks()
+
+
+def _new_figure(width: str | float, aspect: float) -> Figure:
+    """A constrained-layout figure not registered with pyplot."""
+    return Figure(figsize=figsize(width, aspect), layout="constrained")
+
+
+# ---------------------------------------------------------------------------------------
+# saving
+# ---------------------------------------------------------------------------------------
+
+FORMATS = ("pdf", "png", "svg")
+
+
+def _json_default(x: object) -> object:
+    """JSON for numpy scalars and arrays; ``str`` for anything else."""
+    return x.tolist() if hasattr(x, "tolist") else str(x)
+
+
+def _metadata_strings(metadata: Mapping | None) -> dict[str, str]:
+    """Metadata as ``{key: str}``, values JSON-encoded unless already strings."""
+    out = {}
+    for key, value in (metadata or {}).items():
+        ok = isinstance(key, str) and 0 < len(key) < 80 and key.isascii() and key.isprintable()
+        if not ok or key != key.strip():
+            raise LandscapeError(f"save: metadata key {key!r} must be 1-79 printable ASCII "
+                                 "characters without leading or trailing spaces")
+        out[key] = value if isinstance(value, str) else json.dumps(value, default=_json_default)
+    return out
+
+
+def _format_metadata(fmt: str, name: str, meta: dict[str, str]) -> dict:
+    """The ``metadata`` argument of ``savefig`` for one format."""
+    blob = json.dumps(meta, sort_keys=True)
+    software = f"landscape {__version__}"
+    if fmt == "pdf":
+        keywords = "; ".join(f"{k}={v}" for k, v in sorted(meta.items()))
+        return {"Title": name, "Subject": blob, "Keywords": keywords, "Creator": software}
+    if fmt == "png":
+        return {"Title": name, "Software": software, "landscape": blob, **meta}
+    return {"Title": name, "Description": blob, "Creator": software}
+
+
+def save(
+    fig: Figure,
+    path: str | Path,
+    formats: Sequence[str] = ("pdf", "png"),
+    metadata: Mapping | None = None,
+    dpi: float = 200,
+) -> list[Path]:
+    """Write a figure in each format, settings in the files' metadata; close it.
+
+    Where the settings go: PDF ``Subject`` (all settings as one JSON object) and
+    ``Keywords`` (``key=value; ...``); PNG text chunks (one per setting, plus
+    ``landscape`` with the JSON object, read back with ``PIL.Image.open(p).text``); SVG
+    ``Description`` (the JSON object). Non-string values are JSON-encoded.
+
+    Args:
+        fig: the figure.
+        path: the output path without a suffix (``out/fig2``); folders are created.
+        formats: any of ``"pdf"``, ``"png"``, ``"svg"``.
+        metadata: settings to record (keys: 1-79 printable ASCII characters).
+        dpi: resolution of raster formats (PNG); lower it for small gallery images.
+
+    Returns:
+        The paths written, one per format, in order.
+    """
+    base = Path(path)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise LandscapeError(f"save: formats must be among {FORMATS}, got {list(formats)}")
+    if base.suffix.lower().lstrip(".") in FORMATS:
+        raise LandscapeError(f"save: give the path without a suffix, got {str(base)!r}")
+    if not dpi > 0:
+        raise LandscapeError(f"save: dpi must be > 0, got {dpi}")
+    meta = _metadata_strings(metadata)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    with mpl.rc_context(rc_params()):
+        for fmt in formats:
+            out = base.parent / f"{base.name}.{fmt}"
+            fig.savefig(out, format=fmt, dpi=dpi, metadata=_format_metadata(fmt, base.name, meta))
+            written.append(out)
+    if fig.canvas.manager is not None:  # a pyplot figure: release it from pyplot too
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return written
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _need(d: Mapping, key: str, where: str) -> object:
+    """``d[key]``, or a LandscapeError naming the missing input."""
+    if not isinstance(d, Mapping):
+        raise LandscapeError(f"{where}: expected a dict with {key!r}, got {type(d).__name__}")
+    if d.get(key) is None:
+        raise LandscapeError(f"{where}: missing {key!r}")
+    return d[key]
+
+
+def _vec(x: object, where: str) -> np.ndarray:
+    """A non-empty float vector (NaN allowed: points not computed)."""
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise LandscapeError(f"{where}: empty array")
+    return a
+
+
+def _unit(unit: object, where: str) -> str:
+    """The time axis' label (``epoch``, ``step``), a non-empty string."""
+    if not isinstance(unit, str) or not unit:
+        raise LandscapeError(f"{where}: unit must be a word such as 'epoch' or 'step', "
+                             f"got {unit!r}")
+    return unit
+
+
+def _models(d: Mapping, where: str) -> list[str]:
+    """The keys of a per-model dict, the known models first, or an error if empty."""
+    if not isinstance(d, Mapping) or not d:
+        raise LandscapeError(f"{where}: no models given (expected e.g. {{'single': ..., "
+                             f"'looped': ...}})")
+    known = [m for m in MODEL_LABELS if m in d]
+    return known + [m for m in d if m not in known]
+
+
+def _colors(keys: Sequence[str]) -> dict[str, str]:
+    """A fixed color per model; other keys take the remaining palette in order."""
+    extra = iter(_EXTRA_COLORS * (1 + len(keys) // len(_EXTRA_COLORS)))
+    return {k: MODEL_COLORS.get(k) or next(extra) for k in keys}
+
+
+def _label(key: str) -> str:
+    return MODEL_LABELS.get(key, key)
+
+
+def _runs(value: object, where: str) -> list[Mapping]:
+    """One run (a dict) or several (a list of dicts, one per seed) as a list."""
+    if isinstance(value, Mapping):
+        return [value]
+    runs = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else []
+    if not runs or not all(isinstance(r, Mapping) for r in runs):
+        raise LandscapeError(f"{where}: expected a dict of arrays or a list of them (one "
+                             "per seed)")
+    return runs
+
+
+def _xy(run: Mapping, xkey: str, ykey: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _vec(_need(run, xkey, where), where), _vec(_need(run, ykey, where), where)
+    if x.shape != y.shape:
+        raise LandscapeError(f"{where}: {xkey!r} has {x.size} values, {ykey!r} has {y.size}")
+    return x, y
+
+
+def _seed_stats(runs: Sequence[Mapping], xkey: str, ykey: str, where: str):
+    """``x, mean, lo, hi`` over seeds on the first run's x grid."""
+    x0, _ = _xy(runs[0], xkey, ykey, where)
+    ys = []
+    for i, run in enumerate(runs):
+        x, y = _xy(run, xkey, ykey, f"{where} (seed {i})")
+        order = np.argsort(x)
+        ys.append(np.interp(x0, x[order], y[order], left=np.nan, right=np.nan))
+    stack = np.vstack(ys)
+    with np.errstate(invalid="ignore"):
+        valid = np.any(np.isfinite(stack), axis=0)
+        mean = np.full(x0.size, np.nan)
+        lo, hi = mean.copy(), mean.copy()
+        mean[valid] = np.nanmean(stack[:, valid], axis=0)
+        lo[valid], hi[valid] = np.nanmin(stack[:, valid], 0), np.nanmax(stack[:, valid], 0)
+    return x0, mean, lo, hi
+
+
+def _seed_label(label: str, n: int) -> str:
+    return f"{label} ({n} seeds)" if n > 1 else label
+
+
+def _ylabel(metric: str) -> str:
+    """A readable axis label for a metric key."""
+    names = {"acc": "accuracy", "loss": "loss (nats / token)", "seq_acc": "sequence accuracy"}
+    split, _, name = metric.rpartition(".")
+    return f"{split} {names.get(name, name)}".strip()
+
+
+def _line_band(ax, runs, xkey, ykey, color, label, where, **kw) -> None:
+    """Mean line over seeds with a min-max band (no band for one seed)."""
+    x, mean, lo, hi = _seed_stats(runs, xkey, ykey, where)
+    n = len(runs)
+    ax.plot(x, mean, color=color, label=_seed_label(label, n), **kw)
+    if n > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+
+
+def _not_computed(ax, what: str) -> None:
+    """Leave a panel empty with a note saying what was not computed."""
+    ax.text(0.5, 0.5, f"not computed:\n{what}", ha="center", va="center",
+            transform=ax.transAxes, color="#555555", wrap=True)  # fmt: skip
+    ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)  # not ticks:
+    ax.grid(False)  # the x axis may be shared with a panel that has data
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _legend_below(fig: Figure, axes, ncol: int | None = None) -> None:
+    """One legend for the figure, outside the panels, from the unique labels."""
+    seen: dict[str, object] = {}
+    for ax in np.ravel(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if not lab.startswith("_"):
+                seen.setdefault(lab, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
+                   ncol=ncol or min(len(seen), 4))  # fmt: skip
+
+
+def _log_if_wide(ax, values: np.ndarray, axis: str = "y", decades: float = 1.5) -> None:
+    """Log scale if the positive finite values span more than ``decades`` decades."""
+    v = values[np.isfinite(values)]
+    if v.size and np.all(v > 0) and np.log10(v.max() / v.min()) > decades:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def _mark_switch(ax, x: float | None, color: str = MODEL_COLORS[SHIFT]) -> None:
+    """A dotted vertical line at the SHIFT switch, labelled."""
+    if x is None or not np.isfinite(x):
+        return
+    ax.axvline(x, color=color, linestyle=":", linewidth=1.0, label="switch")
+
+
+# ---------------------------------------------------------------------------------------
+# Fig. 1: concept
+# ---------------------------------------------------------------------------------------
+
+
+def _check_sim(sim: object, name: str) -> None:
+    fields = ("kind", "plane_r", "plane_b", "plane_loss", "path", "descent", "valley_eigvals")
+    if sim is None or not all(hasattr(sim, f) for f in fields):
+        raise LandscapeError(f"concept: missing {name} "
+                             "(a landscape.geometry.simulator.simulate result)")
+
+
+def _surface(ax, sim, levels, color: str):
+    """The loss on the simulation's plane with its projected GD path."""
+    cs = ax.contourf(sim.plane_r, sim.plane_b, sim.plane_loss.T, levels=levels)
+    ax.contour(sim.plane_r, sim.plane_b, sim.plane_loss.T, levels=levels[::2], colors="white",
+               linewidths=0.3, alpha=0.5)  # fmt: skip
+    path = np.asarray(sim.path)
+    ax.plot(path[:, 0], path[:, 1], color="white", linewidth=1.8)
+    ax.plot(path[:, 0], path[:, 1], color=color, linewidth=0.9)
+    ax.plot(*path[0], marker="o", color="white", markeredgecolor="black", markersize=4)
+    ax.plot(*path[-1], marker="*", color="white", markeredgecolor="black", markersize=7)
+    lam = np.asarray(sim.valley_eigvals)
+    ax.set_title(f"River-{sim.kind}, " + r"$\kappa$" + f" = {lam.max() / lam.min():.3g}")
+    ax.set_xlabel("river coordinate $r$")
+    ax.grid(False)
+    return cs
+
+
+def _cross_sections(ax, sims) -> None:
+    """``0.5 lam_i x^2`` along each valley eigenvector: even (U) or uneven (V) cliffs."""
+    x = np.linspace(-1.0, 1.0, 101)
+    for sim, model in sims[::-1]:  # U last, on top: its parabolas coincide
+        for i, lam in enumerate(np.asarray(sim.valley_eigvals)):
+            ax.plot(x, 0.5 * lam * x**2, color=MODEL_COLORS[model], linewidth=0.7,
+                    label=f"River-{sim.kind}" if i == 0 else None)  # fmt: skip
+    ax.set(xlabel="along a valley eigenvector", ylabel="loss rise",
+           title="valley cross-sections")  # fmt: skip
+    ax.legend(loc="upper center")
+
+
+def _progress(ax, sims) -> None:
+    """River coordinate against gradient-descent step, labelled at the end with its progress."""
+    for sim, model in sims:
+        r = np.asarray(sim.descent.r)[:, 0]
+        ax.plot(np.arange(r.size), r, color=MODEL_COLORS[model], label=f"River-{sim.kind}")
+        ax.annotate(f"{sim.kind}: {r[-1] - r[0]:.3g}", (r.size - 1, r[-1]), xytext=(2, 0),
+                    textcoords="offset points", va="center", fontsize=6)  # fmt: skip
+    ax.set(xlabel="gradient-descent step", ylabel="river progress $r$", title="river progress")
+    ax.set_xlim(0, 1.35 * (r.size - 1))
+
+
+def _timeline(ax, tl: Mapping) -> None:
+    """SHIFT timeline: the Single phase, the switch, the Looped phase."""
+    start, end = float(tl.get("start", 0.0)), float(_need(tl, "end", "concept: shift_timeline"))
+    switch = float(_need(tl, "switch", "concept: shift_timeline"))
+    if not start <= switch <= end:
+        raise LandscapeError(f"concept: need start <= switch <= end, got {start}, {switch}, {end}")
+    loops = tl.get("loops", 3)
+    ax.axvspan(start, switch, color=MODEL_COLORS[SINGLE], alpha=0.18, linewidth=0)
+    ax.axvspan(switch, end, color=MODEL_COLORS[LOOPED], alpha=0.18, linewidth=0)
+    ax.axvline(switch, color="black", linewidth=1.0)
+    ax.text((start + switch) / 2, 0.97, "Single-Attn phase (1 loop)", ha="center", va="top",
+            transform=ax.get_xaxis_transform())  # fmt: skip
+    ax.text((switch + end) / 2, 0.97, f"Looped-Attn phase ({loops} loops, same weights)",
+            ha="center", va="top", transform=ax.get_xaxis_transform())  # fmt: skip
+    ax.text(switch, 0.03, " switch", ha="left", va="bottom", transform=ax.get_xaxis_transform())
+    curve = tl.get("curve")
+    if curve is not None:
+        x, y = _xy(curve, "x", "y", "concept: shift_timeline curve")
+        ax.plot(x, y, color="black", linewidth=1.0)
+        ax.set_ylabel(curve.get("label", ""))
+        ax.set_ylim(top=np.nanmax(y) + 0.35 * (np.nanmax(y) - np.nanmin(y) + 1e-12))
+    else:
+        ax.set_yticks([])
+    ax.set_xlim(start, end)
+    ax.set_xlabel(tl.get("unit", "epoch"))
+    ax.set_title("SHIFT: train Single-Attn until it plateaus, then loop the same block")
+
+
+@_styled
+def concept(u_sim, v_sim, shift_timeline: Mapping | None = None) -> Figure:
+    """Paper Fig. 1: River-U and River-V valleys with gradient descent, and SHIFT's timeline.
+
+    How to read it. First two panels: the loss on the plane spanned by the river axis
+    (horizontal) and the simulation's plane direction in the valley (vertical; see
+    ``plane_mode`` of :func:`landscape.geometry.simulator.simulate`), with the GD path projected
+    on it (circle: start, star: end); both share the color levels. Third: the valley's
+    cross-section along each of its eigenvectors, ``0.5 lambda_i x^2``: a bundle of
+    equal parabolas for U (even cliffs), a fan from narrow to wide for V. Fourth: the
+    river coordinate against GD step (each line labelled U or V with its final progress):
+    the paper's claim is that V goes further. Bottom (when given): SHIFT's schedule,
+    Single-Attn until the switch and the same block looped after it.
+
+    Args:
+        u_sim: ``landscape.geometry.simulator.simulate("U", ...)`` result (``compare(...).u``).
+        v_sim: the matching River-V result.
+        shift_timeline: optional ``{"switch": float, "end": float, "start": 0.0,
+            "unit": "epoch", "loops": 3, "curve": {"x": [n], "y": [n], "label": str}}``;
+            ``curve`` (e.g. accuracy of a SHIFT run) is optional.
+
+    Returns:
+        The figure (page width).
+    """
+    _check_sim(u_sim, "u_sim")
+    _check_sim(v_sim, "v_sim")
+    timeline = shift_timeline is not None
+    fig = _new_figure("page", 0.5 if timeline else 0.3)
+    grid = fig.add_gridspec(2 if timeline else 1, 4, height_ratios=[2.2, 1] if timeline else None)
+    axes = [fig.add_subplot(grid[0, i]) for i in range(4)]
+    lo = min(np.nanmin(s.plane_loss) for s in (u_sim, v_sim))
+    hi = max(np.nanmax(s.plane_loss) for s in (u_sim, v_sim))
+    levels = mpl.ticker.MaxNLocator(12).tick_values(lo, hi)
+    sims = ((u_sim, SINGLE), (v_sim, LOOPED))
+    for ax, (sim, model) in zip(axes, sims):
+        cs = _surface(ax, sim, levels, MODEL_COLORS[model])
+    axes[0].set_ylabel("valley coordinate")
+    fig.colorbar(cs, ax=axes[1], label="loss")
+    _cross_sections(axes[2], sims)
+    _progress(axes[3], sims)
+    if timeline:
+        _timeline(fig.add_subplot(grid[1, :]), shift_timeline)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Fig. 2: sample-level dynamics
+# ---------------------------------------------------------------------------------------
+
+
+def _has(curves: Mapping, key: str) -> bool:
+    return any(key in run for m in curves for run in _runs(curves[m], "sample_dynamics"))
+
+
+def _ceiling(ax, ceilings: Mapping | None, split: str, metric: str) -> None:
+    value = ((ceilings or {}).get(split) or {}).get(metric)
+    if value is not None and np.isfinite(value):
+        ax.axhline(value, color=MODEL_COLORS["ceiling"], linestyle="--", linewidth=1.0,
+                   label="Bayes ceiling")  # fmt: skip
+
+
+@_styled
+def sample_dynamics(
+    curves: Mapping,
+    ceilings: Mapping | None = None,
+    splits: Sequence[str] = ("simple", "complex"),
+    xkey: str = "epoch",
+) -> Figure:
+    """Paper Fig. 2: accuracy (and loss) against epoch on simple and complex samples.
+
+    How to read it. One column per split, accuracy on top and loss below (the loss row
+    appears when any run has ``"<split>.loss"``). Each model is a line (mean over seeds)
+    with a band (min to max over seeds); the dashed gray line is the Bayes-optimal
+    ceiling of the split, what any predictor can reach. Claim 1 reads: both models
+    master "simple"; only Looped-Attn keeps rising on "complex" after the plateau.
+
+    Args:
+        curves: ``{"single": [run, ...], "looped": [...], ...}``, a run being
+            ``{"epoch": [n], "simple.acc": [n], "complex.acc": [n], "simple.loss": [n],
+            "complex.loss": [n]}`` (one dict or a list, one per seed).
+        ceilings: optional ``{"simple": {"acc": float, "loss": float}, "complex": {...}}``.
+        splits: the splits to show, one column each.
+        xkey: the x key in each run.
+
+    Returns:
+        The figure (page width).
+    """
+    models = _models(curves, "sample_dynamics")
+    for m in models:
+        for run in _runs(curves[m], f"sample_dynamics: {m}"):
+            for key in (xkey, *(f"{s}.acc" for s in splits)):
+                _need(run, key, f"sample_dynamics: a run of {m!r}")
+    metrics = ["acc"] + (["loss"] if any(_has(curves, f"{s}.loss") for s in splits) else [])
+    fig = _new_figure("page", 0.3 * len(metrics) + 0.08)
+    axes = fig.subplots(len(metrics), len(splits), sharex=True, squeeze=False)
+    colors = _colors(models)
+    for (i, metric), (j, split) in ((a, b) for a in enumerate(metrics) for b in enumerate(splits)):
+        ax, key = axes[i, j], f"{split}.{metric}"
+        for m in models:
+            runs = [r for r in _runs(curves[m], m) if key in r]
+            if runs:
+                _line_band(ax, runs, xkey, key, colors[m], _label(m), f"sample_dynamics: {m}")
+        _ceiling(ax, ceilings, split, metric)
+        ax.set_ylabel(_ylabel(metric))
+        if i == 0:
+            ax.set_title(f"{split} samples")
+        if i == len(metrics) - 1:
+            ax.set_xlabel(xkey)
+    _legend_below(fig, axes)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Figs. 3, 7-8: spectra and phases
+# ---------------------------------------------------------------------------------------
+
+
+def _binned(binned: Mapping) -> tuple[np.ndarray, dict[str, list[dict]]]:
+    """Validate the output of :func:`landscape.analysis.series.binned_spectra`."""
+    edges = _vec(_need(binned, "edges", "spectra"), "spectra: edges")
+    by_model = _need(binned, "spectra", "spectra")
+    models = _models(by_model, "spectra")
+    out = {}
+    for m in models:
+        cks = list(by_model[m])
+        if not cks:
+            raise LandscapeError("spectra: a model has no checkpoints")
+        out[m] = []
+        for i, ck in enumerate(cks):
+            where = f"spectra: checkpoint {i} of {m!r}"
+            mass = _vec(_need(ck, "mass", where), where)
+            if mass.size != edges.size - 1:
+                raise LandscapeError(f"{where}: {mass.size} bins for {edges.size} edges")
+            out[m].append({"epoch": float(_need(ck, "epoch", where)), "mass": mass})
+    return edges, out
+
+
+def _pick(n: int, k: int) -> list[int]:
+    """``k`` indices evenly spread over ``range(n)``, first and last included."""
+    return list(range(n)) if n <= k else sorted(set(np.linspace(0, n - 1, k).round().astype(int)))
+
+
+def _phase_spans(ax, ph: Phases) -> None:
+    """Shade each checkpoint's phase (between midpoints) and mark the boundaries."""
+    e = ph.epochs
+    mids = np.concatenate([[e[0]], (e[1:] + e[:-1]) / 2, [e[-1]]])
+    for i, lab in enumerate(ph.labels):
+        ax.axvspan(mids[i], mids[i + 1], color=PHASE_COLORS[lab], alpha=0.25, linewidth=0)
+    for name, start in ph.boundaries().items():
+        if np.isfinite(start) and start > e[0]:
+            ax.axvline(start, color=PHASE_COLORS[name], linestyle="--", linewidth=0.9)
+
+
+def _entropy_panel(ax, model, entropy, ph, color, unit) -> None:
+    """Matrix entropy against time (``unit``: epoch or step), phases shaded."""
+    e, h = _xy(entropy, "epoch", "entropy", f"spectra: entropy of {model!r}")
+    if ph is not None:
+        _phase_spans(ax, ph)
+        ax.plot(ph.epochs, ph.smoothed, color="black", linewidth=0.7, linestyle="--",
+                label="smoothed")  # fmt: skip
+        ax.set_title("entropy: " + ("three phases" if ph.three_phases else "not three phases"))
+    else:
+        ax.set_title("matrix entropy")
+    ax.plot(e, h, color=color, marker="o", label="matrix entropy")
+    ax.set_xlabel(unit)
+    ax.set_ylabel("entropy (nats)")
+
+
+def _symlog_ticks(ax, lo: float, hi: float, lt: float) -> None:
+    """At most four ticks on a signed-log axis: 0, the extreme decades, one between if wide."""
+    ticks = [0.0]
+    top = math.floor(math.log10(hi)) if hi > 10 * lt else None
+    if top is not None:
+        first = math.ceil(math.log10(10 * lt))
+        ticks += [10.0 ** ((top + first) // 2)] if top - first >= 4 else []  # 2+ decades apart
+        ticks.append(10.0**top)
+    if lo < -10 * lt:
+        ticks.insert(0, -(10.0 ** math.floor(math.log10(-lo))))
+    ax.set_xticks(ticks, [_power_label(t) for t in ticks])
+    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+
+
+def _power_label(t: float) -> str:
+    if t == 0:
+        return "0"
+    return ("$-" if t < 0 else "$") + f"10^{{{round(math.log10(abs(t)))}}}$"
+
+
+def _spectrum_panel(ax, ck, mass, edges, xscale, lt, color, ph, unit) -> None:
+    ax.stairs(mass, edges, fill=True, color=color, alpha=0.8)
+    if xscale == "symlog":
+        ax.set_xscale("symlog", linthresh=lt, linscale=0.5)
+        _symlog_ticks(ax, edges[0], edges[-1], lt)
+    else:
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(mpl.ticker.LogLocator(numticks=4))
+    ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())  # dozens of log minor ticks: slow
+    lab = ph.label_at(ck["epoch"]) if ph is not None else None
+    if lab is not None:
+        ax.set_facecolor(mpl.colors.to_rgba(PHASE_COLORS[lab], 0.18))
+    shown = f"\n{lab}" if lab and lab != UNASSIGNED else ("\n " if lab else "")
+    ax.set_title(f"{unit} {ck['epoch']:g}" + shown)
+    ax.grid(False)
+
+
+@_styled
+def spectra(
+    binned: Mapping,
+    entropy: Mapping,
+    phases: Mapping | None = None,
+    *,
+    max_checkpoints: int = 5,
+    unit: str = "epoch",
+) -> Figure:
+    """Paper Fig. 3 (and the per-model grids of Figs. 7-8): Hessian spectra and phases.
+
+    How to read it. One row per model. Each small panel is the Hessian spectrum at one
+    checkpoint: eigenvalues per bin (log count) against the eigenvalue on a signed-log
+    axis (linear within ``+-linthresh``, logarithmic beyond, so negative outliers, the
+    bulk at 0 and the top eigenvalues all show); all panels share the bins. A panel's
+    tint is its detected phase. The last panel is the matrix entropy over all
+    checkpoints, with the phases (:class:`landscape.geometry.phases.Phases`, e.g.
+    ``phase_rule(...).as_phases``) shaded and its verdict in the title.
+
+    Nothing is computed here: the bins come from :func:`landscape.analysis.series.binned_spectra`
+    (histograms of exact spectra, smoothed SLQ measures), the entropy from
+    :func:`landscape.analysis.series.entropy_series`.
+
+    Args:
+        binned: ``{"edges": [bins + 1], "spectra": {model: [{"epoch", "mass": [bins]},
+            ...]}, "xscale": "symlog" | "linear", "linthresh": float, "counts": bool}``
+            (``counts``: masses are eigenvalues per bin, else shares per bin).
+        entropy: ``{model: {"epoch": [n], "entropy": [n]}}``.
+        phases: optional ``{model: Phases}`` (``PhaseFit.as_phases``).
+        max_checkpoints: most spectra per row; more are thinned evenly (first and last
+            kept); the entropy panel always shows every checkpoint.
+        unit: what the ``epoch`` values count, for the time axis and the panel titles:
+            ``"epoch"``, or ``"step"`` for runs of your own loop
+            (:func:`landscape.analysis.series.time_unit`).
+
+    Returns:
+        The figure (page width).
+    """
+    edges, cks = _binned(binned)
+    unit = _unit(unit, "spectra")
+    models = list(cks)
+    xscale = str(binned.get("xscale", "symlog"))
+    if xscale not in ("symlog", "linear"):
+        raise LandscapeError(f"spectra: xscale must be 'symlog' or 'linear', got {xscale!r}")
+    lt = float(binned.get("linthresh") or 1e-3 * (float(np.max(np.abs(edges))) or 1.0))
+    counts = bool(binned.get("counts", True))
+    missing = [m for m in models if not isinstance(entropy, Mapping) or m not in entropy]
+    if missing:
+        raise LandscapeError(f"spectra: no entropy for {missing[0]!r} (pass the entropy "
+                             "series, landscape.analysis.series.entropy_series)")
+    ncol = max(len(_pick(len(c), max_checkpoints)) for c in cks.values())
+    fig = _new_figure("page", 0.28 * len(models) + 0.06)
+    grid = fig.add_gridspec(len(models), ncol + 1, width_ratios=[1] * ncol + [1.8])
+    colors = _colors(models)
+    shown = {m: [cks[m][i] for i in _pick(len(cks[m]), max_checkpoints)] for m in models}
+    top = max(float(ck["mass"].max()) for m in models for ck in shown[m]) or 1.0
+    ylim = (0.5 if counts else 1e-5 * top, 2.0 * top)
+    for row, m in enumerate(models):
+        ph = (phases or {}).get(m)
+        for col, ck in enumerate(shown[m]):
+            ax = fig.add_subplot(grid[row, col])
+            _spectrum_panel(ax, ck, ck["mass"], edges, xscale, lt, colors[m], ph, unit)
+            ax.set_ylim(ylim)
+            per_bin = "eigenvalues / bin" if counts else "share / bin"
+            ax.set_ylabel(f"{_label(m)}\n{per_bin}" if col == 0 else "")
+            ax.set_xlabel("eigenvalue" if row == len(models) - 1 else "")
+        _entropy_panel(fig.add_subplot(grid[row, ncol]), m, entropy[m], ph, colors[m], unit)
+    if phases:
+        handles = [Patch(color=PHASE_COLORS[p], alpha=0.5, label=p) for p in PHASES]
+        fig.legend(handles=handles, loc="outside lower center", ncol=3)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Fig. 4: SHIFT vs Single vs Looped
+# ---------------------------------------------------------------------------------------
+
+
+def _switch_of(curves: Mapping, switch_epoch: float | None, key: str) -> float | None:
+    """The switch epoch: given, or the first SHIFT run's ``key`` entry."""
+    if switch_epoch is not None:
+        return float(switch_epoch)
+    if SHIFT in curves:
+        value = _runs(curves[SHIFT], SHIFT)[0].get(key)
+        return None if value is None else float(value)
+    return None
+
+
+@_styled
+def shift_comparison(
+    curves: Mapping,
+    switch_epoch: float | None = None,
+    *,
+    metric: str = "complex.acc",
+    xkey: str = "epoch",
+    wall_key: str = "wall",
+) -> Figure:
+    """Paper Fig. 4: SHIFT against Single- and Looped-Attn, per epoch and per second.
+
+    How to read it. Left: the metric against epoch; right: against wall-clock seconds
+    (mean over seeds of both; band: min-max of the metric). The dotted line is SHIFT's
+    switch. Claim 5 reads: SHIFT ends near Looped-Attn's accuracy (left) and gets there
+    sooner (right). The wall-clock panel says "not computed" if a run lacks ``wall``.
+
+    Args:
+        curves: ``{"single": runs, "looped": runs, "shift": runs}``, a run being
+            ``{"epoch": [n], "wall": [n] seconds, "<metric>": [n]}`` (a list per seed or
+            one dict); a SHIFT run may carry ``"switch_epoch"``.
+        switch_epoch: SHIFT's switch epoch; default the first SHIFT run's
+            ``"switch_epoch"`` (no line if neither is given).
+        metric: the y key, e.g. ``"complex.acc"`` or ``"all.acc"``.
+        xkey: the epoch key.
+        wall_key: the wall-clock key.
+
+    Returns:
+        The figure (page width).
+    """
+    models = _models(curves, "shift_comparison")
+    runs = {m: _runs(curves[m], f"shift_comparison: {m}") for m in models}
+    fig = _new_figure("page", 0.36)
+    ax_e, ax_w = fig.subplots(1, 2, sharey=True)
+    colors = _colors(models)
+    for m in models:
+        _line_band(ax_e, runs[m], xkey, metric, colors[m], _label(m), f"shift_comparison: {m}")
+    switch = _switch_of(curves, switch_epoch, "switch_epoch")
+    _mark_switch(ax_e, switch)
+    ax_e.set(xlabel=xkey, ylabel=_ylabel(metric), title=f"per {xkey}")
+    if all(r.get(wall_key) is not None for m in models for r in runs[m]):
+        _wall_panel(ax_w, runs, models, colors, metric, xkey, wall_key, switch)
+    else:
+        _not_computed(ax_w, f"'{wall_key}' (wall-clock seconds) for every run")
+    _legend_below(fig, [ax_e, ax_w])
+    return fig
+
+
+def _wall_panel(ax, runs, models, colors, metric, xkey, wall_key, switch) -> None:
+    for m in models:
+        x, wall, _, _ = _seed_stats(runs[m], xkey, wall_key, f"shift_comparison: {m}")
+        _, mean, lo, hi = _seed_stats(runs[m], xkey, metric, f"shift_comparison: {m}")
+        ax.plot(wall, mean, color=colors[m], label=_seed_label(_label(m), len(runs[m])))
+        if len(runs[m]) > 1:
+            ax.fill_between(wall, lo, hi, color=colors[m], alpha=0.2, linewidth=0)
+        if m == SHIFT and switch is not None:
+            _mark_switch(ax, float(np.interp(switch, x, wall)))
+    ax.set(xlabel="wall-clock (s)", title="per second of training")
+
+
+@_styled
+def shift_ablation(rows: Sequence[Mapping]) -> Figure:
+    """Claim 5's ablation: SHIFT's cost to Looped-Attn's target over its switch settings.
+
+    How to read it. Left: one cell per (delta_1, W) at the most common delta_2; its colour
+    and first number are SHIFT's training FLOPs to the target over Looped-Attn's (below 1:
+    SHIFT is cheaper; "miss": never reached), the second number the switch epoch. Right:
+    the same ratio against delta_2 at the most common (delta_1, W). One seed.
+
+    Args:
+        rows: ``{"delta_1", "delta_2", "window", "flops_ratio", "switch_epoch"}`` per
+            setting (:func:`landscape.analysis.series.shift_ablation`).
+
+    Returns:
+        The figure (page width).
+    """
+    rows = [r for r in rows if r.get("criterion", "training") == "training"]
+    if len(rows) < 2:
+        raise LandscapeError("shift_ablation: needs SHIFT runs with at least two settings")
+    d2 = collections.Counter(r["delta_2"] for r in rows).most_common(1)[0][0]
+    grid = [r for r in rows if r["delta_2"] == d2]
+    d1s = sorted({r["delta_1"] for r in grid})
+    ws = sorted({r["window"] for r in grid})
+    ratio = np.full((len(ws), len(d1s)), np.nan)
+    fig = _new_figure("page", 0.36)
+    ax_g, ax_d = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
+    for r in grid:
+        i, j = ws.index(r["window"]), d1s.index(r["delta_1"])
+        value = r["flops_ratio"]
+        ratio[i, j] = value if np.isfinite(value) else np.nan
+        text = f"{value:.2f}" if np.isfinite(value) else "miss"
+        ax_g.text(j, i, f"{text}\nep {r['switch_epoch']:.0f}", ha="center", va="center",
+                  fontsize=6)
+    im = ax_g.imshow(ratio, cmap="RdBu_r", vmin=0.5, vmax=1.5, origin="lower", aspect="auto")
+    ax_g.set_xticks(range(len(d1s)), [f"{d:g}" for d in d1s])
+    ax_g.set_yticks(range(len(ws)), [str(w) for w in ws])
+    ax_g.set(xlabel="delta_1 (training-loss plateau)", ylabel="W (evaluations)",
+             title=f"FLOPs to target, SHIFT / Looped (delta_2 = {d2:g})")
+    ax_g.grid(False)
+    fig.colorbar(im, ax=ax_g, shrink=0.8)
+    pair = collections.Counter((r["delta_1"], r["window"]) for r in rows).most_common(1)[0][0]
+    line = sorted((r for r in rows if (r["delta_1"], r["window"]) == pair),
+                  key=lambda r: r["delta_2"])
+    ax_d.plot([r["delta_2"] for r in line], [r["flops_ratio"] for r in line], marker="o",
+              color=MODEL_COLORS["shift"])
+    ax_d.axhline(1.0, color=MODEL_COLORS["ceiling"], linestyle="--", linewidth=1.0)
+    ax_d.set_xscale("log")
+    ax_d.set(xlabel="delta_2 (training-accuracy plateau)", ylabel="FLOPs ratio",
+             title=f"delta_1 = {pair[0]:g}, W = {pair[1]}")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Figs. 11-16: algorithmic tasks, length generalization
+# ---------------------------------------------------------------------------------------
+
+
+@_styled
+def algorithmic_wallclock(
+    per_task: Mapping, *, wall_key: str = "wall", acc_key: str = "acc"
+) -> Figure:
+    """Paper Fig. 11: wall-clock of SHIFT against Looped-Attn per algorithmic task.
+
+    How to read it. One group of bars per task, one bar per model (height: seconds to
+    train); the number above a bar is that run's final accuracy, so a short bar counts
+    only with a comparable accuracy. A model missing for a task shows "n/a".
+
+    Args:
+        per_task: ``{"parity": {"looped": {"wall": float, "acc": float}, "shift": {...},
+            "single": {...} (optional)}, ...}``.
+        wall_key: the seconds key.
+        acc_key: the final-accuracy key (a fraction in [0, 1]).
+
+    Returns:
+        The figure (column width, wider with many tasks).
+    """
+    if not isinstance(per_task, Mapping) or not per_task:
+        raise LandscapeError("algorithmic_wallclock: no tasks given")
+    models = _models({m: 1 for t in per_task.values() for m in t}, "algorithmic_wallclock")
+    tasks = list(per_task)
+    fig = _new_figure(max(COLUMN_WIDTH, 0.9 * len(tasks) + 0.8), 0.6)
+    ax = fig.subplots()
+    width, colors = 0.8 / len(models), _colors(models)
+    for j, m in enumerate(models):
+        for i, t in enumerate(tasks):
+            x = i - 0.4 + (j + 0.5) * width
+            entry = per_task[t].get(m)
+            if entry is None:
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+                continue
+            where = f"algorithmic_wallclock: {t}/{m}"
+            wall = float(_need(entry, wall_key, where))
+            ax.bar(x, wall, width, color=colors[m], label=_label(m) if i == 0 else None)
+            acc = entry.get(acc_key)
+            if acc is not None:
+                ax.text(x, wall, f"{100 * acc:.0f}", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel("wall-clock (s)")
+    ax.set_title("training time (numbers: final accuracy, %)")
+    ax.margins(y=0.15)
+    ax.grid(axis="x", visible=False)
+    _legend_below(fig, [ax])
+    return fig
+
+
+def _task_panel(ax, task: str, entry: Mapping, metric: str, xkey: str) -> None:
+    models = [m for m in _models(entry, f"task_curves: {task}") if m != "switch_step"]
+    colors = _colors(models)
+    for m in models:
+        _line_band(ax, _runs(entry[m], f"task_curves: {task}/{m}"), xkey, metric, colors[m],
+                   _label(m), f"task_curves: {task}/{m}")  # fmt: skip
+    switch = entry.get("switch_step")
+    if switch is None and SHIFT in entry:
+        switch = _runs(entry[SHIFT], task)[0].get("switch_step")
+    _mark_switch(ax, None if switch is None else float(switch))
+    ax.set_title(task)
+
+
+@_styled
+def task_curves(per_task: Mapping, *, metric: str = "acc", xkey: str = "step") -> Figure:
+    """Paper Figs. 12-16: per-task accuracy of Looped-Attn and SHIFT, switch marked.
+
+    How to read it. One panel per task; the dotted line is SHIFT's switch. Claim 5's
+    caveat shows as a dip in SHIFT's curve right after it.
+
+    Args:
+        per_task: ``{"parity": {"looped": run(s), "shift": run(s), "switch_step":
+            float (optional; else the first SHIFT run's "switch_step")}, ...}``, a run
+            being ``{"step": [n], "acc": [n]}``.
+        metric: the y key.
+        xkey: the x key.
+
+    Returns:
+        The figure (page width).
+    """
+    if not isinstance(per_task, Mapping) or not per_task:
+        raise LandscapeError("task_curves: no tasks given")
+    ncol = min(3, len(per_task))
+    nrow = math.ceil(len(per_task) / ncol)
+    fig = _new_figure("page" if ncol > 1 else "column", 0.3 * nrow + 0.08)
+    axes = fig.subplots(nrow, ncol, squeeze=False, sharey=True).ravel()
+    for i, (ax, (task, entry)) in enumerate(zip(axes, per_task.items())):
+        _task_panel(ax, task, entry, metric, xkey)
+        ax.set(xlabel=xkey, ylabel=_ylabel(metric) if i % ncol == 0 else "")
+    for ax in axes[len(per_task):]:
+        fig.delaxes(ax)
+    _legend_below(fig, axes[: len(per_task)])
+    return fig
+
+
+@_styled
+def length_generalization(
+    per_model: Mapping,
+    train_range: tuple[float, float] | None = None,
+    *,
+    metric: str = "acc",
+    xkey: str = "length",
+) -> Figure:
+    """Length generalization (claim 6): accuracy against test sequence length.
+
+    How to read it. The shaded band is the range of lengths seen in training; right of
+    it is extrapolation. A model that generalizes keeps its accuracy there.
+
+    Args:
+        per_model: ``{"single": run(s), "looped": run(s), ...}``, a run being
+            ``{"length": [n], "acc": [n]}``.
+        train_range: optional ``(shortest, longest)`` training length.
+        metric: the y key.
+        xkey: the x key.
+
+    Returns:
+        The figure (column width).
+    """
+    models = _models(per_model, "length_generalization")
+    fig = _new_figure("column", 0.7)
+    ax = fig.subplots()
+    if train_range is not None:
+        ax.axvspan(*train_range, color=MODEL_COLORS["ceiling"], alpha=0.15, linewidth=0,
+                   label="train lengths")  # fmt: skip
+    colors = _colors(models)
+    for m in models:
+        _line_band(ax, _runs(per_model[m], m), xkey, metric, colors[m], _label(m),
+                   f"length_generalization: {m}", marker="o")  # fmt: skip
+    ax.set(xlabel="test sequence length", ylabel=_ylabel(metric))
+    _legend_below(fig, [ax])
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# ours: valley geometry
+# ---------------------------------------------------------------------------------------
+
+
+def _geo_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per row of ``[n, k]``: geometric mean, min, max over finite values; count of inf."""
+    v = np.atleast_2d(np.asarray(values, dtype=np.float64).T).T
+    finite = np.isfinite(v) & (v > 0)
+    logs = np.where(finite, np.log(np.where(finite, v, 1.0)), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-inf row: NaN, not drawn
+        mean = np.exp(np.nanmean(logs, axis=1))
+        lo, hi = np.exp(np.nanmin(logs, axis=1)), np.exp(np.nanmax(logs, axis=1))
+    return mean, lo, hi, int(np.sum(np.isinf(v)))
+
+
+@_styled
+def valley_width_vs_river(series_by_model: Mapping) -> Figure:
+    """Valley width against river progress (ours), measured beside the quadratic prediction.
+
+    How to read it. x: cumulative progress along the river
+    (:func:`landscape.geometry.valley.river_progress`); y: the valley's full width at a loss rise
+    delta (:func:`landscape.geometry.valley.valley_width`), solid, and the width a parabola of the
+    measured curvature would have, ``2 sqrt(2 delta / lambda)``, dashed. With several
+    valley directions the line is their geometric mean and the band their range. A
+    River-V valley narrows as the river is followed; solid above dashed means walls
+    flatter than quadratic. Widths beyond the slice (never rose by delta) are counted
+    in the legend, not drawn.
+
+    Args:
+        series_by_model: ``{model: {"progress": [n], "width": [n] or [n, k],
+            "quadratic": same shape as width (optional)}}``.
+
+    Returns:
+        The figure (column width).
+    """
+    models = _models(series_by_model, "valley_width_vs_river")
+    fig = _new_figure("column", 0.75)
+    ax = fig.subplots()
+    colors = _colors(models)
+    for m in models:
+        where = f"valley_width_vs_river: {m}"
+        x = _vec(_need(series_by_model[m], "progress", where), where)
+        mean, lo, hi, n_inf = _geo_band(_need(series_by_model[m], "width", where))
+        if mean.size != x.size:
+            raise LandscapeError(f"{where}: 'width' has {mean.size} rows, 'progress' {x.size}")
+        note = f", {n_inf} beyond slice" if n_inf else ""
+        ax.plot(x, mean, color=colors[m], marker="o", label=f"{_label(m)} measured{note}")
+        ax.fill_between(x, lo, hi, color=colors[m], alpha=0.2, linewidth=0)
+        quad = series_by_model[m].get("quadratic")
+        if quad is not None:
+            ax.plot(x, _geo_band(quad)[0], color=colors[m], linestyle="--",
+                    label=f"{_label(m)} quadratic")  # fmt: skip
+    _log_if_wide(ax, np.concatenate([line.get_ydata() for line in ax.get_lines()]))
+    ax.set(xlabel="river progress", ylabel="valley width")
+    _legend_below(fig, [ax], ncol=2)
+    return fig
+
+
+_STATS = (
+    ("kappa", r"$\kappa(H_\mathrm{valley})$", "condition number of the valley"),
+    ("small_count", r"count in $(\epsilon, \tau]$", "small valley eigenvalues"),
+    ("small_force", r"$\sum 1/\lambda$ over $(\epsilon, \tau]$", "cumulative force"),
+)
+
+
+@_styled
+def valley_stats(
+    series_by_model: Mapping, *, kappa_u: float = KAPPA_U, kappa_v: float = KAPPA_V,
+    unit: str = "epoch",
+) -> Figure:
+    """River-valley statistics over training (ours; claim 3 and Assumption 1).
+
+    How to read it. Left: ``kappa(H_valley)`` per epoch (log scale), with the U (dotted,
+    ``kappa <= kappa_u``) and V (dashed, ``kappa >= kappa_v``) thresholds of
+    :func:`landscape.geometry.valley.uv_label`. Middle: the number of valley eigenvalues in
+    (eps, tau]. Right: the paper's cumulative force, the sum of their inverses (log
+    scale when it spans decades). The conjecture reads: Looped-Attn above Single-Attn in
+    all three. A statistic no model has says "not computed".
+
+    Args:
+        series_by_model: ``{model: run(s)}``, a run being ``{"epoch": [n], "kappa": [n],
+            "small_count": [n], "small_force": [n]}`` (any of the last three may be
+            missing); see :class:`landscape.geometry.valley.SpectrumSplit`.
+        kappa_u: U threshold drawn.
+        kappa_v: V threshold drawn.
+        unit: what the ``epoch`` values count (the x label): ``"epoch"``, or ``"step"``
+            for runs of your own loop (:func:`landscape.analysis.series.time_unit`).
+
+    Returns:
+        The figure (page width).
+    """
+    models = _models(series_by_model, "valley_stats")
+    unit = _unit(unit, "valley_stats")
+    runs = {m: _runs(series_by_model[m], f"valley_stats: {m}") for m in models}
+    for m in models:
+        for r in runs[m]:
+            _need(r, "epoch", f"valley_stats: a run of {m!r}")
+    fig = _new_figure("page", 0.32)
+    axes = fig.subplots(1, 3, sharex=True)
+    colors = _colors(models)
+    for ax, (key, ylabel, title) in zip(axes, _STATS):
+        have = [m for m in models if all(r.get(key) is not None for r in runs[m])]
+        if not have:
+            _not_computed(ax, f"'{key}' ({title})")
+            continue
+        for m in have:
+            _line_band(ax, runs[m], "epoch", key, colors[m], _label(m), f"valley_stats: {m}",
+                       marker="o")  # fmt: skip
+        if key == "small_count":
+            ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        if key == "kappa":
+            ax.axhline(kappa_u, color="gray", linestyle=":", label=f"U: kappa <= {kappa_u:g}")
+            ax.axhline(kappa_v, color="gray", linestyle="--", label=f"V: kappa >= {kappa_v:g}")
+            ax.set_yscale("log")
+        elif key == "small_force":
+            _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]))
+        ax.set(xlabel=unit, ylabel=ylabel, title=title)
+    _legend_below(fig, axes, ncol=4)
+    return fig
+
+
+@_styled
+def valley_sweep(sweep_by_model: Mapping) -> Figure:
+    """kappa, small-eigenvalue count and force over a sweep of shared thresholds (claim 3).
+
+    How to read it. Each panel's x axis is the river threshold eps relative to one
+    reference shared by both models (Single-Attn's lambda_max at the same checkpoint),
+    log-spaced from 1e-4 to 1e-1. Left: ``kappa(H_valley)`` (largest valley eigenvalue
+    over the smallest above eps); hollow markers where the smallest valley eigenvalue
+    sits within a factor 2 of eps (saturated: kappa then measures the threshold, and the
+    dotted line ``lambda_max / eps`` is its ceiling). Middle: the number of eigenvalues
+    above eps. Right: their cumulative force, ``sum 1/lambda``. Lines: mean over seeds;
+    bands: min to max. A River-V Looped-Attn would sit above Single-Attn in every panel
+    at every eps where kappa is not saturated.
+
+    Args:
+        sweep_by_model: ``{model: run(s)}``, a run being ``{"eps_rel": [m], "kappa": [m],
+            "count": [m], "force": [m]}`` and optionally ``"saturated"`` (bool ``[m]``);
+            see :func:`landscape.analysis.series.uv_sweep`.
+
+    Returns:
+        The figure (page width).
+    """
+    models = _models(sweep_by_model, "valley_sweep")
+    runs = {m: _runs(sweep_by_model[m], f"valley_sweep: {m}") for m in models}
+    fig = _new_figure("page", 0.32)
+    axes = fig.subplots(1, 3, sharex=True)
+    colors = _colors(models)
+    panels = (("kappa", "kappa(H_valley)", "condition number of the valley"),
+              ("count", "eigenvalues > eps", "valley dimension"),
+              ("force", "sum 1/lambda", "cumulative force"))
+    for ax, (key, ylabel, title) in zip(axes, panels):
+        for m in models:
+            _line_band(ax, runs[m], "eps_rel", key, colors[m], _label(m),
+                       f"valley_sweep: {m}", marker="o")
+            if key == "kappa":
+                for r in runs[m]:
+                    sat = np.asarray(r.get("saturated", np.zeros(len(r["eps_rel"]))), bool)
+                    x, y = _vec(r["eps_rel"], "valley_sweep"), _vec(r["kappa"], "valley_sweep")
+                    ax.plot(x[sat], y[sat], "o", mfc="white", color=colors[m], zorder=3)
+        if key == "kappa":
+            eps = np.asarray(runs[models[0]][0]["eps_rel"], dtype=float)
+            ax.plot(eps, 1.0 / eps, ":", color="gray", label="1 / eps_rel (saturation)")
+        ax.set_xscale("log")
+        _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]))
+        ax.set(xlabel="eps / shared lambda_max", ylabel=ylabel, title=title)
+    _legend_below(fig, axes, ncol=3)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# ours: slices
+# ---------------------------------------------------------------------------------------
+
+
+@_styled
+def slice_1d(
+    alphas: object,
+    losses_by_direction: Mapping,
+    *,
+    title: str | None = None,
+    logy: bool = False,
+    xlabel: str = "step along direction",
+) -> Figure:
+    """A 1-D loss slice along one or several directions (ours).
+
+    How to read it. Loss at ``theta0 + alpha * d`` for each direction d (e.g. the river
+    and the top valley directions); the dotted line is the checkpoint (alpha = 0). A
+    river direction is flat or falls; valley directions rise on both sides, steeply for
+    large eigenvalues. Points not computed (NaN) leave gaps.
+
+    Args:
+        alphas: ``[n]`` coordinates.
+        losses_by_direction: ``{name: [n] losses}``.
+        title: optional title.
+        logy: log-scaled loss axis.
+        xlabel: the x label.
+
+    Returns:
+        The figure (column width).
+    """
+    a = _vec(alphas, "slice_1d: alphas")
+    if not isinstance(losses_by_direction, Mapping) or not losses_by_direction:
+        raise LandscapeError("slice_1d: missing losses_by_direction ({name: [n] losses})")
+    fig = _new_figure("column", 0.7)
+    ax = fig.subplots()
+    for name, loss in losses_by_direction.items():
+        y = _vec(loss, f"slice_1d: {name}")
+        if y.size != a.size:
+            raise LandscapeError(f"slice_1d: {name!r} has {y.size} losses for {a.size} alphas")
+        ax.plot(a, y, label=str(name))
+    ax.axvline(0.0, color="gray", linestyle=":", linewidth=0.8)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel="loss", title=title or "")
+    _legend_below(fig, [ax], ncol=3)
+    return fig
+
+
+def _levels(z: np.ndarray, n: int, log: bool) -> np.ndarray:
+    """``n`` contour levels over the finite values, geometric if ``log``."""
+    lo, hi = float(np.nanmin(z)), float(np.nanmax(z))
+    if hi <= lo:
+        hi = lo + 1e-12 * max(abs(lo), 1.0)
+    if log:
+        if not lo > 0:
+            raise LandscapeError("slice_2d: log_levels need positive losses; pass "
+                                 "log_levels=False")
+        return np.geomspace(lo, hi, n)
+    return np.linspace(lo, hi, n)
+
+
+@_styled
+def slice_2d(
+    alphas: object,
+    betas: object,
+    grid: object,
+    trajectory_xy: object | None = None,
+    title: str | None = None,
+    *,
+    log_levels: bool = False,
+    levels: int = 20,
+    axis_labels: tuple[str, str] = (r"$\alpha$", r"$\beta$"),
+) -> Figure:
+    """A 2-D loss slice with the projected trajectory (ours).
+
+    How to read it. Filled contours of the loss at ``theta0 + a x + b y`` (``grid[i, j]``
+    at ``(alphas[i], betas[j])``); the star is ``theta0`` (the origin); the line is the
+    training trajectory projected on the plane (circle: first checkpoint, square: last).
+    Cells not computed (NaN) are blank and counted in the corner. On a PCA plane the
+    trajectory lies close to the plane; on a river/valley plane the river is x.
+
+    Args:
+        alphas: ``[na]`` x coordinates.
+        betas: ``[nb]`` y coordinates.
+        grid: ``[na, nb]`` losses.
+        trajectory_xy: optional ``[n, 2]`` projected checkpoints.
+        title: optional title.
+        log_levels: geometrically spaced levels (losses must be positive).
+        levels: number of contour levels.
+        axis_labels: the x and y labels.
+
+    Returns:
+        The figure (column width).
+    """
+    a, b = _vec(alphas, "slice_2d: alphas"), _vec(betas, "slice_2d: betas")
+    z = np.asarray(grid, dtype=np.float64) if grid is not None else None
+    if z is None or z.shape != (a.size, b.size):
+        got = None if z is None else z.shape
+        raise LandscapeError(f"slice_2d: missing grid of shape [{a.size}, {b.size}], got {got}")
+    fig = _new_figure("column", 0.85)
+    ax = fig.subplots()
+    missing = int(np.sum(~np.isfinite(z)))
+    if missing == z.size:
+        _not_computed(ax, "every grid cell (run the slice probe)")
+        return fig
+    zm = np.ma.masked_invalid(z.T)
+    lv = _levels(z, levels, log_levels)
+    norm = mpl.colors.LogNorm(lv[0], lv[-1]) if log_levels else None
+    cs = ax.contourf(a, b, zm, levels=lv, norm=norm, extend="neither")
+    ax.contour(a, b, zm, levels=lv[::4], colors="white", linewidths=0.3, alpha=0.6)
+    fig.colorbar(cs, ax=ax, label="loss", format="%.3g")
+    _overlay_path(ax, trajectory_xy)
+    ax.plot(0, 0, marker="*", color="white", markeredgecolor="black", markersize=9,
+            linestyle="none", label=r"$\theta_0$")  # fmt: skip
+    if missing:
+        ax.text(0.01, 0.01, f"{missing} of {z.size} cells not computed", fontsize=6,
+                transform=ax.transAxes, color="black")  # fmt: skip
+    ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=title or "")
+    ax.grid(False)
+    return fig
+
+
+@_styled
+def shared_slices(
+    alphas: object,
+    betas: object,
+    grids: Mapping,
+    *,
+    shares: Mapping | None = None,
+    rise: float = 0.1,
+    levels: int = 20,
+    title: str | None = None,
+) -> Figure:
+    """Several runs sliced along the same plane, on one colour scale (ours).
+
+    How to read it. One row per model, one column per checkpoint; every panel is the loss
+    at ``theta0 + a x + b y`` around that run's own weights ``theta0`` (the star), with
+    the same ``x`` and ``y`` for all panels (a random plane normalised against one stated
+    reference checkpoint), so that the basins are compared on equal terms. The levels are
+    shared (geometric where every loss is positive). The white contour is the basin edge,
+    ``loss(theta0) + rise``, and each title gives the share of the plane inside it (where
+    ``shares`` are given, from :func:`landscape.geometry.slices.basin_share`): a wide, flat basin
+    has a large share, a narrow (sharp) one a small share.
+
+    Args:
+        alphas: ``[na]`` x coordinates, shared by every panel.
+        betas: ``[nb]`` y coordinates, shared by every panel.
+        grids: ``{model: {column title: [na, nb] losses}}`` (same column titles per row are
+            not required; rows are drawn in the mapping's order).
+        shares: optional ``{model: {column title: share of the plane within rise}}``.
+        rise: loss rise (nats) above the centre that marks the basin edge.
+        levels: number of contour levels.
+        title: optional suptitle.
+
+    Returns:
+        The figure (page width).
+    """
+    a, b = _vec(alphas, "shared_slices: alphas"), _vec(betas, "shared_slices: betas")
+    if not isinstance(grids, Mapping) or not grids or not all(
+            isinstance(row, Mapping) and row for row in grids.values()):
+        raise LandscapeError("shared_slices: grids must be {model: {title: [na, nb] losses}}")
+    rows = {m: {t: np.asarray(z, dtype=np.float64) for t, z in row.items()}
+            for m, row in grids.items()}
+    for m, row in rows.items():
+        for t, z in row.items():
+            if z.shape != (a.size, b.size):
+                raise LandscapeError(f"shared_slices: grid {m!r} / {t!r} has shape {z.shape}, "
+                                     f"not [{a.size}, {b.size}]")
+    every = np.concatenate([z[np.isfinite(z)] for row in rows.values() for z in row.values()])
+    if every.size == 0:
+        raise LandscapeError("shared_slices: no finite loss in any grid")
+    if rise <= 0:
+        raise LandscapeError(f"shared_slices: rise must be > 0, got {rise}")
+    log = bool(every.min() > 0)
+    lv = _levels(every, levels, log=log)
+    ncol = max(len(row) for row in rows.values())
+    fig = _new_figure("page", len(rows) * (0.9 / max(ncol, 2) + 0.06))
+    axes = fig.subplots(len(rows), ncol, sharex=True, sharey=True, squeeze=False)
+    norm = mpl.colors.LogNorm(lv[0], lv[-1]) if log else None
+    ia, ib = int(np.argmin(np.abs(a))), int(np.argmin(np.abs(b)))
+    cs = None
+    for r, (model, row) in enumerate(rows.items()):
+        for ax in axes[r, len(row):]:  # a row with fewer checkpoints
+            ax.set_visible(False)
+        for c, (name, z) in enumerate(row.items()):
+            ax = axes[r, c]
+            zm = np.ma.masked_invalid(z.T)
+            cs = ax.contourf(a, b, zm, levels=lv, norm=norm, extend="neither")
+            centre = z[ia, ib]
+            if np.isfinite(centre):
+                ax.contour(a, b, zm, levels=[centre + rise], colors="white", linewidths=1.0)
+            ax.plot(0, 0, marker="*", color="white", markeredgecolor="black", markersize=7,
+                    linestyle="none")
+            share = (shares or {}).get(model, {}).get(name)
+            within = f"\n{100 * share:.0f} % within +{rise:g}" if share is not None else ""
+            ax.set_title(f"{_label(model)}, {name}{within}", fontsize="small")
+            ax.grid(False)
+            if r == len(rows) - 1:
+                ax.set_xlabel(r"$\alpha$")
+            if c == 0:
+                ax.set_ylabel(r"$\beta$")
+    fig.colorbar(cs, ax=axes, label="loss", format="%.3g")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _overlay_path(ax, trajectory_xy: object | None) -> None:
+    if trajectory_xy is None:
+        return
+    xy = np.asarray(trajectory_xy, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] < 1:
+        raise LandscapeError(f"slice_2d: trajectory_xy must be [n, 2], got {xy.shape}")
+    ax.plot(xy[:, 0], xy[:, 1], color="white", linewidth=2.0)
+    ax.plot(xy[:, 0], xy[:, 1], color="black", linewidth=0.9, marker=".", markersize=3)
+    ax.plot(*xy[0], marker="o", color="white", markeredgecolor="black", linestyle="none")
+    ax.plot(*xy[-1], marker="s", color="white", markeredgecolor="black", linestyle="none")
+
+
+# ---------------------------------------------------------------------------------------
+# ours: loops, switch, sharpness
+# ---------------------------------------------------------------------------------------
+
+
+def _by_model(x: object, default: str) -> dict[str, object]:
+    return dict(x) if isinstance(x, Mapping) else {default: x}
+
+
+def _loop_panel(ax, loops, series, trained, what) -> None:
+    colors = _colors(list(series))
+    for name, y in series.items():
+        y = _vec(y, f"loop_curve: {what} of {name!r}")
+        if y.size != loops.size:
+            raise LandscapeError(f"loop_curve: {what} of {name!r} has {y.size} values for "
+                                 f"{loops.size} loop counts")
+        ax.plot(loops, y, color=colors[name], marker="o", label=_label(name) if name else None)
+    for name, t in trained.items():
+        if t is not None:
+            who = f"{_label(name)} " if name else ""
+            ax.axvline(t, color=colors.get(name, "gray"), linestyle=":", linewidth=1.0,
+                       label=f"{who}trained with {t:g} loop{'s' if t != 1 else ''}")
+    if loops.size <= 12:
+        ax.set_xticks(loops)
+
+
+@_styled
+def loop_curve(
+    loops: object,
+    loss: object,
+    lambda_max: object | None = None,
+    trained_loops: object | None = None,
+) -> Figure:
+    """Loss and sharpness against the number of loops at fixed weights (ours).
+
+    How to read it. The same weights evaluated with 1, 2, ... loops of the block. The
+    dotted line is the loop count the weights were trained with; a Looped-Attn model
+    that learnt an iterative algorithm keeps a low loss around it, a Single-Attn model
+    degrades as soon as it is looped. Right: ``lambda_max`` of that objective.
+
+    Args:
+        loops: ``[n]`` loop counts.
+        loss: ``[n]`` losses, or ``{model: [n]}``.
+        lambda_max: optional ``[n]`` (or ``{model: [n]}``) top Hessian eigenvalues.
+        trained_loops: optional loop count trained with (or ``{model: int}``).
+
+    Returns:
+        The figure (page width).
+    """
+    x = _vec(loops, "loop_curve: loops")
+    if loss is None:
+        raise LandscapeError("loop_curve: missing loss (one value per loop count)")
+    fig = _new_figure("page", 0.34)
+    ax_l, ax_s = fig.subplots(1, 2, sharex=True)
+    trained = _by_model(trained_loops, "")
+    _loop_panel(ax_l, x, _by_model(loss, ""), trained, "loss")
+    ax_l.set(xlabel="loops at evaluation", ylabel="loss", title="loss")
+    if lambda_max is None:
+        _not_computed(ax_s, "lambda_max per loop count")
+    else:
+        _loop_panel(ax_s, x, _by_model(lambda_max, ""), trained, "lambda_max")
+        _log_if_wide(ax_s, np.concatenate([ln.get_ydata() for ln in ax_s.get_lines()]))
+        ax_s.set(xlabel="loops at evaluation", ylabel=r"$\lambda_{\max}$", title="sharpness")
+    _legend_below(fig, [ax_l, ax_s])
+    return fig
+
+
+def _before_after(ax, d: Mapping, keys: Sequence[tuple[str, str]]) -> bool:
+    """Grouped before/after bars for the pairs present; False if none is."""
+    present = [(k, lab) for k, lab in keys
+               if d.get(f"{k}_before") is not None and d.get(f"{k}_after") is not None]
+    for i, (k, _) in enumerate(present):
+        for j, (when, color) in enumerate((("before", MODEL_COLORS[SINGLE]),
+                                           ("after", MODEL_COLORS[LOOPED]))):
+            v = float(d[f"{k}_{when}"])
+            ax.bar(i + (j - 0.5) * 0.38, v, 0.38, color=color, label=when if i == 0 else None)
+            ax.text(i + (j - 0.5) * 0.38, v, f"{v:.3g}", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(range(len(present)), [lab for _, lab in present])
+    ax.grid(axis="x", visible=False)
+    ax.margins(y=0.15)
+    return bool(present)
+
+
+@_styled
+def switch_diagnostics(d: Mapping) -> Figure:
+    """What happens at the SHIFT switch (ours): loss jump, sharpness, eigenspace overlap.
+
+    How to read it. Left: the loss just before (blue, one loop) and just after (red,
+    looped) the switch, at the same weights. Middle: ``lambda_max`` and the Hessian
+    trace before and after (log scale). Right: the cosines of the principal angles
+    between the top-k Hessian eigenspaces before and after (1: the same directions; near
+    0: new ones); their mean square is in the title. Missing pieces say "not computed".
+
+    Args:
+        d: ``{"loss_before": float, "loss_after": float, "lambda_max_before": float,
+            "lambda_max_after": float, "trace_before": float, "trace_after": float,
+            "overlap": [k] cosines, "step": int}``; only the losses are required.
+
+    Returns:
+        The figure (page width).
+    """
+    for key in ("loss_before", "loss_after"):
+        _need(d, key, "switch_diagnostics")
+    fig = _new_figure("page", 0.34)
+    ax_l, ax_s, ax_o = fig.subplots(1, 3)
+    _before_after(ax_l, d, [("loss", "loss")])
+    ax_l.set(ylabel="loss", title="loss jump")
+    if _before_after(ax_s, d, [("lambda_max", r"$\lambda_{\max}$"), ("trace", "trace")]):
+        ax_s.set_yscale("log")
+        ax_s.set(title="sharpness")
+    else:
+        _not_computed(ax_s, "lambda_max / trace before and after")
+    if d.get("overlap") is not None:
+        cos = _vec(d["overlap"], "switch_diagnostics: overlap")
+        ax_o.bar(np.arange(1, cos.size + 1), cos, color=MODEL_COLORS[SHIFT])
+        ax_o.set(ylim=(0, 1.05), xlabel="principal angle i", ylabel=r"$\cos\theta_i$",
+                 title=f"top-{cos.size} overlap, mean " + r"$\cos^2$" + f" = {np.mean(cos**2):.2f}")
+        ax_o.grid(axis="x", visible=False)
+    else:
+        _not_computed(ax_o, "top-k eigenspace overlap")
+    if d.get("step") is not None:
+        fig.suptitle(f"SHIFT switch at step {d['step']}")
+    _legend_below(fig, [ax_l])
+    return fig
+
+
+def _threshold_line(ax, epochs: np.ndarray, threshold: object, label: str, style: str) -> None:
+    if threshold is None:
+        return
+    t = np.asarray(threshold, dtype=np.float64)
+    kw = {"color": "black", "linestyle": style, "linewidth": 1.0, "label": label}
+    if t.ndim == 0:
+        ax.axhline(float(t), **kw)
+    elif t.shape == epochs.shape:
+        ax.plot(epochs, t, **kw)
+    else:
+        raise LandscapeError(f"sharpness: threshold must be a number or [{epochs.size}] values")
+
+
+def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, where, style,
+                 unit) -> None:
+    y = _vec(values, where)
+    if y.size != epochs.size:
+        raise LandscapeError(f"{where}: {y.size} values for {epochs.size} epochs")
+    ax.plot(epochs, y, color=color, marker="o", label=label)
+    _threshold_line(ax, epochs, threshold, tlabel, style)
+    _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]), decades=2.0)
+    ax.set_xlabel(unit)
+
+
+@_styled
+def sharpness(
+    epochs: object,
+    lambda_max: object,
+    threshold: object,
+    adam_lambda_max: object | None = None,
+    adam_threshold: object | None = None,
+    *,
+    model: str | None = None,
+    unit: str = "epoch",
+) -> Figure:
+    """Sharpness against its stability threshold over training (ours; edge of stability).
+
+    How to read it. Left: ``lambda_max`` of the Hessian with the gradient-descent
+    threshold ``2 / lr`` (dashed; a line if the learning rate changes). Right: the
+    largest eigenvalue of the Adam-preconditioned Hessian with its threshold
+    (``38 / lr`` for beta1 = 0.9, :func:`landscape.probe.parts.stability_threshold`); for an
+    Adam run the right panel is the one that tests the edge of stability: a curve that
+    rises to the dashed line and hovers there is at the edge.
+
+    Args:
+        epochs: ``[n]`` epochs (steps where ``unit`` is ``"step"``).
+        lambda_max: ``[n]`` top Hessian eigenvalues.
+        threshold: ``2 / lr``, a number or ``[n]`` (None: no line).
+        adam_lambda_max: optional ``[n]`` preconditioned top eigenvalues.
+        adam_threshold: optional threshold for them, a number or ``[n]``.
+        model: optional model key, for its color and label.
+        unit: what ``epochs`` counts (the x label): ``"epoch"``, or ``"step"`` for a run
+            of your own loop (:func:`landscape.analysis.series.time_unit`).
+
+    Returns:
+        The figure (page width).
+    """
+    e = _vec(epochs, "sharpness: epochs")
+    unit = _unit(unit, "sharpness")
+    if lambda_max is None:
+        raise LandscapeError("sharpness: missing lambda_max (run the Hessian probe)")
+    fig = _new_figure("page", 0.34)
+    ax_g, ax_a = fig.subplots(1, 2, sharex=True)
+    color = MODEL_COLORS.get(model or "", OKABE_ITO["black"])
+    label = _label(model) if model else r"$\lambda_{\max}$"
+    _sharp_panel(ax_g, e, lambda_max, threshold, color, label, "GD threshold 2 / lr",
+                 "sharpness: lambda_max", "--", unit)  # fmt: skip
+    ax_g.set(ylabel=r"$\lambda_{\max}(H)$", title="Hessian")
+    if adam_lambda_max is None:
+        _not_computed(ax_a, "Adam-preconditioned lambda_max")
+    else:
+        _sharp_panel(ax_a, e, adam_lambda_max, adam_threshold, color, label, "Adam threshold",
+                     "sharpness: adam_lambda_max", "-.", unit)  # fmt: skip
+        ax_a.set(ylabel=r"$\lambda_{\max}(P^{-1/2} H P^{-1/2})$", title="preconditioned")
+    _legend_below(fig, [ax_g, ax_a])
+    return fig

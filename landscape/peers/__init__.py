@@ -1,1 +1,0 @@
-"""Adapters to the peer tools the toolkit is compared with (see BENCHMARKS.md)."""

@@ -1,0 +1,512 @@
+"""Models of your own: the code a run file names, its probe set, and its loss.
+
+A run recorded from your own training loop (:class:`landscape.Recorder`) or imported from
+a folder of checkpoints (``landscape import``) names two pieces of code:
+
+* a **factory** ``"pkg.mod:build"`` called with JSON keyword arguments to rebuild the
+  module (its parameters are then replaced by a checkpoint's);
+* a **loss**: ``"next_token"``, ``"cross_entropy"``, ``"mse"``, or ``"pkg.mod:function"``.
+
+and stores the **probe set**, the fixed batch every probe evaluates, in one of two forms:
+
+* ``pair``: ``(inputs, targets)``; the model is called as ``model(inputs)``;
+* ``dict``: named tensors, e.g. ``input_ids`` and ``attention_mask``; the model is called
+  with them as keyword arguments (all but ``labels`` and ``targets``).
+
+Built-in losses (the mean over the whole probe set, evaluated :data:`CHUNK` examples at a
+time in one differentiable graph):
+
+* ``next_token``: token cross-entropy of the logits (the output itself, its ``.logits``,
+  or its first element). Pair form: against ``targets`` ``[N, T]`` (``-100``: not
+  scored). Dict form: against ``input_ids`` (or ``labels``) shifted by one, where
+  ``attention_mask`` is 1; the mean runs over all scored tokens.
+* ``cross_entropy``: logits ``[N, C]`` against class ids ``targets`` ``[N]``.
+* ``mse``: mean squared error of the output against float ``targets``, over all entries.
+* ``"pkg.mod:function"``: ``function(model, batch) -> scalar``, the mean loss of the
+  batch it is given (a tuple ``(inputs, targets)`` or a dict); the probe loss is the
+  example-weighted mean over the chunks. Use it for anything else, e.g. a forward that
+  needs other keyword arguments.
+
+**Buffers.** A module's buffers that training may change (BatchNorm's running
+statistics, or any buffer your model updates) are stored with every checkpoint, as
+:class:`BufferLayout` describes: the persistent ones (those in ``state_dict()``) of a
+floating or integer dtype. Non-persistent buffers and those of other dtypes (``bool``
+masks, complex) are taken from the module the factory builds.
+
+**Trust.** Importing a factory or a loss runs code that the run file names. A run file
+from someone else could name anything, so :func:`load_object` refuses code outside this
+package unless the caller trusts it (``--trust-code``, ``trust_code=True``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.curvature.objective import CHUNK, LossFn, has_tied_tensors, with_binding
+from landscape.errors import LandscapeError
+
+BUILTIN_LOSSES = ("next_token", "cross_entropy", "mse")
+IGNORE = -100
+NOT_MODEL_INPUTS = ("labels", "targets")
+
+
+# --- code named in a run file -----------------------------------------------------------
+
+MOVED = {"landscape.hf": "landscape.runs.huggingface"}
+"""Module names that run files store and that have since moved (stable public names)."""
+
+
+def is_own_code(spec: str) -> bool:
+    """Whether ``spec`` names code of this package (needs no trust)."""
+    return spec.split(":", 1)[0].split(".", 1)[0] == "landscape"
+
+
+def check_trust(spec: str, what: str, trust_code: bool, where: Any = "the run file") -> None:
+    """Raise unless ``spec`` may be imported: our own code, or the caller trusts it."""
+    if not trust_code and not is_own_code(spec):
+        raise LandscapeError(
+            f"{where} names code to run ({what} {spec}); importing it runs that code: pass "
+            "--trust-code (Python: trust_code=True) if you trust it")
+
+
+def load_object(spec: str, what: str, *, trust_code: bool, where: Any = "the run file"):
+    """Import ``"pkg.mod:attr"`` (trust checked first); one-line errors."""
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise LandscapeError(f"{what} {spec!r} must be 'package.module:name'")
+    check_trust(spec, what, trust_code, where)
+    mod_name, attr = spec.split(":")
+    mod_name = MOVED.get(mod_name, mod_name)
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's input
+        raise LandscapeError(f"cannot import {what} {spec}: {type(e).__name__}: {e}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise LandscapeError(f"cannot import {what} {spec}: {mod_name} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise LandscapeError(f"{what} {spec} is not callable")
+    return obj
+
+
+def build_model(factory: str, kwargs: Mapping[str, Any], *, trust_code: bool,
+                where: Any = "the run file") -> nn.Module:
+    """Call the factory with ``kwargs`` and check that it returns a module."""
+    fn = load_object(factory, "factory", trust_code=trust_code, where=where)
+    try:
+        model = fn(**dict(kwargs))
+    except Exception as e:  # noqa: BLE001 - the user's factory failed on its arguments
+        raise LandscapeError(f"factory {factory} failed: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(model, nn.Module):
+        raise LandscapeError(f"factory {factory} returned {type(model).__name__}, "
+                             "not a torch.nn.Module")
+    return model
+
+
+def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: Any) -> None:
+    """Load ``state`` into ``model``, naming missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected),
+                         ("mis-shaped (file vs model)", shaped)):
+        if items:
+            more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+            problems.append(f"{label}: {', '.join(items[:5])}{more}")
+    if problems:
+        raise LandscapeError(f"{where} does not fit the model: {'; '.join(problems)}")
+    model.load_state_dict(state)
+
+
+# --- buffers ----------------------------------------------------------------------------
+
+
+STORED_AS = {torch.float16: "float16", torch.bfloat16: "float32", torch.float32: "float32",
+             torch.float64: "float64", torch.uint8: "uint8", torch.int8: "int8",
+             torch.int16: "int16", torch.int32: "int32", torch.int64: "int64"}
+"""Buffer dtypes stored per checkpoint, and the array dtype each is stored as (exactly:
+bfloat16 has no numpy dtype, and float32 holds every bfloat16 value)."""
+
+
+@dataclass(frozen=True)
+class BufferLayout:
+    """The buffers of a module that are stored per checkpoint, and where in a row.
+
+    A checkpoint's buffers are one row per storage dtype (:data:`STORED_AS`): each buffer
+    flattened, in layout order, into the row of its dtype. ``BufferLayout.of(model)``
+    takes the persistent buffers (in ``state_dict()``) of a floating or integer dtype, in
+    ``named_buffers()`` order.
+
+    Attributes:
+        names: buffer names, as in ``named_buffers()``.
+        shapes: the shape of each.
+        dtypes: the torch dtype of each (``"float32"``, ``"int64"``, ``"bfloat16"``, ...).
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> BufferLayout:
+        """The stored buffers of ``model``."""
+        persistent = set(model.state_dict(keep_vars=True))
+        found = [(n, b) for n, b in model.named_buffers()
+                 if n in persistent and b.dtype in STORED_AS]
+        return cls(tuple(n for n, _ in found), tuple(tuple(b.shape) for _, b in found),
+                   tuple(str(b.dtype).removeprefix("torch.") for _, b in found))
+
+    def stored_as(self, i: int) -> str:
+        """The array dtype buffer ``i`` is stored in (a row's name)."""
+        return STORED_AS[getattr(torch, self.dtypes[i])]
+
+    def _slots(self) -> dict[str, list[tuple[int, int, int]]]:
+        """``{row: [(buffer index, start, size)]}``."""
+        out: dict[str, list[tuple[int, int, int]]] = {}
+        ends: dict[str, int] = {}
+        for i, shape in enumerate(self.shapes):
+            row, size = self.stored_as(i), math.prod(shape)
+            out.setdefault(row, []).append((i, ends.get(row, 0), size))
+            ends[row] = ends.get(row, 0) + size
+        return out
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """The rows of a checkpoint (storage dtypes), in order."""
+        return tuple(self._slots())
+
+    def flatten(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """The module's buffers as ``{row: [B_row]}`` arrays (copies, on the CPU).
+
+        Raises:
+            LandscapeError: a buffer is missing or has another shape than the layout's.
+        """
+        have = dict(model.named_buffers())
+        bad = [n for n, s in zip(self.names, self.shapes)
+               if n not in have or tuple(have[n].shape) != s]
+        if bad:
+            raise LandscapeError(f"the model's buffers changed since recording began (e.g. "
+                                 f"{', '.join(bad[:3])})")
+        out = {}
+        for row, slots in self._slots().items():
+            parts = [have[self.names[i]].detach().reshape(-1).to("cpu", getattr(torch, row))
+                     for i, _, _ in slots]
+            out[row] = torch.cat(parts).numpy()
+        return out
+
+    def unflatten(self, rows: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` in each buffer's own dtype and shape, from :meth:`flatten`'s rows."""
+        out = {}
+        for row, slots in self._slots().items():
+            flat = torch.from_numpy(np.asarray(rows[row]))
+            for i, start, size in slots:
+                out[self.names[i]] = flat[start : start + size].reshape(self.shapes[i]).to(
+                    getattr(torch, self.dtypes[i]))
+        return {n: out[n] for n in self.names}
+
+    def fits(self, other: BufferLayout) -> bool:
+        """Same names and shapes (dtypes may differ: values are cast on loading)."""
+        return (self.names, self.shapes) == (other.names, other.shapes)
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable description (names, shapes, dtypes, and each one's row)."""
+        return {"names": list(self.names), "shapes": [list(s) for s in self.shapes],
+                "dtypes": list(self.dtypes),
+                "rows": [self.stored_as(i) for i in range(len(self.names))]}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> BufferLayout:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            LandscapeError: ``d`` is not such a description.
+        """
+        try:
+            out = cls(tuple(d["names"]), tuple(tuple(int(n) for n in s) for s in d["shapes"]),
+                      tuple(d["dtypes"]))
+            for i in range(len(out.names)):
+                out.stored_as(i)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise LandscapeError(f"not a buffer layout ({type(e).__name__}: {e})") from None
+        if not len(out.names) == len(out.shapes) == len(out.dtypes):
+            raise LandscapeError("buffer layout: names, shapes and dtypes differ in number")
+        return out
+
+
+def load_buffers(model: nn.Module, buffers: Mapping[str, torch.Tensor], where: Any) -> None:
+    """Copy ``buffers`` into the module's buffers of the same names (cast to their dtype).
+
+    Raises:
+        LandscapeError: the module lacks one of them or has it in another shape.
+    """
+    have = dict(model.named_buffers())
+    bad = [n for n, t in buffers.items()
+           if n not in have or tuple(have[n].shape) != tuple(t.shape)]
+    if bad:
+        raise LandscapeError(f"{where}: the factory builds a model whose buffers do not fit "
+                             f"the stored ones (e.g. {', '.join(bad[:3])})")
+    with torch.no_grad():
+        for n, t in buffers.items():
+            have[n].copy_(t)
+
+
+# --- the probe set ----------------------------------------------------------------------
+
+
+def probe_arrays(probe: Any) -> tuple[str, dict[str, np.ndarray]]:
+    """``(form, arrays)`` of a probe set given as ``(inputs, targets)`` or a dict."""
+    if isinstance(probe, Mapping):
+        form, items = "dict", dict(probe)
+    elif isinstance(probe, (tuple, list)) and len(probe) == 2:
+        form, items = "pair", {"inputs": probe[0], "targets": probe[1]}
+    else:
+        raise LandscapeError("probe must be (inputs, targets) or a dict of tensors, e.g. "
+                             "{'input_ids': ..., 'attention_mask': ...}")
+    arrays = {}
+    for k, v in items.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu().numpy()
+        v = np.asarray(v)
+        if v.dtype.kind not in "biuf" or v.ndim == 0:
+            raise LandscapeError(f"probe set {k!r}: need a numeric array with a batch "
+                                 f"dimension, got {v.dtype} of shape {v.shape}")
+        arrays[str(k)] = v
+    sizes = {k: v.shape[0] for k, v in arrays.items()}
+    if not arrays or len(set(sizes.values())) != 1 or min(sizes.values()) < 1:
+        raise LandscapeError(f"probe set: every array needs the same number (>= 1) of "
+                             f"examples along its first axis, got {sizes}")
+    return form, arrays
+
+
+def check_probe_for_loss(loss: str, form: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """Shape and dtype rules of the built-in losses (a custom loss checks its own)."""
+    if loss not in BUILTIN_LOSSES:
+        return
+    if form == "dict":
+        if loss == "next_token":
+            ids = arrays.get("labels", arrays.get("input_ids"))
+            if ids is None:
+                raise LandscapeError("probe set: next_token on a dict needs 'input_ids'")
+            _need(ids, "input_ids", "iu", 2)
+            mask = arrays.get("attention_mask")
+            if mask is not None and mask.shape != ids.shape:
+                raise LandscapeError(f"probe set: attention_mask {mask.shape} and input_ids "
+                                     f"{ids.shape} differ in shape")
+        elif "targets" not in arrays and "labels" not in arrays:
+            raise LandscapeError(f"probe set: {loss} on a dict needs 'targets' or 'labels'")
+        return
+    x, y = arrays["inputs"], arrays["targets"]
+    if loss == "next_token":
+        _need(y, "targets", "iu", 2)
+        if x.shape[:2] != y.shape:
+            raise LandscapeError(f"probe set: next_token needs inputs [N, T, ...] and targets "
+                                 f"[N, T]; got {x.shape} and {y.shape}")
+    elif loss == "cross_entropy":
+        _need(y, "targets", "iu", None)
+    elif loss == "mse":
+        _need(y, "targets", "f", None)
+
+
+def _need(a: np.ndarray, name: str, kinds: str, ndim: int | None) -> None:
+    kind = {"iu": "integer", "f": "floating-point"}[kinds]
+    if a.dtype.kind not in kinds or (ndim is not None and a.ndim != ndim):
+        dims = f" [{', '.join('NTXYZ'[:ndim])}]" if ndim else ""
+        raise LandscapeError(f"probe set {name!r}: need {kind}{dims}, got {a.dtype} of "
+                             f"shape {a.shape}")
+
+
+def batches(form: str, arrays: Mapping[str, np.ndarray], device: torch.device | str = "cpu",
+            chunk: int = CHUNK) -> list[Any]:
+    """The probe set as model batches of at most ``chunk`` examples (tuples or dicts)."""
+    tensors = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in arrays.items()}
+    n = next(iter(tensors.values())).shape[0]
+    out = []
+    for i in range(0, n, chunk):
+        part = {k: v[i : i + chunk] for k, v in tensors.items()}
+        out.append((part["inputs"], part["targets"]) if form == "pair" else part)
+    return out
+
+
+# --- losses -----------------------------------------------------------------------------
+
+
+def logits_of(out: Any) -> torch.Tensor:
+    """The tensor in a model's output: itself, ``.logits``, ``["logits"]`` or ``[0]``."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, Mapping) and "logits" in out:
+        return out["logits"]
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise LandscapeError(f"cannot find the output tensor in a {type(out).__name__}; use "
+                         "a loss 'pkg.mod:function' that takes (model, batch)")
+
+
+def _forward(model: nn.Module, batch: Any) -> torch.Tensor:
+    if isinstance(batch, tuple):
+        return logits_of(model(batch[0]))
+    return logits_of(model(**{k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}))
+
+
+def _targets(batch: Any) -> torch.Tensor:
+    if isinstance(batch, tuple):
+        return batch[1]
+    return batch["targets"] if "targets" in batch else batch["labels"]
+
+
+def _next_token_targets(batch: Any) -> torch.Tensor:
+    """Targets aligned with the logits: given (pair), or the shifted ids (dict)."""
+    if isinstance(batch, tuple):
+        return batch[1]
+    ids = batch.get("labels", batch["input_ids"])
+    nxt = torch.full_like(ids, IGNORE)
+    nxt[:, :-1] = ids[:, 1:]
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        nxt[:, :-1] = torch.where(mask[:, 1:].bool(), nxt[:, :-1], IGNORE)
+    return nxt
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs in float32 for the loss; float32/float64 as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _builtin_sum(name: str) -> Callable[[nn.Module, Any], torch.Tensor]:
+    """``f(model, batch)`` -> the loss summed over what the batch scores."""
+
+    def next_token(model, batch):
+        logits = _forward(model, batch)
+        y = _next_token_targets(batch)
+        return nn.functional.cross_entropy(_wide(logits.reshape(-1, logits.shape[-1])),
+                                           y.reshape(-1), ignore_index=IGNORE,
+                                           reduction="sum")
+
+    def cross_entropy(model, batch):
+        logits = _forward(model, batch)
+        return nn.functional.cross_entropy(_wide(logits), _targets(batch), reduction="sum")
+
+    def mse(model, batch):
+        out = _forward(model, batch)
+        return ((_wide(out) - _targets(batch).to(_wide(out).dtype)) ** 2).sum()
+
+    return {"next_token": next_token, "cross_entropy": cross_entropy, "mse": mse}[name]
+
+
+def _count(name: str, batch: Any) -> int:
+    """How many terms the built-in loss ``name`` sums over in ``batch``."""
+    if name == "next_token":
+        return int((_next_token_targets(batch) != IGNORE).sum())
+    if name == "cross_entropy":
+        return int(np.prod(_targets(batch).shape))
+    return -1  # mse: the output's size, known after a forward
+
+
+class _Objective(nn.Module):
+    """``forward(batch)`` = ``loss(model, batch)``.
+
+    Lets ``functional_call`` swap the weights of a model that the loss calls however it
+    likes (keyword arguments, several calls).
+    """
+
+    def __init__(self, model: nn.Module, loss: Callable):
+        super().__init__()
+        self.model = model
+        self._loss = loss
+
+    def forward(self, batch):
+        return self._loss(self.model, batch)
+
+
+def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
+                        arrays: Mapping[str, np.ndarray], *, trust_code: bool,
+                        device: torch.device | str = "cpu", chunk: int = CHUNK,
+                        where: Any = "the run file") -> LossFn:
+    """``f(params) -> scalar``: the loss ``loss`` of ``model`` on the probe set.
+
+    ``params`` is keyed by ``model.named_parameters()`` names; usable with ``torch.func``
+    and the probes, like :func:`landscape.train.split_loss.make_loss_fn`.
+    """
+    pieces = batches(form, arrays, device, chunk)
+    if loss in BUILTIN_LOSSES:
+        per_batch = _builtin_sum(loss)
+        counts = [_count(loss, b) for b in pieces]
+        if loss == "mse":
+            with torch.no_grad():
+                counts = [_forward(model, b).numel() for b in pieces]
+        total = max(sum(counts), 1)
+    else:
+        fn = load_object(loss, "loss", trust_code=trust_code, where=where)
+        sizes = [len(b[0]) if isinstance(b, tuple) else len(next(iter(b.values())))
+                 for b in pieces]
+
+        def per_batch(m, b, _fn=fn):
+            return _fn(m, b)
+
+        total = None
+    obj = _Objective(model, per_batch)
+    own = {f"model.{k}": v for k, v in model.named_buffers()}
+    wide: dict[str, torch.Tensor] = {}
+
+    def buffers(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The module's buffers; floating ones in float64 beside float64 parameters."""
+        if not any(v.dtype == torch.float64 for v in params.values()):
+            return own
+        if not wide:  # e.g. BatchNorm's float32 statistics cannot meet float64 inputs
+            wide.update({k: v.double() if v.is_floating_point() else v
+                         for k, v in own.items()})
+        return wide
+
+    tie = has_tied_tensors(model)  # else skip functional_call's per-call walk for ties
+
+    def mean_loss(call: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+        acc = 0.0
+        for i, b in enumerate(pieces):
+            value = call(b)
+            if total is None:
+                if value.dim() != 0:
+                    raise LandscapeError(f"loss {loss} returned a tensor of shape "
+                                         f"{tuple(value.shape)}, not a scalar")
+                value = value * sizes[i]
+            acc = acc + value
+        return acc / (total if total is not None else sum(sizes))
+
+    def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        named = {f"model.{k}": v for k, v in params.items()}
+        bufs = buffers(params)
+        return mean_loss(lambda b: functional_call(obj, (named, bufs), (b,), tie_weights=tie))
+
+    return with_binding(loss_fn, obj, buffers, tie, lambda: mean_loss(obj), prefix="model.")
+
+
+def check_loss(loss_fn: LossFn, params: Mapping[str, torch.Tensor], loss: str) -> float:
+    """Evaluate once; raise unless it is a finite scalar. Returns its value."""
+    try:
+        with torch.no_grad():
+            value = loss_fn(params)
+    except LandscapeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the model or loss failed on the probe set
+        raise LandscapeError(f"loss {loss} failed on the probe set: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise LandscapeError(f"loss {loss} returned {shape}, not a scalar")
+    if not torch.isfinite(value):
+        raise LandscapeError(f"loss {loss} is {float(value)} on the probe set")
+    return float(value)

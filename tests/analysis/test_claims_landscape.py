@@ -1,0 +1,309 @@
+"""Claims 2, 3 and 4 on synthetic seeds that should hold, should not, and cannot tell."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import StoredRun, grouped, u_like, v_like
+
+from landscape.analysis import claims
+from landscape.analysis.claims import FAILS, HOLDS, INCONCLUSIVE, UNDERPOWERED
+
+SEEDS = (0, 1, 2)
+
+
+def _three(t, level=7.0):
+    a, b = 0.25 * t[-1], 0.6 * t[-1]
+    return np.where(t < a, level - 0.3 * t / a,
+                    np.where(t < b, level - 0.3 + 0.5 * (t - a) / (b - a), level + 0.2))
+
+
+def _curves(shape, n=12, seeds=SEEDS, noise=0.02):
+    t = np.linspace(0, 50, n)
+    out = []
+    for s in seeds:
+        rng = np.random.default_rng(10 * s + n)
+        y = (_three(t) if shape == "three" else 7.0 + 0.4 * t / 50) + 0.05 * s
+        out.append({"seed": s, "name": f"run{s}", "steps": list(range(n)), "epoch": t,
+                    "entropy": y + rng.normal(0, noise, n), "se": np.zeros(n),
+                    "source": "exact", "stats": [None] * n})
+    return out
+
+
+# ------------------------------------------------------------------------------ claim 2
+
+
+def test_claim2_rule_both_ways_and_undecided():
+    assert claims.phases_verdict(_curves("rise"), _curves("three"))[0] == HOLDS
+    assert claims.phases_verdict(_curves("rise"), _curves("rise"))[0] == FAILS
+    assert claims.phases_verdict(_curves("three"), _curves("three"))[0] == INCONCLUSIVE
+    verdict, per_seed = claims.phases_verdict(_curves("rise", n=60), _curves("three", n=60))
+    assert verdict == HOLDS and len(per_seed["looped"]) == 3
+    assert all(r["rise"] > 0.3 and r["drop"] > 0.15 for r in per_seed["looped"])
+
+
+def test_seed_noise_ignores_offsets_and_adds_the_estimator_error():
+    c = _curves("three", noise=0.0)
+    assert claims.seed_noise(c) is None  # identical shapes, offsets only: no noise
+    for x in c:
+        x["se"] = np.full(x["epoch"].size, 0.03)
+    assert claims.seed_noise(c) == pytest.approx(0.03)
+    assert claims.seed_noise(c[:1]) is None
+
+
+def _spectrum_run(arch, seed, eig_at, steps=(10, 20, 30), cv=None):
+    probes = {}
+    for st in steps:
+        eig = eig_at(st, seed)
+        probes[(st, "hessian")] = {"top": {"values": np.sort(eig)[::-1][:10]},
+                                   "exact": {"eigvals": np.sort(eig)}}
+        if cv is not None:
+            probes[(st, "geometry")] = {"spread": {"cv": cv + 0.01 * seed,
+                                                   "adam_cv": float("nan")}}
+    return StoredRun(arch, seed, probes)
+
+
+def test_claim2_end_to_end_on_exact_spectra_and_underpowered():
+    # a spectrum whose entropy follows the three-phase curve: one outlier over a flat bulk
+    def entropy_spectrum(target, p=200):
+        lo, hi = 1e-4, 1e3
+        for _ in range(80):  # bisect the outlier's weight for the entropy wanted
+            mid = np.sqrt(lo * hi)
+            e = np.concatenate([[mid], np.ones(p - 1)])
+            q = e / e.sum()
+            h = -np.sum(q * np.log(q))
+            lo, hi = (mid, hi) if h > target else (lo, mid)
+        return e
+
+    steps = tuple(range(10, 130, 10))
+    t = np.linspace(0, 50, len(steps))
+
+    def looped_eig(st, seed):
+        i = steps.index(st)
+        return entropy_spectrum(_three(t, 5.0)[i] + 0.01 * np.sin(i + seed))
+
+    def single_eig(st, seed):
+        i = steps.index(st)
+        return entropy_spectrum(5.0 + 0.2 * t[i] / 50 + 0.01 * np.cos(i + seed))
+
+    lo = [_spectrum_run("looped", s, looped_eig, steps) for s in SEEDS]
+    si = [_spectrum_run("single", s, single_eig, steps) for s in SEEDS]
+    c = claims.judge_hessian_phases(grouped(single=si, looped=lo))
+    assert c.verdict == HOLDS, c.value
+    d = json.loads(claims.to_json([c]))[0]["details"]
+    assert d["seeds"] == {"single": [0, 1, 2], "looped": [0, 1, 2]}
+    assert d["checkpoints"]["looped_s0"] == list(steps)
+    assert len(d["per_seed"]["looped"]) == 3 and "erank_pos" in d["per_seed"]["looped"][0]
+    c1 = claims.judge_hessian_phases(grouped(single=si[:1], looped=lo[:1]))
+    assert c1.verdict == UNDERPOWERED and "tentatively" in c1.value
+    swapped = claims.judge_hessian_phases(grouped(single=lo, looped=si))
+    assert swapped.verdict == FAILS
+
+
+# ------------------------------------------------------------------------------ claim 3
+
+
+def _uv_inputs(kind, seeds=SEEDS, cv=None):
+    make = u_like if kind == "U" else v_like
+    out = []
+    for s in seeds:
+        spec = make(s)
+        out.append({"seed": s, "spectrum": spec, "top": np.sort(spec)[::-1],
+                    "cv": (0.05 if kind == "U" else 0.6) + 0.01 * s if cv is None else cv})
+    return out
+
+
+def test_claim3_rule_tells_u_from_v_both_ways():
+    ev = claims.uv_evidence(_uv_inputs("U"), _uv_inputs("V"))
+    assert ev["outcome"] == HOLDS, ev["votes"]
+    assert ev["votes"] == {"sweep": 1, "outlier_kappa": 1, "spread": 1}
+    assert len(ev["sweep"]) >= 13 and not any(r["saturated_both"] for r in ev["sweep"])
+    assert all(r["vote"] == 1 for r in ev["sweep"])  # told apart at every eps
+    rev = claims.uv_evidence(_uv_inputs("V"), _uv_inputs("U"))
+    assert rev["outcome"] == FAILS and all(r["vote"] == -1 for r in rev["sweep"])
+
+
+def test_claim3_identical_spectra_are_inconclusive():
+    ev = claims.uv_evidence(_uv_inputs("V"), _uv_inputs("V"))
+    assert ev["outcome"] == INCONCLUSIVE
+    assert set(ev["votes"].values()) <= {0, None}
+
+
+def test_claim3_saturated_sweep_is_not_counted():
+    # a continuous bulk through every eps: both saturate, the sweep cannot vote
+    def bulk(seed):
+        return np.concatenate([[1.0], np.geomspace(1e-6, 0.9, 300)]) * (1 + 0.01 * seed)
+
+    s = [{"seed": i, "spectrum": bulk(i), "top": np.sort(bulk(i))[::-1], "cv": np.nan}
+         for i in SEEDS]
+    ev = claims.uv_evidence(s, s)
+    assert ev["votes"]["sweep"] is None and ev["votes"]["spread"] is None
+    assert all(r["saturated_both"] for r in ev["sweep"]) and ev["outcome"] == INCONCLUSIVE
+
+
+def _no_edge(kind, seed):
+    """A trained network's kind of spectrum: no gap between the top values and the bulk
+    (continuous through every eps), the top five uniform (U) or spread (V)."""
+    top = (np.array([1.0, 0.95, 0.9, 0.86, 0.82]) if kind == "U"
+           else np.array([1.0, 0.5, 0.25, 0.125, 0.0625])) * (1 + 0.02 * seed)
+    bulk = np.geomspace(1e-6, top[-1] * 0.95, 400)
+    spec = np.concatenate([top, bulk, -bulk[:100]])
+    return {"seed": seed, "spectrum": spec, "top": np.sort(spec)[::-1], "cv": np.nan}
+
+
+def test_claim3_without_a_bulk_edge_still_decides_both_ways():
+    # with the sweep saturated and no bulk edge, the outlier kappa at the top 5 and the
+    # direction spread remain: the rule must still be able to say holds and does not hold
+    u = [_no_edge("U", s) for s in SEEDS]
+    v = [_no_edge("V", s) for s in SEEDS]
+    from landscape.geometry import uv_measures as uv
+
+    assert uv.outlier_k([x["top"] for x in u + v]) == (uv.NO_EDGE_K, False)
+    for x, cv in ((u, 0.05), (v, 0.6)):
+        for i, d in enumerate(x):
+            d["cv"] = cv + 0.01 * i
+    ev = claims.uv_evidence(u, v)
+    assert ev["votes"] == {"sweep": None, "outlier_kappa": 1, "spread": 1}, ev["votes"]
+    assert ev["outcome"] == HOLDS and ev["outlier_edge"] is False
+    rev = claims.uv_evidence(v, u)
+    assert rev["votes"]["outlier_kappa"] == -1 and rev["outcome"] == FAILS
+    same = claims.uv_evidence(u, u)
+    assert same["outcome"] == INCONCLUSIVE
+
+
+def test_claim3_end_to_end_with_the_report_contract():
+    def eig(kind):
+        return lambda st, seed: (u_like if kind == "U" else v_like)(seed)
+
+    si = [_spectrum_run("single", s, eig("U"), cv=0.05) for s in SEEDS]
+    lo = [_spectrum_run("looped", s, eig("V"), cv=0.6) for s in SEEDS]
+    c = claims.judge_landscape(grouped(single=si, looped=lo))
+    assert c.verdict == HOLDS, c.value
+    d = json.loads(claims.to_json([c]))[0]["details"]
+    assert d["seeds"] == [0, 1, 2] and d["checkpoints"]["single_s1"] == [10, 20, 30]
+    keys = {"eps_rel", "kappa_single", "kappa_looped", "count_single", "count_looped",
+            "force_single", "force_looped"}
+    assert len(d["sweep"]) >= 13 and all(keys <= set(r) for r in d["sweep"])
+    assert len(d["per_seed"]) == 3 and "assumption_1" in d["per_seed"][0]
+    c2 = claims.judge_landscape(grouped(single=si[:2], looped=lo[:2]))
+    assert c2.verdict == UNDERPOWERED
+    c3 = claims.judge_landscape(grouped(single=lo, looped=si))
+    assert c3.verdict == FAILS
+
+
+# ------------------------------------------------------------------------------ claim 4
+
+
+def test_claim4_rule_both_ways():
+    def rows(vals):
+        return [{"gain_per_oscillation": v} for v in vals]
+
+    assert claims.hopping_verdict(rows([1.0, 1.1, 0.9]), rows([2.0, 2.1, 1.9]))[0] == HOLDS
+    assert claims.hopping_verdict(rows([2.0, 2.1, 1.9]), rows([1.0, 1.1, 0.9]))[0] == FAILS
+    assert claims.hopping_verdict(rows([1.0, 2.0, 1.5]), rows([1.2, 1.9, 1.4]))[0] \
+        == INCONCLUSIVE
+
+
+def test_claim4_without_trained_runs_reports_the_simulator_as_an_algebra_check():
+    c = claims.judge_theory({})
+    assert c.verdict == INCONCLUSIVE and "missing" in c.details
+    sim = c.details["simulator"]
+    assert sim["algebra_ok"] and sim["closed_form_rel_error"] < 1e-8
+    assert sim["v_progress"] > sim["u_progress"] and "algebra" in c.value
+
+
+def test_claim4_end_to_end_on_tiny_trained_runs(trained_runs, tmp_path):
+    from landscape.probe import HessianSettings, ProbeSettings, probe
+    from landscape.runfile import store
+    from landscape.runs.run import Run
+
+    paths = {a: store.copy_run(trained_runs[a], tmp_path / f"{a}.h5") for a in ("single",
+                                                                                  "looped")}
+    for arch in ("single", "looped"):
+        probe(paths[arch], ProbeSettings(steps="8,16", hessian=HessianSettings(
+            k_top=3, k_bottom=0, slq_runs=2, slq_steps=10, trace_hvps=4, exact="never")))
+    runs = {a: Run.open(paths[a]) for a in ("single", "looped")}
+    c = claims.judge_theory(grouped(single=runs["single"], looped=runs["looped"]))
+    assert c.verdict == UNDERPOWERED  # one seed
+    t = c.details["trained"]
+    for arch in ("single", "looped"):
+        x = t[arch][0]
+        assert x["steps"] == [int(runs[arch].steps[1]), int(runs[arch].steps[2])]
+        assert 0 <= x["hop_fraction"] <= 1 and np.isfinite(x["gain_per_oscillation"])
+    json.dumps(json.loads(claims.to_json([c])))
+
+
+def test_sweep_figure_from_stored_spectra():
+    from landscape.analysis import series
+    from landscape.draw import figures
+
+    si = [_spectrum_run("single", s, lambda st, seed: u_like(seed)) for s in SEEDS]
+    lo = [_spectrum_run("looped", s, lambda st, seed: v_like(seed)) for s in SEEDS]
+    sw = series.uv_sweep(si, lo)
+    assert len(sw["single"]) == 3 and sw["single"][0]["step"] == 30
+    assert np.all(sw["looped"][0]["kappa"] > sw["single"][0]["kappa"])
+    figs = figures.valley_sweep(grouped(single=si, looped=lo))
+    assert set(figs) == {"valley_sweep"} and len(figs["valley_sweep"].axes) == 3
+    with pytest.raises(claims.LandscapeError):
+        series.uv_sweep(si, [])
+
+
+def test_spectral_runs_are_grouped_apart_and_read_by_the_landscape_claims():
+    from types import SimpleNamespace
+
+    from landscape.analysis import series
+
+    def run(name, arch, seed, probed=(10,)):
+        return SimpleNamespace(name=name, arch=arch, custom=False, task_name="markov",
+                               probed_steps=list(probed),
+                               recipe=SimpleNamespace(train=SimpleNamespace(seed=seed),
+                                                      task=SimpleNamespace(name="markov")))
+
+    main = [run(f"markov_{a}_s0", a, 0) for a in ("single", "looped")]
+    spec = [run(f"{series.SPECTRAL_PREFIX}{a}_s{s}", a, s) for a in ("single", "looped")
+            for s in (2, 1)]
+    g = series.group_runs(main + spec)
+    assert [r.name for r in g["markov"]["single"]] == ["markov_single_s0"]
+    assert [r.recipe.train.seed for r in series.landscape_runs(g, "looped")] == [1, 2]
+    assert series.landscape_runs(series.group_runs(main), "single") == main[:1]
+
+
+def test_exact_and_spread_parts_on_a_tiny_run(trained_runs, tmp_path):
+    import torch
+
+    from landscape.curvature.hessian import dense_hessian_reference, preconditioned_operator
+    from landscape.curvature.spectral import DenseOperator, dense_matrix
+    from landscape.geometry.uv_measures import expected_cv
+    from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
+    from landscape.runfile import store
+    from landscape.runs.run import Run
+
+    path = store.copy_run(trained_runs["looped"], tmp_path / "looped.h5")
+    settings = ProbeSettings(steps="16", hessian=HessianSettings(
+        k_top=4, k_bottom=0, slq_runs=2, slq_steps=10, trace_hvps=4, exact="always",
+        dtype="float64"), geometry=GeometrySettings(grid=3, width_points=5, width_dirs=1,
+                                                     spread_k=3, spread_dirs=8))
+    probe(path, settings)
+    run = Run.open(path)
+    ex, sp = run.part("exact", 16), run.part("spread", 16)
+    params = run.params(16, dtype=torch.float64)
+    loss = run.loss_fn("probe", step=16)
+    h = dense_hessian_reference(loss, params).numpy()
+    np.testing.assert_allclose(ex.eigvals, np.linalg.eigvalsh(h), atol=1e-8 * abs(h).max())
+    w, v = np.linalg.eigh(h)
+    overlap = np.abs(ex.vectors.astype(float) @ v[:, ::-1][:, :4])
+    np.testing.assert_allclose(np.diag(overlap), 1.0, atol=1e-3)
+    v_adam, step = run.adam_state(16)
+    beta2 = run.recipe.train.beta2
+    pre = dense_matrix(preconditioned_operator(DenseOperator(torch.as_tensor(h)),
+                                               torch.as_tensor(v_adam),
+                                               eps=1e-8, step=step, beta2=beta2))
+    np.testing.assert_allclose(ex.adam_eigvals, np.linalg.eigvalsh(pre.numpy()),
+                               atol=1e-7 * abs(pre.numpy()).max())
+    assert ex.adam_step == step >= 1
+    assert sp.source == "exact" and sp.k == 3 and sp.rises.shape == (8,)
+    assert sp.adam_rises.shape == (8,) and np.isfinite(sp.adam_cv)
+    # rises at the distance where the top direction rises by delta: near the quadratic's
+    quad = 0.5 * sp.radius**2 * np.sort(ex.eigvals)[::-1][:3]
+    assert quad.min() * 0.5 < np.median(sp.rises) < quad.max() * 2
+    assert 0 <= sp.cv < 2 * expected_cv(np.abs(quad)) + 0.5

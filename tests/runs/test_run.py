@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+import torch
+
+from landscape.errors import LandscapeError
+from landscape.runs.run import Run
+from landscape.train.archs import LOOPED
+from landscape.train.model import token_loss
+from landscape.train.trainer import evaluate
+
+
+def test_open_and_arrays(trained_runs):
+    run = Run.open(trained_runs["looped"])
+    assert run.recipe.arch == LOOPED
+    assert run.steps.dtype == np.int64 and (run.loops == 3).all()
+    assert set(run.metrics) >= {"step", "epoch", "wall", "lr", "train_loss", "grad_norm",
+                                "simple.acc", "complex.loss", "all.seq_acc", "tokens_per_s"}
+    assert "looped" in repr(run)
+
+
+def test_loss_fn_matches_the_model_and_differentiates(trained_runs):
+    run = Run.open(trained_runs["shift"])
+    step = int(run.steps[1])  # a Single-Attn checkpoint of the SHIFT run
+    loss = run.loss_fn("probe", step=step)
+    params = run.params(step)
+    model = run.model(step)
+    assert model.loops == 1
+    split = run.split("probe")
+    direct = token_loss(model(split.inputs), split.targets).detach()
+    assert float(loss(params)) == pytest.approx(float(direct), rel=1e-6)
+    # the probe set is a fixed subset of the training data, with all its tokens scored
+    assert len(split) == 16 and split.n_scored == 16 * 12
+    grads = torch.func.grad(loss)(params)
+    assert set(grads) == set(params) and all(torch.isfinite(g).all() for g in grads.values())
+    # the same weights under 3 loops give another objective
+    assert float(run.loss_fn("probe", step=step, loops=3)(params)) != float(loss(params))
+
+
+def test_eval_split_loss_matches_metrics(trained_runs):
+    run = Run.open(trained_runs["single"])
+    model = run.model(-1)
+    res = evaluate(model, run.split("complex"))
+    assert res["loss"] == pytest.approx(run.metrics["complex.loss"][-1], rel=1e-6)
+    assert float(run.loss_fn("complex")(run.params())) == pytest.approx(res["loss"], rel=1e-6)
+
+
+def test_bad_step_and_split(trained_runs):
+    run = Run.open(trained_runs["single"])
+    with pytest.raises(LandscapeError, match="step 7 is not a checkpoint"):
+        run.params(7)
+    with pytest.raises(LandscapeError, match="unknown split 'hard'"):
+        run.split("hard")
