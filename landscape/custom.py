@@ -34,8 +34,12 @@ floating or integer dtype. Non-persistent buffers and those of other dtypes (``b
 masks, complex) are taken from the module the factory builds.
 
 **Trust.** Importing a factory or a loss runs code that the run file names. A run file
-from someone else could name anything, so :func:`load_object` refuses code outside this
-package unless the caller trusts it (``--trust-code``, ``trust_code=True``).
+from someone else could name anything, so :func:`load_object` resolves, without trust,
+only the exact names of :data:`OWN_CODE` (this package's own factories, by alias), and
+refuses everything else, before importing it, unless the caller trusts it
+(``--trust-code``, ``trust_code=True``). Their arguments are the JSON stored in the file
+(never paths), and :func:`build_model` builds the module on the meta device and compares
+it with the stored layout before allocating it.
 """
 
 from __future__ import annotations
