@@ -86,6 +86,10 @@ MODULE_BUDGET = 16
 """Submodules per stored parameter (plus :data:`MODULE_SLACK`) that an own factory may
 create while its module is built on the meta device, before it is refused."""
 MODULE_SLACK = 256
+BUFFER_BUDGET = 16
+"""Buffer entries per stored parameter entry (at least :data:`BUFFER_FLOOR`) that an own
+factory's module may hold (e.g. causal masks), checked on the meta device."""
+BUFFER_FLOOR = 2**26
 
 
 def is_own_code(spec: Any, what: str = "factory") -> bool:
@@ -226,6 +230,9 @@ def _check_on_meta(fn: Callable, factory: str, kwargs: Mapping[str, Any],
         if hook is not None:
             hook.remove()
     misfit = layout_misfit(shadow, layout)
+    buffers = sum(b.numel() for b in shadow.buffers())
+    if own and not misfit and buffers > max(BUFFER_BUDGET * layout.size, BUFFER_FLOOR):
+        misfit = f"{buffers:,} buffer entries beside {layout.size:,} parameters"
     if misfit:
         raise LandscapeError(f"{where}: factory {shown(factory)} builds a model that does "
                              f"not fit the checkpoints ({misfit}); nothing was allocated")

@@ -268,3 +268,22 @@ def test_recording_stores_a_configuration_path_inline(tmp_path):
     run = Run.open(tmp_path / "r.h5")
     assert run.spec["kwargs"]["config"]["n_embd"] == 8
     run.model(0)  # the file alone rebuilds it
+
+
+def test_an_own_factory_with_huge_buffers_is_refused_before_allocation(recorded, tmp_path,
+                                                                       monkeypatch):
+    """Buffers (e.g. a causal mask sized by the configuration) count as well."""
+
+    def masked(d=8):
+        model = build(d=d)
+        model.register_buffer("mask", torch.ones(2**20, 2**20), persistent=False)  # 4 TiB
+        return model
+
+    monkeypatch.setattr(custom, "_masked_for_test", masked, raising=False)
+    monkeypatch.setitem(custom.OWN_CODE["factory"], "landscape.test:masked",
+                        ("landscape.custom", "_masked_for_test"))
+    path = _edit(_copy(recorded, tmp_path), model={"factory": "landscape.test:masked",
+                                                   "kwargs": {"d": 8}})
+    with pytest.raises(LandscapeError, match="buffer entries") as e:
+        Run.open(path).model()
+    assert "\n" not in str(e.value)
