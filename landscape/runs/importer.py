@@ -137,11 +137,7 @@ def import_checkpoints(folder: str | Path, out: str | Path, *, factory: str,
     The factory is called here (its name comes from the caller, not from a file).
     """
     files = checkpoint_files(folder)
-    kwargs = dict(kwargs or {})
-    if factory.startswith("landscape.hf:") and isinstance(kwargs.get("config"), str):
-        from landscape.runs.huggingface import read_config
-
-        kwargs["config"] = read_config(kwargs["config"])
+    kwargs = custom.stored_kwargs(factory, kwargs or {})  # e.g. a config.json read in
     model = custom.build_model(factory, kwargs, trust_code=True, where="--model")
     first_step, first_file = files[0]
     custom.fit_state_dict(model, fill_tied(model, load_state_dict(first_file)), first_file)

@@ -34,8 +34,12 @@ floating or integer dtype. Non-persistent buffers and those of other dtypes (``b
 masks, complex) are taken from the module the factory builds.
 
 **Trust.** Importing a factory or a loss runs code that the run file names. A run file
-from someone else could name anything, so :func:`load_object` refuses code outside this
-package unless the caller trusts it (``--trust-code``, ``trust_code=True``).
+from someone else could name anything, so :func:`load_object` resolves, without trust,
+only the exact names of :data:`OWN_CODE` (this package's own factories, by alias), and
+refuses everything else, before importing it, unless the caller trusts it
+(``--trust-code``, ``trust_code=True``). Their arguments are the JSON stored in the file
+(never paths), and :func:`build_model` builds the module on the meta device and compares
+it with the stored layout before allocating it.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.curvature.objective import CHUNK, LossFn, has_tied_tensors, with_binding
+from landscape.curvature.objective import CHUNK, LossFn, ParamLayout, has_tied_tensors, with_binding
 from landscape.errors import LandscapeError
 
 BUILTIN_LOSSES = ("next_token", "cross_entropy", "mse")
@@ -61,30 +65,67 @@ NOT_MODEL_INPUTS = ("labels", "targets")
 
 # --- code named in a run file -----------------------------------------------------------
 
-MOVED = {"landscape.hf": "landscape.runs.huggingface"}
-"""Module names that run files store and that have since moved (stable public names)."""
+OWN_CODE: dict[str, dict[str, tuple[str, str]]] = {
+    "factory": {"landscape.hf:causal_lm": ("landscape.runs.huggingface", "causal_lm")},
+    "loss": {},
+}
+"""The code a run file may name without trust: ``{what: {alias: (module, function)}}``.
+
+Matched by the exact name (``landscape.hf:causal_lm``), never by a prefix, and resolved
+to the one function the entry names, never by walking attributes. The aliases are stable
+public names: when a function moves, its entry changes here and run files naming the
+alias still load. Anything else a run file names needs ``trust_code``.
+"""
+
+INLINE: dict[str, tuple[str, str]] = {
+    "landscape.hf:causal_lm": ("landscape.runs.huggingface", "inline_kwargs")}
+"""For an own factory whose caller may give a path (e.g. a ``config.json``): the function
+that reads it into the JSON stored in the run file (:func:`stored_kwargs`)."""
+
+MODULE_BUDGET = 16
+"""Submodules per stored parameter (plus :data:`MODULE_SLACK`) that an own factory may
+create while its module is built on the meta device, before it is refused."""
+MODULE_SLACK = 256
+BUFFER_BUDGET = 16
+"""Buffer entries per stored parameter entry (at least :data:`BUFFER_FLOOR`) that an own
+factory's module may hold (e.g. causal masks), checked on the meta device."""
+BUFFER_FLOOR = 2**26
 
 
-def is_own_code(spec: str) -> bool:
-    """Whether ``spec`` names code of this package (needs no trust)."""
-    return spec.split(":", 1)[0].split(".", 1)[0] == "landscape"
+def is_own_code(spec: Any, what: str = "factory") -> bool:
+    """Whether ``spec`` is one of :data:`OWN_CODE`'s names for ``what`` (needs no trust)."""
+    return isinstance(spec, str) and spec in OWN_CODE.get(what, {})
 
 
-def check_trust(spec: str, what: str, trust_code: bool, where: Any = "the run file") -> None:
-    """Raise unless ``spec`` may be imported: our own code, or the caller trusts it."""
-    if not trust_code and not is_own_code(spec):
+def shown(spec: Any) -> str:
+    """``spec`` as one printable line (a name read from a file may hold anything)."""
+    return spec if isinstance(spec, str) and spec.isprintable() else repr(spec)
+
+
+def check_trust(spec: Any, what: str, trust_code: bool, where: Any = "the run file") -> None:
+    """Raise unless ``spec`` may be imported: an own alias, or the caller trusts the code."""
+    if not trust_code and not is_own_code(spec, what):
         raise LandscapeError(
-            f"{where} names code to run ({what} {spec}); importing it runs that code: pass "
-            "--trust-code (Python: trust_code=True) if you trust it")
+            f"{where} names code to run ({what} {shown(spec)}); importing it runs that code: "
+            "pass --trust-code (Python: trust_code=True) if you trust it")
 
 
-def load_object(spec: str, what: str, *, trust_code: bool, where: Any = "the run file"):
-    """Import ``"pkg.mod:attr"`` (trust checked first); one-line errors."""
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise LandscapeError(f"{what} {spec!r} must be 'package.module:name'")
+def load_object(spec: Any, what: str, *, trust_code: bool, where: Any = "the run file"):
+    """The function ``spec`` names; trust checked before anything is imported.
+
+    An own alias (:data:`OWN_CODE`) resolves to its entry's function. Other code, only
+    with ``trust_code``, is imported as ``"pkg.mod:attr"`` (``attr`` may be dotted).
+
+    Raises:
+        LandscapeError: not such a name, not trusted, not importable or not callable.
+    """
     check_trust(spec, what, trust_code, where)
+    if is_own_code(spec, what):
+        module, name = OWN_CODE[what][spec]
+        return getattr(importlib.import_module(module), name)
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise LandscapeError(f"{what} {shown(spec)} must be 'package.module:name'")
     mod_name, attr = spec.split(":")
-    mod_name = MOVED.get(mod_name, mod_name)
     try:
         obj: Any = importlib.import_module(mod_name)
     except Exception as e:  # noqa: BLE001 - any import failure is the user's input
@@ -98,12 +139,55 @@ def load_object(spec: str, what: str, *, trust_code: bool, where: Any = "the run
     return obj
 
 
+def stored_kwargs(factory: str, kwargs: Mapping[str, Any]) -> dict:
+    """The factory's arguments as a run file stores them: inline JSON, never a path.
+
+    For the caller's own arguments (a Recorder's, ``landscape import``'s): a path that
+    an own factory's caller may give is read here (:data:`INLINE`); an own factory called
+    from a run file takes only the stored values.
+    """
+    if not isinstance(kwargs, Mapping):
+        raise LandscapeError(f"the arguments of factory {shown(factory)} must be a JSON "
+                             f"object (a dict), not {type(kwargs).__name__}")
+    if not isinstance(factory, str) or factory not in INLINE:
+        return dict(kwargs)
+    module, name = INLINE[factory]
+    return getattr(importlib.import_module(module), name)(kwargs)
+
+
 def build_model(factory: str, kwargs: Mapping[str, Any], *, trust_code: bool,
-                where: Any = "the run file") -> nn.Module:
-    """Call the factory with ``kwargs`` and check that it returns a module."""
+                where: Any = "the run file", layout: ParamLayout | None = None) -> nn.Module:
+    """Call the factory with ``kwargs`` and check that it returns a module.
+
+    Args:
+        factory: ``"pkg.mod:build"`` or an own alias (:data:`OWN_CODE`).
+        kwargs: the factory's keyword arguments (a JSON object).
+        trust_code: the caller trusts the code ``factory`` names.
+        where: what named the factory, for messages.
+        layout: the parameters the module must have. Given, the module is first built on
+            the meta device (no memory) and compared with it, so that a factory asked for
+            another (e.g. a far larger) model is refused before anything is allocated.
+            Required of an own alias; a trusted factory that cannot build on the meta
+            device is built directly (its module is then compared by the caller).
+
+    Raises:
+        LandscapeError: the factory may not or cannot be called, fails, returns no
+            module, or builds one whose parameters differ from ``layout``.
+    """
     fn = load_object(factory, "factory", trust_code=trust_code, where=where)
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise LandscapeError(f"{where}: the arguments of factory {shown(factory)} must be a "
+                             "JSON object")
+    if layout is not None:
+        _check_on_meta(fn, factory, kwargs, layout, where)
+    return _call(fn, factory, kwargs)
+
+
+def _call(fn: Callable, factory: str, kwargs: Mapping[str, Any]) -> nn.Module:
     try:
         model = fn(**dict(kwargs))
+    except (LandscapeError, _TooLarge):
+        raise
     except Exception as e:  # noqa: BLE001 - the user's factory failed on its arguments
         raise LandscapeError(f"factory {factory} failed: {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -111,6 +195,61 @@ def build_model(factory: str, kwargs: Mapping[str, Any], *, trust_code: bool,
         raise LandscapeError(f"factory {factory} returned {type(model).__name__}, "
                              "not a torch.nn.Module")
     return model
+
+
+class _TooLarge(Exception):
+    """Raised inside a factory building far more submodules than the layout has room for."""
+
+
+def _check_on_meta(fn: Callable, factory: str, kwargs: Mapping[str, Any],
+                   layout: ParamLayout, where: Any) -> None:
+    """Build the module on the meta device and compare its parameters with ``layout``."""
+    own = is_own_code(factory)
+    budget = MODULE_BUDGET * len(layout.names) + MODULE_SLACK
+    count = [0]
+
+    def counted(*_):
+        count[0] += 1
+        if count[0] > budget:
+            raise _TooLarge
+
+    hook = (nn.modules.module.register_module_module_registration_hook(counted) if own
+            else None)
+    try:
+        with torch.device("meta"):
+            shadow = _call(fn, factory, kwargs)
+    except _TooLarge:
+        raise LandscapeError(f"{where}: factory {shown(factory)} builds a model of more than "
+                             f"{budget} submodules, which the stored {len(layout.names)} "
+                             "parameters cannot fill; the file is damaged or hostile") from None
+    except LandscapeError:
+        if own:
+            raise
+        return  # trusted code that cannot build on the meta device: built directly
+    finally:
+        if hook is not None:
+            hook.remove()
+    misfit = layout_misfit(shadow, layout)
+    buffers = sum(b.numel() for b in shadow.buffers())
+    if own and not misfit and buffers > max(BUFFER_BUDGET * layout.size, BUFFER_FLOOR):
+        misfit = f"{buffers:,} buffer entries beside {layout.size:,} parameters"
+    if misfit:
+        raise LandscapeError(f"{where}: factory {shown(factory)} builds a model that does "
+                             f"not fit the checkpoints ({misfit}); nothing was allocated")
+
+
+def layout_misfit(model: nn.Module, layout: ParamLayout) -> str:
+    """How the module's parameters differ from ``layout`` (names, shapes, count), or ''."""
+    have = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    want = dict(zip(layout.names, (tuple(s) for s in layout.shapes)))
+    wrong = [f"{n} {have[n]} vs {want[n]}" if n in have else f"{n} missing"
+             for n in want if have.get(n) != want[n]]
+    extra = [f"{n} unexpected" for n in have if n not in want]
+    if not wrong and not extra:
+        return ""
+    size = sum(math.prod(s) for s in have.values())
+    return (f"{size:,} parameters vs {layout.size:,} stored; e.g. "
+            f"{', '.join((wrong + extra)[:3])}")
 
 
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: Any) -> None:

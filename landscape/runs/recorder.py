@@ -75,7 +75,10 @@ class Recorder:
         factory: ``"pkg.mod:build"``, importable, returning a module of the same parameter
             names and shapes when called with ``factory_kwargs``. For a HuggingFace model
             it may be omitted (config and eager attention are recorded).
-        factory_kwargs: JSON-serialisable keyword arguments of the factory.
+        factory_kwargs: JSON-serialisable keyword arguments of the factory, stored in the
+            file. A run file holds no paths: for ``landscape.hf:causal_lm`` a ``config``
+            given as the path of a ``config.json`` (or its folder) is read here and the
+            configuration itself stored.
         name: the run's name (default: the file's stem).
         chunk: examples per forward when the loss is evaluated.
         keep_optimizer: store the optimiser's state of the last checkpoint, so that
@@ -331,8 +334,8 @@ class Recorder:
 def _factory_of(model: nn.Module, factory: str | None,
                 kwargs: Mapping[str, Any] | None) -> tuple[str, Mapping[str, Any]]:
     """The factory to record: the given one, or for a HuggingFace model its config."""
-    if factory is not None:
-        return factory, kwargs or {}
+    if factory is not None:  # a path an own factory's caller may give is read in here
+        return factory, custom.stored_kwargs(factory, kwargs or {})
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict") and hasattr(model, "generate"):
         from landscape.runs.huggingface import config_kwargs

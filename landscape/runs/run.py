@@ -14,8 +14,8 @@ Nothing here keeps the file open: every access opens it, reads, and closes it, s
 Runs of your own model (recorded with :class:`landscape.Recorder` or ``landscape
 import``) name the code that rebuilds the model and, possibly, the loss. Reading their
 metrics, parameters and stored probe results needs no code; :meth:`Run.model` and
-:meth:`Run.loss_fn` import that code only for a run opened with ``trust_code=True``
-(see :mod:`landscape.runs.own_models`).
+:meth:`Run.loss_fn` import that code only for a run opened with ``trust_code=True``,
+apart from this package's own factories named exactly (see :mod:`landscape.runs.own_models`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class Run:
         Args:
             path: the run file.
             trust_code: allow :meth:`model` and :meth:`loss_fn` to import the factory and
-                loss that a run of your own model names (code outside this package).
+                loss that a run of your own model names (any code other than this
+                package's own factories, :data:`landscape.runs.own_models.OWN_CODE`).
         """
         path = store.check_run_file(path)
         return cls(path, store.read_summary(path), trust_code=trust_code)
@@ -179,7 +180,8 @@ class Run:
         For a custom run: the factory's module with the checkpoint's parameters and
         buffers (:meth:`buffers`; where the checkpoint carries none, as in files recorded
         before they were stored, the factory's, see :meth:`buffer_note`); needs
-        ``trust_code`` for code outside this package.
+        ``trust_code`` for any factory but this package's own (its size is checked
+        against the stored layout before the module is allocated).
         """
         i = self.index(step)
         if self.custom:
@@ -198,9 +200,10 @@ class Run:
     def require_code(self) -> None:
         """Raise unless :meth:`model` and :meth:`loss_fn` may import the code they need.
 
-        Our own runs need none; a custom run's factory and loss outside this package need
-        the run opened with ``trust_code=True``. Checked before any work, so a command
-        that needs the code says so before it starts.
+        Our own runs need none; a custom run's factory and loss other than the names of
+        :data:`landscape.runs.own_models.OWN_CODE` need the run opened with ``trust_code=True``.
+        Checked before any work (and before anything is imported), so a command that
+        needs the code says so before it starts.
         """
         if not self.custom:
             return
@@ -211,18 +214,13 @@ class Run:
     def _custom_model(self, i: int, loops: int | None, device) -> torch.nn.Module:
         if loops not in (None, 1):
             raise LandscapeError(f"{self.path} is a model of your own: it has no loops")
-        spec = self.attrs["model"]
-        model = custom.build_model(spec["factory"], spec.get("kwargs", {}),
-                                   trust_code=self.trust_code, where=self.path)
+        model = self._build()
+        misfit = custom.layout_misfit(model, self.layout)
+        if misfit:
+            raise LandscapeError(f"{self.path}: factory {custom.shown(self.spec['factory'])} "
+                                 f"builds a model that does not fit the checkpoints ({misfit})")
         flat = torch.from_numpy(store.read_params(self.path, i))
         have = dict(model.named_parameters())
-        wrong = [n for n, s in zip(self.layout.names, self.layout.shapes)
-                 if n not in have or tuple(have[n].shape) != tuple(s)]
-        extra = [n for n in have if n not in self.layout.names]
-        if wrong or extra:
-            raise LandscapeError(f"{self.path}: factory {spec['factory']} builds a model that "
-                                 f"does not fit the checkpoints (e.g. "
-                                 f"{', '.join((wrong + extra)[:3])})")
         with torch.no_grad():
             for n, p in self.layout.unflatten(flat).items():
                 have[n].copy_(p)
@@ -230,6 +228,13 @@ class Run:
         if buffers:
             custom.load_buffers(model, buffers, self.path)
         return model.to(device).eval()
+
+    def _build(self) -> torch.nn.Module:
+        """The factory's module, its size checked against the layout before it is built."""
+        spec = self.attrs["model"]
+        return custom.build_model(spec["factory"], spec.get("kwargs", {}),
+                                  trust_code=self.trust_code, where=self.path,
+                                  layout=self.layout)
 
     @property
     def stored_buffers(self) -> tuple[str, ...]:
@@ -269,10 +274,7 @@ class Run:
             return None
         names = None if info is None else list(info["layout"]["names"])
         if names is None and self.trust_code:
-            spec = self.attrs["model"]
-            model = custom.build_model(spec["factory"], spec.get("kwargs", {}),
-                                       trust_code=True, where=self.path)
-            names = list(custom.BufferLayout.of(model).names)
+            names = list(custom.BufferLayout.of(self._build()).names)
         if names is None:
             names = self._resume_buffer_names()
         which = (f"the checkpoints of {self.path} carry" if first == len(self.steps) else
