@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape import custom, store
+from landscape import custom, store, store_check
 from landscape.errors import LandscapeError
 from landscape.objective import ParamLayout
 
@@ -279,13 +279,15 @@ class Recorder:
         found = store.read_resume(self.path)
         saved = None
         if found is not None and found[0] == self.last_step:
-            saved = torch.load(io.BytesIO(found[1]), map_location="cpu", weights_only=True)
+            saved = store_check.load_resume_state(self.path, found[1])
+            if not isinstance(saved, dict) or not isinstance(saved.get("buffers", {}), dict):
+                raise store_check.damaged(self.path, "/resume/state is not a Recorder's state")
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(params[n])
             if saved is not None:
                 for n, b in model.named_buffers():
-                    if n in saved["buffers"]:
+                    if n in saved.get("buffers", {}):
                         b.copy_(saved["buffers"][n])
         found = store.read_buffer_rows(self.path, -1)
         if found is not None:  # the checkpoint's own (also without an optimiser's state)

@@ -20,14 +20,13 @@ metrics, parameters and stored probe results needs no code; :meth:`Run.model` an
 
 from __future__ import annotations
 
-import io
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from landscape import custom, store
+from landscape import custom, store, store_check
 from landscape.config import Recipe, recipe_from_dict
 from landscape.errors import LandscapeError
 from landscape.model import LoopedTransformer
@@ -59,7 +58,7 @@ class Run:
         attrs = summary["attrs"]
         self.attrs = attrs
         self.custom = "recipe" not in attrs and "model" in attrs
-        self.recipe: Recipe | None = None if self.custom else recipe_from_dict(attrs["recipe"])
+        self.recipe: Recipe | None = None if self.custom else stored_recipe(path, attrs)
         self.steps = np.asarray(summary["steps"], dtype=np.int64)
         self.loops = np.asarray(summary["loops"], dtype=np.int64)
         self.metrics: dict[str, np.ndarray] = summary["metrics"]
@@ -78,8 +77,8 @@ class Run:
             trust_code: allow :meth:`model` and :meth:`loss_fn` to import the factory and
                 loss that a run of your own model names (code outside this package).
         """
-        path = store.check_run_file(path)
-        return cls(path, store.read_summary(path), trust_code=trust_code)
+        path = Path(path)
+        return cls(path, store.read_summary(path), trust_code=trust_code)  # checks the file
 
     def refresh(self) -> Run:
         """A new view with what has been committed since this one was opened."""
@@ -156,6 +155,9 @@ class Run:
         adam_steps = self._summary.get("adam_step")
         if adam_steps is None:
             raise LandscapeError(f"{self.path} has no Adam state per checkpoint")
+        if i >= len(adam_steps):
+            raise LandscapeError(f"step {self.step_at(step)} of {self.path} has no Adam state "
+                                 "(recorded without the optimiser)")
         return store.read_params(self.path, i, name="adam_v"), int(adam_steps[i])
 
     def trajectory(self, steps=None) -> np.ndarray:
@@ -291,8 +293,8 @@ class Run:
         if found is None:
             return None
         try:
-            saved = torch.load(io.BytesIO(found[1]), map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a state this version cannot read tells nothing
+            saved = store_check.load_resume_state(self.path, found[1])
+        except LandscapeError:  # a state this version cannot read tells nothing
             return None
         bufs = saved.get("buffers") if isinstance(saved, dict) else None
         if not isinstance(bufs, dict):
@@ -449,6 +451,18 @@ class Run:
             raise LandscapeError(f"step {s} of {self.path} has no {kind} probe; run "
                                  f"`landscape probe {self.path} {flag} --steps {s}`")
         return found
+
+
+def stored_recipe(path: Path, attrs: dict) -> Recipe:
+    """The recipe a run file names (``attrs``: its decoded attributes), checked.
+
+    Raises:
+        LandscapeError: ``RUN.h5 is damaged: recipe: ...`` where it is no valid recipe.
+    """
+    try:
+        return recipe_from_dict(attrs["recipe"])
+    except (LandscapeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise store_check.damaged(path, f"recipe: {e}") from None
 
 
 def _describe_steps(steps: np.ndarray) -> str:

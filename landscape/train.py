@@ -42,11 +42,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from landscape import distributed, store
-from landscape.config import Recipe, recipe_from_dict
+from landscape import distributed, store, store_check
+from landscape.config import Recipe
 from landscape.errors import LandscapeError
 from landscape.model import LoopedTransformer, forward_flops, token_loss
 from landscape.objective import ParamLayout
+from landscape.run import stored_recipe
 from landscape.tasks import IGNORE, Split, TaskData, generate
 
 if TYPE_CHECKING:
@@ -244,15 +245,19 @@ class Trainer:
         found = store.read_resume(self.path)
         if found is None:
             raise LandscapeError(f"{self.path} has no resume state; start a new run instead")
-        _, blob = found
-        saved = torch.load(io.BytesIO(blob), map_location=self.device, weights_only=True)
-        self.model.load_state_dict(saved["model"])
-        loop = dict(saved["loop"])
-        loop["shift"] = ShiftState(**loop["shift"])
-        self.state = LoopState(**loop)
-        self.model.loops = self.state.loops
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.gen.set_state(saved["gen"])
+        saved = store_check.load_resume_state(self.path, found[1], map_location=self.device)
+        try:
+            self.model.load_state_dict(saved["model"])
+            loop = dict(saved["loop"])
+            loop["shift"] = ShiftState(**loop["shift"])
+            self.state = LoopState(**loop)
+            self.model.loops = self.state.loops
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.gen.set_state(saved["gen"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise store_check.damaged(self.path, f"/resume/state does not fit the recipe's "
+                                      f"model and optimiser ({type(e).__name__}: "
+                                      f"{str(e)[:200]})") from None
         self._pending["events"].append({"kind": "resume", "step": self.state.step})
         self._note_ranks()
 
@@ -606,7 +611,10 @@ def _recipe_for_resume(out: Path, recipe: Recipe | None) -> Recipe:
     attrs = summary["attrs"]
     if attrs.get("status") == "complete":
         raise LandscapeError(f"{out} is already complete; nothing to resume")
-    stored = recipe_from_dict(attrs["recipe"])
+    if "recipe" not in attrs:
+        raise LandscapeError(f"{out} is a run of your own model, not of landscape train; "
+                             "continue it with its Recorder")
+    stored = stored_recipe(out, attrs)
     if recipe is not None and recipe != stored:
         raise LandscapeError(f"{out} was trained with a different recipe; resume it without "
                              "a recipe (or with the same one)")
