@@ -1,4 +1,4 @@
-"""The run file: the only module that touches h5py.
+"""The run file: the only module that touches h5py (with its schema, validate).
 
 A run is ``RUN.h5`` (the *index*, a small HDF5 file) and, beside it, the folder
 ``RUN.h5.d/`` holding its large arrays as ``.npy`` files. Users pass ``RUN.h5`` around;
@@ -77,6 +77,7 @@ import h5py
 import numpy as np
 
 from landscape.errors import LandscapeError
+from landscape.runfile import validate
 
 FORMAT = "landscape-run"
 FORMAT_VERSION = 2
@@ -127,7 +128,11 @@ def copy_run(src: str | Path, dst: str | Path) -> Path:
 
 
 def check_run_file(path: str | Path) -> Path:
-    """Return ``path`` if it is a readable landscape run file, else raise LandscapeError."""
+    """Return ``path`` if it is a readable landscape run file, else raise LandscapeError.
+
+    Every attribute and dataset the readers use is checked (:mod:`landscape.runfile.validate`):
+    a file that breaks the format is ``RUN.h5 is damaged: <what>``.
+    """
     path = Path(path)
     if not path.exists():
         raise LandscapeError(f"{path} does not exist")
@@ -138,15 +143,7 @@ def check_run_file(path: str | Path) -> Path:
     with _open_read(path) as f:
         if f.attrs.get("format") != FORMAT:
             raise LandscapeError(f"{path} is an HDF5 file but not a landscape run file")
-        version = int(f.attrs.get("format_version", -1))
-        if version not in READABLE_VERSIONS:
-            raise LandscapeError(
-                f"{path} has run-file format {version}; this landscape reads "
-                f"{', '.join(map(str, READABLE_VERSIONS))}"
-            )
-        for group in ("task", "trajectory", "metrics", "probe_set"):
-            if group not in f:
-                raise LandscapeError(f"{path} is incomplete: it has no /{group} group")
+        validate.validate(f, path, READABLE_VERSIONS)
     return path
 
 
@@ -227,6 +224,9 @@ def _segment_rows(path: Path, g: h5py.Group, index: int | slice | np.ndarray) ->
     for seg in np.unique(which):
         here = which == seg
         arr = _load(path, files[seg])
+        if arr.shape != (rows[seg], *width) or arr.dtype != out.dtype:
+            raise validate.damaged(path, f"{g.name}: a file holds {arr.dtype} {arr.shape}, "
+                                      f"not {out.dtype} {(int(rows[seg]), *width)}")
         out[here] = arr[wanted[here] - starts[seg]]
     return out[0] if single else out
 
@@ -677,7 +677,11 @@ def read_probe_set(path: str | Path) -> dict[str, np.ndarray]:
 
 @_retrying
 def read_resume(path: str | Path) -> tuple[int, bytes] | None:
-    """The latest resume state ``(step, bytes)``, or None if there is none."""
+    """The latest resume state ``(step, bytes)``, or None if there is none.
+
+    Load the bytes with :func:`landscape.validate.load_resume_state` (it refuses
+    anything but a ``torch.save`` archive).
+    """
     path = Path(path)
     with _open_read(path) as f:
         if "resume" not in f:

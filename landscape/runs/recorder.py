@@ -55,7 +55,7 @@ from torch import nn
 
 from landscape.curvature.objective import ParamLayout
 from landscape.errors import LandscapeError
-from landscape.runfile import store
+from landscape.runfile import store, validate
 from landscape.runs import own_models as custom
 
 SOURCES = ("recorder", "import")
@@ -283,13 +283,15 @@ class Recorder:
         found = store.read_resume(self.path)
         saved = None
         if found is not None and found[0] == self.last_step:
-            saved = torch.load(io.BytesIO(found[1]), map_location="cpu", weights_only=True)
+            saved = validate.load_resume_state(self.path, found[1])
+            if not isinstance(saved, dict) or not isinstance(saved.get("buffers", {}), dict):
+                raise validate.damaged(self.path, "/resume/state is not a Recorder's state")
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(params[n])
             if saved is not None:
                 for n, b in model.named_buffers():
-                    if n in saved["buffers"]:
+                    if n in saved.get("buffers", {}):
                         b.copy_(saved["buffers"][n])
         found = store.read_buffer_rows(self.path, -1)
         if found is not None:  # the checkpoint's own (also without an optimiser's state)

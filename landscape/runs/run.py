@@ -20,7 +20,6 @@ apart from this package's own factories named exactly (see :mod:`landscape.runs.
 
 from __future__ import annotations
 
-import io
 from functools import cached_property
 from pathlib import Path
 
@@ -29,10 +28,10 @@ import torch
 
 from landscape.curvature.objective import LossFn, ParamLayout
 from landscape.errors import LandscapeError
-from landscape.runfile import store
+from landscape.runfile import store, validate
 from landscape.runs import own_models as custom
 from landscape.train.model import LoopedTransformer
-from landscape.train.recipe import Recipe, recipe_from_dict
+from landscape.train.recipe import Recipe, stored_recipe
 from landscape.train.split_loss import make_loss_fn
 from landscape.train.tasks import Split, TaskData, generate
 
@@ -61,7 +60,7 @@ class Run:
         attrs = summary["attrs"]
         self.attrs = attrs
         self.custom = "recipe" not in attrs and "model" in attrs
-        self.recipe: Recipe | None = None if self.custom else recipe_from_dict(attrs["recipe"])
+        self.recipe: Recipe | None = None if self.custom else stored_recipe(path, attrs)
         self.steps = np.asarray(summary["steps"], dtype=np.int64)
         self.loops = np.asarray(summary["loops"], dtype=np.int64)
         self.metrics: dict[str, np.ndarray] = summary["metrics"]
@@ -81,8 +80,8 @@ class Run:
                 loss that a run of your own model names (any code other than this
                 package's own factories, :data:`landscape.runs.own_models.OWN_CODE`).
         """
-        path = store.check_run_file(path)
-        return cls(path, store.read_summary(path), trust_code=trust_code)
+        path = Path(path)
+        return cls(path, store.read_summary(path), trust_code=trust_code)  # checks the file
 
     def refresh(self) -> Run:
         """A new view with what has been committed since this one was opened."""
@@ -159,6 +158,9 @@ class Run:
         adam_steps = self._summary.get("adam_step")
         if adam_steps is None:
             raise LandscapeError(f"{self.path} has no Adam state per checkpoint")
+        if i >= len(adam_steps):
+            raise LandscapeError(f"step {self.step_at(step)} of {self.path} has no Adam state "
+                                 "(recorded without the optimiser)")
         return store.read_params(self.path, i, name="adam_v"), int(adam_steps[i])
 
     def trajectory(self, steps=None) -> np.ndarray:
@@ -295,8 +297,8 @@ class Run:
         if found is None:
             return None
         try:
-            saved = torch.load(io.BytesIO(found[1]), map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a state this version cannot read tells nothing
+            saved = validate.load_resume_state(self.path, found[1])
+        except LandscapeError:  # a state this version cannot read tells nothing
             return None
         bufs = saved.get("buffers") if isinstance(saved, dict) else None
         if not isinstance(bufs, dict):

@@ -31,6 +31,7 @@ from typing import Any
 import tomllib
 
 from landscape.errors import LandscapeError
+from landscape.runfile.validate import damaged
 from landscape.train import archs
 from landscape.train.model import ModelConfig
 from landscape.train.tasks import TaskConfig, task_config_class
@@ -382,3 +383,15 @@ def with_arch(recipe: Recipe, arch: str, name: str | None = None) -> Recipe:
 def recipe_from_json(text: str) -> Recipe:
     """Inverse of :meth:`Recipe.to_json`."""
     return recipe_from_dict(json.loads(text))
+
+
+def stored_recipe(path: Path, attrs: dict) -> Recipe:
+    """The recipe a run file names (``attrs``: its decoded attributes), checked.
+
+    Raises:
+        LandscapeError: ``RUN.h5 is damaged: recipe: ...`` where it is no valid recipe.
+    """
+    try:
+        return recipe_from_dict(attrs["recipe"])
+    except (LandscapeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise damaged(path, f"recipe: {e}") from None

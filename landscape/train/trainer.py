@@ -44,10 +44,10 @@ import torch
 
 from landscape.curvature.objective import ParamLayout
 from landscape.errors import LandscapeError
-from landscape.runfile import store
+from landscape.runfile import store, validate
 from landscape.train import distributed
 from landscape.train.model import LoopedTransformer, forward_flops, token_loss
-from landscape.train.recipe import Recipe, recipe_from_dict
+from landscape.train.recipe import Recipe, stored_recipe
 from landscape.train.tasks import IGNORE, Split, TaskData, generate
 
 if TYPE_CHECKING:
@@ -232,15 +232,19 @@ class Trainer:
         found = store.read_resume(self.path)
         if found is None:
             raise LandscapeError(f"{self.path} has no resume state; start a new run instead")
-        _, blob = found
-        saved = torch.load(io.BytesIO(blob), map_location=self.device, weights_only=True)
-        self.model.load_state_dict(saved["model"])
-        loop = dict(saved["loop"])
-        loop["shift"] = ShiftState(**loop["shift"])
-        self.state = LoopState(**loop)
-        self.model.loops = self.state.loops
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.gen.set_state(saved["gen"])
+        saved = validate.load_resume_state(self.path, found[1], map_location=self.device)
+        try:
+            self.model.load_state_dict(saved["model"])
+            loop = dict(saved["loop"])
+            loop["shift"] = ShiftState(**loop["shift"])
+            self.state = LoopState(**loop)
+            self.model.loops = self.state.loops
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.gen.set_state(saved["gen"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise validate.damaged(self.path, f"/resume/state does not fit the recipe's "
+                                      f"model and optimiser ({type(e).__name__}: "
+                                      f"{str(e)[:200]})") from None
         self._pending["events"].append({"kind": "resume", "step": self.state.step})
         self._note_ranks()
 
@@ -584,7 +588,10 @@ def _recipe_for_resume(out: Path, recipe: Recipe | None) -> Recipe:
     attrs = summary["attrs"]
     if attrs.get("status") == "complete":
         raise LandscapeError(f"{out} is already complete; nothing to resume")
-    stored = recipe_from_dict(attrs["recipe"])
+    if "recipe" not in attrs:
+        raise LandscapeError(f"{out} is a run of your own model, not of landscape train; "
+                             "continue it with its Recorder")
+    stored = stored_recipe(out, attrs)
     if recipe is not None and recipe != stored:
         raise LandscapeError(f"{out} was trained with a different recipe; resume it without "
                              "a recipe (or with the same one)")

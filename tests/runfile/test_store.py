@@ -8,10 +8,13 @@ from landscape.errors import LandscapeError
 from landscape.runfile import store
 
 
-def _new(path):
+def _new(path, width=5):
+    """A run skeleton whose rows are ``width`` parameters (the layout has to say so)."""
     with store.writer_lock(path, "test"):
-        store.create_run(path, attrs={"recipe": {"name": "x"}}, task_attrs={"info": {"a": 1}},
-                         task_arrays={"ic": np.arange(3.0)}, layout={"names": ["w"]},
+        store.create_run(path, attrs={"recipe": {"name": "x"}, "total_steps": 0},
+                         task_attrs={"info": {"a": 1}, "vocab_size": 4, "max_len": 4},
+                         task_arrays={"ic": np.arange(3.0)},
+                         layout={"names": ["w"], "shapes": [[width]]},
                          probe_set={"ids": np.arange(2)})
     return path
 
@@ -185,12 +188,17 @@ def test_orphans_of_a_killed_commit_are_collected_by_the_next_writer(tmp_path):
 
 
 def test_missing_folder_is_one_clear_error(tmp_path):
-    p = _new(tmp_path / "r.h5")
+    p = _new(tmp_path / "r.h5", width=_big(1).shape[1])
+
+    def change(tx):
+        tx.append("trajectory/step", np.array([0]))
+        tx.append("trajectory/params", _big(1))
+
     with store.writer_lock(p, "test"):
-        store.commit(p, lambda tx: tx.append("trajectory/params", _big(1)))
+        store.commit(p, change)
     alone = tmp_path / "copied.h5"
     alone.write_bytes(p.read_bytes())  # the index without its folder
-    assert store.read_summary(alone)["steps"].shape == (0,)  # what needs no array still reads
+    assert store.read_summary(alone)["steps"].shape == (1,)  # what needs no array still reads
     with pytest.raises(LandscapeError, match=r"copied.h5.d.*missing.*copy or move both"):
         store.read_params(alone, 0)
 
@@ -200,9 +208,10 @@ def test_format_1_files_are_still_read_and_written(tmp_path):
     p = tmp_path / "old.h5"
     with h5py.File(p, "w") as f:
         f.attrs.update({"format": store.FORMAT, "format_version": 1, "status": "complete",
-                        "recipe": '{"name": "x"}'})
+                        "recipe": '{"name": "x"}', "total_steps": 10})
         for g in ("task", "metrics", "probe_set"):
             f.create_group(g)
+        f["task"].attrs.update({"vocab_size": 4, "max_len": 4})
         f["probe_set/inputs"] = np.arange(6).reshape(2, 3)
         t = f.create_group("trajectory")
         t.attrs["layout"] = '{"names": ["w"], "shapes": [[4]]}'
@@ -239,7 +248,7 @@ def test_sigkill_during_commits_loses_nothing_committed(tmp_path):
     import random
     import time
 
-    p = _new(tmp_path / "r.h5")
+    p = _new(tmp_path / "r.h5", width=20_000)
     ctx = mp.get_context("fork")
     rng = random.Random(7)
     for _ in range(8):
