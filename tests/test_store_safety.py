@@ -316,3 +316,23 @@ def test_a_file_size_limit_is_one_line_not_a_crash(tmp_path, what):
     with store.writer_lock(p, "test"):  # and the run goes on where it was
         store.commit(p, lambda tx: tx.append("trajectory/params", BIG * 2))
     np.testing.assert_array_equal(store.read_params(p, slice(None))[:, 0], [3, 6])
+
+
+@pytest.mark.slow
+def test_probe_under_a_file_size_limit_is_one_line_and_resumes(trained_runs, tmp_path):
+    """The case that ended in an h5py traceback and a segmentation fault (rc 139)."""
+    p = store.copy_run(trained_runs["single"], tmp_path / "r.h5")
+    before = p.read_bytes()
+    cmd = [sys.executable, "-m", "landscape", "probe", str(p), "--steps", "last",
+           "--no-geometry", "--k", "2", "--k-bottom", "0", "--slq-runs", "1", "--slq-steps",
+           "2", "--trace-hvps", "2", "--exact", "never"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
+                       preexec_fn=_limited(p.stat().st_size // 1024 + 2))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: the file-size limit")
+    assert p.read_bytes() == before and not store._tmp_path(p).exists()
+    assert not [n for n in os.listdir(store.sidecar_dir(p)) if n.endswith(".tmp")]
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=120).returncode == 0
+    assert store.read_summary(p)["probes"]
