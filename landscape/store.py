@@ -39,20 +39,32 @@ one segment file and one entry to each. Any other array of at least
 Smaller arrays live in the index itself. Reading goes through this module
 (:func:`read_params`, :func:`read_group`, ...), which resolves both.
 
+A run file is data, also one from someone else: every file name the index holds must be
+a plain name of the store's own pattern, ``<what>-<12 hex digits>.npy``, of a file (not a
+link) in ``RUN.h5.d`` (:func:`member_path`), else the run is refused as damaged; so no
+name reads, writes or deletes a file outside the folder. Writers delete only files of
+that pattern (and their ``.tmp``), never follow a linked folder or lock file, and refuse
+to start a new run in a folder that holds files of others.
+
 Crash safety: a commit writes its new arrays to fresh, uniquely named files in the
 folder (each written under a ``.tmp`` name, fsynced and renamed), fsyncs the folder,
-then replaces the index by **copy-on-write**: it copies ``RUN.h5`` to ``RUN.h5.tmp``,
-applies the change, fsyncs it and ``os.replace``-s it over the original (atomic on
-POSIX). Until that rename the new files are referenced by nothing; after it they are.
-So a process killed at any instant leaves the old or the new run, both complete, and a
-commit costs what it adds plus one copy of the small index, not a copy of the whole run.
+then replaces the index by **copy-on-write**: it reads ``RUN.h5`` into memory, applies
+the change there, writes the result to ``RUN.h5.tmp``, fsyncs it and ``os.replace``-s it
+over the original (atomic on POSIX). Until that rename the new files are referenced by
+nothing; after it they are. So a process killed at any instant leaves the old or the new
+run, both complete, and a commit costs what it adds plus one copy of the small index, not
+a copy of the whole run. Every new file is checked against the free space and the
+file-size limit (``ulimit -f``) first, and removed if its write fails: a full disk is a
+one-line error that leaves the run as it was, and the HDF5 library never writes to the
+disk itself (a failed write of its own can crash the interpreter).
 Files left behind by a killed commit, or superseded (the previous resume state, a
 replaced probe part), are deleted: superseded ones right after the commit, orphans when
 the next writer takes the lock. A reader that finds a file gone (superseded between its
 opening the index and reading the file) reads the index again.
 
 Older run files (format 1, everything inside the one HDF5 file) are still read, and
-written to in their own layout (each commit then copies the whole file).
+written to in their own layout (each commit then copies the whole file; one over
+256 MiB is changed on the disk, after a generous estimate of the room it needs).
 
 A writer (training or a probe) holds an exclusive ``fcntl`` lock on ``RUN.h5.lock`` for
 its lifetime; the kernel drops it when the process dies, so a killed run never blocks

@@ -336,3 +336,21 @@ def test_probe_under_a_file_size_limit_is_one_line_and_resumes(trained_runs, tmp
     assert not [n for n in os.listdir(store.sidecar_dir(p)) if n.endswith(".tmp")]
     assert subprocess.run(cmd, env=env, capture_output=True, timeout=120).returncode == 0
     assert store.read_summary(p)["probes"]
+
+
+def test_a_large_index_is_changed_on_disk_after_a_room_check(tmp_path, monkeypatch):
+    """An index too large to change in memory (format 1, hundreds of MiB): on the disk."""
+    import shutil
+
+    p = _run(tmp_path / "r.h5", part=False)
+    monkeypatch.setattr(store, "_IN_MEMORY_MAX", 0)
+    with store.writer_lock(p, "test"):
+        store.commit(p, lambda tx: tx.append("trajectory/params", BIG * 2))
+    np.testing.assert_array_equal(store.read_params(p, slice(None))[:, 0], [3, 6])
+    before = p.read_bytes()
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda _: usage._replace(free=len(before)))
+    with store.writer_lock(p, "test"), pytest.raises(LandscapeError) as e:
+        store.commit(p, lambda tx: tx.set_attrs({"status": "complete"}))
+    assert str(e.value).startswith("no space left on device writing r.h5 (needs ")
+    assert p.read_bytes() == before and not store._tmp_path(p).exists()
