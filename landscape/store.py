@@ -204,13 +204,19 @@ def member_path(path: str | Path, name: str, *, link_ok: bool = False) -> Path:
 
     Raises:
         LandscapeError: ``name`` is not a plain name of the store's pattern, the folder is
-            a link, or (unless ``link_ok``) the file is a link out of the folder.
+            a link, or the file is not a plain file (a link, unless ``link_ok``; a folder,
+            a FIFO that would block its reader, ...).
     """
     path = Path(path)
     where = checked_folder(path) / _check_name(path, name)
-    if not link_ok and where.is_symlink():
+    try:
+        mode = where.lstat().st_mode
+    except FileNotFoundError:
+        return where
+    if not (stat.S_ISREG(mode) or link_ok and stat.S_ISLNK(mode)):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a plain file"
         raise LandscapeError(f"{path} is damaged: its data file {sidecar_dir(path).name}/"
-                             f"{name} is a symbolic link (a run's files are its own)")
+                             f"{name} is {kind} (a run's files are its own)")
     return where
 
 
@@ -359,6 +365,8 @@ def _load(path: Path, name: str) -> np.ndarray:
         raise _MissingSidecar(f"{sidecar_dir(path).name}/{name}") from None
     except ValueError as e:
         raise LandscapeError(f"{where} is damaged: {e}") from None
+    except OSError as e:
+        raise LandscapeError(f"cannot read {where}: {e.strerror or e}") from None
 
 
 def _value(path: Path, d: h5py.Dataset) -> np.ndarray:
@@ -556,7 +564,7 @@ class Transaction:
         self._dir.mkdir(exist_ok=True)
         tmp = self._dir / f"{fname}.tmp"
         arr = np.ascontiguousarray(arr)
-        _write_new(tmp, arr.nbytes + 128,
+        _write_new(tmp, arr.nbytes + 4096,  # and the header, generously
                    lambda fh: np.lib.format.write_array(fh, arr, allow_pickle=False),
                    f"{self._dir.name}/{fname}", self._durable)
         os.replace(tmp, final)

@@ -81,13 +81,13 @@ def test_a_deleted_part_naming_an_outside_file_deletes_nothing(tmp_path):
     assert victim.exists() and p.read_bytes() == before
 
 
-@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "folder"])
 def test_a_segment_outside_the_folder_is_not_read(tmp_path, how):
     p = _run(tmp_path / "r.h5")
     victim = _victim(tmp_path)
-    if how == "symlink":  # a plain name, but the file is a link out of the folder
+    if how in ("symlink", "folder"):  # a plain name, but not a plain file of the folder
         link = store.sidecar_dir(p) / "trajectory.params-0123456789ab.npy"
-        link.symlink_to(victim)
+        link.symlink_to(victim) if how == "symlink" else link.mkdir()  # (a FIFO: the same)
         name = link.name
     else:
         name = str(victim) if how == "absolute" else f"../outside/{victim.name}"
