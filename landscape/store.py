@@ -727,7 +727,8 @@ def commit(path: str | Path, change: Callable[[Transaction], None], *, create: b
             p.unlink(missing_ok=True)
         raise
     for name in tx.old_files:  # plain names (checked when noted): files of the folder only
-        member_path(path, name, link_ok=True).unlink(missing_ok=True)
+        with contextlib.suppress(LandscapeError):  # not a file (a folder planted there): kept
+            member_path(path, name, link_ok=True).unlink(missing_ok=True)
 
 
 def _change_in_memory(tx: Transaction, tmp: Path, change: Callable[[Transaction], None],
