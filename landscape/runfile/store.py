@@ -39,20 +39,32 @@ one segment file and one entry to each. Any other array of at least
 Smaller arrays live in the index itself. Reading goes through this module
 (:func:`read_params`, :func:`read_group`, ...), which resolves both.
 
+A run file is data, also one from someone else: every file name the index holds must be
+a plain name of the store's own pattern, ``<what>-<12 hex digits>.npy``, of a file (not a
+link) in ``RUN.h5.d`` (:func:`member_path`), else the run is refused as damaged; so no
+name reads, writes or deletes a file outside the folder. Writers delete only files of
+that pattern (and their ``.tmp``), never follow a linked folder or lock file, and refuse
+to start a new run in a folder that holds files of others.
+
 Crash safety: a commit writes its new arrays to fresh, uniquely named files in the
 folder (each written under a ``.tmp`` name, fsynced and renamed), fsyncs the folder,
-then replaces the index by **copy-on-write**: it copies ``RUN.h5`` to ``RUN.h5.tmp``,
-applies the change, fsyncs it and ``os.replace``-s it over the original (atomic on
-POSIX). Until that rename the new files are referenced by nothing; after it they are.
-So a process killed at any instant leaves the old or the new run, both complete, and a
-commit costs what it adds plus one copy of the small index, not a copy of the whole run.
+then replaces the index by **copy-on-write**: it reads ``RUN.h5`` into memory, applies
+the change there, writes the result to ``RUN.h5.tmp``, fsyncs it and ``os.replace``-s it
+over the original (atomic on POSIX). Until that rename the new files are referenced by
+nothing; after it they are. So a process killed at any instant leaves the old or the new
+run, both complete, and a commit costs what it adds plus one copy of the small index, not
+a copy of the whole run. Every new file is checked against the free space and the
+file-size limit (``ulimit -f``) first, and removed if its write fails: a full disk is a
+one-line error that leaves the run as it was, and the HDF5 library never writes to the
+disk itself (a failed write of its own can crash the interpreter).
 Files left behind by a killed commit, or superseded (the previous resume state, a
 replaced probe part), are deleted: superseded ones right after the commit, orphans when
 the next writer takes the lock. A reader that finds a file gone (superseded between its
 opening the index and reading the file) reads the index again.
 
 Older run files (format 1, everything inside the one HDF5 file) are still read, and
-written to in their own layout (each commit then copies the whole file).
+written to in their own layout (each commit then copies the whole file; one over
+256 MiB is changed on the disk, after a generous estimate of the room it needs).
 
 A writer (training or a probe) holds an exclusive ``fcntl`` lock on ``RUN.h5.lock`` for
 its lifetime; the kernel drops it when the process dies, so a killed run never blocks
@@ -62,16 +74,21 @@ its own resume, and two writers can never interleave.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
+import io
 import json
 import os
+import re
+import resource
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
@@ -86,6 +103,10 @@ SIDECAR_MIN_BYTES = 64 * 1024
 """Arrays at least this large go to a file of their own in ``RUN.h5.d/``."""
 _STR = h5py.string_dtype()
 _NAME = np.dtype("S160")  # a segment's file name
+_OWN_NAME = re.compile(r"[^/\\\x00]{1,200}-[0-9a-f]{12}\.npy")
+"""A file the store writes in ``RUN.h5.d``: ``<what>-<12 hex digits>.npy``, no path."""
+_IN_MEMORY_MAX = 256 * 2**20
+"""A commit edits an index up to this size in memory (format 2's always are far smaller)."""
 
 
 def sidecar_dir(path: str | Path) -> Path:
@@ -102,26 +123,178 @@ def copy_run(src: str | Path, dst: str | Path) -> Path:
     """Copy a run (its index and the files it names) to ``dst``; returns ``dst``.
 
     Consistent while a writer commits to ``src``: the copy holds one committed state.
-    ``dst`` and its folder are replaced if they exist.
+    ``dst`` and its folder are replaced if they exist; a folder that holds files which are
+    not a run's is refused, not emptied.
     """
     src, dst = check_run_file(src), Path(dst)
+    if dst.exists() and dst.samefile(src):
+        raise LandscapeError(f"cannot copy {src} onto itself")
     for _ in range(3):
         tmp = _tmp_path(dst)
-        shutil.copyfile(src, tmp)
-        with h5py.File(tmp, "r") as f:
-            names = _referenced(f)
-        if sidecar_dir(dst).exists():
-            shutil.rmtree(sidecar_dir(dst))
+        tmp.unlink(missing_ok=True)  # never write through a link planted there
         try:
-            for name in names:
-                sidecar_dir(dst).mkdir(exist_ok=True)
-                shutil.copyfile(sidecar_dir(src) / name, sidecar_dir(dst) / name)
+            _copy_snapshot(src, dst, tmp)
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
             continue  # superseded while copying: copy the newer state
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, dst)
         return dst
     raise LandscapeError(f"{src} changed too often while it was being copied; try again")
+
+
+def _copy_snapshot(src: Path, dst: Path, tmp: Path) -> None:
+    """Copy ``src``'s index to ``tmp`` and the files it names into ``dst``'s folder."""
+    try:
+        shutil.copyfile(src, tmp)
+        with h5py.File(tmp, "r") as f:
+            names = _referenced(f, src)
+        _empty_own_folder(dst)
+        for name in names:
+            sidecar_dir(dst).mkdir(exist_ok=True)
+            shutil.copyfile(member_path(src, name), member_path(dst, name))
+    except OSError as e:
+        if not _out_of_room(e):
+            raise
+        raise LandscapeError(f"no space left on device copying {src} to {dst} "
+                             f"({shutil.disk_usage(dst.parent).free:,} bytes free)") from None
+
+
+# --- names are names: the files of a run's folder ---------------------------------------
+
+
+def is_store_name(name: Any) -> bool:
+    """Whether ``name`` is a plain file name of the store's own pattern (not a path)."""
+    return isinstance(name, str) and _OWN_NAME.fullmatch(name) is not None
+
+
+def _is_own_file(name: str) -> bool:
+    """A file of the store's: one it writes, or the ``.tmp`` of one a kill left behind."""
+    return is_store_name(name.removesuffix(".tmp"))
+
+
+def checked_folder(path: str | Path) -> Path:
+    """The run's folder (``RUN.h5.d``), refused if it is a link or not a folder."""
+    folder = sidecar_dir(path)
+    if folder.is_symlink():
+        raise LandscapeError(f"{folder} is a symbolic link; a run's folder must be a folder "
+                             "of its own (move the files into it)")
+    if folder.exists() and not folder.is_dir():
+        raise LandscapeError(f"{folder} is not a folder; a run keeps its arrays there")
+    return folder
+
+
+def _check_name(path: Path, name: str) -> str:
+    """``name`` if it is a plain name of the store's pattern, else a damaged-file error."""
+    if not is_store_name(name):
+        raise LandscapeError(
+            f"{path} is damaged: it names {name!r} as a data file, which is not a plain "
+            f"file name in {sidecar_dir(path).name} (a hand-edited or hostile run file)")
+    return name
+
+
+def member_path(path: str | Path, name: str, *, link_ok: bool = False) -> Path:
+    """The file ``name`` of run ``path``'s folder, a name read from the index.
+
+    Args:
+        path: the run file.
+        name: a file name the index holds.
+        link_ok: accept a symbolic link (to delete the link itself, never its target).
+
+    Raises:
+        LandscapeError: ``name`` is not a plain name of the store's pattern, the folder is
+            a link, or the file is not a plain file (a link, unless ``link_ok``; a folder,
+            a FIFO that would block its reader, ...).
+    """
+    path = Path(path)
+    where = checked_folder(path) / _check_name(path, name)
+    try:
+        mode = where.lstat().st_mode
+    except FileNotFoundError:
+        return where
+    if not (stat.S_ISREG(mode) or link_ok and stat.S_ISLNK(mode)):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a plain file"
+        raise LandscapeError(f"{path} is damaged: its data file {sidecar_dir(path).name}/"
+                             f"{name} is {kind} (a run's files are its own)")
+    return where
+
+
+def _foreign_files(folder: Path) -> list[str]:
+    """Entries of ``folder`` that are not the store's files (theirs: never touched)."""
+    return sorted(p.name for p in folder.iterdir()
+                  if not _is_own_file(p.name) or (p.is_dir() and not p.is_symlink()))
+
+
+def _refuse_foreign(path: Path, why: str) -> None:
+    """Raise if run ``path``'s folder holds files that are not the store's."""
+    folder = checked_folder(path)
+    foreign = _foreign_files(folder) if folder.is_dir() else []
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise LandscapeError(f"{folder} already holds files that are not a run's ({shown}); "
+                             f"{why}: move them away or choose another name")
+
+
+def _empty_own_folder(path: Path) -> None:
+    """Delete the store's files of run ``path``'s folder (to replace the run)."""
+    _refuse_foreign(path, f"refusing to replace {path}")
+    folder = sidecar_dir(path)
+    for item in folder.iterdir() if folder.is_dir() else ():
+        item.unlink(missing_ok=True)  # a link goes itself, its target stays
+
+
+# --- room on the disk -------------------------------------------------------------------
+
+
+def _out_of_room(e: OSError) -> bool:
+    """A write that failed for want of space (a short write carries no errno)."""
+    return e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, None)
+
+
+def _room_error(where: Path, needs: int, shown: str) -> LandscapeError | None:
+    """Why a new file of ``needs`` bytes cannot be written at ``where`` (None: it can)."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and needs > limit:
+        return LandscapeError(f"the file-size limit (ulimit -f) of {limit:,} bytes is too "
+                              f"small writing {shown} (needs {needs:,} bytes)")
+    free = shutil.disk_usage(where.parent).free
+    if needs > free:
+        return LandscapeError(f"no space left on device writing {shown} "
+                              f"(needs {needs:,} bytes, {free:,} free)")
+    return None
+
+
+def _write_new(where: Path, needs: int, write: Callable[[BinaryIO], None], shown: str,
+               durable: bool) -> None:
+    """Create ``where`` with ``write``, fsynced; out of room: one line and no file left.
+
+    Args:
+        where: the new file (a ``.tmp`` name, renamed by the caller).
+        needs: bytes it will take, at least (checked against free space and ``ulimit -f``
+            first: past that limit the process gets SIGXFSZ, or the HDF5 library crashes).
+        write: writes the content to the open file.
+        shown: the file as named in messages (``RUN.h5.d/<name>``).
+        durable: fsync it.
+    """
+    if (err := _room_error(where, needs, shown)) is not None:
+        raise err
+    fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with open(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            where.unlink()
+        if not isinstance(e, OSError) or not _out_of_room(e):
+            raise
+        raise _room_error(where, needs, shown) or LandscapeError(
+            f"no space left on device writing {shown} (needs {needs:,} bytes, "
+            f"{shutil.disk_usage(where.parent).free:,} free: {e})") from None
 
 
 # --- opening and checking ---------------------------------------------------------------
@@ -182,13 +355,15 @@ def _retrying(read: Callable) -> Callable:
 
 def _load(path: Path, name: str) -> np.ndarray:
     """A sidecar array, memory-mapped (read-only)."""
-    where = sidecar_dir(path) / name
+    where = member_path(path, name)
     try:
         return np.load(where, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise _MissingSidecar(f"{sidecar_dir(path).name}/{name}") from None
     except ValueError as e:
         raise LandscapeError(f"{where} is damaged: {e}") from None
+    except OSError as e:
+        raise LandscapeError(f"cannot read {where}: {e.strerror or e}") from None
 
 
 def _value(path: Path, d: h5py.Dataset) -> np.ndarray:
@@ -231,15 +406,15 @@ def _segment_rows(path: Path, g: h5py.Group, index: int | slice | np.ndarray) ->
     return out[0] if single else out
 
 
-def _referenced(f: h5py.File) -> set[str]:
-    """Every sidecar file the index names."""
+def _referenced(f: h5py.File, path: Path) -> set[str]:
+    """Every sidecar file the index of run ``path`` names (plain names, else an error)."""
     names: set[str] = set()
 
     def visit(_, item):
         if "sidecar" in item.attrs:
-            names.add(_decode_str(item.attrs["sidecar"]))
+            names.add(_check_name(path, _decode_str(item.attrs["sidecar"])))
         if _is_segmented(item):
-            names.update(_segments(item)[0])
+            names.update(_check_name(path, n) for n in _segments(item)[0])
 
     visit("/", f)
     f.visititems(visit)
@@ -262,7 +437,7 @@ def writer_lock(path: str | Path, purpose: str) -> Iterator[None]:
     ``RUN.h5.tmp`` and files in ``RUN.h5.d`` that the index does not name.
     """
     lp = lock_path(path)
-    fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(lp)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -273,9 +448,9 @@ def writer_lock(path: str | Path, purpose: str) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{purpose} (pid {os.getpid()})".encode(), 0)
-        _remove_stale_tmp(path)
-        _collect_garbage(Path(path))
         try:
+            _remove_stale_tmp(path)
+            _collect_garbage(Path(path))
             yield
         finally:
             os.ftruncate(fd, 0)
@@ -285,12 +460,29 @@ def writer_lock(path: str | Path, purpose: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _open_lock(lp: Path) -> int:
+    """Open (or create) the lock file; never a link, whose target would be truncated."""
+    try:
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise LandscapeError(f"{lp} is a symbolic link, not a lock; remove it") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        raise LandscapeError(f"{lp} is not a lock file of its own (a hard link or a special "
+                             "file); remove it")
+    return fd
+
+
 def writer_holding(path: str | Path) -> str | None:
     """Who holds the writer lock of ``path`` (e.g. ``"training (pid 12)"``), or None."""
     lp = lock_path(path)
-    if not lp.exists():
-        return None
-    fd = os.open(lp, os.O_RDONLY)
+    try:
+        fd = os.open(lp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # no lock, or a link (which no writer takes)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -312,22 +504,28 @@ def _remove_stale_tmp(path: str | Path) -> None:
 
 
 def _collect_garbage(path: Path) -> None:
-    """Delete our files in ``RUN.h5.d`` that the index does not name (the lock is held)."""
-    folder = sidecar_dir(path)
+    """Delete the store's files in ``RUN.h5.d`` that the index does not name.
+
+    The lock is held. A new run's folder that holds files of others is refused.
+    """
+    folder = checked_folder(path)
     if not folder.is_dir():
         return
     keep: set[str] = set()
-    if path.exists():
+    if not path.exists():
+        _refuse_foreign(path, f"{path} would be a new run")
+    else:
         try:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != FORMAT:
                     return  # not ours: touch nothing
-                keep = _referenced(f)
+                keep = _referenced(f, path)
         except OSError:
             return  # unreadable index: touch nothing
     for item in folder.iterdir():
-        if item.name not in keep and item.name.endswith((".npy", ".npy.tmp")):
-            item.unlink(missing_ok=True)
+        if (item.name not in keep and _is_own_file(item.name)
+                and (item.is_symlink() or not item.is_dir())):
+            item.unlink(missing_ok=True)  # a link goes itself, its target stays
     with contextlib.suppress(OSError):
         folder.rmdir()  # only if empty
 
@@ -350,8 +548,9 @@ class Transaction:
     ``RUN.h5``) names them, and the commit makes that copy the index.
     """
 
-    def __init__(self, f: h5py.File, path: Path, durable: bool = True):
+    def __init__(self, f: h5py.File | None, path: Path, durable: bool = True):
         self._f = f
+        self._path = path
         self._dir = sidecar_dir(path)
         self._durable = durable
         self.new_files: list[Path] = []  # written by this transaction
@@ -359,16 +558,15 @@ class Transaction:
 
     def _write_file(self, name: str, arr: np.ndarray) -> str:
         """Write ``arr`` to a new, uniquely named, fsynced file in the folder."""
-        stem = name.strip("/").replace("/", ".")[-120:]
-        fname = f"{stem}-{secrets.token_hex(6)}.npy"
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name.strip("/").replace("/", "."))[-120:]
+        fname = f"{stem or 'array'}-{secrets.token_hex(6)}.npy"
+        final = member_path(self._path, fname)
         self._dir.mkdir(exist_ok=True)
-        final = self._dir / fname
         tmp = self._dir / f"{fname}.tmp"
-        with open(tmp, "wb") as fh:
-            np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-            fh.flush()
-            if self._durable:
-                os.fsync(fh.fileno())
+        arr = np.ascontiguousarray(arr)
+        _write_new(tmp, arr.nbytes + 4096,  # and the header, generously
+                   lambda fh: np.lib.format.write_array(fh, arr, allow_pickle=False),
+                   f"{self._dir.name}/{fname}", self._durable)
         os.replace(tmp, final)
         self.new_files.append(final)
         return fname
@@ -381,9 +579,9 @@ class Transaction:
 
     def _forget_one(self, item: Any) -> None:
         if "sidecar" in item.attrs:
-            self.old_files.append(_decode_str(item.attrs["sidecar"]))
+            self.old_files.append(_check_name(self._path, _decode_str(item.attrs["sidecar"])))
         if _is_segmented(item):
-            self.old_files.extend(_segments(item)[0])
+            self.old_files.extend(_check_name(self._path, n) for n in _segments(item)[0])
 
     def set_attrs(self, attrs: Mapping[str, Any], group: str = "/") -> None:
         """Set attributes of a group (dicts/lists are stored as JSON).
@@ -506,39 +704,72 @@ def commit(path: str | Path, change: Callable[[Transaction], None], *, create: b
         durable: fsync new files, the index and the folders before and after the rename
             (survives power loss, not only kills).
 
-    The caller must hold :func:`writer_lock`. If ``change`` raises, the run is untouched.
+    The caller must hold :func:`writer_lock`. If ``change`` raises, the run is untouched;
+    so it is if the disk is full (one line, no partial file left behind).
     """
     path = Path(path)
     tmp = _tmp_path(path)
-    tx: Transaction | None = None
+    tx = Transaction(None, path, durable)  # the index it edits is opened below
     try:
-        if create:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # never write through a link planted there
+        if create or path.stat().st_size <= _IN_MEMORY_MAX:
+            _change_in_memory(tx, tmp, change, create)
         else:
-            shutil.copyfile(path, tmp)  # a full disk fails here too: the copy goes below
-        with h5py.File(tmp, "a") as f:
-            tx = Transaction(f, path, durable)
-            if create:
-                tx.set_attrs({"format": FORMAT, "format_version": FORMAT_VERSION})
-            change(tx)
-        if durable:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if tx.new_files:
-                _fsync_dir(sidecar_dir(path))
+            _change_on_disk(tx, tmp, change)
+        if durable and tx.new_files:
+            _fsync_dir(sidecar_dir(path))
         os.replace(tmp, path)
         if durable:
             _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        for p in tx.new_files if tx is not None else ():
+        for p in tx.new_files:
             p.unlink(missing_ok=True)
         raise
-    for name in tx.old_files:
-        (sidecar_dir(path) / name).unlink(missing_ok=True)
+    for name in tx.old_files:  # plain names (checked when noted): files of the folder only
+        with contextlib.suppress(LandscapeError):  # not a file (a folder planted there): kept
+            member_path(path, name, link_ok=True).unlink(missing_ok=True)
+
+
+def _change_in_memory(tx: Transaction, tmp: Path, change: Callable[[Transaction], None],
+                      create: bool) -> None:
+    """Apply ``change`` to the index in memory, then write it to ``tmp``.
+
+    The HDF5 library never writes to the disk here (a failed write of its own can crash
+    the interpreter); ``tmp`` is written in one go, its size known beforehand.
+    """
+    image = io.BytesIO() if create else io.BytesIO(tx._path.read_bytes())
+    with h5py.File(image, "w" if create else "r+") as f:
+        _apply(f, tx, change, create)
+    data = image.getbuffer()
+    _write_new(tmp, len(data), lambda fh: fh.write(data), tx._path.name, tx._durable)
+
+
+def _change_on_disk(tx: Transaction, tmp: Path, change: Callable[[Transaction], None]) -> None:
+    """Apply ``change`` to a copy ``tmp`` of a large (format 1) index, on the disk."""
+    path = tx._path
+    size = path.stat().st_size
+    needs = size + max(2**20, size // 4)  # the copy and, generously, what a change adds
+    if (err := _room_error(tmp, needs, path.name)) is not None:
+        raise err
+    shutil.copyfile(path, tmp)
+    with h5py.File(tmp, "a") as f:
+        _apply(f, tx, change, False)
+    if tx._durable:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _apply(f: h5py.File, tx: Transaction, change: Callable[[Transaction], None],
+           create: bool) -> None:
+    """Run ``change`` on the open index ``f``."""
+    tx._f = f
+    if create:
+        tx.set_attrs({"format": FORMAT, "format_version": FORMAT_VERSION})
+    change(tx)
 
 
 def create_run(path: str | Path, *, attrs: Mapping[str, Any], task_attrs: Mapping[str, Any],

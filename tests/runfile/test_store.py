@@ -178,8 +178,8 @@ def test_orphans_of_a_killed_commit_are_collected_by_the_next_writer(tmp_path):
         store.commit(p, lambda tx: tx.append("trajectory/params", _big(1)))
     folder = store.sidecar_dir(p)
     kept = {f.name for f in folder.iterdir()}
-    (folder / "trajectory.params-deadbeef.npy").write_bytes(b"half")
-    (folder / "trajectory.params-cafe.npy.tmp").write_bytes(b"half")
+    (folder / "trajectory.params-0123456789ab.npy").write_bytes(b"half")
+    (folder / "trajectory.params-cafecafecafe.npy.tmp").write_bytes(b"half")
     (folder / "notes.txt").write_text("not ours")
     with store.writer_lock(p, "test"):
         pass
@@ -306,18 +306,21 @@ def test_the_index_grows_by_what_a_commit_adds_to_it(tmp_path):
 
 def test_a_full_disk_leaves_the_run_intact_and_no_tmp_copy(tmp_path, monkeypatch):
     import errno
-    import shutil
 
     p = _new(tmp_path / "r.h5")
     before = p.read_bytes()
+    real = store._write_new
 
-    def copy_then_fill(src, dst):  # the disk fills while the index is being copied
-        with open(dst, "wb") as f:
-            f.write(open(src, "rb").read()[:100])
-        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+    def fill(where, needs, write, shown, durable):  # the disk fills writing the index
+        def half(fh):
+            fh.write(b"x" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+        real(where, needs, half if where == store._tmp_path(p) else write, shown, durable)
 
-    monkeypatch.setattr(shutil, "copyfile", copy_then_fill)
-    with store.writer_lock(p, "test"), pytest.raises(OSError, match="No space"):
-        store.commit(p, lambda tx: tx.append("trajectory/params", np.ones((1, 5), np.float32)))
+    monkeypatch.setattr(store, "_write_new", fill)
+    with store.writer_lock(p, "test"), pytest.raises(LandscapeError) as e:
+        store.commit(p, lambda tx: tx.append("trajectory/params", _big(1)))
+    assert str(e.value).startswith("no space left on device writing r.h5 (needs ")
     assert p.read_bytes() == before
     assert not store._tmp_path(p).exists()  # the space the user must free is free
+    assert not any(store.sidecar_dir(p).iterdir())  # nor the new segment
