@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from landscape import store
 from landscape.errors import LandscapeError
+from landscape.runfile import store
 
 BIG = np.full((1, 20_000), 3.0, np.float32)  # 80 kB: a file of its own in RUN.h5.d
 
@@ -25,10 +25,12 @@ BIG = np.full((1, 20_000), 3.0, np.float32)  # 80 kB: a file of its own in RUN.h
 def _run(path, part=True):
     """A tiny run with one trajectory segment and (``part``) a probe part in a file."""
     with store.writer_lock(path, "test"):
-        store.create_run(path, attrs={"recipe": {"name": "x"}}, task_attrs={},
-                         task_arrays={}, layout={"names": ["w"]},
+        store.create_run(path, attrs={"recipe": {"name": "x"}, "total_steps": 0},
+                         task_attrs={"vocab_size": 4, "max_len": 4}, task_arrays={},
+                         layout={"names": ["w"], "shapes": [[BIG.shape[1]]]},
                          probe_set={"ids": np.arange(2)})
-        store.commit(path, lambda tx: tx.append("trajectory/params", BIG))
+        store.commit(path, lambda tx: (tx.append("trajectory/params", BIG),
+                                       tx.append("trajectory/step", np.array([0]))))
         if part:
             store.commit(path, lambda tx: tx.put("probe/step_0/hessian/top",
                                                  {"vectors": BIG, "values": np.ones(2)}))
@@ -273,7 +275,7 @@ def test_a_short_write_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypa
 _COMMIT = textwrap.dedent("""
     import sys
     import numpy as np
-    from landscape import store
+    from landscape.runfile import store
     from landscape.errors import LandscapeError
     p, what = sys.argv[1], sys.argv[2]
     try:
