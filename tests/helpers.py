@@ -88,3 +88,51 @@ def grouped(**archs):
     """``{"markov": {arch: [runs]}}`` as series.group_runs returns it (a run or a list)."""
     return {"markov": {a: list(r) if isinstance(r, (list, tuple)) else [r]
                        for a, r in archs.items()}}
+
+
+# --- tiny models for the curvature operators (GGN, Fisher) --------------------------------
+
+
+def norm_mlp(n_in=3, n_out=3, seed=0):
+    """Linear-LayerNorm-tanh-Linear-BatchNorm(eval)-tanh-Linear in float64, weights of
+    order one and running statistics away from (0, 1), so both norms act."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(n_in, 4), nn.LayerNorm(4), nn.Tanh(), nn.Linear(4, 4),
+                          nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, n_out)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.3, 0.7)
+        model[4].running_mean.normal_(0.0, 0.5)
+        model[4].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def tiny_looped(seed=0, vocab=5, t=6):
+    """A one-layer LoopedTransformer in float64 with weights of order one."""
+    import torch
+
+    from landscape.train.model import LoopedTransformer, ModelConfig
+
+    torch.manual_seed(seed)
+    model = LoopedTransformer(ModelConfig(d_model=4, n_heads=2), vocab_size=vocab, max_len=t)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0 if name.endswith("ln1.weight") else 0.0, 0.5)
+    return model.double().eval()
+
+
+def tiny_token_split(n=5, t=6, vocab=5, seed=0):
+    """``n`` random sequences with next-token targets, some of them IGNORE."""
+    import torch
+
+    from landscape.train.tasks.base import IGNORE, Split
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, t), generator=g)
+    y = torch.roll(x, -1, dims=1)
+    y[:, -1] = IGNORE
+    y[0, 2] = IGNORE
+    return Split(x, y)

@@ -101,6 +101,22 @@ def per_token_loss(model, batch):
                                        reduction="none")
 
 
+def declared_loss(model, batch):
+    """Mean token loss of a pair batch that declares its output and per-example losses."""
+    return declared_loss.output_loss(declared_loss.output(model, batch), batch).mean()
+
+
+def _sequence_losses(logits, batch):
+    """``[n]`` each sequence's mean token loss."""
+    ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                     batch[1].reshape(-1), reduction="none")
+    return ce.reshape(batch[1].shape).mean(dim=1)
+
+
+declared_loss.output = lambda model, batch: model(batch[0])
+declared_loss.output_loss = _sequence_losses
+
+
 def data(n=16, seed=1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, VOCAB, (n, T), generator=g)

@@ -262,18 +262,19 @@ class HessianOperator(SymmetricOperator):
                                reduce=self._reduce)
 
 
-def _check_names(names: list[str], params: Mapping[str, torch.Tensor]) -> None:
+def _check_names(names: list[str], params: Mapping[str, torch.Tensor],
+                 who: str = "HessianOperator") -> None:
     if not names:
-        raise LandscapeError("HessianOperator: no parameters to differentiate")
+        raise LandscapeError(f"{who}: no parameters to differentiate")
     unknown = [n for n in names if n not in params]
     if unknown:
-        raise LandscapeError(f"HessianOperator: unknown parameter names {unknown}; "
+        raise LandscapeError(f"{who}: unknown parameter names {unknown}; "
                              f"known: {list(params)}")
     if len(set(names)) != len(names):
-        raise LandscapeError(f"HessianOperator: repeated parameter names in {names}")
+        raise LandscapeError(f"{who}: repeated parameter names in {names}")
     bad = [n for n in names if not params[n].is_floating_point()]
     if bad:
-        raise LandscapeError(f"HessianOperator: parameters {bad} are not floating point")
+        raise LandscapeError(f"{who}: parameters {bad} are not floating point")
 
 
 def _leaves(params: Mapping[str, torch.Tensor], wrt: list[str], dtype) -> dict[str, torch.Tensor]:

@@ -186,3 +186,46 @@ def has_tied_tensors(model: nn.Module) -> bool:
 def detached_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the model's parameters, detached, keyed by name."""
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+# ----------------------------------------------------------------------------- split at the output
+
+
+@dataclass(frozen=True)
+class SplitObjective:
+    """A mean loss split at the model's output, for the GGN and the empirical Fisher.
+
+    The probe set is cut into ``n_chunks`` chunks of examples (sequences, for sequence
+    models); chunk ``i`` has an output ``outputs(params, i)`` (e.g. logits ``[n_i, T, V]``)
+    and per-example terms ``example_terms(output, i)`` ``[n_i]`` such that the mean loss is
+    the sum of all terms over all chunks::
+
+        loss(params) = sum_i example_terms(outputs(params, i), i).sum()
+
+    Example ``n``'s own loss is ``l_n = n_examples * term_n``, so that the loss is the mean
+    of the ``l_n`` (for sequences with equally many scored tokens, ``l_n`` is the sequence's
+    mean token loss). The loss on the output of chunk ``i`` is ``example_terms(., i).sum()``;
+    :class:`~landscape.curvature.ggn.GGNOperator` takes its Hessian by autograd on the
+    output, :class:`~landscape.curvature.fisher.FisherOperator` the gradients of the terms.
+
+    Built by :func:`landscape.train.split_loss.make_split_objective` (our models) and
+    :func:`landscape.runs.own_models.make_split_objective` (own models, built-in losses).
+
+    Attributes:
+        outputs: ``outputs(params, i) -> Tensor``, the model's output on chunk ``i``,
+            differentiable w.r.t. ``params`` (a dict keyed as ``named_parameters()``).
+        example_terms: ``example_terms(output, i) -> Tensor [n_i]``, the terms of chunk
+            ``i``'s examples, differentiable twice w.r.t. ``output``.
+        n_chunks: number of chunks.
+        n_examples: number of examples N over all chunks.
+    """
+
+    outputs: Callable[[Mapping[str, torch.Tensor], int], torch.Tensor]
+    example_terms: Callable[[torch.Tensor, int], torch.Tensor]
+    n_chunks: int
+    n_examples: int
+
+    def loss(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The mean loss at ``params`` (0-d), the same as the model's ``loss_fn``."""
+        return sum(self.example_terms(self.outputs(params, i), i).sum()
+                   for i in range(self.n_chunks))

@@ -55,7 +55,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from landscape.curvature.objective import CHUNK, LossFn, ParamLayout, has_tied_tensors, with_binding
+from landscape.curvature.objective import (
+    CHUNK,
+    LossFn,
+    ParamLayout,
+    SplitObjective,
+    has_tied_tensors,
+    with_binding,
+)
 from landscape.errors import LandscapeError
 
 BUILTIN_LOSSES = ("next_token", "cross_entropy", "mse")
@@ -547,6 +554,33 @@ def _builtin_sum(name: str) -> Callable[[nn.Module, Any], torch.Tensor]:
     return {"next_token": next_token, "cross_entropy": cross_entropy, "mse": mse}[name]
 
 
+def _builtin_total(name: str, model: nn.Module, pieces: list[Any]) -> int:
+    """How many terms the built-in loss ``name`` sums over the whole probe set (>= 1)."""
+    if name == "mse":
+        with torch.no_grad():
+            return max(sum(_forward(model, b).numel() for b in pieces), 1)
+    return max(sum(_count(name, b) for b in pieces), 1)
+
+
+def _buffer_source(model: nn.Module) -> Callable[[Mapping[str, torch.Tensor]], dict]:
+    """``buffers(params)``: the module's buffers, keyed ``model.*``.
+
+    Floating ones come in float64 beside float64 parameters.
+    """
+    own = {f"model.{k}": v for k, v in model.named_buffers()}
+    wide: dict[str, torch.Tensor] = {}
+
+    def buffers(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not any(v.dtype == torch.float64 for v in params.values()):
+            return own
+        if not wide:  # e.g. BatchNorm's float32 statistics cannot meet float64 inputs
+            wide.update({k: v.double() if v.is_floating_point() else v
+                         for k, v in own.items()})
+        return wide
+
+    return buffers
+
+
 def _count(name: str, batch: Any) -> int:
     """How many terms the built-in loss ``name`` sums over in ``batch``."""
     if name == "next_token":
@@ -584,11 +618,7 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
     pieces = batches(form, arrays, device, chunk)
     if loss in BUILTIN_LOSSES:
         per_batch = _builtin_sum(loss)
-        counts = [_count(loss, b) for b in pieces]
-        if loss == "mse":
-            with torch.no_grad():
-                counts = [_forward(model, b).numel() for b in pieces]
-        total = max(sum(counts), 1)
+        total = _builtin_total(loss, model, pieces)
     else:
         fn = load_object(loss, "loss", trust_code=trust_code, where=where)
         sizes = [len(b[0]) if isinstance(b, tuple) else len(next(iter(b.values())))
@@ -599,18 +629,7 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
 
         total = None
     obj = _Objective(model, per_batch)
-    own = {f"model.{k}": v for k, v in model.named_buffers()}
-    wide: dict[str, torch.Tensor] = {}
-
-    def buffers(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The module's buffers; floating ones in float64 beside float64 parameters."""
-        if not any(v.dtype == torch.float64 for v in params.values()):
-            return own
-        if not wide:  # e.g. BatchNorm's float32 statistics cannot meet float64 inputs
-            wide.update({k: v.double() if v.is_floating_point() else v
-                         for k, v in own.items()})
-        return wide
-
+    buffers = _buffer_source(model)
     tie = has_tied_tensors(model)  # else skip functional_call's per-call walk for ties
 
     def mean_loss(call: Callable[[Any], torch.Tensor]) -> torch.Tensor:
@@ -631,6 +650,83 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
         return mean_loss(lambda b: functional_call(obj, (named, bufs), (b,), tie_weights=tie))
 
     return with_binding(loss_fn, obj, buffers, tie, lambda: mean_loss(obj), prefix="model.")
+
+
+# --- the loss split at the output (GGN, empirical Fisher) -------------------------------
+
+
+def _builtin_example_sums(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """``f(output, batch) -> [n]``: the built-in loss ``name`` summed per example."""
+
+    def next_token(logits, batch):
+        y = _next_token_targets(batch)  # [n, T]
+        tokens = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             y.reshape(-1), ignore_index=IGNORE,
+                                             reduction="none")
+        return tokens.reshape(y.shape).sum(dim=1)
+
+    def cross_entropy(logits, batch):
+        y = _targets(batch)
+        per = nn.functional.cross_entropy(logits, y, reduction="none")  # y's shape
+        return per.reshape(len(y), -1).sum(dim=1)
+
+    def mse(out, batch):
+        return ((out - _targets(batch).to(out.dtype)) ** 2).reshape(len(out), -1).sum(dim=1)
+
+    return {"next_token": next_token, "cross_entropy": cross_entropy, "mse": mse}[name]
+
+
+def _declared_split(loss: str, fn: Any) -> tuple[Callable, Callable]:
+    """A custom loss's ``(output, output_loss)`` attributes, or a one-line refusal."""
+    output, per_example = getattr(fn, "output", None), getattr(fn, "output_loss", None)
+    if not (callable(output) and callable(per_example)):
+        raise LandscapeError(
+            f"loss {loss}: the GGN and the Fisher need the model's output and a loss on it; "
+            "give the function the attributes output(model, batch) -> Tensor and "
+            "output_loss(output, batch) -> [n] per-example losses, or use a built-in loss "
+            f"({', '.join(BUILTIN_LOSSES)})")
+    return output, per_example
+
+
+def make_split_objective(model: nn.Module, loss: str, form: str,
+                         arrays: Mapping[str, np.ndarray], *, trust_code: bool,
+                         device: torch.device | str = "cpu", chunk: int = CHUNK,
+                         where: Any = "the run file") -> SplitObjective:
+    """The loss of :func:`make_custom_loss_fn` split at the model's output.
+
+    One example per row of the probe set (a sequence for ``next_token``). Built-in losses:
+    the output is the model's (:func:`logits_of`, half precision widened), the term of an
+    example its summed loss over the probe set's number of scored terms. A custom loss
+    ``pkg.mod:function`` qualifies when it declares ``function.output(model, batch)`` (the
+    output tensor) and ``function.output_loss(output, batch)`` (``[n]`` per-example losses
+    whose mean is ``function(model, batch)``); any other is refused in one line.
+
+    Returns:
+        A :class:`~landscape.curvature.objective.SplitObjective` over the probe set.
+
+    Raises:
+        LandscapeError: a custom loss without the two declarations (or untrusted).
+    """
+    pieces = batches(form, arrays, device, chunk)
+    n = sum(len(b[0]) if isinstance(b, tuple) else len(next(iter(b.values()))) for b in pieces)
+    if loss in BUILTIN_LOSSES:
+        output = lambda m, b: _wide(_forward(m, b))  # noqa: E731
+        per_example, scale = _builtin_example_sums(loss), 1 / _builtin_total(loss, model, pieces)
+    else:
+        fn = load_object(loss, "loss", trust_code=trust_code, where=where)
+        (output, per_example), scale = _declared_split(loss, fn), 1 / n
+    obj = _Objective(model, output)
+    buffers = _buffer_source(model)
+    tie = has_tied_tensors(model)
+
+    def outputs(params: Mapping[str, torch.Tensor], i: int) -> torch.Tensor:
+        named = {f"model.{k}": v for k, v in params.items()}
+        return functional_call(obj, (named, buffers(params)), (pieces[i],), tie_weights=tie)
+
+    def example_terms(out: torch.Tensor, i: int) -> torch.Tensor:
+        return per_example(out, pieces[i]) * scale
+
+    return SplitObjective(outputs, example_terms, len(pieces), n)
 
 
 def check_loss(loss_fn: LossFn, params: Mapping[str, torch.Tensor], loss: str) -> float:

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape.curvature.objective import LossFn, ParamLayout
+from landscape.curvature.objective import LossFn, ParamLayout, SplitObjective
 from landscape.errors import LandscapeError
 from landscape.runfile import store, validate
 from landscape.runs import own_models as custom
 from landscape.train.model import LoopedTransformer
 from landscape.train.recipe import Recipe, stored_recipe
-from landscape.train.split_loss import make_loss_fn
+from landscape.train.split_loss import make_loss_fn, make_split_objective
 from landscape.train.tasks import Split, TaskData, generate
 
 
@@ -387,6 +387,34 @@ class Run:
                 self.probe_set(), trust_code=self.trust_code, device=device, where=self.path)
         s = self.split(split)
         return make_loss_fn(model, Split(s.inputs.to(device), s.targets.to(device)))
+
+    def split_objective(self, split: str = "probe", step: int | None = -1,
+                        loops: int | None = None, device: str | torch.device = "cpu",
+                        ) -> SplitObjective:
+        """The loss of :meth:`loss_fn` split at the model's output, for the GGN and the Fisher.
+
+        One example per sequence of ``split`` (our models), or per row of the probe set (a
+        model of your own with a built-in loss, or a custom loss declaring ``output`` and
+        ``output_loss``, see :func:`landscape.runs.own_models.make_split_objective`)::
+
+            from landscape.curvature.ggn import GGNOperator
+            from landscape.curvature.spectral import lanczos
+
+            op = GGNOperator(run.split_objective(step=s), run.params(s, dtype=torch.float64))
+            lanczos(op, k_top=5).top_values
+
+        Raises:
+            LandscapeError: a custom loss that does not declare its output.
+        """
+        model = self.model(step, loops=loops, device=device)
+        if self.custom:
+            if split != "probe":
+                self._custom_split(split)  # raises
+            return custom.make_split_objective(
+                model, self.spec["loss"], self.attrs.get("probe_form", "pair"),
+                self.probe_set(), trust_code=self.trust_code, device=device, where=self.path)
+        s = self.split(split)
+        return make_split_objective(model, Split(s.inputs.to(device), s.targets.to(device)))
 
     # --- probe results ------------------------------------------------------------------
 

@@ -680,3 +680,20 @@ def test_buffer_layout_keeps_every_dtype_exactly_and_leaves_out_what_it_should()
     model.h = torch.zeros(4, dtype=torch.float16)  # another shape than recorded
     with pytest.raises(LandscapeError, match="buffers changed .*h"):
         layout.flatten(model)
+
+
+def test_a_recorded_norm_model_gives_its_split_objective_and_fisher(tmp_path):
+    from landscape.curvature.fisher import FisherOperator
+    from landscape.curvature.spectral import dense_matrix
+
+    path = tmp_path / "norm.h5"
+    train(path, 2, kind="norm")
+    run = Run.open(path, trust_code=True)
+    params = run.params(-1, dtype=torch.float64)
+    objective = run.split_objective()
+    assert objective.n_examples == 8
+    assert float(objective.loss(params)) == pytest.approx(float(run.loss_fn()(params)),
+                                                          rel=1e-12)
+    eig = np.linalg.eigvalsh(dense_matrix(FisherOperator(objective, params)).numpy())
+    assert eig[-1] > 0 and eig[-1] * 1e-12 > -eig[0]
+    assert np.sum(eig > 1e-12 * eig[-1]) <= 8  # rank at most the 8 sequences

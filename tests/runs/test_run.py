@@ -50,3 +50,19 @@ def test_bad_step_and_split(trained_runs):
         run.params(7)
     with pytest.raises(LandscapeError, match="unknown split 'hard'"):
         run.split("hard")
+
+
+def test_split_objective_is_the_loss_and_gives_a_ggn_below_the_hessian(trained_runs):
+    from landscape.curvature.ggn import GGNOperator
+    from landscape.curvature.hessian import HessianOperator
+    from landscape.curvature.spectral import lanczos
+
+    run = Run.open(trained_runs["looped"])
+    params = run.params(-1, dtype=torch.float64)
+    objective = run.split_objective(step=-1)
+    assert len(run.split("probe")) == objective.n_examples
+    assert float(objective.loss(params)) == pytest.approx(float(run.loss_fn()(params)),
+                                                          rel=1e-12)
+    ggn = lanczos(GGNOperator(objective, params), k_top=1, tol=1e-8)
+    hess = lanczos(HessianOperator(run.loss_fn(), params), k_top=1, k_bottom=1, tol=1e-8)
+    assert ggn.converged and ggn.top_values[0] > 0 > hess.bottom_values[0]
