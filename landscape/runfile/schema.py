@@ -644,11 +644,14 @@ _SHOWN_VALUES = 4  # a 1-D array up to this long is shown by its values
 
 
 def _short(v: Any) -> str:
-    """A field's value in a repr: arrays by shape (and a few values), dicts by keys."""
+    """A field's value in a repr: arrays by shape and first values, dicts by keys."""
     if isinstance(v, np.ndarray):
-        if v.ndim == 1 and v.size <= _SHOWN_VALUES and v.dtype.kind in "biuf":
-            return "[" + ", ".join(f"{x:.4g}" if v.dtype.kind == "f" else str(x)
-                                   for x in v.tolist()) + "]"
+        if v.ndim == 1 and v.dtype.kind == "b":
+            return f"[{int(v.sum())} of {v.size} True]"
+        if v.ndim == 1 and v.dtype.kind in "iuf":
+            head = ", ".join(f"{x:.4g}" if v.dtype.kind == "f" else str(x)
+                             for x in v[:_SHOWN_VALUES].tolist())
+            return f"[{head}]" if v.size <= _SHOWN_VALUES else f"[{head}, ... ({v.size})]"
         return f"array{list(v.shape)}"
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.4g}"
@@ -664,6 +667,8 @@ def short_repr(obj: Any) -> str:
 
     >>> Slq(nodes=np.zeros((2, 3)), weights=np.zeros((2, 3)), dim=7)
     Slq(loops=0, dtype='float32', nodes=array[2, 3], weights=array[2, 3], dim=7)
+    >>> Overlap(cosines=np.linspace(1, 0.5, 6), previous_step=8)
+    Overlap(loops=0, dtype='float32', cosines=[1, 0.9, 0.8, 0.7, ... (6)], previous_step=8)
     """
     shown = (f"{f.name}={_short(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
              if f.name not in _BOOKKEEPING and getattr(obj, f.name) is not None)
