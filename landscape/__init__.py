@@ -46,6 +46,7 @@ EXPORTS: dict[str, str] = {
     "load_recipe": "landscape.train.recipe",
     "Run": "landscape.runs.run",
     "Recorder": "landscape.runs.recorder",
+    "analyze": "landscape.probe.in_memory",
 }
 """Public name -> the module that defines it."""
 

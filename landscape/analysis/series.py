@@ -321,20 +321,27 @@ def width_series(run: Run) -> dict[str, np.ndarray]:
             "quadratic": np.stack([r[3][:k] for r in rows])}
 
 
-def sharpness_series(run: Run) -> dict[str, np.ndarray]:
-    """lambda_max, 2/lr, the Adam-preconditioned lambda_max and 38/lr per checkpoint."""
-    rows = []
+def sharpness_series(run: Run) -> dict[str, np.ndarray | str]:
+    """lambda_max, the optimiser's edge, and the Adam-preconditioned ones per checkpoint.
+
+    Beside the arrays, the last checkpoint's ``optimizer``, ``edge_on`` and
+    ``edge_unknown`` (see :class:`~landscape.runfile.schema.Sharpness`).
+    """
+    rows, last = [], None
     for step in run.probed_steps:
         s = run.part("sharpness", step)
         if s is None:
             continue
         rows.append([epoch_of(run, step), s.lambda_max, s.threshold, s.adam_lambda_max,
                      s.adam_threshold])
+        last = s
     if not rows:
         raise LandscapeError(f"{run.path} has no sharpness; run `landscape probe --hessian`")
     a = np.array(rows)
-    return dict(zip(("epoch", "lambda_max", "threshold", "adam_lambda_max", "adam_threshold"),
-                    a.T))
+    return {**dict(zip(("epoch", "lambda_max", "threshold", "adam_lambda_max",
+                        "adam_threshold"), a.T)),
+            "optimizer": last.optimizer, "edge_on": last.edge_on,
+            "edge_unknown": last.edge_unknown}
 
 
 def part(run: Run, name: str, step: int | None = -1, *, required: bool = True):

@@ -13,7 +13,8 @@ Also here: :func:`dense_hessian_reference` (the float64 truth for tests) and
 :func:`preconditioned_operator` (the Adam-preconditioned Hessian, whose top eigenvalue is
 the preconditioned sharpness). The PyHessian peer lives in :mod:`landscape.probe.pyhessian_backend`,
 the parameter groups of per-block spectra in :func:`landscape.train.model.param_groups`, the
-edge-of-stability thresholds with the sharpness part in :mod:`landscape.probe.parts`.
+edge-of-stability thresholds in :mod:`landscape.curvature.stability`, the sharpness part in
+:mod:`landscape.probe.parts`.
 
 Why not ``torch.func.hessian`` as the truth: on torch 2.13 it (``jacrev`` of ``jacrev``) is
 wrong through ``layer_norm`` (off by 11-40 % on a Linear-LayerNorm-Linear model) while
@@ -345,7 +346,7 @@ def preconditioned_operator(
     ``P = diag(sqrt(v_hat) + eps)`` with ``v_hat = exp_avg_sq / (1 - beta2^step)``: the
     denominator of ``torch.optim.Adam``'s update at ``step`` (its ``state[p]["step"]``).
     The largest eigenvalue of this operator is the *preconditioned sharpness* that Cohen et
-    al. (2022) compare with :func:`landscape.probe.parts.stability_threshold` (``38 / lr``
+    al. (2022) compare with :func:`landscape.curvature.stability.adam_edge` (``38 / lr``
     for ``beta1 = 0.9``).
 
     Args:

@@ -269,13 +269,16 @@ def switch(groups: Grouped) -> dict[str, Figure]:
 
 
 def sharpness(groups: Grouped) -> dict[str, Figure]:
-    """Ours: lambda_max against 2/lr and the Adam-preconditioned lambda_max against 38/lr."""
+    """Ours: lambda_max (and the Adam-preconditioned one) against the optimiser's edge."""
     runs = _curvature_runs(groups, (LOOPED,), "sharpness")
     arch = LOOPED if LOOPED in runs else next(iter(runs))
     s = series.sharpness_series(runs[arch][0])
     return {"sharpness": plot.sharpness(s["epoch"], s["lambda_max"], s["threshold"],
                                         s["adam_lambda_max"], s["adam_threshold"],
-                                        model=arch, unit=series.time_unit(runs[arch][0]))}
+                                        model=arch, unit=series.time_unit(runs[arch][0]),
+                                        optimizer=s["optimizer"] or None,
+                                        edge_on=s["edge_on"],
+                                        edge_unknown=s["edge_unknown"])}
 
 
 FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {

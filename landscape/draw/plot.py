@@ -1541,6 +1541,23 @@ def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, where, sty
     ax.set_xlabel(unit)
 
 
+def _edge_label(optimizer: str | None, threshold: object, old: str) -> str:
+    """``"SGD (heavy ball 0.9) edge 38"``; ``old`` for a part stored without its optimiser."""
+    if not optimizer:
+        return old
+    t = np.asarray(threshold, dtype=np.float64).ravel()
+    t = t[np.isfinite(t)]
+    if t.size == 0:
+        return f"{optimizer} edge unknown"
+    lo, hi = float(t.min()), float(t.max())
+    value = f"{hi:.3g}" if np.isclose(lo, hi) else f"{lo:.3g} to {hi:.3g}"
+    return f"{optimizer} edge {value}"
+
+
+def _has_data(values: object | None) -> bool:
+    return values is not None and bool(np.isfinite(np.asarray(values, np.float64)).any())
+
+
 @_styled
 def sharpness(
     epochs: object,
@@ -1551,45 +1568,62 @@ def sharpness(
     *,
     model: str | None = None,
     unit: str = "epoch",
+    optimizer: str | None = None,
+    edge_on: str = "hessian",
+    edge_unknown: str = "",
 ) -> Figure:
-    """Sharpness against its stability threshold over training (ours; edge of stability).
+    """Sharpness against the optimiser's stability edge over training (edge of stability).
 
-    How to read it. Left: ``lambda_max`` of the Hessian with the gradient-descent
-    threshold ``2 / lr`` (dashed; a line if the learning rate changes). Right: the
-    largest eigenvalue of the Adam-preconditioned Hessian with its threshold
-    (``38 / lr`` for beta1 = 0.9, :func:`landscape.probe.parts.stability_threshold`); for an
-    Adam run the right panel is the one that tests the edge of stability: a curve that
-    rises to the dashed line and hovers there is at the edge.
+    How to read it. Left: ``lambda_max`` of the Hessian with the optimiser's edge (dashed;
+    a line if the learning rate changes), e.g. ``2 / lr`` for SGD, ``(2 + 2 beta) / lr``
+    for heavy-ball momentum (:mod:`landscape.curvature.stability`). Right, where it was
+    measured: the largest eigenvalue of the Adam-preconditioned Hessian with Adam's edge
+    (``38 / lr`` for beta1 = 0.9); for an Adam run it is the panel that tests the edge of
+    stability: a curve that rises to the dashed line and hovers there is at the edge.
+    The legend names the optimiser and the edge's value; a panel without data is left out.
 
     Args:
         epochs: ``[n]`` epochs (steps where ``unit`` is ``"step"``).
         lambda_max: ``[n]`` top Hessian eigenvalues.
-        threshold: ``2 / lr``, a number or ``[n]`` (None: no line).
-        adam_lambda_max: optional ``[n]`` preconditioned top eigenvalues.
-        adam_threshold: optional threshold for them, a number or ``[n]``.
+        threshold: the edge, a number or ``[n]`` (None: no line).
+        adam_lambda_max: optional ``[n]`` preconditioned top eigenvalues (None or all
+            NaN: no right panel).
+        adam_threshold: optional edge for them, a number or ``[n]``.
         model: optional model key, for its color and label.
         unit: what ``epochs`` counts (the x label): ``"epoch"``, or ``"step"`` for a run
             of your own loop (:func:`landscape.analysis.series.time_unit`).
+        optimizer: the optimiser's name (:attr:`Sharpness.optimizer
+            <landscape.runfile.schema.Sharpness>`); None: a part stored before optimisers
+            were, whose thresholds are ``2 / lr`` and Adam's.
+        edge_on: ``"hessian"`` (``threshold`` goes on the left panel) or
+            ``"preconditioned"`` (Adam's edge, on the right one only).
+        edge_unknown: why the edge is unknown (then the figure says so).
 
     Returns:
-        The figure (page width).
+        The figure (page width, or a column where the right panel is left out).
     """
     e = _vec(epochs, "sharpness: epochs")
     unit = _unit(unit, "sharpness")
     if lambda_max is None:
         raise LandscapeError("sharpness: missing lambda_max (run the Hessian probe)")
-    fig = _new_figure("page", 0.34)
-    ax_g, ax_a = fig.subplots(1, 2, sharex=True)
+    pre = _has_data(adam_lambda_max)
+    fig = _new_figure("page" if pre else "column", 0.34 if pre else 0.68)
+    axes = list(np.atleast_1d(fig.subplots(1, 2 if pre else 1, sharex=True)))
     color = MODEL_COLORS.get(model or "", OKABE_ITO["black"])
     label = _label(model) if model else r"$\lambda_{\max}$"
-    _sharp_panel(ax_g, e, lambda_max, threshold, color, label, "GD threshold 2 / lr",
+    on_h = threshold if edge_on == "hessian" and _has_data(threshold) else None
+    _sharp_panel(axes[0], e, lambda_max, on_h, color, label,
+                 _edge_label(optimizer, threshold, "GD threshold 2 / lr"),
                  "sharpness: lambda_max", "--", unit)  # fmt: skip
-    ax_g.set(ylabel=r"$\lambda_{\max}(H)$", title="Hessian")
-    if adam_lambda_max is None:
-        _not_computed(ax_a, "Adam-preconditioned lambda_max")
-    else:
-        _sharp_panel(ax_a, e, adam_lambda_max, adam_threshold, color, label, "Adam threshold",
+    axes[0].set(ylabel=r"$\lambda_{\max}(H)$", title="Hessian")
+    if pre:
+        on_p = adam_threshold if _has_data(adam_threshold) else None
+        _sharp_panel(axes[1], e, adam_lambda_max, on_p, color, label,
+                     _edge_label(optimizer, adam_threshold, "Adam threshold"),
                      "sharpness: adam_lambda_max", "-.", unit)  # fmt: skip
-        ax_a.set(ylabel=r"$\lambda_{\max}(P^{-1/2} H P^{-1/2})$", title="preconditioned")
-    _legend_below(fig, [ax_g, ax_a])
+        axes[1].set(ylabel=r"$\lambda_{\max}(P^{-1/2} H P^{-1/2})$", title="preconditioned")
+    if edge_unknown:
+        axes[0].text(0.02, 0.98, f"stability edge unknown: {edge_unknown or optimizer}",
+                     transform=axes[0].transAxes, ha="left", va="top", color="#555555")
+    _legend_below(fig, axes)
     return fig

@@ -290,10 +290,9 @@ def _exact_applies(job: Job) -> bool:
 
 def _sharpness(job: Job) -> sc.Sharpness:
     run = job.run
-    beta1, beta2 = run.adam_betas or (0.9, 0.999)
     v, adam_step = run.adam_state(job.step) if run.has_adam else (None, 0)
-    return parts.sharpness(job.operator(), job.inputs["top"], run.lr_at(job.step), beta1,
-                           beta2, v, adam_step, loops=job.loops)
+    return parts.sharpness(job.operator(), job.inputs["top"], run.lr_at(job.step),
+                           run.optimizer_at(job.step), v, adam_step, loops=job.loops)
 
 
 def _adam(job: Job) -> dict:

@@ -40,6 +40,8 @@ from landscape.curvature.spectral import (
     subspace_overlap,
 )
 from landscape.curvature.spectral import slq as _slq
+from landscape.curvature.stability import UNKNOWN as UNKNOWN_OPTIMIZER
+from landscape.curvature.stability import OptimizerRecord
 from landscape.errors import LandscapeError
 from landscape.geometry.directions import Plane, pca_directions, plane_through, projection_losses
 from landscape.geometry.directions import random_plane as _random_plane
@@ -220,52 +222,33 @@ def exact(op: HessianOperator, loops: int = 0, k: int = EXACT_VECTORS,
                     hvps=op.n_matvec - n0, **_hessian_fields(op, loops))
 
 
-def stability_threshold(lr: float, beta1: float = 0.0) -> float:
-    """The sharpness at which (preconditioned) gradient descent turns unstable.
+def sharpness(op: HessianOperator, top_part: sc.Top, lr: float,
+              optimizer: OptimizerRecord | None, adam_v: np.ndarray | None = None,
+              adam_step: int = 0, loops: int = 0) -> sc.Sharpness:
+    """lambda_max beside the stability edge of ``optimizer`` at learning rate ``lr``.
 
-    ``(2 + 2 beta1) / ((1 - beta1) lr)``: ``2 / lr`` for plain gradient descent (Cohen,
-    Kaur, Li, Kolter & Talwalkar, "Gradient Descent on Neural Networks Typically Occurs at
-    the Edge of Stability", ICLR 2021), and for heavy-ball momentum ``beta1``; for Adam it
-    applies to the preconditioned sharpness
-    (:func:`landscape.curvature.hessian.preconditioned_operator`), which equilibrates at ``38 / lr``
-    for ``beta1 = 0.9`` (Cohen et al., "Adaptive Gradient Methods at the Edge of
-    Stability", arXiv:2207.14484, 2022).
-
-    Args:
-        lr: learning rate (> 0).
-        beta1: momentum coefficient in ``[0, 1)`` (0 for plain gradient descent).
-
-    Returns:
-        The threshold.
-    """
-    if not lr > 0 or not 0.0 <= beta1 < 1.0:
-        raise LandscapeError(f"stability_threshold: need lr > 0 and 0 <= beta1 < 1 "
-                             f"(got lr={lr}, beta1={beta1})")
-    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
-
-
-def sharpness(op: HessianOperator, top_part: sc.Top, lr: float, beta1: float, beta2: float,
-              adam_v: np.ndarray | None = None, adam_step: int = 0,
-              loops: int = 0) -> sc.Sharpness:
-    """lambda_max beside 2/lr, and the Adam-preconditioned lambda_max beside its threshold.
-
-    ``adam_v``: AdamW's ``exp_avg_sq`` ``[P]`` after ``adam_step`` steps (with ``beta2``);
-    before the first step (``adam_step`` 0) the preconditioned sharpness is NaN, and so
-    are the thresholds where the learning rate is unknown (NaN).
+    The edge is :meth:`OptimizerRecord.edge <landscape.curvature.stability.OptimizerRecord.edge>`
+    (NaN for an optimiser not recorded, ``None``, or of an unknown kind, or an unknown
+    ``lr``). For Adam/AdamW it applies to the preconditioned Hessian ``D^-1/2 H D^-1/2``,
+    whose top eigenvalue is computed from ``adam_v``, AdamW's ``exp_avg_sq`` ``[P]`` after
+    ``adam_step`` steps (NaN before the first step, or without it).
     """
     n0 = op.n_matvec
-    adam_lam = float("nan")
-    known = math.isfinite(lr) and lr > 0  # not recorded for an imported trajectory
+    opt = optimizer or OptimizerRecord(UNKNOWN_OPTIMIZER)
+    adam_lam = math.nan
     if adam_step >= 1 and adam_v is not None:
-        pre = preconditioned_operator(op, torch.as_tensor(adam_v, device=op.device), eps=1e-8,
+        eps, beta2 = (opt.eps, opt.beta2) if opt.preconditioned else (1e-8, 0.999)
+        pre = preconditioned_operator(op, torch.as_tensor(adam_v, device=op.device), eps=eps,
                                       step=adam_step, beta2=beta2)
         adam_lam = float(lanczos(pre, k_top=1, tol=1e-3, max_steps=min(100, op.dim))
                          .top_values[0])
-    return sc.Sharpness(lambda_max=top_part.lambda_max, lr=float(lr),
-                        threshold=stability_threshold(lr) if known else math.nan,
+    edge = opt.edge(lr)
+    return sc.Sharpness(lambda_max=top_part.lambda_max, lr=float(lr), threshold=edge,
                         adam_lambda_max=adam_lam,
-                        adam_threshold=stability_threshold(lr, beta1) if known else math.nan,
-                        adam_step=int(adam_step), hvps=op.n_matvec - n0,
+                        adam_threshold=edge if opt.preconditioned else math.nan,
+                        adam_step=int(adam_step), optimizer=opt.label,
+                        edge_on="preconditioned" if opt.preconditioned else "hessian",
+                        edge_unknown=opt.unknown_edge(lr), hvps=op.n_matvec - n0,
                         **_hessian_fields(op, loops))
 
 

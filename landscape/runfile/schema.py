@@ -234,25 +234,38 @@ class Exact(HessianPart):
 
 @dataclass(frozen=True, kw_only=True)
 class Sharpness(HessianPart):
-    """lambda_max beside 2/lr, and the Adam-preconditioned lambda_max beside 38/lr.
+    """lambda_max beside the stability edge of the optimiser that produced the checkpoint.
+
+    The edges are those of :mod:`landscape.curvature.stability`: ``2 / lr`` for SGD,
+    ``(2 + 2 beta) / lr`` for heavy-ball momentum ``beta``, Nesterov's, and for Adam/AdamW
+    ``(2 + 2 beta1) / ((1 - beta1) lr)`` on the preconditioned Hessian.
 
     Attributes:
         lambda_max: the top Hessian eigenvalue.
         lr: the learning rate of the step that led to the checkpoint.
-        threshold: ``2 / lr``.
-        adam_lambda_max: top eigenvalue of the Adam-preconditioned Hessian (NaN before
-            the first optimiser step).
-        adam_threshold: ``(2 + 2 beta1) / ((1 - beta1) lr)`` (38/lr for beta1 = 0.9).
+        threshold: the optimiser's edge (NaN where unknown: ``edge_unknown`` says why).
+        adam_lambda_max: top eigenvalue of the Adam-preconditioned Hessian (NaN without
+            Adam state, or before the first optimiser step).
+        adam_threshold: the edge it is compared with (NaN for an optimiser without one).
         adam_step: Adam's step count behind the preconditioner.
+        optimizer: the optimiser, e.g. ``SGD (heavy ball 0.9)`` (``""``: stored by a
+            version before optimisers were recorded, where ``threshold`` is ``2 / lr``).
+        edge_on: what ``threshold`` is compared with: ``hessian`` (``lambda_max``) or
+            ``preconditioned`` (``adam_lambda_max``).
+        edge_unknown: why the edge is unknown (``""`` where it is known).
     """
 
     NAME: ClassVar[str] = "sharpness"
+    VERSION: ClassVar[int] = 2
     lambda_max: float
     lr: float
     threshold: float
     adam_lambda_max: float
     adam_threshold: float
     adam_step: int
+    optimizer: str = ""
+    edge_on: str = "hessian"
+    edge_unknown: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -624,6 +637,46 @@ PARTS: dict[str, type[Part]] = {cls.NAME: cls for cls in (
     Top, Trace, Slq, Exact, Sharpness, Overlap, Blocks, PyHessian,
     Valley, Widths, Spread, River, SliceRandom, SliceRiverValley, SliceShared,
     RiverProgress, Pca, LoopCurve, Switch, QkAlignment)}
+
+
+_BOOKKEEPING = ("hvps", "seconds", "settings", "fingerprint")
+_SHOWN_VALUES = 4  # a 1-D array up to this long is shown by its values
+
+
+def _short(v: Any) -> str:
+    """A field's value in a repr: arrays by shape and first values, dicts by keys."""
+    if isinstance(v, np.ndarray):
+        if v.ndim == 1 and v.dtype.kind == "b":
+            return f"[{int(v.sum())} of {v.size} True]"
+        if v.ndim == 1 and v.dtype.kind in "iuf":
+            head = ", ".join(f"{x:.4g}" if v.dtype.kind == "f" else str(x)
+                             for x in v[:_SHOWN_VALUES].tolist())
+            return f"[{head}]" if v.size <= _SHOWN_VALUES else f"[{head}, ... ({v.size})]"
+        return f"array{list(v.shape)}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}"
+    if isinstance(v, dict):
+        keys = list(v)
+        more = ", ..." if len(keys) > _SHOWN_VALUES else ""
+        return "{" + ", ".join(map(str, keys[:_SHOWN_VALUES])) + more + "}"
+    return repr(v)
+
+
+def short_repr(obj: Any) -> str:
+    """``Name(field=value, ...)`` with arrays as shapes: what printing a part shows.
+
+    >>> Slq(nodes=np.zeros((2, 3)), weights=np.zeros((2, 3)), dim=7)
+    Slq(loops=0, dtype='float32', nodes=array[2, 3], weights=array[2, 3], dim=7)
+    >>> Overlap(cosines=np.linspace(1, 0.5, 6), previous_step=8)
+    Overlap(loops=0, dtype='float32', cosines=[1, 0.9, 0.8, 0.7, ... (6)], previous_step=8)
+    """
+    shown = (f"{f.name}={_short(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
+             if f.name not in _BOOKKEEPING and getattr(obj, f.name) is not None)
+    return f"{type(obj).__name__}({', '.join(shown)})"
+
+
+for _cls in (*PARTS.values(), Part, HessianPart, Grid, BlockSpectrum, SwitchSide):
+    _cls.__repr__ = short_repr  # the dataclasses' own repr would print whole arrays
 
 
 def part_class(name: str) -> type[Part]:

@@ -19,7 +19,8 @@ The rules, by place (``n``: checkpoints, ``P``: parameters per checkpoint):
 * ``/``: ``format_version`` an integer this version reads; ``recipe`` a JSON object, or
   (a model of your own) ``model`` a JSON object with a ``factory`` string and ``kwargs``
   an object; text attributes are text; ``total_steps``, ``steps_per_epoch`` integers;
-  ``optimizer`` an object with numeric ``beta1``/``beta2``.
+  ``optimizer`` an object with numeric ``beta1``/``beta2``; ``optimizers`` a list of
+  objects, each a text ``kind`` and an integer ``from`` (increasing, from 0) and numbers.
 * ``/task``: ``vocab_size``, ``max_len`` positive integers (required for a recipe's run),
   ``splits`` a list of names, ``ceilings`` ``{split: {"acc", "loss"}}`` of numbers.
 * ``/trajectory``: ``layout`` names and shapes of ``P`` parameters; ``step`` ``[n]``
@@ -211,6 +212,18 @@ def _layout(v: Any, where: str) -> list[tuple[str, tuple[int, ...]]]:
     return list(zip(names, (tuple(s) for s in shapes), strict=True))
 
 
+def _optimizers(changes: list) -> None:
+    """The optimiser change list: ``[{"from": row, "kind": name, hyperparameter: number}]``."""
+    rows = [c.get("from") if isinstance(c, dict) else None for c in changes]
+    _need(all(_is_int(r) for r in rows) and rows[:1] in ([], [0])
+          and all(b > a for a, b in zip(rows, rows[1:])),
+          "attribute 'optimizers' is not a list by increasing row 'from', from 0")
+    _need(all(isinstance(c.get("kind"), str) and all(
+        _is_real(v) or isinstance(v, bool) for k, v in c.items() if k != "kind")
+        for c in changes), "attribute 'optimizers' has an entry without a text kind and "
+          "numeric settings")
+
+
 def _size(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
@@ -347,6 +360,8 @@ class _Checker:
             opt = _json(a["optimizer"], "attribute 'optimizer'", (dict, type(None)))
             _need(opt is None or all(_is_real(opt.get(k)) for k in ("beta1", "beta2")),
                   "attribute 'optimizer' has no numeric beta1 and beta2")
+        if "optimizers" in a:
+            _optimizers(_json(a["optimizers"], "attribute 'optimizers'", list))
 
     def task(self, g: h5py.Group, custom: bool) -> None:
         a = g.attrs

@@ -21,6 +21,10 @@ The file is the same kind of run file that ``landscape train`` writes (see
   rebuilt module;
 * per checkpoint: your metrics (rows of ``/metrics``, NaN where a name is absent) and the
   optimiser's learning rate;
+* per checkpoint: the optimiser's kind and hyperparameters (momentum, dampening, Nesterov,
+  betas, eps, weight decay; :class:`~landscape.curvature.stability.OptimizerRecord`), as the
+  ``optimizers`` attribute: a list of ``{"from": row, ...}`` that grows where they change,
+  from which probes take the optimiser's own stability edge;
 * the optimiser's state of the last checkpoint (to continue after a crash).
 
 Each :meth:`Recorder.checkpoint` is one commit: a process killed at any instant loses
@@ -54,6 +58,7 @@ import torch
 from torch import nn
 
 from landscape.curvature.objective import ParamLayout
+from landscape.curvature.stability import UNKNOWN, OptimizerRecord
 from landscape.errors import LandscapeError
 from landscape.runfile import store, validate
 from landscape.runs import own_models as custom
@@ -170,6 +175,7 @@ class Recorder:
                                          group="trajectory/buffers"))
         self._buffers_from: int | None = 0
         self._checkpoints = 0
+        self._optimizers: list[dict] = []
         self.last_step: int | None = None
         self._metric_names: list[str] = []
         self._rows = 0
@@ -202,6 +208,7 @@ class Recorder:
             raise LandscapeError(f"{self.path} was recorded with another probe set")
         self.last_step = int(s["steps"][-1]) if len(s["steps"]) else None
         self._checkpoints = len(s["steps"])
+        self._optimizers = list(a.get("optimizers") or [])
         self._metric_names = sorted(s["metrics"])
         self._rows = len(s["metrics"]["step"]) if "step" in s["metrics"] else 0
 
@@ -237,6 +244,7 @@ class Recorder:
                 row[str(k)] = float(v)
             except (TypeError, ValueError):
                 raise LandscapeError(f"metric {k!r}: {v!r} is not a number") from None
+        optimizers = self._optimizers_with(optimizer, row_no)
         blob = _optimizer_blob(optimizer, self.model) if (
             optimizer is not None and self.keep_optimizer) else None
         names = sorted(set(self._metric_names) | set(row))
@@ -260,6 +268,7 @@ class Recorder:
                 if k not in self._metric_names and rows_before:
                     tx.append(f"metrics/{k}", np.full(rows_before, np.nan))
                 tx.append(f"metrics/{k}", np.array([row.get(k, np.nan)], np.float64))
+            tx.set_attrs({"optimizers": optimizers})  # left alone where unchanged
             if blob is not None:
                 tx.put("resume", {"state": np.frombuffer(blob, np.uint8)}, {"step": step})
             tx.set_attrs({"status": "training"})
@@ -267,8 +276,17 @@ class Recorder:
         store.commit(self.path, change)
         self.last_step, self._metric_names, self._rows = step, names, rows_before + 1
         self._checkpoints = row_no + 1
+        self._optimizers = optimizers
         if first is None:
             self._buffers_from = row_no
+
+    def _optimizers_with(self, optimizer: torch.optim.Optimizer | None, row: int) -> list[dict]:
+        """The ``optimizers`` change list with checkpoint ``row``'s optimiser."""
+        record = OptimizerRecord(UNKNOWN) if optimizer is None else OptimizerRecord.of(optimizer)
+        last = self._optimizers[-1] if self._optimizers else None
+        if last is not None and OptimizerRecord.from_json(last) == record:
+            return self._optimizers
+        return [*self._optimizers, {"from": row, **record.to_json()}]
 
     def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
         """Load the last checkpoint into ``model`` (and ``optimizer``); return its step.

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from landscape.curvature.objective import LossFn, ParamLayout, SplitObjective
+from landscape.curvature.stability import OptimizerRecord
 from landscape.errors import LandscapeError
 from landscape.runfile import store, validate
 from landscape.runs import own_models as custom
@@ -332,6 +333,29 @@ class Run:
             return self.recipe.train.beta1, self.recipe.train.beta2
         opt = self.attrs.get("optimizer")
         return (float(opt["beta1"]), float(opt["beta2"])) if isinstance(opt, dict) else None
+
+    def optimizer_at(self, step: int | None = -1) -> OptimizerRecord | None:
+        """The optimiser that produced a checkpoint (None where the run did not record it).
+
+        From the run's ``optimizers`` (the Recorder's and the trainer's record); a run
+        written before it: our own trainer's AdamW from the recipe, and a Recorder's Adam
+        or AdamW from the betas it stored; else None (the edge is then unknown).
+        """
+        changes = self.attrs.get("optimizers")
+        if isinstance(changes, list) and changes:
+            row = self.index(step)
+            found = [c for c in changes if c["from"] <= row]
+            return OptimizerRecord.from_json(found[-1]) if found else None
+        if self.recipe is not None:
+            tc = self.recipe.train
+            return OptimizerRecord("AdamW", beta1=tc.beta1, beta2=tc.beta2, eps=1e-8,
+                                   weight_decay=tc.weight_decay)
+        opt = self.attrs.get("optimizer")
+        if isinstance(opt, dict) and opt.get("name") in ("Adam", "AdamW"):
+            return OptimizerRecord(opt["name"], beta1=float(opt["beta1"]),
+                                   beta2=float(opt["beta2"]), eps=float(opt.get("eps", 1e-8)),
+                                   weight_decay=float(opt.get("weight_decay", 0.0)))
+        return None
 
     # --- data and objective -------------------------------------------------------------
 

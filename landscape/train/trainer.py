@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from landscape.curvature.objective import ParamLayout
+from landscape.curvature.stability import OptimizerRecord
 from landscape.errors import LandscapeError
 from landscape.runfile import store, validate
 from landscape.train import distributed
@@ -214,6 +215,7 @@ class Trainer:
         store.create_run(
             self.path,
             attrs={"recipe": self.recipe.to_json(), "versions": store.software_versions(),
+                   "optimizers": [{"from": 0, **OptimizerRecord.of(self.optimizer).to_json()}],
                    "arch": self.recipe.arch, "total_steps": self.total,
                    "steps_per_epoch": self.steps_per_epoch},
             task_attrs={"name": self.data.name, "vocab_size": self.data.vocab_size,

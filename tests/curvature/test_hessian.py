@@ -17,7 +17,6 @@ from landscape.curvature.hessian import (
 from landscape.curvature.objective import ParamLayout, detached_params
 from landscape.curvature.spectral import dense_matrix, lanczos
 from landscape.errors import LandscapeError
-from landscape.probe.parts import stability_threshold
 from landscape.probe.pyhessian_backend import pyhessian_backend
 from landscape.train.model import LoopedTransformer, ModelConfig, param_groups
 from landscape.train.split_loss import make_loss_fn
@@ -357,15 +356,6 @@ def test_preconditioned_operator_after_adam_steps():
         preconditioned_operator(op, v, eps=1e-6, step=0, beta2=0.99)
     with pytest.raises(LandscapeError):
         preconditioned_operator(op, torch.zeros_like(v), eps=0.0, step=3, beta2=0.99)
-
-
-def test_stability_threshold():
-    assert stability_threshold(0.01) == pytest.approx(200.0)
-    assert stability_threshold(0.01, beta1=0.9) == pytest.approx(3800.0)
-    with pytest.raises(LandscapeError):
-        stability_threshold(0.0)
-    with pytest.raises(LandscapeError):
-        stability_threshold(0.1, beta1=1.0)
 
 
 # ----------------------------------------------------------------------------- PyHessian

@@ -328,7 +328,6 @@ def test_shift_switch_is_drawn_at_the_switch_epoch_and_its_wall_time():
     "make, what",
     [
         (lambda: plot.shift_comparison({"single": {"epoch": EP, "complex.acc": EP}}), "wall"),
-        (lambda: plot.sharpness(EP, 1 + EP, 40.0), "Adam"),
         (lambda: plot.switch_diagnostics({"loss_before": 1.0, "loss_after": 2.0}), "overlap"),
         (lambda: plot.valley_stats({"single": {"epoch": EP, "kappa": 1 + EP}}), "small_force"),
         (lambda: plot.loop_curve([1, 2], [1.0, 2.0]), "lambda_max"),
@@ -422,3 +421,30 @@ def test_shift_ablation_grid():
     assert len(fig.axes[1].lines[0].get_xdata()) == 3  # delta_2 = 0.003, 0.01, 0.03
     with pytest.raises(LandscapeError):
         plot.shift_ablation(rows[:1])
+
+
+# ------------------------------------------------------------ the optimiser's own edge
+
+
+def _legend(fig):
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+
+def test_sharpness_names_the_optimiser_and_its_edge_and_leaves_out_an_empty_panel():
+    sgd = plot.sharpness(EP, 1 + EP, 38.0, np.full(EP.size, np.nan), np.nan,
+                         optimizer="SGD (heavy ball 0.9)")
+    assert len(sgd.axes) == 1 and "SGD (heavy ball 0.9) edge 38" in _legend(sgd)
+    assert not _texts(sgd)
+    adam = plot.sharpness(EP, 1 + EP, 380.0, 10 * (1 + EP), 380.0,
+                          optimizer="AdamW (beta1 0.9)", edge_on="preconditioned")
+    assert len(adam.axes) == 2 and "AdamW (beta1 0.9) edge 380" in _legend(adam)
+    assert [ln.get_label() for ln in adam.axes[0].get_lines()] == [r"$\lambda_{\max}$"]
+    old = plot.sharpness(EP, 1 + EP, 40.0, 10 * (1 + EP), 380.0)  # a part stored before
+    assert {"GD threshold 2 / lr", "Adam threshold"} <= set(_legend(old))
+
+
+def test_sharpness_says_where_the_edge_is_unknown():
+    fig = plot.sharpness(EP, 1 + EP, np.nan, optimizer="RMSprop",
+                         edge_unknown="edge of RMSprop unknown")
+    assert _texts(fig) == ["stability edge unknown: edge of RMSprop unknown"]
+    assert "RMSprop edge unknown" not in _legend(fig)  # no line, so no legend entry

@@ -120,6 +120,12 @@ EDITS = {
     "probe_group_name": lambda f, p: f.create_group("probe/step_x/hessian"),
     "resume_step_text": lambda f, p: f["resume"].attrs.__setitem__("step", "late"),
     "task_array_complex": lambda f, p: _replace(f, "task/test_ic", np.ones(4, np.complex128)),
+    "optimizers_not_from_row_0": lambda f, p: f.attrs.__setitem__(
+        "optimizers", '[{"from": 1, "kind": "SGD"}]'),
+    "optimizers_kind_not_text": lambda f, p: f.attrs.__setitem__(
+        "optimizers", '[{"from": 0, "kind": 3}]'),
+    "optimizers_momentum_text": lambda f, p: f.attrs.__setitem__(
+        "optimizers", '[{"from": 0, "kind": "SGD", "momentum": "high"}]'),
     "metric_stored_outside": _external_metric,
     "metric_linked_outside": _external_link,
 }

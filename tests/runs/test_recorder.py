@@ -697,3 +697,60 @@ def test_a_recorded_norm_model_gives_its_split_objective_and_fisher(tmp_path):
     eig = np.linalg.eigvalsh(dense_matrix(FisherOperator(objective, params)).numpy())
     assert eig[-1] > 0 and eig[-1] * 1e-12 > -eig[0]
     assert np.sum(eig > 1e-12 * eig[-1]) <= 8  # rank at most the 8 sequences
+
+
+# --- the optimiser's own stability edge -------------------------------------------------
+
+
+def _sgd_run(path, steps_and_settings):
+    """Record checkpoints with SGD whose momentum/Nesterov change as ``(step, kwargs)`` say."""
+    model = build()
+    rec = landscape.Recorder(path, model, probe=data(8, seed=99), loss="next_token",
+                             factory="own_model:build")
+    for step, kwargs in steps_and_settings:
+        opt = None if kwargs is None else torch.optim.SGD(model.parameters(), lr=0.05, **kwargs)
+        rec.checkpoint(step, optimizer=opt)
+    rec.close()
+
+
+def test_the_recorder_stores_the_optimiser_where_it_changes(tmp_path):
+    from landscape.curvature.stability import OptimizerRecord
+
+    path = tmp_path / "sgd.h5"
+    heavy = {"momentum": 0.9}
+    _sgd_run(path, [(0, heavy), (1, heavy), (2, {"momentum": 0.9, "nesterov": True}),
+                    (3, None)])
+    changes = store.read_summary(path)["attrs"]["optimizers"]
+    assert [c["from"] for c in changes] == [0, 2, 3]  # one entry per change, not per step
+    run = Run.open(path)
+    assert [run.optimizer_at(s).label for s in range(4)] == [
+        "SGD (heavy ball 0.9)", "SGD (heavy ball 0.9)", "SGD (Nesterov 0.9)",
+        "unknown optimiser"]
+    assert run.optimizer_at(0) == OptimizerRecord("SGD", momentum=0.9)
+
+
+def test_sharpness_is_compared_with_the_edge_of_the_optimiser_that_was_used(tmp_path):
+    from landscape.probe import HessianSettings, ProbeSettings, probe
+
+    path = tmp_path / "sgd.h5"
+    _sgd_run(path, [(0, {"momentum": 0.9}), (1, {"momentum": 0.9})])
+    probe(path, ProbeSettings(steps="last", geometry=None, hessian=HessianSettings(
+        k_top=1, k_bottom=0, slq_runs=1, slq_steps=4, trace_hvps=4, exact="never")),
+        trust_code=True)
+    sharp = Run.open(path).part("sharpness", 1)
+    assert sharp.threshold == pytest.approx((2 + 2 * 0.9) / 0.05)  # heavy ball, not 2/lr
+    assert (sharp.optimizer, sharp.edge_on, sharp.edge_unknown) == (
+        "SGD (heavy ball 0.9)", "hessian", "")
+    assert np.isnan(sharp.adam_lambda_max) and np.isnan(sharp.adam_threshold)
+
+
+def test_a_recorded_run_without_its_optimiser_has_an_unknown_edge(tmp_path):
+    from landscape.probe import HessianSettings, ProbeSettings, probe
+
+    path = tmp_path / "none.h5"
+    _sgd_run(path, [(0, None)])
+    probe(path, ProbeSettings(steps="last", geometry=None, hessian=HessianSettings(
+        k_top=1, k_bottom=0, slq_runs=1, slq_steps=4, trace_hvps=4, exact="never")),
+        trust_code=True)
+    sharp = Run.open(path).part("sharpness", 0)
+    assert np.isnan(sharp.threshold) and sharp.edge_unknown == "optimiser not recorded"

@@ -66,3 +66,25 @@ def test_split_objective_is_the_loss_and_gives_a_ggn_below_the_hessian(trained_r
     ggn = lanczos(GGNOperator(objective, params), k_top=1, tol=1e-8)
     hess = lanczos(HessianOperator(run.loss_fn(), params), k_top=1, k_bottom=1, tol=1e-8)
     assert ggn.converged and ggn.top_values[0] > 0 > hess.bottom_values[0]
+
+
+def test_the_optimiser_of_our_own_runs_also_where_it_was_not_stored(trained_runs, tmp_path):
+    import shutil
+
+    import h5py
+
+    from landscape.curvature.stability import OptimizerRecord
+    from landscape.runfile import store
+
+    run = Run.open(trained_runs["single"])
+    tc = run.recipe.train
+    adamw = OptimizerRecord("AdamW", beta1=tc.beta1, beta2=tc.beta2, eps=1e-8,
+                            weight_decay=tc.weight_decay)
+    assert run.optimizer_at(-1) == adamw  # what the trainer stored
+    old = tmp_path / "old.h5"  # a run written before optimisers were stored
+    shutil.copyfile(trained_runs["single"], old)
+    shutil.copytree(store.sidecar_dir(trained_runs["single"]), store.sidecar_dir(old))
+    with h5py.File(old, "a") as f:
+        del f.attrs["optimizers"]
+    assert Run.open(old).optimizer_at(-1) == adamw  # from the recipe, as before
+    assert adamw.edge(0.01) == pytest.approx(38 / 0.01)  # beta1 = 0.9
