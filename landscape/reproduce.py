@@ -451,7 +451,7 @@ def _algorithmic_table(runs: list[Run]) -> list[str]:
            "|---|---|---|---|---|---|"]
     for r in rows:
         ls = series.length_series(r)
-        per = ", ".join(f"{int(n)}: {a:.2f}" for n, a in zip(ls["length"], ls["acc"]))
+        per = ", ".join(f"{int(n)}: {a:.2f}" for n, a in zip(ls.length, ls.acc))
         sw = f"step {r.shift_step}" if r.shift_step is not None else ""
         out.append(f"| {r.name} | {int(series.final(r, 'step'))} | "
                    f"{series.final(r, 'iid.seq_acc'):.3f} | {per} | "

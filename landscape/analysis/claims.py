@@ -272,16 +272,16 @@ def phase_inputs(runs: list[Run]) -> list[dict]:
     """Per run: epochs, matrix entropy, estimator error and exact-spectrum statistics."""
     out = []
     for run in runs:
-        cks = [c for c in series.landscape_checkpoints(run) if "eigvals" in c or "slq" in c]
+        cks = [c for c in series.landscape_checkpoints(run) if c.has_spectrum]
         ent = [series.entropy_with_error(c) for c in cks]
-        stats = [spectral_stats(c["eigvals"], NEG_EPS_REL * float(np.max(c["eigvals"])))
-                 if "eigvals" in c else None for c in cks]
+        stats = [spectral_stats(c.eigvals, NEG_EPS_REL * float(np.max(c.eigvals)))
+                 if c.eigvals is not None else None for c in cks]
         out.append({"seed": run.recipe.train.seed, "name": run.name,
-                    "steps": [c["step"] for c in cks],
-                    "epoch": np.array([c["epoch"] for c in cks]),
+                    "steps": [c.step for c in cks],
+                    "epoch": np.array([c.epoch for c in cks]),
                     "entropy": np.array([e for e, _ in ent]),
                     "se": np.array([s for _, s in ent]),
-                    "source": "exact" if all("eigvals" in c for c in cks) else "slq",
+                    "source": "exact" if all(c.eigvals is not None for c in cks) else "slq",
                     "stats": stats})
     return out
 
@@ -379,12 +379,13 @@ def judge_hessian_phases(groups: Grouped) -> Claim:
 # --- claim 3 ----------------------------------------------------------------------------
 
 
-def uv_evidence(single: list[dict], looped: list[dict], key: str = "eigvals") -> dict:
+def uv_evidence(single: list[series.UVInputs], looped: list[series.UVInputs],
+                key: str = "eigvals") -> dict:
     """The three threshold-free or shared-threshold comparisons of claim 3 on seed pairs.
 
     Args:
-        single: per seed, ``{"seed", "spectrum", "top", "cv"}`` at one checkpoint (the
-            spectrum exact or pseudo, the top values for the outlier kappa, the
+        single: per seed, :class:`~landscape.analysis.series.UVInputs` at one checkpoint
+            (the spectrum exact or pseudo, the top values for the outlier kappa, the
             direction-spread CV or NaN).
         looped: the same for Looped, same seeds in the same order.
         key: a label only.
@@ -398,11 +399,11 @@ def uv_evidence(single: list[dict], looped: list[dict], key: str = "eigvals") ->
     rows, sweep_rows = [], []
     sweeps = []
     for s, lo in zip(single, looped):
-        ref = float(np.max(s["top"]))  # Single's lambda_max: the shared reference
-        sw_s, sw_l = uv.sweep(s["spectrum"], ref), uv.sweep(lo["spectrum"], ref)
+        ref = float(np.max(s.top))  # Single's lambda_max: the shared reference
+        sw_s, sw_l = uv.sweep(s.spectrum, ref), uv.sweep(lo.spectrum, ref)
         sweeps.append((sw_s, sw_l))
-        a1 = uv.assumption_1(s["spectrum"], lo["spectrum"], EPS_REL * ref, TAU_REL * ref)
-        rows.append({"seed": s["seed"], "reference": ref, "assumption_1": asdict(a1)})
+        a1 = uv.assumption_1(s.spectrum, lo.spectrum, EPS_REL * ref, TAU_REL * ref)
+        rows.append({"seed": s.seed, "reference": ref, "assumption_1": asdict(a1)})
     for j, eps_rel in enumerate(uv.EPS_SWEEP):
         ks = [sw[0][j].kappa for sw in sweeps]
         kl = [sw[1][j].kappa for sw in sweeps]
@@ -420,12 +421,12 @@ def uv_evidence(single: list[dict], looped: list[dict], key: str = "eigvals") ->
     measured = [r["vote"] for r in sweep_rows if r["vote"] is not None]
     sweep_vote = (None if not measured else 1 if all(v == 1 for v in measured) else
                   -1 if all(v == -1 for v in measured) else 0)
-    k, edge = uv.outlier_k([x["top"] for x in single + looped])
-    ok_s = [uv.outlier_kappa(x["top"], k) for x in single]
-    ok_l = [uv.outlier_kappa(x["top"], k) for x in looped]
+    k, edge = uv.outlier_k([x.top for x in single + looped])
+    ok_s = [uv.outlier_kappa(x.top, k) for x in single]
+    ok_l = [uv.outlier_kappa(x.top, k) for x in looped]
     outlier_vote = (compare(interval(ok_l), interval(ok_s))
                     if np.isfinite(ok_s).all() and np.isfinite(ok_l).all() else None)
-    cv_s, cv_l = [x["cv"] for x in single], [x["cv"] for x in looped]
+    cv_s, cv_l = [x.cv for x in single], [x.cv for x in looped]
     spread_vote = (compare(interval(cv_l), interval(cv_s))
                    if np.isfinite(cv_s).all() and np.isfinite(cv_l).all() else None)
     for r, a, b, c, d in zip(rows, ok_s, ok_l, cv_s, cv_l):
@@ -493,7 +494,7 @@ def judge_landscape(groups: Grouped) -> Claim:
     powered = n >= MIN_SEEDS
     verdict = h["outcome"]
     a1 = [r["assumption_1"]["holds"] for r in h["per_seed"]]
-    sources = sorted({x["source"] for x in inputs["hessian"]["single"] + inputs["hessian"]
+    sources = sorted({x.source for x in inputs["hessian"]["single"] + inputs["hessian"]
                       ["looped"]})
     ratios = _width_ratios({"single": [p[0] for p in pairs], "looped": [p[1] for p in pairs]})
     details = {"seeds": [r["seed"] for r in h["per_seed"]], "checkpoints": steps,
@@ -532,7 +533,7 @@ def _width_ratios(runs: dict[str, list[Run]]) -> dict[str, float]:
             w = series.width_series(rs[0])
         except LandscapeError:
             continue
-        out[arch] = float(w["width"][-1][0] / w["quadratic"][-1][0])
+        out[arch] = float(w.width[-1][0] / w.quadratic[-1][0])
     return out
 
 
@@ -551,22 +552,21 @@ def hopping_verdict(single: list[dict], looped: list[dict]) -> tuple[str, dict]:
 def _hopping_summary(run: Run, single_ref: Run | None) -> dict:
     h = series.hopping_series(run)
     force = []
-    for step in h["steps"]:
-        ck = next(c for c in series.landscape_checkpoints(run) if c["step"] == step)
+    for step in h.steps:
+        ck = next(c for c in series.landscape_checkpoints(run) if c.step == step)
         ref_ck = ck
         if single_ref is not None:
             ref_ck = next((c for c in series.landscape_checkpoints(single_ref)
-                           if c["step"] == step), ck)
-        ref = float(np.max(ref_ck["top"]))
+                           if c.step == step), ck)
+        ref = float(np.max(ref_ck.top))
         band = uv.sweep(series.pseudo_spectrum(ck), ref, [EPS_REL], tau=TAU_REL * ref)
         force.append(band[0].force)
-    hop = Hopping(index=np.arange(len(h["steps"])), hop_fraction=h["hop_fraction"],
-                  valley_norm=h["valley_norm"], river_norm=h["river_norm"],
-                  river_gain=h["river_gain"], river_speed=h["river_speed"],
+    hop = Hopping(index=np.arange(len(h.steps)), hop_fraction=h.hop_fraction,
+                  valley_norm=h.valley_norm, river_norm=h.river_norm,
+                  river_gain=h.river_gain, river_speed=h.river_speed,
                   predicted_force=np.asarray(force))
-    return {"seed": run.recipe.train.seed, "name": run.name, "steps": h["steps"].tolist(),
-            **summarise(hop), "per_checkpoint": {k: np.asarray(v).tolist() for k, v in
-                                                 h.items() if k != "steps"},
+    return {"seed": run.recipe.train.seed, "name": run.name, "steps": h.steps.tolist(),
+            **summarise(hop), "per_checkpoint": h.per_checkpoint(),
             "force_per_checkpoint": force}
 
 
@@ -660,10 +660,9 @@ def judge_shift(groups: Grouped) -> Claim:
     if not rows:
         return _missing("5", title, measured, rule, "needs Markov SHIFT and Looped runs with a "
                         "seed in common")
-    flops = ratio_ci([r["shift"]["flops"] for r in rows], [r["looped"]["flops"] for r in rows])
-    wall = ratio_ci([r["shift"]["seconds"] for r in rows],
-                    [r["looped"]["seconds"] for r in rows])
-    missed = sum(not math.isfinite(r["shift"]["flops"]) for r in rows)
+    flops = ratio_ci([r["shift"].flops for r in rows], [r["looped"].flops for r in rows])
+    wall = ratio_ci([r["shift"].seconds for r in rows], [r["looped"].seconds for r in rows])
+    missed = sum(not math.isfinite(r["shift"].flops) for r in rows)
     if missed > len(rows) / 2 or (flops["low"] > 1 and wall["low"] > 1):
         verdict = FAILS
     elif not missed and flops["high"] < 1 and wall["high"] < 1:
@@ -683,9 +682,9 @@ def judge_shift(groups: Grouped) -> Claim:
     value = (f"SHIFT / Looped to the target: FLOPs {_ratio_text(flops)}, seconds "
              f"{_ratio_text(wall)} ({len(rows)} seeds; "
              + "; ".join(f"seed {r['seed']}: target {r['target']:.3f}, "
-                         f"{r['shift']['seconds']:.1f} s vs {r['looped']['seconds']:.1f} s, "
-                         f"switch at epoch {r['switch']['epoch']:.0f} ({r['switch']['reason']}),"
-                         f" drop after it {r['switch']['drop']:.3f}" for r in rows)
+                         f"{r['shift'].seconds:.1f} s vs {r['looped'].seconds:.1f} s, "
+                         f"switch at epoch {r['switch'].epoch:.0f} ({r['switch'].reason}),"
+                         f" drop after it {r['switch'].drop:.3f}" for r in rows)
              + ")")
     return Claim("5", title, measured, value, rule, verdict, details)
 
@@ -732,7 +731,7 @@ def _shift_rows(groups: Grouped) -> list[dict]:
     return rows
 
 
-def _ablation(groups: Grouped) -> list[dict]:
+def _ablation(groups: Grouped) -> list[series.AblationRow]:
     """Every SHIFT setting on the seed with the most settings, against Looped's target."""
     g = groups.get("markov", {})
     if "shift" not in g or "looped" not in g:
@@ -808,8 +807,8 @@ def _length_text(task: str, d: dict) -> str:
 
 def _extrapolation(run: Run) -> float:
     s = series.length_series(run)
-    beyond = s["length"] > run.recipe.task.train_max_len
-    return float(s["acc"][beyond].mean()) if beyond.any() else math.nan
+    beyond = s.length > run.recipe.task.train_max_len
+    return float(s.acc[beyond].mean()) if beyond.any() else math.nan
 
 
 def _length_task(g: dict[str, list[Run]]) -> dict:
@@ -823,8 +822,8 @@ def _length_task(g: dict[str, list[Run]]) -> dict:
     per_length = {}
     for a, rs in runs.items():
         ls = [series.length_series(rs[s]) for s in seeds if s in rs]
-        per_length[a] = {int(n): [float(x["acc"][i]) for x in ls]
-                         for i, n in enumerate(ls[0]["length"])}
+        per_length[a] = {int(n): [float(x.acc[i]) for x in ls]
+                         for i, n in enumerate(ls[0].length)}
     masters = {a: bool(v) and min(v) >= MASTERY for a, v in ind.items()}
     gate = {"looped": masters["looped"], "single": masters["looped"] and masters["single"],
             "untied": masters["looped"] and masters.get("untied", False)}

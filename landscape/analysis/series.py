@@ -7,15 +7,18 @@ sharpness, and the stored probe parts themselves (slices, the PCA plane, the loo
 the SHIFT switch, the Q/K gradient alignment) as the typed dataclasses of
 :mod:`landscape.runfile.schema`. Figures (:mod:`landscape.draw.figures`) and claims
 (:mod:`landscape.analysis.claims`) read run files only through here. Functions take
-:class:`~landscape.runs.run.Run` objects and return typed parts or dicts of numpy arrays; they
-raise :class:`LandscapeError` naming the probe to run when data is missing.
+:class:`~landscape.runs.run.Run` objects and return typed parts or the frozen result
+dataclasses defined beside them (each validated once, where it is made, so that
+:mod:`landscape.draw.plot` draws what it is given); they raise :class:`LandscapeError`
+naming the probe to run when data is missing.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -26,6 +29,50 @@ from landscape.geometry.phases import Phases, density_entropy, matrix_entropy, p
 from landscape.geometry.slices import basin_share as _basin_share
 from landscape.runfile import schema
 from landscape.runs.run import Run
+
+
+def _brief(value: object) -> str:
+    """A value in a few characters: an array's shape and range, a count of items."""
+    if isinstance(value, np.ndarray):
+        shape = "x".join(map(str, value.shape))
+        if value.dtype.kind not in "fiu" or not value.size:
+            return f"[{shape}]"
+        finite = value[np.isfinite(value)] if value.dtype.kind == "f" else value
+        if not finite.size:
+            return f"[{shape}] nan"
+        lo, hi = float(finite.min()), float(finite.max())
+        return f"[{shape}] {lo:.4g}" + ("" if lo == hi else f"..{hi:.4g}")
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return f"<{len(value)} items>"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(map(str, value)) + "}"
+    return repr(value)
+
+
+class _Brief:
+    """Mixin of the result dataclasses: a repr of shapes and headline numbers, not arrays."""
+
+    def __repr__(self) -> str:
+        shown = (f"{f.name}={_brief(getattr(self, f.name))}" for f in fields(self)
+                 if f.repr)
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _same_length(obj: object, names: Iterable[str], ndim: int = 1) -> None:
+    """Check that the named array fields share their first dimension (``ndim``: of each).
+
+    Raises:
+        LandscapeError: naming the result type and the field that differs.
+    """
+    names = list(names)
+    n = len(getattr(obj, names[0]))
+    for name in names:
+        a = getattr(obj, name)
+        if np.ndim(a) < ndim or len(a) != n:
+            raise LandscapeError(f"{type(obj).__name__}: {name!r} has shape {np.shape(a)}, "
+                                 f"expected {n} rows like {names[0]!r}")
 
 
 def task_key(run: Run) -> str:
@@ -94,15 +141,45 @@ def markov_runs(groups: Grouped, archs: Iterable[str], what: str | None = None,
     return {a: runs[a] for a in archs}
 
 
-def curve(run: Run, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """A run's evaluation metrics (all, or ``keys``), with ``switch_epoch``/``switch_step``."""
+@dataclass(frozen=True, repr=False)
+class Curve(_Brief):
+    """A run's evaluation metrics over training (:func:`curve`).
+
+    Attributes:
+        metrics: ``{name: [m] values}``, one per evaluation (``step``, ``epoch``, ``wall``
+            and the metrics asked for that the run has), as stored (dtypes kept).
+        switch_step: SHIFT's switch step, None for a run that never switched.
+        switch_epoch: the switch on the run's time axis (:func:`epoch_of`), or None.
+    """
+
+    metrics: dict[str, np.ndarray]
+    switch_step: float | None = None
+    switch_epoch: float | None = None
+
+    def __post_init__(self) -> None:
+        bad = [k for k, v in self.metrics.items() if np.ndim(v) != 1]
+        if bad:
+            raise LandscapeError(f"Curve: metric {bad[0]!r} is not a vector")
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.metrics[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.metrics
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The metric ``key``, or None where the run has none."""
+        return self.metrics.get(key)
+
+
+def curve(run: Run, keys: Iterable[str] | None = None) -> Curve:
+    """A run's evaluation metrics (all, or ``step``, ``epoch``, ``wall`` and ``keys``)."""
     m = run.metrics
     wanted = list(m) if keys is None else ["step", "epoch", "wall", *keys]
-    out = {k: np.asarray(m[k]) for k in wanted if k in m}
-    if run.shift_step is not None:
-        out["switch_step"] = float(run.shift_step)
-        out["switch_epoch"] = epoch_of(run, run.shift_step)
-    return out
+    metrics = {k: np.asarray(m[k]) for k in wanted if k in m}
+    if run.shift_step is None:
+        return Curve(metrics)
+    return Curve(metrics, float(run.shift_step), epoch_of(run, run.shift_step))
 
 
 def epoch_of(run: Run, step: int) -> float:
@@ -140,78 +217,178 @@ def shared_time_unit(runs: Iterable[Run], what: str) -> str:
     return units.pop() if units else "epoch"
 
 
-def spectrum_checkpoints(run: Run) -> list[dict]:
-    """The spectrum at each Hessian-probed checkpoint, in step order.
+@dataclass(frozen=True, repr=False)
+class SLQDensity(_Brief):
+    """A stochastic Lanczos quadrature estimate of a spectral density.
 
-    Each is ``{"epoch", "step"}`` with the exact ``eigvals`` or the SLQ ``nodes``,
-    ``weights`` and ``dim``.
+    Attributes:
+        nodes: ``[runs, m]`` quadrature nodes (eigenvalue estimates) per Lanczos run.
+        weights: ``[runs, m]`` their weights (each run's sum to 1).
+        dim: the parameter count ``P`` (eigenvalues in all), or None where unknown.
     """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    dim: int | None
+
+    def __post_init__(self) -> None:
+        if np.shape(self.nodes) != np.shape(self.weights) or np.ndim(self.nodes) != 2:
+            raise LandscapeError(f"SLQDensity: nodes {np.shape(self.nodes)} and weights "
+                                 f"{np.shape(self.weights)} must be one [runs, m] shape")
+
+
+@dataclass(frozen=True, repr=False)
+class SpectrumCheckpoint(_Brief):
+    """The Hessian spectrum at one checkpoint: exact, or an SLQ density (one of the two).
+
+    Attributes:
+        epoch: the checkpoint on the run's time axis (:func:`epoch_of`).
+        step: its optimiser step.
+        eigvals: ``[P]`` float64 exact eigenvalues, or None.
+        slq: the float64 SLQ density, or None.
+    """
+
+    epoch: float
+    step: int
+    eigvals: np.ndarray | None = None
+    slq: SLQDensity | None = None
+
+    def __post_init__(self) -> None:
+        if (self.eigvals is None) == (self.slq is None):
+            raise LandscapeError("SpectrumCheckpoint: give the exact 'eigvals' or an SLQ "
+                                 "density, one of the two")
+
+    @classmethod
+    def of(cls, epoch: float, step: int = -1, *, eigvals=None, nodes=None, weights=None,
+           dim: int | None = None) -> SpectrumCheckpoint:
+        """From arrays: exact ``eigvals`` (``[P]``) or SLQ ``nodes`` and ``weights``.
+
+        SLQ arrays of one Lanczos run may be ``[m]``; everything becomes float64.
+        """
+        if eigvals is not None:
+            return cls(float(epoch), step, np.asarray(eigvals, dtype=np.float64).ravel())
+        if nodes is None or weights is None:
+            raise LandscapeError("SpectrumCheckpoint: missing 'eigvals' (or SLQ 'nodes' and "
+                                 "'weights')")
+        return cls(float(epoch), step, slq=SLQDensity(
+            np.atleast_2d(np.asarray(nodes, dtype=np.float64)),
+            np.atleast_2d(np.asarray(weights, dtype=np.float64)), dim))
+
+    @property
+    def values(self) -> np.ndarray:
+        """The eigenvalues, or the SLQ nodes flattened (what spans the spectrum)."""
+        return self.eigvals if self.eigvals is not None else self.slq.nodes.ravel()
+
+
+def spectrum_checkpoints(run: Run) -> list[SpectrumCheckpoint]:
+    """The spectrum at each Hessian-probed checkpoint, in step order (exact where stored)."""
     out = []
     for step in run.probed_steps:
-        ck = {"epoch": epoch_of(run, step), "step": step}
         exact = run.part("exact", step)
         slq = None if exact is not None else run.part("slq", step)
         if exact is not None:
-            ck["eigvals"] = exact.eigvals
+            out.append(SpectrumCheckpoint.of(epoch_of(run, step), step, eigvals=exact.eigvals))
         elif slq is not None:
-            ck.update(nodes=slq.nodes, weights=slq.weights, dim=run.layout.size)
-        else:
-            continue
-        out.append(ck)
+            out.append(SpectrumCheckpoint.of(epoch_of(run, step), step, nodes=slq.nodes,
+                                             weights=slq.weights, dim=run.layout.size))
     if not out:
         raise LandscapeError(f"{run.path} has no Hessian spectra; run `landscape probe "
                              f"{run.path} --hessian`")
     return out
 
 
-def entropy_series(run: Run, checkpoints: list[dict] | None = None) -> dict[str, np.ndarray]:
-    """Matrix entropy of the spectrum at each probed checkpoint.
+@dataclass(frozen=True, repr=False)
+class EntropySeries(_Brief):
+    """Matrix entropy of the spectrum at each probed checkpoint (:func:`spectra_entropy`).
 
-    Returns ``epoch`` and ``entropy`` arrays, and ``source``: ``exact`` where every
-    checkpoint has its exact spectrum, else ``slq``. ``checkpoints``: the run's
-    :func:`spectrum_checkpoints` where the caller already has them.
+    Attributes:
+        epoch: ``[n]`` the checkpoints on the run's time axis.
+        entropy: ``[n]`` matrix entropy (nats).
+        source: ``"exact"`` where every checkpoint is exact, else ``"slq"``.
+    """
+
+    epoch: np.ndarray
+    entropy: np.ndarray
+    source: str = "exact"
+
+    def __post_init__(self) -> None:
+        _same_length(self, ("epoch", "entropy"))
+
+
+def entropy_series(run: Run, checkpoints: list[SpectrumCheckpoint] | None = None
+                   ) -> EntropySeries:
+    """Matrix entropy of the spectrum at each probed checkpoint (:func:`spectra_entropy`).
+
+    ``checkpoints``: the run's :func:`spectrum_checkpoints` where the caller already has them.
     """
     return spectra_entropy(spectrum_checkpoints(run) if checkpoints is None else checkpoints)
 
 
-def spectra_entropy(checkpoints: list[dict]) -> dict[str, np.ndarray]:
-    """Matrix entropy of each spectrum checkpoint (see :func:`spectrum_checkpoints`).
+def spectra_entropy(checkpoints: list[SpectrumCheckpoint]) -> EntropySeries:
+    """Matrix entropy of each spectrum checkpoint.
 
-    Exact spectra by :func:`landscape.geometry.phases.matrix_entropy`, SLQ densities (which need
-    ``dim``) by :func:`landscape.geometry.phases.density_entropy`. Returns ``epoch``, ``entropy``
-    and ``source`` (``exact`` where every checkpoint is exact, else ``slq``).
+    Exact spectra by :func:`landscape.geometry.phases.matrix_entropy`, SLQ densities (which
+    need ``dim``) by :func:`landscape.geometry.phases.density_entropy`.
+
+    Raises:
+        LandscapeError: for an SLQ checkpoint without ``dim``.
     """
-    cks = [_spectrum(c, f"spectra: checkpoint {i}") for i, c in enumerate(checkpoints)]
-    for c in cks:
-        if "nodes" in c and not c.get("dim"):
-            raise LandscapeError("spectra: an SLQ checkpoint needs 'dim' (the parameter "
-                                 "count) for its entropy")
-    ent = [matrix_entropy(c["eigvals"]) if "eigvals" in c else
-           density_entropy(c["nodes"], c["weights"], int(c["dim"])) for c in cks]
-    return {"epoch": np.array([c["epoch"] for c in cks]), "entropy": np.array(ent),
-            "source": "exact" if all("eigvals" in c for c in cks) else "slq"}
+    if any(c.slq is not None and not c.slq.dim for c in checkpoints):
+        raise LandscapeError("spectra: an SLQ checkpoint needs 'dim' (the parameter "
+                             "count) for its entropy")
+    ent = [matrix_entropy(c.eigvals) if c.eigvals is not None else
+           density_entropy(c.slq.nodes, c.slq.weights, int(c.slq.dim)) for c in checkpoints]
+    return EntropySeries(np.array([c.epoch for c in checkpoints]), np.array(ent),
+                         "exact" if all(c.eigvals is not None for c in checkpoints) else "slq")
 
 
-def _spectrum(ck: dict, where: str) -> dict:
-    """One checkpoint's spectrum, validated: ``epoch`` and ``eigvals`` or SLQ arrays."""
-    if ck.get("epoch") is None:
-        raise LandscapeError(f"{where}: missing 'epoch'")
-    epoch = float(ck["epoch"])
-    if ck.get("eigvals") is not None:
-        return {"epoch": epoch, "eigvals": np.asarray(ck["eigvals"], dtype=np.float64).ravel()}
-    if ck.get("nodes") is None or ck.get("weights") is None:
-        raise LandscapeError(f"{where}: missing 'eigvals' (or SLQ 'nodes' and 'weights')")
-    nodes = np.atleast_2d(np.asarray(ck["nodes"], dtype=np.float64))
-    weights = np.atleast_2d(np.asarray(ck["weights"], dtype=np.float64))
-    if nodes.shape != weights.shape:
-        raise LandscapeError(f"{where}: SLQ nodes {nodes.shape} and weights {weights.shape} "
-                             "differ in shape")
-    return {"epoch": epoch, "nodes": nodes, "weights": weights, "dim": ck.get("dim")}
+@dataclass(frozen=True, repr=False)
+class BinnedCheckpoint(_Brief):
+    """One checkpoint's spectrum on the shared bins of :class:`BinnedSpectra`.
+
+    Attributes:
+        epoch: the checkpoint on the run's time axis.
+        mass: ``[bins]`` eigenvalues per bin (a share per bin for SLQ without ``dim``).
+    """
+
+    epoch: float
+    mass: np.ndarray
 
 
-def binned_spectra(spectra_by_model: dict[str, list[dict]], *, xscale: str = "symlog",
-                   linthresh: float | None = None, bins: int = 60,
-                   sigma: float = 0.01) -> dict:
+@dataclass(frozen=True, repr=False)
+class BinnedSpectra(_Brief):
+    """Spectra of several models on shared bins (:func:`binned_spectra`).
+
+    Attributes:
+        edges: ``[bins + 1]`` bin edges (eigenvalues), even on the display axis.
+        spectra: ``{model: [BinnedCheckpoint, ...]}`` in epoch order, none empty.
+        xscale: ``"symlog"`` or ``"linear"``.
+        linthresh: half-width of the linear zone of the signed-log axis.
+        counts: every mass is eigenvalues per bin (else some are shares).
+    """
+
+    edges: np.ndarray
+    spectra: dict[str, list[BinnedCheckpoint]]
+    xscale: str
+    linthresh: float
+    counts: bool
+
+    def __post_init__(self) -> None:
+        if self.xscale not in ("symlog", "linear"):
+            raise LandscapeError(f"spectra: xscale must be 'symlog' or 'linear', got "
+                                 f"{self.xscale!r}")
+        if not self.spectra or not all(self.spectra.values()):
+            raise LandscapeError("spectra: no models, or a model has no checkpoints")
+        for m, cks in self.spectra.items():
+            for i, ck in enumerate(cks):
+                if ck.mass.shape != (self.edges.size - 1,):
+                    raise LandscapeError(f"spectra: checkpoint {i} of {m!r} has "
+                                         f"{ck.mass.size} bins for {self.edges.size} edges")
+
+
+def binned_spectra(spectra_by_model: Mapping[str, list[SpectrumCheckpoint]], *,
+                   xscale: str = "symlog", linthresh: float | None = None, bins: int = 60,
+                   sigma: float = 0.01) -> BinnedSpectra:
     """Each checkpoint's spectrum as eigenvalues per bin, on bins shared by all of them.
 
     The bins are even on the display axis: signed-log (``xscale="symlog"``, linear within
@@ -223,9 +400,8 @@ def binned_spectra(spectra_by_model: dict[str, list[dict]], *, xscale: str = "sy
     and scaled by ``dim`` to read as eigenvalues per bin (as a share per bin without it).
 
     Args:
-        spectra_by_model: ``{model: [checkpoint, ...]}``, a checkpoint being ``{"epoch",
-            "eigvals": [P]}`` or ``{"epoch", "nodes": [runs, m], "weights": [runs, m],
-            "dim": P}`` (as :func:`spectrum_checkpoints` returns), in epoch order.
+        spectra_by_model: ``{model: [SpectrumCheckpoint, ...]}`` (as
+            :func:`spectrum_checkpoints` returns), in epoch order.
         xscale: ``"symlog"`` or ``"linear"``.
         linthresh: half-width of the linear zone; default ``1e-3 * max |eigenvalue|`` (the
             default river threshold of :mod:`landscape.geometry.valley`).
@@ -233,20 +409,14 @@ def binned_spectra(spectra_by_model: dict[str, list[dict]], *, xscale: str = "sy
         sigma: SLQ smoothing width, as a fraction of the display axis.
 
     Returns:
-        ``{"edges": [bins + 1], "spectra": {model: [{"epoch", "mass": [bins]}, ...]},
-        "xscale", "linthresh", "counts"}`` (``counts``: every mass is eigenvalues per bin,
-        else some are shares), the input of :func:`landscape.draw.plot.spectra`.
+        The binned spectra, the input of :func:`landscape.draw.plot.spectra`.
     """
     if xscale not in ("symlog", "linear"):
         raise LandscapeError(f"spectra: xscale must be 'symlog' or 'linear', got {xscale!r}")
-    if not spectra_by_model:
-        raise LandscapeError("spectra: no models")
-    cks = {m: [_spectrum(c, f"spectra: checkpoint {i} of {m!r}") for i, c in enumerate(lst)]
-           for m, lst in spectra_by_model.items()}
-    if not all(cks.values()):
-        raise LandscapeError("spectra: a model has no checkpoints")
-    values = np.concatenate([c["eigvals"] if "eigvals" in c else c["nodes"].ravel()
-                             for lst in cks.values() for c in lst])
+    if not spectra_by_model or not all(spectra_by_model.values()):
+        raise LandscapeError("spectra: no models, or a model has no checkpoints")
+    cks = spectra_by_model
+    values = np.concatenate([c.values for lst in cks.values() for c in lst])
     lt = float(linthresh) if linthresh else 1e-3 * (float(np.max(np.abs(values))) or 1.0)
 
     def to_axis(x):
@@ -256,17 +426,17 @@ def binned_spectra(spectra_by_model: dict[str, list[dict]], *, xscale: str = "sy
     pad = 0.02 * (hi - lo) + 1e-12
     t_edges = np.linspace(lo - pad, hi + pad, bins + 1)
     edges = signed_log_inverse(t_edges, lt) if xscale == "symlog" else t_edges
-    out = {m: [{"epoch": c["epoch"], "mass": np.histogram(c["eigvals"], bins=edges)[0]
-                .astype(np.float64) if "eigvals" in c else
-                density_in_bins(c["nodes"], c["weights"], edges, sigma * (hi - lo),
-                                transform=to_axis, dim=c.get("dim"))} for c in lst]
+    out = {m: [BinnedCheckpoint(c.epoch, np.histogram(c.eigvals, bins=edges)[0]
+                                .astype(np.float64) if c.eigvals is not None else
+                                density_in_bins(c.slq.nodes, c.slq.weights, edges,
+                                                sigma * (hi - lo), transform=to_axis,
+                                                dim=c.slq.dim)) for c in lst]
            for m, lst in cks.items()}
-    counts = all("eigvals" in c or c.get("dim") for lst in cks.values() for c in lst)
-    return {"edges": edges, "spectra": out, "xscale": xscale, "linthresh": lt,
-            "counts": counts}
+    counts = all(c.eigvals is not None or c.slq.dim for lst in cks.values() for c in lst)
+    return BinnedSpectra(edges, out, xscale, lt, bool(counts))
 
 
-def phases_of(run: Run, entropy: dict[str, np.ndarray] | None = None) -> Phases:
+def phases_of(run: Run, entropy: EntropySeries | None = None) -> Phases:
     """Collapse / Diversification / Stabilization of the entropy series, for the figures.
 
     Claim 2's rule (:func:`landscape.geometry.phases.phase_rule`, segmented fits chosen by BIC) on
@@ -275,12 +445,40 @@ def phases_of(run: Run, entropy: dict[str, np.ndarray] | None = None) -> Phases:
     has it.
     """
     s = entropy_series(run) if entropy is None else entropy
-    if len(s["epoch"]) < 3:
+    if len(s.epoch) < 3:
         raise LandscapeError(f"{run.path}: phase detection needs at least 3 probed checkpoints")
-    return phase_rule(s["epoch"], s["entropy"]).as_phases(s["epoch"], s["entropy"])
+    return phase_rule(s.epoch, s.entropy).as_phases(s.epoch, s.entropy)
 
 
-def valley_series(run: Run) -> dict[str, np.ndarray]:
+@dataclass(frozen=True, repr=False)
+class ValleySeries(_Brief):
+    """The river-valley split at each probed checkpoint (:func:`valley_series`).
+
+    Attributes:
+        epoch: ``[n]`` the checkpoints on the run's time axis.
+        step: ``[n]`` their optimiser steps.
+        kappa: ``[n]`` condition number of the valley Hessian.
+        river_dim: ``[n]`` river dimension.
+        valley_dim: ``[n]`` valley dimension.
+        small_count: ``[n]`` valley eigenvalues in (eps, tau].
+        small_force: ``[n]`` the sum of their inverses (the paper's cumulative force).
+        label: ``[n]`` the U/V label of each checkpoint.
+    """
+
+    epoch: np.ndarray
+    step: np.ndarray
+    kappa: np.ndarray
+    river_dim: np.ndarray
+    valley_dim: np.ndarray
+    small_count: np.ndarray
+    small_force: np.ndarray
+    label: np.ndarray
+
+    def __post_init__(self) -> None:
+        _same_length(self, [f.name for f in fields(self)])
+
+
+def valley_series(run: Run) -> ValleySeries:
     """kappa(H_valley), river dimension, small-eigenvalue count and force per checkpoint."""
     rows = []
     for step in run.probed_steps:
@@ -294,13 +492,36 @@ def valley_series(run: Run) -> dict[str, np.ndarray]:
         raise LandscapeError(f"{run.path} has no valley split; run `landscape probe "
                              f"{run.path} --geometry`")
     cols = list(zip(*rows))
-    keys = ("epoch", "step", "kappa", "river_dim", "valley_dim", "small_count", "small_force")
-    out = {k: np.asarray(c, dtype=float) for k, c in zip(keys, cols[:-1])}
-    out["label"] = np.asarray(cols[-1])
-    return out
+    return ValleySeries(*(np.asarray(c, dtype=float) for c in cols[:-1]),
+                        label=np.asarray(cols[-1]))
 
 
-def width_series(run: Run) -> dict[str, np.ndarray]:
+@dataclass(frozen=True, repr=False)
+class WidthSeries(_Brief):
+    """Valley widths against river progress (:func:`width_series`).
+
+    Attributes:
+        epoch: ``[n]`` the checkpoints with widths, on the run's time axis.
+        progress: ``[n]`` cumulative river progress there.
+        width: ``[n, k]`` measured widths along the top ``k`` valley directions (inf:
+            beyond the slice).
+        quadratic: ``[n, k]`` the widths a parabola of the measured curvature would have.
+    """
+
+    epoch: np.ndarray
+    progress: np.ndarray
+    width: np.ndarray
+    quadratic: np.ndarray
+
+    def __post_init__(self) -> None:
+        _same_length(self, ("epoch", "progress"))
+        _same_length(self, ("width", "quadratic", "epoch"))
+        if self.width.shape != self.quadratic.shape:
+            raise LandscapeError(f"WidthSeries: width {self.width.shape} and quadratic "
+                                 f"{self.quadratic.shape} differ in shape")
+
+
+def width_series(run: Run) -> WidthSeries:
     """Valley widths (``[n, k]``) and their quadratic predictions against river progress."""
     rp = run.part("river_progress")
     if rp is None:
@@ -316,12 +537,45 @@ def width_series(run: Run) -> dict[str, np.ndarray]:
     if not rows:
         raise LandscapeError(f"{run.path} has no valley widths; run `landscape probe --geometry`")
     k = min(len(r[2]) for r in rows)
-    return {"epoch": np.array([r[0] for r in rows]), "progress": np.array([r[1] for r in rows]),
-            "width": np.stack([r[2][:k] for r in rows]),
-            "quadratic": np.stack([r[3][:k] for r in rows])}
+    return WidthSeries(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
+                       np.stack([r[2][:k] for r in rows]), np.stack([r[3][:k] for r in rows]))
 
 
-def sharpness_series(run: Run) -> dict[str, np.ndarray | str]:
+@dataclass(frozen=True, repr=False)
+class SharpnessSeries(_Brief):
+    """Sharpness against its stability thresholds per checkpoint (:func:`sharpness_series`).
+
+    Attributes:
+        epoch: ``[n]`` the checkpoints on the run's time axis.
+        lambda_max: ``[n]`` top Hessian eigenvalues.
+        threshold: ``[n]`` the optimiser's edge on the Hessian (``2 / lr`` for SGD, see
+            :mod:`landscape.curvature.stability`; NaN where it applies to the
+            preconditioned Hessian or is unknown).
+        adam_lambda_max: ``[n]`` top eigenvalues of the Adam-preconditioned Hessian, or
+            None where not measured.
+        adam_threshold: ``[n]`` their edge (``38 / lr`` for beta1 = 0.9), or None.
+        optimizer: the last checkpoint's optimiser, e.g. ``"SGD (heavy ball 0.9)"``
+            (empty for parts stored before optimisers were recorded).
+        edge_on: ``"hessian"`` or ``"preconditioned"``: which panel the edge belongs to.
+        edge_unknown: why the edge is unknown, or empty.
+    """
+
+    epoch: np.ndarray
+    lambda_max: np.ndarray
+    threshold: np.ndarray | None
+    adam_lambda_max: np.ndarray | None = None
+    adam_threshold: np.ndarray | None = None
+    optimizer: str = ""
+    edge_on: str = "hessian"
+    edge_unknown: str = ""
+
+    def __post_init__(self) -> None:
+        given = [f.name for f in fields(self)
+                 if isinstance(getattr(self, f.name), np.ndarray)]
+        _same_length(self, given)
+
+
+def sharpness_series(run: Run) -> SharpnessSeries:
     """lambda_max, the optimiser's edge, and the Adam-preconditioned ones per checkpoint.
 
     Beside the arrays, the last checkpoint's ``optimizer``, ``edge_on`` and
@@ -337,11 +591,8 @@ def sharpness_series(run: Run) -> dict[str, np.ndarray | str]:
         last = s
     if not rows:
         raise LandscapeError(f"{run.path} has no sharpness; run `landscape probe --hessian`")
-    a = np.array(rows)
-    return {**dict(zip(("epoch", "lambda_max", "threshold", "adam_lambda_max",
-                        "adam_threshold"), a.T)),
-            "optimizer": last.optimizer, "edge_on": last.edge_on,
-            "edge_unknown": last.edge_unknown}
+    return SharpnessSeries(*np.array(rows).T, optimizer=last.optimizer, edge_on=last.edge_on,
+                           edge_unknown=last.edge_unknown)
 
 
 def part(run: Run, name: str, step: int | None = -1, *, required: bool = True):
@@ -361,7 +612,7 @@ def part(run: Run, name: str, step: int | None = -1, *, required: bool = True):
     return found
 
 
-def slices_at(run: Run, step: int) -> dict:
+def slices_at(run: Run, step: int) -> dict[str, schema.Grid]:
     """The complete loss grids at a checkpoint of each run's own planes, ``{name: Grid}``.
 
     ``random`` and ``river_valley`` (not ``shared``, see :func:`shared_slices`); grids
@@ -375,13 +626,13 @@ def slices_at(run: Run, step: int) -> dict:
     return out
 
 
-def shared_slices(run: Run) -> dict:
+def shared_slices(run: Run) -> dict[int, schema.SliceShared]:
     """``{step: SliceShared}`` at every probed checkpoint that has a shared-plane slice."""
     found = {s: run.part("slice_shared", s) for s in run.probed_steps}
     return {s: g for s, g in found.items() if g is not None and not g.skipped}
 
 
-def basin_share(grid, rise: float) -> float:
+def basin_share(grid: schema.Grid, rise: float) -> float:
     """Share of a stored grid's plane within ``rise`` of the loss at its centre.
 
     ``grid``: a :class:`~landscape.runfile.schema.Grid` part (e.g. from
@@ -397,17 +648,110 @@ def final(run: Run, key: str, last: int = 1) -> float:
     return float(np.mean(run.metrics[key][-last:]))
 
 
-def length_series(run: Run, metric: str = "seq_acc") -> dict[str, np.ndarray]:
-    """Final accuracy per test length of an algorithmic run (``length``, ``acc``)."""
+@dataclass(frozen=True, repr=False)
+class LengthSeries(_Brief):
+    """Final accuracy per test length of an algorithmic run (:func:`length_series`).
+
+    Attributes:
+        length: ``[n]`` test sequence lengths, ascending.
+        acc: ``[n]`` final accuracy at each.
+    """
+
+    length: np.ndarray
+    acc: np.ndarray
+
+    def __post_init__(self) -> None:
+        _same_length(self, ("length", "acc"))
+
+
+def length_series(run: Run, metric: str = "seq_acc") -> LengthSeries:
+    """Final accuracy per test length of an algorithmic run."""
     lengths = sorted(int(k.split(".")[0].removeprefix("len_")) for k in run.metrics
                      if k.startswith("len_") and k.endswith(f".{metric}"))
     if not lengths:
         raise LandscapeError(f"{run.path} has no per-length evaluation (not an algorithmic task)")
-    return {"length": np.array(lengths, dtype=float),
-            "acc": np.array([final(run, f"len_{n}.{metric}") for n in lengths])}
+    return LengthSeries(np.array(lengths, dtype=float),
+                        np.array([final(run, f"len_{n}.{metric}") for n in lengths]))
 
 
-def reach(run: Run, target: float, key: str = "complex.acc") -> dict[str, float]:
+@dataclass(frozen=True, repr=False)
+class WallClock(_Brief):
+    """What a run cost and reached (:func:`wallclock`).
+
+    Attributes:
+        seconds: training seconds (the last evaluation's wall-clock).
+        acc: final accuracy, a fraction in [0, 1] (None where not measured).
+    """
+
+    seconds: float
+    acc: float | None = None
+
+
+def wallclock(run: Run, acc_key: str = "iid.seq_acc") -> WallClock:
+    """A run's training seconds and final ``acc_key``."""
+    return WallClock(final(run, "wall"), final(run, acc_key))
+
+
+@dataclass(frozen=True, repr=False)
+class ShiftTimeline(_Brief):
+    """SHIFT's schedule on a run's time axis, for the concept figure (:func:`shift_timeline`).
+
+    Attributes:
+        switch: the switch.
+        end: the last evaluation.
+        start: the first.
+        unit: what the axis counts (``epoch`` or ``step``).
+        loops: loops after the switch.
+        x: ``[n]`` evaluation times of the curve drawn beneath (or None).
+        y: ``[n]`` its values.
+        label: its axis label.
+    """
+
+    switch: float
+    end: float
+    start: float = 0.0
+    unit: str = "epoch"
+    loops: int = 3
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.start <= self.switch <= self.end:
+            raise LandscapeError(f"ShiftTimeline: need start <= switch <= end, got "
+                                 f"{self.start}, {self.switch}, {self.end}")
+        if (self.x is None) != (self.y is None) or (
+                self.x is not None and np.shape(self.x) != np.shape(self.y)):
+            raise LandscapeError("ShiftTimeline: x and y must be given together, one shape")
+
+
+def shift_timeline(run: Run, key: str = "complex.acc") -> ShiftTimeline | None:
+    """A SHIFT run's schedule with its ``key`` curve beneath (None if it never switched)."""
+    c = curve(run, [key])
+    if c.switch_epoch is None:
+        return None
+    return ShiftTimeline(
+        switch=c.switch_epoch, end=float(c["epoch"][-1]), unit="epoch",
+        loops=run.recipe.shift.loops_after,
+        x=c["epoch"], y=c[key], label="SHIFT, complex accuracy")
+
+
+@dataclass(frozen=True, repr=False)
+class Reach(_Brief):
+    """Cost until a metric first reaches a target (:func:`reach`); ``inf`` if never.
+
+    Attributes:
+        seconds: training seconds.
+        flops: training FLOPs.
+        epoch: epochs.
+    """
+
+    seconds: float
+    flops: float
+    epoch: float
+
+
+def reach(run: Run, target: float, key: str = "complex.acc") -> Reach:
     """Training seconds, FLOPs and epochs at the first evaluation where ``key`` >= ``target``.
 
     ``inf`` where it is never reached (see :func:`landscape.analysis.targets.time_to_target`).
@@ -417,30 +761,87 @@ def reach(run: Run, target: float, key: str = "complex.acc") -> dict[str, float]
         raise LandscapeError(f"{run.path} has no FLOP count (trained before it was recorded)")
     if key not in c:
         raise LandscapeError(f"{run.path} has no metric {key!r}")
-    return {name: time_to_target(c[m], c[key], target)
-            for name, m in (("seconds", "wall"), ("flops", "flops"), ("epoch", "epoch"))}
+    return Reach(**{name: time_to_target(c[m], c[key], target)
+                    for name, m in (("seconds", "wall"), ("flops", "flops"), ("epoch", "epoch"))})
 
 
-def switch_info(run: Run, key: str = "complex.acc", horizon: int = 3) -> dict:
+@dataclass(frozen=True, repr=False)
+class SwitchInfo(_Brief):
+    """SHIFT's switch and the accuracy drop after it (:func:`switch_info`).
+
+    Attributes:
+        step: the switch step, None where the run never switched (then the rest is NaN).
+        epoch: the switch on the run's time axis.
+        reason: why it fired (``"none"`` if it did not).
+        before: the metric at the switch.
+        min_after: its minimum over the next evaluations.
+        drop: ``before - min_after``.
+    """
+
+    step: int | None
+    epoch: float
+    reason: str
+    before: float
+    min_after: float
+    drop: float
+
+
+def switch_info(run: Run, key: str = "complex.acc", horizon: int = 3) -> SwitchInfo:
     """SHIFT's switch: step, epoch, why it fired, and ``key``'s drop over the next evaluations."""
     step = run.shift_step
     event = next((e for e in run.events if e.get("kind") == "shift"), {})
     if step is None:
-        return {"step": None, "epoch": float("nan"), "reason": "none", "before": float("nan"),
-                "min_after": float("nan"), "drop": float("nan")}
+        return SwitchInfo(None, math.nan, "none", math.nan, math.nan, math.nan)
     c = curve(run, [key])
-    return {"step": step, "epoch": epoch_of(run, step), "reason": event.get("reason", "none"),
-            **drop_after(c["step"], c[key], step, horizon)}
+    return SwitchInfo(step, epoch_of(run, step), event.get("reason", "none"),
+                      **drop_after(c["step"], c[key], step, horizon))
 
 
-def shift_ablation(shifts: list[Run], looped: list[Run], tol: float, last: int) -> list[dict]:
+@dataclass(frozen=True, repr=False)
+class AblationRow(_Brief):
+    """One SHIFT setting of :func:`shift_ablation` against Looped-Attn's target.
+
+    Attributes:
+        seed: the seed compared on.
+        target: Looped-Attn's final ``complex.acc`` minus the tolerance.
+        criterion: SHIFT's switch criterion.
+        delta_1: its training-loss plateau tolerance.
+        delta_2: its training-accuracy plateau tolerance.
+        window: its window (evaluations).
+        patience: its patience.
+        switch_epoch: when it switched (NaN: never).
+        reason: why.
+        drop: the accuracy drop after the switch.
+        seconds: training seconds to the target (inf: never reached).
+        flops: training FLOPs to the target.
+        flops_ratio: ``flops`` over Looped-Attn's.
+        seconds_ratio: ``seconds`` over Looped-Attn's.
+    """
+
+    seed: int
+    target: float
+    criterion: str
+    delta_1: float
+    delta_2: float
+    window: int
+    patience: int
+    switch_epoch: float
+    reason: str
+    drop: float
+    seconds: float
+    flops: float
+    flops_ratio: float
+    seconds_ratio: float
+
+
+def shift_ablation(shifts: list[Run], looped: list[Run], tol: float,
+                   last: int) -> list[AblationRow]:
     """SHIFT settings on one seed: switch, drop and cost to Looped-Attn's target.
 
     The seed is the one with the most SHIFT runs; the target is that seed's Looped-Attn
-    final ``complex.acc`` (mean of its ``last`` evaluations) minus ``tol``. Each row holds the
-    setting (criterion, delta_1, delta_2, window, patience), the switch epoch and reason,
-    the drop after it, seconds and FLOPs to the target and their ratios to Looped-Attn's.
-    An empty list when there are fewer than two settings on that seed.
+    final ``complex.acc`` (mean of its ``last`` evaluations) minus ``tol``. One row per
+    setting (criterion, delta_2, delta_1, window order); an empty list when there are
+    fewer than two settings on that seed.
     """
     by_seed: dict[int, list[Run]] = defaultdict(list)
     for r in shifts:
@@ -454,13 +855,13 @@ def shift_ablation(shifts: list[Run], looped: list[Run], tol: float, last: int) 
     out = []
     for r in runs:
         sc, got, sw = r.recipe.shift, reach(r, target), switch_info(r)
-        out.append({"seed": seed, "target": target, "criterion": sc.criterion,
-                    "delta_1": sc.delta_1, "delta_2": sc.delta_2, "window": sc.window,
-                    "patience": sc.patience, "switch_epoch": sw["epoch"],
-                    "reason": sw["reason"], "drop": sw["drop"], "seconds": got["seconds"],
-                    "flops": got["flops"], "flops_ratio": got["flops"] / base["flops"],
-                    "seconds_ratio": got["seconds"] / base["seconds"]})
-    return sorted(out, key=lambda d: (d["criterion"], d["delta_2"], d["delta_1"], d["window"]))
+        out.append(AblationRow(
+            seed=seed, target=target, criterion=sc.criterion, delta_1=sc.delta_1,
+            delta_2=sc.delta_2, window=sc.window, patience=sc.patience,
+            switch_epoch=sw.epoch, reason=sw.reason, drop=sw.drop, seconds=got.seconds,
+            flops=got.flops, flops_ratio=got.flops / base.flops,
+            seconds_ratio=got.seconds / base.seconds))
+    return sorted(out, key=lambda d: (d.criterion, d.delta_2, d.delta_1, d.window))
 
 
 # --- claims 2-4: per-run inputs of the landscape rules ------------------------------------
@@ -476,55 +877,108 @@ def landscape_runs(groups: Grouped, arch: str) -> list[Run]:
     return sorted((r for r in runs if r.probed_steps), key=lambda r: r.recipe.train.seed)
 
 
-def landscape_checkpoints(run: Run) -> list[dict]:
+@dataclass(frozen=True, repr=False)
+class LandscapeCheckpoint(_Brief):
+    """What the landscape rules read at one Hessian-probed checkpoint.
+
+    Attributes:
+        epoch: the checkpoint on the run's time axis.
+        step: its optimiser step.
+        top: ``[k]`` the top Lanczos eigenvalues, descending.
+        eigvals: ``[P]`` the exact spectrum, ascending, or None.
+        adam_eigvals: ``[P]`` the exact Adam-preconditioned spectrum, or None.
+        slq: the SLQ density where there is no exact spectrum (arrays as stored), or None.
+        spread: the direction-spread part (:class:`landscape.runfile.schema.Spread`), or None.
+    """
+
+    epoch: float
+    step: int
+    top: np.ndarray
+    eigvals: np.ndarray | None = None
+    adam_eigvals: np.ndarray | None = None
+    slq: SLQDensity | None = None
+    spread: object | None = None
+
+    @property
+    def has_spectrum(self) -> bool:
+        """An exact spectrum or an SLQ density is stored."""
+        return self.eigvals is not None or self.slq is not None
+
+
+def landscape_checkpoints(run: Run) -> list[LandscapeCheckpoint]:
     """What the landscape rules read at each Hessian-probed checkpoint, in step order.
 
-    Each is ``{"epoch", "step", "top"}`` (the top Lanczos eigenvalues, descending) with
-    ``eigvals`` (the exact spectrum, ascending) and ``adam_eigvals`` where stored, or
-    ``slq`` (``nodes``, ``weights``, ``dim``); and ``spread`` (the direction-spread
-    part) where probed.
+    Checkpoints without top Lanczos eigenvalues are left out.
     """
     out = []
     for step in run.probed_steps:
         top = run.part("top", step)
         if top is None:
             continue
-        ck: dict = {"epoch": epoch_of(run, step), "step": int(step),
-                    "top": np.asarray(top.values, dtype=float)}
         exact = run.part("exact", step)
+        eigvals = adam = slq = None
         if exact is not None:
-            ck["eigvals"] = np.asarray(exact.eigvals, dtype=float)
+            eigvals = np.asarray(exact.eigvals, dtype=float)
             if getattr(exact, "adam_eigvals", None) is not None:
-                ck["adam_eigvals"] = np.asarray(exact.adam_eigvals, dtype=float)
+                adam = np.asarray(exact.adam_eigvals, dtype=float)
         else:
-            slq = run.part("slq", step)
-            if slq is not None:
-                ck["slq"] = {"nodes": np.asarray(slq.nodes),
-                             "weights": np.asarray(slq.weights), "dim": run.layout.size}
-        spread = run.part("spread", step)
-        if spread is not None:
-            ck["spread"] = spread
-        out.append(ck)
+            found = run.part("slq", step)
+            if found is not None:
+                slq = SLQDensity(np.asarray(found.nodes), np.asarray(found.weights),
+                                 run.layout.size)
+        out.append(LandscapeCheckpoint(epoch_of(run, step), int(step),
+                                       np.asarray(top.values, dtype=float), eigvals, adam,
+                                       slq, run.part("spread", step)))
     return out
 
 
-def entropy_with_error(ck: dict) -> tuple[float, float]:
+def entropy_with_error(ck: LandscapeCheckpoint) -> tuple[float, float]:
     """Matrix entropy of a checkpoint's spectrum and the estimator's standard error.
 
     Exact spectra have no estimator error (0); an SLQ density's error is the standard
     error over its runs of the one-run entropies.
     """
-    if "eigvals" in ck:
-        return matrix_entropy(ck["eigvals"]), 0.0
-    s = ck["slq"]
-    whole = density_entropy(s["nodes"], s["weights"], s["dim"])
-    runs = [density_entropy(n[None], w[None], s["dim"]) for n, w in zip(s["nodes"],
-                                                                        s["weights"])]
+    if ck.eigvals is not None:
+        return matrix_entropy(ck.eigvals), 0.0
+    s = ck.slq
+    whole = density_entropy(s.nodes, s.weights, s.dim)
+    runs = [density_entropy(n[None], w[None], s.dim) for n, w in zip(s.nodes, s.weights)]
     se = float(np.std(runs, ddof=1) / np.sqrt(len(runs))) if len(runs) > 1 else 0.0
     return whole, se
 
 
-def hopping_series(run: Run, max_k: int | None = None) -> dict:
+@dataclass(frozen=True, repr=False)
+class HoppingSeries(_Brief):
+    """Valley hopping at each probed checkpoint with a step in and out (:func:`hopping_series`).
+
+    Attributes:
+        steps: ``[n]`` the checkpoints' optimiser steps.
+        hop_fraction: ``[n]`` share of valley coordinates that change sign.
+        valley_norm: ``[n]`` norm of the outgoing step's valley part.
+        river_norm: ``[n]`` norm of its river part.
+        river_gain: ``[n]`` probe-set loss gained along the river part.
+        river_speed: ``[n]`` river part over learning rate times optimiser steps.
+        epochs: ``[n]`` the checkpoints on the run's time axis.
+    """
+
+    steps: np.ndarray
+    hop_fraction: np.ndarray
+    valley_norm: np.ndarray
+    river_norm: np.ndarray
+    river_gain: np.ndarray
+    river_speed: np.ndarray
+    epochs: np.ndarray
+
+    def __post_init__(self) -> None:
+        _same_length(self, [f.name for f in fields(self)])
+
+    def per_checkpoint(self) -> dict[str, list]:
+        """Every series but ``steps`` as lists, for the claims report."""
+        return {f.name: np.asarray(getattr(self, f.name)).tolist() for f in fields(self)
+                if f.name != "steps"}
+
+
+def hopping_series(run: Run, max_k: int | None = None) -> HoppingSeries:
     """Valley hopping at each probed checkpoint (see :mod:`landscape.geometry.hopping`).
 
     The valley basis at a checkpoint is its stored top Lanczos eigenvectors (the first
@@ -532,10 +986,6 @@ def hopping_series(run: Run, max_k: int | None = None) -> dict:
     checkpoints; the river gain is the probe-set loss at that checkpoint minus the loss
     after the outgoing step's river part; the river speed divides the river part by the
     learning rate times the optimiser steps it took.
-
-    Returns:
-        ``{"steps", "epochs", "hop_fraction", "valley_norm", "river_norm", "river_gain",
-        "river_speed"}`` arrays over the probed checkpoints with a step in and out.
     """
     import torch
 
@@ -567,46 +1017,64 @@ def hopping_series(run: Run, max_k: int | None = None) -> dict:
         raise LandscapeError(f"{run.path} has no probed checkpoint with a step in and out "
                              "and its top eigenvectors; run `landscape probe` on interior "
                              "checkpoints")
-    res = {k: np.asarray(v) for k, v in out.items()}
-    res["epochs"] = np.asarray([epoch_of(run, s) for s in out["steps"]])
-    return res
+    return HoppingSeries(**{k: np.asarray(v) for k, v in out.items()},
+                         epochs=np.asarray([epoch_of(run, s) for s in out["steps"]]))
 
 
-def pseudo_spectrum(ck: dict) -> np.ndarray:
+def pseudo_spectrum(ck: LandscapeCheckpoint) -> np.ndarray:
     """Exact eigenvalues, or the SLQ density as a list of ``dim * weight / runs`` copies."""
-    if "eigvals" in ck:
-        return ck["eigvals"]
-    s = ck["slq"]
-    counts = np.rint(s["dim"] * s["weights"] / s["nodes"].shape[0]).astype(int)
-    return np.repeat(s["nodes"].reshape(-1), counts.reshape(-1))
+    if ck.eigvals is not None:
+        return ck.eigvals
+    s = ck.slq
+    counts = np.rint(s.dim * s.weights / s.nodes.shape[0]).astype(int)
+    return np.repeat(s.nodes.reshape(-1), counts.reshape(-1))
 
 
-def top_values(ck: dict) -> np.ndarray:
+def top_values(ck: LandscapeCheckpoint) -> np.ndarray:
     """The exact spectrum where stored, else the converged top Lanczos values."""
-    return ck["eigvals"] if "eigvals" in ck else ck["top"]
+    return ck.eigvals if ck.eigvals is not None else ck.top
 
 
-def uv_inputs(run: Run, step: int, adam: bool = False) -> dict | None:
+@dataclass(frozen=True, repr=False)
+class UVInputs(_Brief):
+    """What claim 3 compares of one run at one checkpoint (:func:`uv_inputs`).
+
+    Attributes:
+        seed: the run's seed.
+        spectrum: ``[P]`` the spectrum (exact, or the SLQ pseudo-spectrum).
+        top: ``[k]`` the top values, descending (for the outlier kappa).
+        cv: the direction-spread CV (NaN where not probed).
+        source: ``"exact"`` or ``"slq"``.
+    """
+
+    seed: int
+    spectrum: np.ndarray
+    top: np.ndarray
+    cv: float = math.nan
+    source: str = "exact"
+
+
+def uv_inputs(run: Run, step: int, adam: bool = False) -> UVInputs | None:
     """What claim 3 compares at one checkpoint: spectrum, top values, direction-spread CV.
 
     ``adam``: of the Adam-preconditioned Hessian (None where it was not stored).
     """
-    ck = next((c for c in landscape_checkpoints(run) if c["step"] == step), None)
+    ck = next((c for c in landscape_checkpoints(run) if c.step == step), None)
     if ck is None:
         return None
-    sp = ck.get("spread")
+    sp = ck.spread
     if adam:
-        if "adam_eigvals" not in ck:
+        if ck.adam_eigvals is None:
             return None
-        spec = ck["adam_eigvals"]
+        spec = ck.adam_eigvals
         top = np.sort(spec)[::-1]
         cv = float(sp.adam_cv) if sp is not None else math.nan
     else:
         spec = pseudo_spectrum(ck)
         top = np.sort(top_values(ck))[::-1]
         cv = float(sp.cv) if sp is not None else math.nan
-    return {"seed": run.recipe.train.seed, "spectrum": spec, "top": top, "cv": cv,
-            "source": "exact" if "eigvals" in ck else "slq"}
+    return UVInputs(run.recipe.train.seed, spec, top, cv,
+                    "exact" if ck.eigvals is not None else "slq")
 
 
 def last_common_step(a: Run, b: Run) -> int | None:
@@ -615,21 +1083,57 @@ def last_common_step(a: Run, b: Run) -> int | None:
     return common[-1] if common else None
 
 
-def uv_sweep(single: list[Run], looped: list[Run], adam: bool = False) -> dict[str, list]:
+@dataclass(frozen=True, repr=False)
+class SweepCurve(_Brief):
+    """kappa, count and force of one run over shared river thresholds (:func:`uv_sweep`).
+
+    Attributes:
+        seed: the run's seed.
+        step: the checkpoint swept.
+        eps_rel: ``[m]`` thresholds relative to the shared reference, ascending.
+        kappa: ``[m]`` condition number of the valley above each threshold.
+        count: ``[m]`` eigenvalues above it.
+        force: ``[m]`` the sum of their inverses.
+        saturated: ``[m]`` 1.0 where the smallest valley eigenvalue sits within a factor 2
+            of the threshold (kappa then measures the threshold).
+    """
+
+    seed: int
+    step: int
+    eps_rel: np.ndarray
+    kappa: np.ndarray
+    count: np.ndarray
+    force: np.ndarray
+    saturated: np.ndarray
+
+    def __post_init__(self) -> None:
+        _same_length(self, ("eps_rel", "kappa", "count", "force", "saturated"))
+
+
+@dataclass(frozen=True, repr=False)
+class UVSweep(_Brief):
+    """The threshold sweep of Single- and Looped-Attn, one curve per seed (:func:`uv_sweep`).
+
+    Attributes:
+        single: Single-Attn's curves.
+        looped: Looped-Attn's, same seeds in the same order.
+    """
+
+    single: list[SweepCurve] = field(default_factory=list)
+    looped: list[SweepCurve] = field(default_factory=list)
+
+
+def uv_sweep(single: list[Run], looped: list[Run], adam: bool = False) -> UVSweep:
     """kappa, count and force over the shared thresholds, per seed, for the sweep figure.
 
     For each seed with both runs probed, at their last common checkpoint and with
     Single-Attn's lambda_max there as the shared reference
     (:func:`landscape.geometry.uv_measures.sweep`).
-
-    Returns:
-        ``{"single": [...], "looped": [...]}``, one dict per seed with ``eps_rel``,
-        ``kappa``, ``count``, ``force`` and ``saturated`` arrays, ``seed`` and ``step``.
     """
     from landscape.geometry import uv_measures as uv
 
     by_seed = {r.recipe.train.seed: r for r in looped}
-    out: dict[str, list] = {"single": [], "looped": []}
+    out = UVSweep()
     for s in single:
         lo = by_seed.get(s.recipe.train.seed)
         step = None if lo is None else last_common_step(s, lo)
@@ -638,14 +1142,14 @@ def uv_sweep(single: list[Run], looped: list[Run], adam: bool = False) -> dict[s
         a, b = uv_inputs(s, step, adam), uv_inputs(lo, step, adam)
         if a is None or b is None:
             continue
-        ref = float(np.max(a["top"]))
-        for arch, x in (("single", a), ("looped", b)):
-            pts = uv.sweep(x["spectrum"], ref)
-            out[arch].append({"seed": x["seed"], "step": step,
-                              "eps_rel": np.array([p.eps_rel for p in pts]),
-                              **{k: np.array([getattr(p, k) for p in pts], dtype=float)
-                                 for k in ("kappa", "count", "force", "saturated")}})
-    if not out["single"]:
+        ref = float(np.max(a.top))
+        for curves, x in ((out.single, a), (out.looped, b)):
+            pts = uv.sweep(x.spectrum, ref)
+            curves.append(SweepCurve(
+                x.seed, step, np.array([p.eps_rel for p in pts]),
+                **{k: np.array([getattr(p, k) for p in pts], dtype=float)
+                   for k in ("kappa", "count", "force", "saturated")}))
+    if not out.single:
         raise LandscapeError("the threshold sweep needs Single and Looped runs of one seed "
                              "probed at a common checkpoint")
     return out

@@ -23,6 +23,7 @@ from landscape.analysis.series import Grouped, markov_runs
 from landscape.draw import plot
 from landscape.errors import LandscapeError
 from landscape.geometry.simulator import compare
+from landscape.runfile.schema import SliceShared
 from landscape.runs.run import Run
 from landscape.train.archs import LOOPED, SHIFT, SINGLE
 
@@ -49,15 +50,8 @@ def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
 def concept(groups: Grouped) -> dict[str, Figure]:
     """Paper Fig. 1 from the valley-hopping simulator (and a SHIFT run's timeline if any)."""
     cmp = compare()
-    timeline = None
     shift_runs = groups.get("markov", {}).get(SHIFT)
-    if shift_runs:
-        c = series.curve(shift_runs[0], ["complex.acc"])
-        timeline = {"start": 0.0, "switch": c.get("switch_epoch", np.nan),
-                    "end": float(c["epoch"][-1]), "unit": "epoch",
-                    "loops": shift_runs[0].recipe.shift.loops_after,
-                    "curve": {"x": c["epoch"], "y": c["complex.acc"],
-                              "label": "SHIFT, complex accuracy"}}
+    timeline = series.shift_timeline(shift_runs[0]) if shift_runs else None
     return {"fig1_concept": plot.concept(cmp.u, cmp.v, timeline)}
 
 
@@ -103,10 +97,9 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
     algo = _algorithmic(groups)
     wall, curves, lengths, train_range = {}, {}, {}, None
     for task, g in algo.items():
-        wall[task] = {a: {"wall": series.final(rs[0], "wall"),
-                          "acc": series.final(rs[0], "iid.seq_acc")} for a, rs in g.items()}
-        curves[task] = {a: [_task_curve(r) for r in rs] for a, rs in g.items()
-                        if a in (LOOPED, SHIFT)}
+        wall[task] = {a: series.wallclock(rs[0]) for a, rs in g.items()}
+        curves[task] = {a: [series.curve(r, ["iid.seq_acc"]) for r in rs]
+                        for a, rs in g.items() if a in (LOOPED, SHIFT)}
         for a, rs in g.items():
             lengths.setdefault(a, []).append(series.length_series(rs[0]))
         t = next(iter(g.values()))[0].recipe.task
@@ -118,19 +111,13 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
     return out
 
 
-def _task_curve(run: Run) -> dict:
-    c = series.curve(run, ["iid.seq_acc"])
-    return {"step": c["step"], "acc": c["iid.seq_acc"],
-            **({"switch_step": c["switch_step"]} if "switch_step" in c else {})}
-
-
 def shift_ablation(groups: Grouped) -> dict[str, Figure]:
     """Claim 5's ablation grid: FLOPs to Looped-Attn's target over SHIFT's settings."""
     runs = markov_runs(groups, (LOOPED, SHIFT), "shift_ablation")
     rows = series.shift_ablation(runs["shift"], runs["looped"], TARGET_TOL, FINAL_LAST)
-    if not rows:
-        raise LandscapeError("figure shift_ablation needs SHIFT runs with several settings "
-                             "on one seed")
+    if len([r for r in rows if r.criterion == "training"]) < 2:
+        raise LandscapeError("figure shift_ablation needs SHIFT runs with at least two "
+                             "settings of the training criterion on one seed")
     return {"shift_ablation": plot.shift_ablation(rows)}
 
 
@@ -153,10 +140,7 @@ def valley(groups: Grouped) -> dict[str, Figure]:
     stats = {a: [series.valley_series(r) for r in rs if r.probed_steps] or
              [series.valley_series(rs[0])] for a, rs in runs.items()}
     out = {"valley_stats": plot.valley_stats(stats, unit=unit)}
-    widths = {}
-    for a, rs in runs.items():
-        w = series.width_series(rs[0])
-        widths[a] = {k: w[k] for k in ("progress", "width", "quadratic")}
+    widths = {a: series.width_series(rs[0]) for a, rs in runs.items()}
     out["valley_width_vs_river"] = plot.valley_width_vs_river(widths)
     return out
 
@@ -165,14 +149,12 @@ def valley_sweep(groups: Grouped) -> dict[str, Figure]:
     """Ours (claim 3): kappa, count and force over shared thresholds, per seed."""
     runs = {a: series.landscape_runs(groups, a) for a in (SINGLE, LOOPED)}
     sweep = series.uv_sweep(runs[SINGLE], runs[LOOPED])
-    out = {"valley_sweep": plot.valley_sweep({SINGLE: sweep["single"],
-                                              LOOPED: sweep["looped"]})}
+    out = {"valley_sweep": plot.valley_sweep(sweep)}
     try:
         adam = series.uv_sweep(runs[SINGLE], runs[LOOPED], adam=True)
     except LandscapeError:
         return out
-    out["valley_sweep_adam"] = plot.valley_sweep({SINGLE: adam["single"],
-                                                  LOOPED: adam["looped"]})
+    out["valley_sweep_adam"] = plot.valley_sweep(adam)
     return out
 
 
@@ -187,14 +169,13 @@ def slices(groups: Grouped) -> dict[str, Figure]:
         step = run.probed_steps[-1]
         for name, grid in series.slices_at(run, step).items():
             out[f"slice_{name}_{arch}"] = plot.slice_2d(
-                grid.alphas, grid.betas, grid.loss,
-                title=f"{plot.MODEL_LABELS.get(arch, arch)}, {name.replace('_', ' ')} plane, "
+                grid, title=f"{plot.MODEL_LABELS.get(arch, arch)}, {name.replace('_', ' ')} plane, "
                       + f"{series.time_unit(run)} {series.epoch_of(run, step):g}")
         pca = series.part(run, "pca", required=False)
         if pca is not None:
             evr = pca.explained_variance_ratio
             out[f"slice_pca_{arch}"] = plot.slice_2d(
-                pca.grid.alphas, pca.grid.betas, pca.grid.loss, trajectory_xy=pca.coords,
+                pca.grid, trajectory_xy=pca.coords,
                 title=f"{plot.MODEL_LABELS.get(arch, arch)}, PCA plane "
                       f"({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
                 axis_labels=("PC 1", "PC 2"))
@@ -206,7 +187,7 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
     runs = markov_runs(groups, (SINGLE, LOOPED), "shared_plane")
     if SHIFT in groups["markov"]:
         runs[SHIFT] = groups["markov"][SHIFT]
-    found: dict[str, dict[int, dict]] = {}
+    found: dict[str, dict[int, SliceShared]] = {}
     for arch, rs in runs.items():
         run = rs[0]
         steps = series.shared_slices(run)
@@ -237,35 +218,26 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
         run = runs[arch][0]
         if all(s in steps for s in picks):  # SHIFT only where probed at the same steps
             titles = {f"epoch {series.epoch_of(run, s):g}": steps[s] for s in picks}
-            panels[arch] = {t: g.loss for t, g in titles.items()}
+            panels[arch] = titles
             shares[arch] = {t: series.basin_share(g, BASIN_RISE) for t, g in titles.items()}
     ref = grids[0].plane.get("reference", "?")
     return {"shared_plane": plot.shared_slices(
-        grids[0].alphas, grids[0].betas, panels, shares=shares, rise=BASIN_RISE,
+        panels, shares=shares, rise=BASIN_RISE,
         title=f"one random plane for all runs, normalised against {ref}")}
 
 
 def loops(groups: Grouped) -> dict[str, Figure]:
     """Ours: loss and lambda_max against the number of loops at the final weights."""
     runs = markov_runs(groups, (SINGLE, LOOPED), "loops")
-    curves = {a: series.part(rs[0], "loops") for a, rs in runs.items()}
-    n = min(len(c.loops) for c in curves.values())
-    return {"loop_curve": plot.loop_curve(
-        curves[SINGLE].loops[:n], {a: c.loss[:n] for a, c in curves.items()},
-        {a: c.lambda_max[:n] for a, c in curves.items()},
-        {a: c.trained_loops for a, c in curves.items()})}
+    return {"loop_curve": plot.loop_curve({a: series.part(rs[0], "loops")
+                                           for a, rs in runs.items()})}
 
 
 def switch(groups: Grouped) -> dict[str, Figure]:
     """Ours: what happens at the SHIFT switch."""
     run = markov_runs(groups, (SHIFT,), "switch")[SHIFT][0]
     d = series.part(run, "switch")
-    return {"switch": plot.switch_diagnostics({
-        "loss_before": d.before.loss, "loss_after": d.after.loss,
-        "lambda_max_before": float(d.before.values[0]),
-        "lambda_max_after": float(d.after.values[0]),
-        "trace_before": d.before.trace, "trace_after": d.after.trace,
-        "overlap": d.overlap, "step": run.shift_step})}
+    return {"switch": plot.switch_diagnostics(d.before, d.after, d.overlap, run.shift_step)}
 
 
 def sharpness(groups: Grouped) -> dict[str, Figure]:
@@ -273,12 +245,7 @@ def sharpness(groups: Grouped) -> dict[str, Figure]:
     runs = _curvature_runs(groups, (LOOPED,), "sharpness")
     arch = LOOPED if LOOPED in runs else next(iter(runs))
     s = series.sharpness_series(runs[arch][0])
-    return {"sharpness": plot.sharpness(s["epoch"], s["lambda_max"], s["threshold"],
-                                        s["adam_lambda_max"], s["adam_threshold"],
-                                        model=arch, unit=series.time_unit(runs[arch][0]),
-                                        optimizer=s["optimizer"] or None,
-                                        edge_on=s["edge_on"],
-                                        edge_unknown=s["edge_unknown"])}
+    return {"sharpness": plot.sharpness(s, model=arch, unit=series.time_unit(runs[arch][0]))}
 
 
 FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {

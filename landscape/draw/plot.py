@@ -1,10 +1,13 @@
 """Figure functions: arrays in, a matplotlib :class:`~matplotlib.figure.Figure` out.
 
 No function here reads a file or computes a measurement: the caller (``landscape plot``,
-``reproduce``, a notebook) loads the run files through :mod:`landscape.analysis.series`, which also
-derives what is shown (binned spectra, entropy, basin shares), and passes plain arrays,
-dicts and small dataclasses whose shapes each docstring gives. Saving is a separate step,
-:func:`save`, which writes the settings into the files' metadata, never into their names.
+``reproduce``, a notebook) loads the run files through :mod:`landscape.analysis.series`,
+which also derives what is shown (binned spectra, entropy, basin shares), and passes its
+typed results (frozen dataclasses validated where they were made, their shapes in their
+docstrings), stored parts of :mod:`landscape.runfile.schema`, or plain arrays. Nothing
+here checks them again: a wrong type is a programming error, not a user's. Saving is a
+separate step, :func:`save`, which writes the settings into the files' metadata, never into
+their names.
 
 **One style.** :data:`STYLE` is a small dict of rcParams (Okabe-Ito colorblind-safe
 palette; 8 pt text for a 3.25 in column, :func:`figsize` for sizes from a column or
@@ -21,13 +24,14 @@ returned figure as a cell's value. Pass one to :func:`save` to write it.
 vermillion, SHIFT bluish green, ceilings gray; in the concept figure River-U takes
 Single-Attn's color and River-V Looped-Attn's (the paper's conjecture pairs them).
 
-**Seeds.** Where a model maps to a list of runs (one dict per seed), the line is the mean
+**Seeds.** Where a model maps to a list of results (one per seed), the line is the mean
 over seeds and the band spans their minimum to maximum (runs on other x grids are
 interpolated onto the first run's grid, within their own range).
 
-**Missing pieces.** An optional input that is absent leaves its panel saying "not
-computed" (or skips it where the docstring says so); a required one raises
-:class:`~landscape.errors.LandscapeError` naming it.
+**Missing pieces.** An optional input that is absent (None, or all NaN where the docstring
+says so) leaves its panel saying "not computed". The only errors raised here are about
+the caller's own choices: :func:`figsize`, :func:`save`'s formats, path and metadata, and
+``log_levels`` on losses that are not positive.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib as mpl
 import numpy as np
@@ -52,6 +57,23 @@ from landscape.errors import LandscapeError
 from landscape.geometry.phases import PHASES, UNASSIGNED, Phases
 from landscape.geometry.valley import KAPPA_U, KAPPA_V
 from landscape.train.archs import LABELS, LOOPED, SHIFT, SINGLE
+
+if TYPE_CHECKING:  # the types drawn; importing them would load the run reader
+    from landscape.analysis.series import (
+        AblationRow,
+        BinnedSpectra,
+        Curve,
+        EntropySeries,
+        LengthSeries,
+        SharpnessSeries,
+        ShiftTimeline,
+        UVSweep,
+        ValleySeries,
+        WallClock,
+        WidthSeries,
+    )
+    from landscape.geometry.simulator import Simulation
+    from landscape.runfile.schema import Grid, LoopCurve, SwitchSide
 
 # ---------------------------------------------------------------------------------------
 # style
@@ -242,38 +264,15 @@ def save(
 # ---------------------------------------------------------------------------------------
 
 
-def _need(d: Mapping, key: str, where: str) -> object:
-    """``d[key]``, or a LandscapeError naming the missing input."""
-    if not isinstance(d, Mapping):
-        raise LandscapeError(f"{where}: expected a dict with {key!r}, got {type(d).__name__}")
-    if d.get(key) is None:
-        raise LandscapeError(f"{where}: missing {key!r}")
-    return d[key]
-
-
-def _vec(x: object, where: str) -> np.ndarray:
-    """A non-empty float vector (NaN allowed: points not computed)."""
-    a = np.asarray(x, dtype=np.float64).reshape(-1)
-    if a.size == 0:
-        raise LandscapeError(f"{where}: empty array")
-    return a
-
-
-def _unit(unit: object, where: str) -> str:
-    """The time axis' label (``epoch``, ``step``), a non-empty string."""
-    if not isinstance(unit, str) or not unit:
-        raise LandscapeError(f"{where}: unit must be a word such as 'epoch' or 'step', "
-                             f"got {unit!r}")
-    return unit
-
-
-def _models(d: Mapping, where: str) -> list[str]:
-    """The keys of a per-model dict, the known models first, or an error if empty."""
-    if not isinstance(d, Mapping) or not d:
-        raise LandscapeError(f"{where}: no models given (expected e.g. {{'single': ..., "
-                             f"'looped': ...}})")
+def _models(d: Mapping) -> list[str]:
+    """The keys of a per-model dict, the known models first."""
     known = [m for m in MODEL_LABELS if m in d]
     return known + [m for m in d if m not in known]
+
+
+def _seeds(value: object) -> list:
+    """One result or several (a list, one per seed) as a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _colors(keys: Sequence[str]) -> dict[str, str]:
@@ -286,30 +285,13 @@ def _label(key: str) -> str:
     return MODEL_LABELS.get(key, key)
 
 
-def _runs(value: object, where: str) -> list[Mapping]:
-    """One run (a dict) or several (a list of dicts, one per seed) as a list."""
-    if isinstance(value, Mapping):
-        return [value]
-    runs = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else []
-    if not runs or not all(isinstance(r, Mapping) for r in runs):
-        raise LandscapeError(f"{where}: expected a dict of arrays or a list of them (one "
-                             "per seed)")
-    return runs
-
-
-def _xy(run: Mapping, xkey: str, ykey: str, where: str) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _vec(_need(run, xkey, where), where), _vec(_need(run, ykey, where), where)
-    if x.shape != y.shape:
-        raise LandscapeError(f"{where}: {xkey!r} has {x.size} values, {ykey!r} has {y.size}")
-    return x, y
-
-
-def _seed_stats(runs: Sequence[Mapping], xkey: str, ykey: str, where: str):
-    """``x, mean, lo, hi`` over seeds on the first run's x grid."""
-    x0, _ = _xy(runs[0], xkey, ykey, where)
+def _seed_stats(xys: Sequence[tuple[np.ndarray, np.ndarray]]):
+    """``x, mean, lo, hi`` over seeds (``(x, y)`` each) on the first seed's x grid."""
+    x0 = np.asarray(xys[0][0], dtype=np.float64).reshape(-1)
     ys = []
-    for i, run in enumerate(runs):
-        x, y = _xy(run, xkey, ykey, f"{where} (seed {i})")
+    for x, y in xys:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
         order = np.argsort(x)
         ys.append(np.interp(x0, x[order], y[order], left=np.nan, right=np.nan))
     stack = np.vstack(ys)
@@ -333,10 +315,10 @@ def _ylabel(metric: str) -> str:
     return f"{split} {names.get(name, name)}".strip()
 
 
-def _line_band(ax, runs, xkey, ykey, color, label, where, **kw) -> None:
-    """Mean line over seeds with a min-max band (no band for one seed)."""
-    x, mean, lo, hi = _seed_stats(runs, xkey, ykey, where)
-    n = len(runs)
+def _line_band(ax, xys, color, label, **kw) -> None:
+    """Mean line over seeds (``(x, y)`` each) with a min-max band (none for one seed)."""
+    x, mean, lo, hi = _seed_stats(xys)
+    n = len(xys)
     ax.plot(x, mean, color=color, label=_seed_label(label, n), **kw)
     if n > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
@@ -383,13 +365,6 @@ def _mark_switch(ax, x: float | None, color: str = MODEL_COLORS[SHIFT]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _check_sim(sim: object, name: str) -> None:
-    fields = ("kind", "plane_r", "plane_b", "plane_loss", "path", "descent", "valley_eigvals")
-    if sim is None or not all(hasattr(sim, f) for f in fields):
-        raise LandscapeError(f"concept: missing {name} "
-                             "(a landscape.geometry.simulator.simulate result)")
-
-
 def _surface(ax, sim, levels, color: str):
     """The loss on the simulation's plane with its projected GD path."""
     cs = ax.contourf(sim.plane_r, sim.plane_b, sim.plane_loss.T, levels=levels)
@@ -430,36 +405,32 @@ def _progress(ax, sims) -> None:
     ax.set_xlim(0, 1.35 * (r.size - 1))
 
 
-def _timeline(ax, tl: Mapping) -> None:
+def _timeline(ax, tl: ShiftTimeline) -> None:
     """SHIFT timeline: the Single phase, the switch, the Looped phase."""
-    start, end = float(tl.get("start", 0.0)), float(_need(tl, "end", "concept: shift_timeline"))
-    switch = float(_need(tl, "switch", "concept: shift_timeline"))
-    if not start <= switch <= end:
-        raise LandscapeError(f"concept: need start <= switch <= end, got {start}, {switch}, {end}")
-    loops = tl.get("loops", 3)
+    start, switch, end = tl.start, tl.switch, tl.end
     ax.axvspan(start, switch, color=MODEL_COLORS[SINGLE], alpha=0.18, linewidth=0)
     ax.axvspan(switch, end, color=MODEL_COLORS[LOOPED], alpha=0.18, linewidth=0)
     ax.axvline(switch, color="black", linewidth=1.0)
     ax.text((start + switch) / 2, 0.97, "Single-Attn phase (1 loop)", ha="center", va="top",
             transform=ax.get_xaxis_transform())  # fmt: skip
-    ax.text((switch + end) / 2, 0.97, f"Looped-Attn phase ({loops} loops, same weights)",
+    ax.text((switch + end) / 2, 0.97, f"Looped-Attn phase ({tl.loops} loops, same weights)",
             ha="center", va="top", transform=ax.get_xaxis_transform())  # fmt: skip
     ax.text(switch, 0.03, " switch", ha="left", va="bottom", transform=ax.get_xaxis_transform())
-    curve = tl.get("curve")
-    if curve is not None:
-        x, y = _xy(curve, "x", "y", "concept: shift_timeline curve")
-        ax.plot(x, y, color="black", linewidth=1.0)
-        ax.set_ylabel(curve.get("label", ""))
+    if tl.x is not None:
+        y = np.asarray(tl.y, dtype=np.float64)
+        ax.plot(tl.x, y, color="black", linewidth=1.0)
+        ax.set_ylabel(tl.label)
         ax.set_ylim(top=np.nanmax(y) + 0.35 * (np.nanmax(y) - np.nanmin(y) + 1e-12))
     else:
         ax.set_yticks([])
     ax.set_xlim(start, end)
-    ax.set_xlabel(tl.get("unit", "epoch"))
+    ax.set_xlabel(tl.unit)
     ax.set_title("SHIFT: train Single-Attn until it plateaus, then loop the same block")
 
 
 @_styled
-def concept(u_sim, v_sim, shift_timeline: Mapping | None = None) -> Figure:
+def concept(u_sim: Simulation, v_sim: Simulation,
+            shift_timeline: ShiftTimeline | None = None) -> Figure:
     """Paper Fig. 1: River-U and River-V valleys with gradient descent, and SHIFT's timeline.
 
     How to read it. First two panels: the loss on the plane spanned by the river axis
@@ -475,15 +446,13 @@ def concept(u_sim, v_sim, shift_timeline: Mapping | None = None) -> Figure:
     Args:
         u_sim: ``landscape.geometry.simulator.simulate("U", ...)`` result (``compare(...).u``).
         v_sim: the matching River-V result.
-        shift_timeline: optional ``{"switch": float, "end": float, "start": 0.0,
-            "unit": "epoch", "loops": 3, "curve": {"x": [n], "y": [n], "label": str}}``;
-            ``curve`` (e.g. accuracy of a SHIFT run) is optional.
+        shift_timeline: optional SHIFT schedule
+            (:func:`landscape.analysis.series.shift_timeline`), with the curve beneath it
+            (e.g. accuracy of a SHIFT run) where given.
 
     Returns:
         The figure (page width).
     """
-    _check_sim(u_sim, "u_sim")
-    _check_sim(v_sim, "v_sim")
     timeline = shift_timeline is not None
     fig = _new_figure("page", 0.5 if timeline else 0.3)
     grid = fig.add_gridspec(2 if timeline else 1, 4, height_ratios=[2.2, 1] if timeline else None)
@@ -508,8 +477,8 @@ def concept(u_sim, v_sim, shift_timeline: Mapping | None = None) -> Figure:
 # ---------------------------------------------------------------------------------------
 
 
-def _has(curves: Mapping, key: str) -> bool:
-    return any(key in run for m in curves for run in _runs(curves[m], "sample_dynamics"))
+def _has(curves: Mapping[str, list[Curve]], key: str) -> bool:
+    return any(key in c for runs in curves.values() for c in runs)
 
 
 def _ceiling(ax, ceilings: Mapping | None, split: str, metric: str) -> None:
@@ -521,7 +490,7 @@ def _ceiling(ax, ceilings: Mapping | None, split: str, metric: str) -> None:
 
 @_styled
 def sample_dynamics(
-    curves: Mapping,
+    curves: Mapping[str, Curve | Sequence[Curve]],
     ceilings: Mapping | None = None,
     splits: Sequence[str] = ("simple", "complex"),
     xkey: str = "epoch",
@@ -535,9 +504,9 @@ def sample_dynamics(
     master "simple"; only Looped-Attn keeps rising on "complex" after the plateau.
 
     Args:
-        curves: ``{"single": [run, ...], "looped": [...], ...}``, a run being
-            ``{"epoch": [n], "simple.acc": [n], "complex.acc": [n], "simple.loss": [n],
-            "complex.loss": [n]}`` (one dict or a list, one per seed).
+        curves: ``{"single": [Curve, ...], "looped": [...], ...}``
+            (:func:`landscape.analysis.series.curve`; one or a list, one per seed), each
+            with ``xkey`` and ``"<split>.acc"`` (``"<split>.loss"`` where measured).
         ceilings: optional ``{"simple": {"acc": float, "loss": float}, "complex": {...}}``.
         splits: the splits to show, one column each.
         xkey: the x key in each run.
@@ -545,11 +514,8 @@ def sample_dynamics(
     Returns:
         The figure (page width).
     """
-    models = _models(curves, "sample_dynamics")
-    for m in models:
-        for run in _runs(curves[m], f"sample_dynamics: {m}"):
-            for key in (xkey, *(f"{s}.acc" for s in splits)):
-                _need(run, key, f"sample_dynamics: a run of {m!r}")
+    models = _models(curves)
+    curves = {m: _seeds(curves[m]) for m in models}
     metrics = ["acc"] + (["loss"] if any(_has(curves, f"{s}.loss") for s in splits) else [])
     fig = _new_figure("page", 0.3 * len(metrics) + 0.08)
     axes = fig.subplots(len(metrics), len(splits), sharex=True, squeeze=False)
@@ -557,9 +523,9 @@ def sample_dynamics(
     for (i, metric), (j, split) in ((a, b) for a in enumerate(metrics) for b in enumerate(splits)):
         ax, key = axes[i, j], f"{split}.{metric}"
         for m in models:
-            runs = [r for r in _runs(curves[m], m) if key in r]
+            runs = [(c[xkey], c[key]) for c in curves[m] if key in c]
             if runs:
-                _line_band(ax, runs, xkey, key, colors[m], _label(m), f"sample_dynamics: {m}")
+                _line_band(ax, runs, colors[m], _label(m))
         _ceiling(ax, ceilings, split, metric)
         ax.set_ylabel(_ylabel(metric))
         if i == 0:
@@ -573,26 +539,6 @@ def sample_dynamics(
 # ---------------------------------------------------------------------------------------
 # Figs. 3, 7-8: spectra and phases
 # ---------------------------------------------------------------------------------------
-
-
-def _binned(binned: Mapping) -> tuple[np.ndarray, dict[str, list[dict]]]:
-    """Validate the output of :func:`landscape.analysis.series.binned_spectra`."""
-    edges = _vec(_need(binned, "edges", "spectra"), "spectra: edges")
-    by_model = _need(binned, "spectra", "spectra")
-    models = _models(by_model, "spectra")
-    out = {}
-    for m in models:
-        cks = list(by_model[m])
-        if not cks:
-            raise LandscapeError("spectra: a model has no checkpoints")
-        out[m] = []
-        for i, ck in enumerate(cks):
-            where = f"spectra: checkpoint {i} of {m!r}"
-            mass = _vec(_need(ck, "mass", where), where)
-            if mass.size != edges.size - 1:
-                raise LandscapeError(f"{where}: {mass.size} bins for {edges.size} edges")
-            out[m].append({"epoch": float(_need(ck, "epoch", where)), "mass": mass})
-    return edges, out
 
 
 def _pick(n: int, k: int) -> list[int]:
@@ -611,9 +557,9 @@ def _phase_spans(ax, ph: Phases) -> None:
             ax.axvline(start, color=PHASE_COLORS[name], linestyle="--", linewidth=0.9)
 
 
-def _entropy_panel(ax, model, entropy, ph, color, unit) -> None:
+def _entropy_panel(ax, entropy: EntropySeries, ph, color, unit) -> None:
     """Matrix entropy against time (``unit``: epoch or step), phases shaded."""
-    e, h = _xy(entropy, "epoch", "entropy", f"spectra: entropy of {model!r}")
+    e, h = entropy.epoch, entropy.entropy
     if ph is not None:
         _phase_spans(ax, ph)
         ax.plot(ph.epochs, ph.smoothed, color="black", linewidth=0.7, linestyle="--",
@@ -656,19 +602,19 @@ def _spectrum_panel(ax, ck, mass, edges, xscale, lt, color, ph, unit) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(mpl.ticker.LogLocator(numticks=4))
     ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())  # dozens of log minor ticks: slow
-    lab = ph.label_at(ck["epoch"]) if ph is not None else None
+    lab = ph.label_at(ck.epoch) if ph is not None else None
     if lab is not None:
         ax.set_facecolor(mpl.colors.to_rgba(PHASE_COLORS[lab], 0.18))
     shown = f"\n{lab}" if lab and lab != UNASSIGNED else ("\n " if lab else "")
-    ax.set_title(f"{unit} {ck['epoch']:g}" + shown)
+    ax.set_title(f"{unit} {ck.epoch:g}" + shown)
     ax.grid(False)
 
 
 @_styled
 def spectra(
-    binned: Mapping,
-    entropy: Mapping,
-    phases: Mapping | None = None,
+    binned: BinnedSpectra,
+    entropy: Mapping[str, EntropySeries],
+    phases: Mapping[str, Phases] | None = None,
     *,
     max_checkpoints: int = 5,
     unit: str = "epoch",
@@ -688,10 +634,8 @@ def spectra(
     :func:`landscape.analysis.series.entropy_series`.
 
     Args:
-        binned: ``{"edges": [bins + 1], "spectra": {model: [{"epoch", "mass": [bins]},
-            ...]}, "xscale": "symlog" | "linear", "linthresh": float, "counts": bool}``
-            (``counts``: masses are eigenvalues per bin, else shares per bin).
-        entropy: ``{model: {"epoch": [n], "entropy": [n]}}``.
+        binned: the spectra on shared bins (one row per model).
+        entropy: ``{model: EntropySeries}``, every model of ``binned``.
         phases: optional ``{model: Phases}`` (``PhaseFit.as_phases``).
         max_checkpoints: most spectra per row; more are thinned evenly (first and last
             kept); the entropy panel always shows every checkpoint.
@@ -702,35 +646,26 @@ def spectra(
     Returns:
         The figure (page width).
     """
-    edges, cks = _binned(binned)
-    unit = _unit(unit, "spectra")
-    models = list(cks)
-    xscale = str(binned.get("xscale", "symlog"))
-    if xscale not in ("symlog", "linear"):
-        raise LandscapeError(f"spectra: xscale must be 'symlog' or 'linear', got {xscale!r}")
-    lt = float(binned.get("linthresh") or 1e-3 * (float(np.max(np.abs(edges))) or 1.0))
-    counts = bool(binned.get("counts", True))
-    missing = [m for m in models if not isinstance(entropy, Mapping) or m not in entropy]
-    if missing:
-        raise LandscapeError(f"spectra: no entropy for {missing[0]!r} (pass the entropy "
-                             "series, landscape.analysis.series.entropy_series)")
+    edges, cks = binned.edges, binned.spectra
+    models = _models(cks)
+    xscale, lt, counts = binned.xscale, binned.linthresh, binned.counts
     ncol = max(len(_pick(len(c), max_checkpoints)) for c in cks.values())
     fig = _new_figure("page", 0.28 * len(models) + 0.06)
     grid = fig.add_gridspec(len(models), ncol + 1, width_ratios=[1] * ncol + [1.8])
     colors = _colors(models)
     shown = {m: [cks[m][i] for i in _pick(len(cks[m]), max_checkpoints)] for m in models}
-    top = max(float(ck["mass"].max()) for m in models for ck in shown[m]) or 1.0
+    top = max(float(ck.mass.max()) for m in models for ck in shown[m]) or 1.0
     ylim = (0.5 if counts else 1e-5 * top, 2.0 * top)
     for row, m in enumerate(models):
         ph = (phases or {}).get(m)
         for col, ck in enumerate(shown[m]):
             ax = fig.add_subplot(grid[row, col])
-            _spectrum_panel(ax, ck, ck["mass"], edges, xscale, lt, colors[m], ph, unit)
+            _spectrum_panel(ax, ck, ck.mass, edges, xscale, lt, colors[m], ph, unit)
             ax.set_ylim(ylim)
             per_bin = "eigenvalues / bin" if counts else "share / bin"
             ax.set_ylabel(f"{_label(m)}\n{per_bin}" if col == 0 else "")
             ax.set_xlabel("eigenvalue" if row == len(models) - 1 else "")
-        _entropy_panel(fig.add_subplot(grid[row, ncol]), m, entropy[m], ph, colors[m], unit)
+        _entropy_panel(fig.add_subplot(grid[row, ncol]), entropy[m], ph, colors[m], unit)
     if phases:
         handles = [Patch(color=PHASE_COLORS[p], alpha=0.5, label=p) for p in PHASES]
         fig.legend(handles=handles, loc="outside lower center", ncol=3)
@@ -742,19 +677,18 @@ def spectra(
 # ---------------------------------------------------------------------------------------
 
 
-def _switch_of(curves: Mapping, switch_epoch: float | None, key: str) -> float | None:
-    """The switch epoch: given, or the first SHIFT run's ``key`` entry."""
+def _switch_of(curves: Mapping[str, list[Curve]], switch_epoch: float | None) -> float | None:
+    """The switch epoch: given, or the first SHIFT curve's."""
     if switch_epoch is not None:
         return float(switch_epoch)
     if SHIFT in curves:
-        value = _runs(curves[SHIFT], SHIFT)[0].get(key)
-        return None if value is None else float(value)
+        return curves[SHIFT][0].switch_epoch
     return None
 
 
 @_styled
 def shift_comparison(
-    curves: Mapping,
+    curves: Mapping[str, Curve | Sequence[Curve]],
     switch_epoch: float | None = None,
     *,
     metric: str = "complex.acc",
@@ -769,11 +703,10 @@ def shift_comparison(
     sooner (right). The wall-clock panel says "not computed" if a run lacks ``wall``.
 
     Args:
-        curves: ``{"single": runs, "looped": runs, "shift": runs}``, a run being
-            ``{"epoch": [n], "wall": [n] seconds, "<metric>": [n]}`` (a list per seed or
-            one dict); a SHIFT run may carry ``"switch_epoch"``.
-        switch_epoch: SHIFT's switch epoch; default the first SHIFT run's
-            ``"switch_epoch"`` (no line if neither is given).
+        curves: ``{"single": Curve(s), "looped": ..., "shift": ...}`` (one or a list, one
+            per seed), each with ``xkey``, ``metric`` and (for the right panel) ``wall_key``.
+        switch_epoch: SHIFT's switch epoch; default the first SHIFT curve's
+            ``switch_epoch`` (no line if neither is given).
         metric: the y key, e.g. ``"complex.acc"`` or ``"all.acc"``.
         xkey: the epoch key.
         wall_key: the wall-clock key.
@@ -781,14 +714,14 @@ def shift_comparison(
     Returns:
         The figure (page width).
     """
-    models = _models(curves, "shift_comparison")
-    runs = {m: _runs(curves[m], f"shift_comparison: {m}") for m in models}
+    models = _models(curves)
+    runs = {m: _seeds(curves[m]) for m in models}
     fig = _new_figure("page", 0.36)
     ax_e, ax_w = fig.subplots(1, 2, sharey=True)
     colors = _colors(models)
     for m in models:
-        _line_band(ax_e, runs[m], xkey, metric, colors[m], _label(m), f"shift_comparison: {m}")
-    switch = _switch_of(curves, switch_epoch, "switch_epoch")
+        _line_band(ax_e, [(c[xkey], c[metric]) for c in runs[m]], colors[m], _label(m))
+    switch = _switch_of(runs, switch_epoch)
     _mark_switch(ax_e, switch)
     ax_e.set(xlabel=xkey, ylabel=_ylabel(metric), title=f"per {xkey}")
     if all(r.get(wall_key) is not None for m in models for r in runs[m]):
@@ -801,8 +734,8 @@ def shift_comparison(
 
 def _wall_panel(ax, runs, models, colors, metric, xkey, wall_key, switch) -> None:
     for m in models:
-        x, wall, _, _ = _seed_stats(runs[m], xkey, wall_key, f"shift_comparison: {m}")
-        _, mean, lo, hi = _seed_stats(runs[m], xkey, metric, f"shift_comparison: {m}")
+        x, wall, _, _ = _seed_stats([(c[xkey], c[wall_key]) for c in runs[m]])
+        _, mean, lo, hi = _seed_stats([(c[xkey], c[metric]) for c in runs[m]])
         ax.plot(wall, mean, color=colors[m], label=_seed_label(_label(m), len(runs[m])))
         if len(runs[m]) > 1:
             ax.fill_between(wall, lo, hi, color=colors[m], alpha=0.2, linewidth=0)
@@ -812,7 +745,7 @@ def _wall_panel(ax, runs, models, colors, metric, xkey, wall_key, switch) -> Non
 
 
 @_styled
-def shift_ablation(rows: Sequence[Mapping]) -> Figure:
+def shift_ablation(rows: Sequence[AblationRow]) -> Figure:
     """Claim 5's ablation: SHIFT's cost to Looped-Attn's target over its switch settings.
 
     How to read it. Left: one cell per (delta_1, W) at the most common delta_2; its colour
@@ -821,28 +754,26 @@ def shift_ablation(rows: Sequence[Mapping]) -> Figure:
     the same ratio against delta_2 at the most common (delta_1, W). One seed.
 
     Args:
-        rows: ``{"delta_1", "delta_2", "window", "flops_ratio", "switch_epoch"}`` per
-            setting (:func:`landscape.analysis.series.shift_ablation`).
+        rows: one per setting (:func:`landscape.analysis.series.shift_ablation`), at
+            least two of criterion ``training``.
 
     Returns:
         The figure (page width).
     """
-    rows = [r for r in rows if r.get("criterion", "training") == "training"]
-    if len(rows) < 2:
-        raise LandscapeError("shift_ablation: needs SHIFT runs with at least two settings")
-    d2 = collections.Counter(r["delta_2"] for r in rows).most_common(1)[0][0]
-    grid = [r for r in rows if r["delta_2"] == d2]
-    d1s = sorted({r["delta_1"] for r in grid})
-    ws = sorted({r["window"] for r in grid})
+    rows = [r for r in rows if r.criterion == "training"]
+    d2 = collections.Counter(r.delta_2 for r in rows).most_common(1)[0][0]
+    grid = [r for r in rows if r.delta_2 == d2]
+    d1s = sorted({r.delta_1 for r in grid})
+    ws = sorted({r.window for r in grid})
     ratio = np.full((len(ws), len(d1s)), np.nan)
     fig = _new_figure("page", 0.36)
     ax_g, ax_d = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
     for r in grid:
-        i, j = ws.index(r["window"]), d1s.index(r["delta_1"])
-        value = r["flops_ratio"]
+        i, j = ws.index(r.window), d1s.index(r.delta_1)
+        value = r.flops_ratio
         ratio[i, j] = value if np.isfinite(value) else np.nan
         text = f"{value:.2f}" if np.isfinite(value) else "miss"
-        ax_g.text(j, i, f"{text}\nep {r['switch_epoch']:.0f}", ha="center", va="center",
+        ax_g.text(j, i, f"{text}\nep {r.switch_epoch:.0f}", ha="center", va="center",
                   fontsize=6)
     im = ax_g.imshow(ratio, cmap="RdBu_r", vmin=0.5, vmax=1.5, origin="lower", aspect="auto")
     ax_g.set_xticks(range(len(d1s)), [f"{d:g}" for d in d1s])
@@ -851,10 +782,9 @@ def shift_ablation(rows: Sequence[Mapping]) -> Figure:
              title=f"FLOPs to target, SHIFT / Looped (delta_2 = {d2:g})")
     ax_g.grid(False)
     fig.colorbar(im, ax=ax_g, shrink=0.8)
-    pair = collections.Counter((r["delta_1"], r["window"]) for r in rows).most_common(1)[0][0]
-    line = sorted((r for r in rows if (r["delta_1"], r["window"]) == pair),
-                  key=lambda r: r["delta_2"])
-    ax_d.plot([r["delta_2"] for r in line], [r["flops_ratio"] for r in line], marker="o",
+    pair = collections.Counter((r.delta_1, r.window) for r in rows).most_common(1)[0][0]
+    line = sorted((r for r in rows if (r.delta_1, r.window) == pair), key=lambda r: r.delta_2)
+    ax_d.plot([r.delta_2 for r in line], [r.flops_ratio for r in line], marker="o",
               color=MODEL_COLORS["shift"])
     ax_d.axhline(1.0, color=MODEL_COLORS["ceiling"], linestyle="--", linewidth=1.0)
     ax_d.set_xscale("log")
@@ -869,9 +799,7 @@ def shift_ablation(rows: Sequence[Mapping]) -> Figure:
 
 
 @_styled
-def algorithmic_wallclock(
-    per_task: Mapping, *, wall_key: str = "wall", acc_key: str = "acc"
-) -> Figure:
+def algorithmic_wallclock(per_task: Mapping[str, Mapping[str, WallClock]]) -> Figure:
     """Paper Fig. 11: wall-clock of SHIFT against Looped-Attn per algorithmic task.
 
     How to read it. One group of bars per task, one bar per model (height: seconds to
@@ -879,17 +807,13 @@ def algorithmic_wallclock(
     only with a comparable accuracy. A model missing for a task shows "n/a".
 
     Args:
-        per_task: ``{"parity": {"looped": {"wall": float, "acc": float}, "shift": {...},
-            "single": {...} (optional)}, ...}``.
-        wall_key: the seconds key.
-        acc_key: the final-accuracy key (a fraction in [0, 1]).
+        per_task: ``{"parity": {"looped": WallClock, "shift": ..., "single": ...
+            (optional)}, ...}`` (:func:`landscape.analysis.series.wallclock`).
 
     Returns:
         The figure (column width, wider with many tasks).
     """
-    if not isinstance(per_task, Mapping) or not per_task:
-        raise LandscapeError("algorithmic_wallclock: no tasks given")
-    models = _models({m: 1 for t in per_task.values() for m in t}, "algorithmic_wallclock")
+    models = _models({m: 1 for t in per_task.values() for m in t})
     tasks = list(per_task)
     fig = _new_figure(max(COLUMN_WIDTH, 0.9 * len(tasks) + 0.8), 0.6)
     ax = fig.subplots()
@@ -901,12 +825,10 @@ def algorithmic_wallclock(
             if entry is None:
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
                 continue
-            where = f"algorithmic_wallclock: {t}/{m}"
-            wall = float(_need(entry, wall_key, where))
-            ax.bar(x, wall, width, color=colors[m], label=_label(m) if i == 0 else None)
-            acc = entry.get(acc_key)
-            if acc is not None:
-                ax.text(x, wall, f"{100 * acc:.0f}", ha="center", va="bottom", fontsize=6)
+            ax.bar(x, entry.seconds, width, color=colors[m], label=_label(m) if i == 0 else None)
+            if entry.acc is not None:
+                ax.text(x, entry.seconds, f"{100 * entry.acc:.0f}", ha="center", va="bottom",
+                        fontsize=6)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("wall-clock (s)")
     ax.set_title("training time (numbers: final accuracy, %)")
@@ -916,38 +838,35 @@ def algorithmic_wallclock(
     return fig
 
 
-def _task_panel(ax, task: str, entry: Mapping, metric: str, xkey: str) -> None:
-    models = [m for m in _models(entry, f"task_curves: {task}") if m != "switch_step"]
+def _task_panel(ax, task: str, entry: Mapping[str, Curve | Sequence[Curve]], metric: str,
+                xkey: str) -> None:
+    models = _models(entry)
     colors = _colors(models)
     for m in models:
-        _line_band(ax, _runs(entry[m], f"task_curves: {task}/{m}"), xkey, metric, colors[m],
-                   _label(m), f"task_curves: {task}/{m}")  # fmt: skip
-    switch = entry.get("switch_step")
-    if switch is None and SHIFT in entry:
-        switch = _runs(entry[SHIFT], task)[0].get("switch_step")
-    _mark_switch(ax, None if switch is None else float(switch))
+        _line_band(ax, [(c[xkey], c[metric]) for c in _seeds(entry[m])], colors[m], _label(m))
+    switch = _seeds(entry[SHIFT])[0].switch_step if SHIFT in entry else None
+    _mark_switch(ax, switch)
     ax.set_title(task)
 
 
 @_styled
-def task_curves(per_task: Mapping, *, metric: str = "acc", xkey: str = "step") -> Figure:
+def task_curves(per_task: Mapping[str, Mapping[str, Curve | Sequence[Curve]]], *,
+                metric: str = "iid.seq_acc", xkey: str = "step") -> Figure:
     """Paper Figs. 12-16: per-task accuracy of Looped-Attn and SHIFT, switch marked.
 
-    How to read it. One panel per task; the dotted line is SHIFT's switch. Claim 5's
-    caveat shows as a dip in SHIFT's curve right after it.
+    How to read it. One panel per task; the dotted line is SHIFT's switch (the first
+    SHIFT curve's ``switch_step``). Claim 5's caveat shows as a dip in SHIFT's curve
+    right after it.
 
     Args:
-        per_task: ``{"parity": {"looped": run(s), "shift": run(s), "switch_step":
-            float (optional; else the first SHIFT run's "switch_step")}, ...}``, a run
-            being ``{"step": [n], "acc": [n]}``.
+        per_task: ``{"parity": {"looped": Curve(s), "shift": Curve(s)}, ...}``
+            (:func:`landscape.analysis.series.curve`), each with ``xkey`` and ``metric``.
         metric: the y key.
         xkey: the x key.
 
     Returns:
         The figure (page width).
     """
-    if not isinstance(per_task, Mapping) or not per_task:
-        raise LandscapeError("task_curves: no tasks given")
     ncol = min(3, len(per_task))
     nrow = math.ceil(len(per_task) / ncol)
     fig = _new_figure("page" if ncol > 1 else "column", 0.3 * nrow + 0.08)
@@ -963,11 +882,8 @@ def task_curves(per_task: Mapping, *, metric: str = "acc", xkey: str = "step") -
 
 @_styled
 def length_generalization(
-    per_model: Mapping,
+    per_model: Mapping[str, LengthSeries | Sequence[LengthSeries]],
     train_range: tuple[float, float] | None = None,
-    *,
-    metric: str = "acc",
-    xkey: str = "length",
 ) -> Figure:
     """Length generalization (claim 6): accuracy against test sequence length.
 
@@ -975,16 +891,14 @@ def length_generalization(
     it is extrapolation. A model that generalizes keeps its accuracy there.
 
     Args:
-        per_model: ``{"single": run(s), "looped": run(s), ...}``, a run being
-            ``{"length": [n], "acc": [n]}``.
+        per_model: ``{"single": LengthSeries(s), "looped": ..., ...}`` (one or a list, one
+            per seed; :func:`landscape.analysis.series.length_series`).
         train_range: optional ``(shortest, longest)`` training length.
-        metric: the y key.
-        xkey: the x key.
 
     Returns:
         The figure (column width).
     """
-    models = _models(per_model, "length_generalization")
+    models = _models(per_model)
     fig = _new_figure("column", 0.7)
     ax = fig.subplots()
     if train_range is not None:
@@ -992,9 +906,9 @@ def length_generalization(
                    label="train lengths")  # fmt: skip
     colors = _colors(models)
     for m in models:
-        _line_band(ax, _runs(per_model[m], m), xkey, metric, colors[m], _label(m),
-                   f"length_generalization: {m}", marker="o")  # fmt: skip
-    ax.set(xlabel="test sequence length", ylabel=_ylabel(metric))
+        _line_band(ax, [(s.length, s.acc) for s in _seeds(per_model[m])], colors[m],
+                   _label(m), marker="o")
+    ax.set(xlabel="test sequence length", ylabel=_ylabel("acc"))
     _legend_below(fig, [ax])
     return fig
 
@@ -1017,7 +931,7 @@ def _geo_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, i
 
 
 @_styled
-def valley_width_vs_river(series_by_model: Mapping) -> Figure:
+def valley_width_vs_river(series_by_model: Mapping[str, WidthSeries]) -> Figure:
     """Valley width against river progress (ours), measured beside the quadratic prediction.
 
     How to read it. x: cumulative progress along the river
@@ -1030,29 +944,25 @@ def valley_width_vs_river(series_by_model: Mapping) -> Figure:
     in the legend, not drawn.
 
     Args:
-        series_by_model: ``{model: {"progress": [n], "width": [n] or [n, k],
-            "quadratic": same shape as width (optional)}}``.
+        series_by_model: ``{model: WidthSeries}``
+            (:func:`landscape.analysis.series.width_series`).
 
     Returns:
         The figure (column width).
     """
-    models = _models(series_by_model, "valley_width_vs_river")
+    models = _models(series_by_model)
     fig = _new_figure("column", 0.75)
     ax = fig.subplots()
     colors = _colors(models)
     for m in models:
-        where = f"valley_width_vs_river: {m}"
-        x = _vec(_need(series_by_model[m], "progress", where), where)
-        mean, lo, hi, n_inf = _geo_band(_need(series_by_model[m], "width", where))
-        if mean.size != x.size:
-            raise LandscapeError(f"{where}: 'width' has {mean.size} rows, 'progress' {x.size}")
+        w = series_by_model[m]
+        mean, lo, hi, n_inf = _geo_band(w.width)
         note = f", {n_inf} beyond slice" if n_inf else ""
-        ax.plot(x, mean, color=colors[m], marker="o", label=f"{_label(m)} measured{note}")
-        ax.fill_between(x, lo, hi, color=colors[m], alpha=0.2, linewidth=0)
-        quad = series_by_model[m].get("quadratic")
-        if quad is not None:
-            ax.plot(x, _geo_band(quad)[0], color=colors[m], linestyle="--",
-                    label=f"{_label(m)} quadratic")  # fmt: skip
+        ax.plot(w.progress, mean, color=colors[m], marker="o",
+                label=f"{_label(m)} measured{note}")
+        ax.fill_between(w.progress, lo, hi, color=colors[m], alpha=0.2, linewidth=0)
+        ax.plot(w.progress, _geo_band(w.quadratic)[0], color=colors[m], linestyle="--",
+                label=f"{_label(m)} quadratic")  # fmt: skip
     _log_if_wide(ax, np.concatenate([line.get_ydata() for line in ax.get_lines()]))
     ax.set(xlabel="river progress", ylabel="valley width")
     _legend_below(fig, [ax], ncol=2)
@@ -1068,8 +978,8 @@ _STATS = (
 
 @_styled
 def valley_stats(
-    series_by_model: Mapping, *, kappa_u: float = KAPPA_U, kappa_v: float = KAPPA_V,
-    unit: str = "epoch",
+    series_by_model: Mapping[str, ValleySeries | Sequence[ValleySeries]], *,
+    kappa_u: float = KAPPA_U, kappa_v: float = KAPPA_V, unit: str = "epoch",
 ) -> Figure:
     """River-valley statistics over training (ours; claim 3 and Assumption 1).
 
@@ -1078,12 +988,11 @@ def valley_stats(
     :func:`landscape.geometry.valley.uv_label`. Middle: the number of valley eigenvalues in
     (eps, tau]. Right: the paper's cumulative force, the sum of their inverses (log
     scale when it spans decades). The conjecture reads: Looped-Attn above Single-Attn in
-    all three. A statistic no model has says "not computed".
+    all three. A statistic no model has (all NaN) says "not computed".
 
     Args:
-        series_by_model: ``{model: run(s)}``, a run being ``{"epoch": [n], "kappa": [n],
-            "small_count": [n], "small_force": [n]}`` (any of the last three may be
-            missing); see :class:`landscape.geometry.valley.SpectrumSplit`.
+        series_by_model: ``{model: ValleySeries(s)}`` (one or a list, one per seed;
+            :func:`landscape.analysis.series.valley_series`).
         kappa_u: U threshold drawn.
         kappa_v: V threshold drawn.
         unit: what the ``epoch`` values count (the x label): ``"epoch"``, or ``"step"``
@@ -1092,23 +1001,20 @@ def valley_stats(
     Returns:
         The figure (page width).
     """
-    models = _models(series_by_model, "valley_stats")
-    unit = _unit(unit, "valley_stats")
-    runs = {m: _runs(series_by_model[m], f"valley_stats: {m}") for m in models}
-    for m in models:
-        for r in runs[m]:
-            _need(r, "epoch", f"valley_stats: a run of {m!r}")
+    models = _models(series_by_model)
+    runs = {m: _seeds(series_by_model[m]) for m in models}
     fig = _new_figure("page", 0.32)
     axes = fig.subplots(1, 3, sharex=True)
     colors = _colors(models)
     for ax, (key, ylabel, title) in zip(axes, _STATS):
-        have = [m for m in models if all(r.get(key) is not None for r in runs[m])]
+        have = [m for m in models
+                if all(not np.isnan(getattr(r, key)).all() for r in runs[m])]
         if not have:
             _not_computed(ax, f"'{key}' ({title})")
             continue
         for m in have:
-            _line_band(ax, runs[m], "epoch", key, colors[m], _label(m), f"valley_stats: {m}",
-                       marker="o")  # fmt: skip
+            _line_band(ax, [(r.epoch, getattr(r, key)) for r in runs[m]], colors[m],
+                       _label(m), marker="o")
         if key == "small_count":
             ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         if key == "kappa":
@@ -1123,7 +1029,7 @@ def valley_stats(
 
 
 @_styled
-def valley_sweep(sweep_by_model: Mapping) -> Figure:
+def valley_sweep(sweep: UVSweep) -> Figure:
     """kappa, small-eigenvalue count and force over a sweep of shared thresholds (claim 3).
 
     How to read it. Each panel's x axis is the river threshold eps relative to one
@@ -1137,15 +1043,14 @@ def valley_sweep(sweep_by_model: Mapping) -> Figure:
     at every eps where kappa is not saturated.
 
     Args:
-        sweep_by_model: ``{model: run(s)}``, a run being ``{"eps_rel": [m], "kappa": [m],
-            "count": [m], "force": [m]}`` and optionally ``"saturated"`` (bool ``[m]``);
-            see :func:`landscape.analysis.series.uv_sweep`.
+        sweep: Single- and Looped-Attn's curves, one per seed
+            (:func:`landscape.analysis.series.uv_sweep`).
 
     Returns:
         The figure (page width).
     """
-    models = _models(sweep_by_model, "valley_sweep")
-    runs = {m: _runs(sweep_by_model[m], f"valley_sweep: {m}") for m in models}
+    runs = {SINGLE: sweep.single, LOOPED: sweep.looped}
+    models = list(runs)
     fig = _new_figure("page", 0.32)
     axes = fig.subplots(1, 3, sharex=True)
     colors = _colors(models)
@@ -1154,15 +1059,15 @@ def valley_sweep(sweep_by_model: Mapping) -> Figure:
               ("force", "sum 1/lambda", "cumulative force"))
     for ax, (key, ylabel, title) in zip(axes, panels):
         for m in models:
-            _line_band(ax, runs[m], "eps_rel", key, colors[m], _label(m),
-                       f"valley_sweep: {m}", marker="o")
+            _line_band(ax, [(r.eps_rel, getattr(r, key)) for r in runs[m]], colors[m],
+                       _label(m), marker="o")
             if key == "kappa":
                 for r in runs[m]:
-                    sat = np.asarray(r.get("saturated", np.zeros(len(r["eps_rel"]))), bool)
-                    x, y = _vec(r["eps_rel"], "valley_sweep"), _vec(r["kappa"], "valley_sweep")
-                    ax.plot(x[sat], y[sat], "o", mfc="white", color=colors[m], zorder=3)
+                    sat = r.saturated.astype(bool)
+                    ax.plot(r.eps_rel[sat], r.kappa[sat], "o", mfc="white", color=colors[m],
+                            zorder=3)
         if key == "kappa":
-            eps = np.asarray(runs[models[0]][0]["eps_rel"], dtype=float)
+            eps = np.asarray(runs[models[0]][0].eps_rel, dtype=float)
             ax.plot(eps, 1.0 / eps, ":", color="gray", label="1 / eps_rel (saturation)")
         ax.set_xscale("log")
         _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]))
@@ -1178,8 +1083,8 @@ def valley_sweep(sweep_by_model: Mapping) -> Figure:
 
 @_styled
 def slice_1d(
-    alphas: object,
-    losses_by_direction: Mapping,
+    alphas: np.ndarray,
+    losses_by_direction: Mapping[str, np.ndarray],
     *,
     title: str | None = None,
     logy: bool = False,
@@ -1202,16 +1107,10 @@ def slice_1d(
     Returns:
         The figure (column width).
     """
-    a = _vec(alphas, "slice_1d: alphas")
-    if not isinstance(losses_by_direction, Mapping) or not losses_by_direction:
-        raise LandscapeError("slice_1d: missing losses_by_direction ({name: [n] losses})")
     fig = _new_figure("column", 0.7)
     ax = fig.subplots()
     for name, loss in losses_by_direction.items():
-        y = _vec(loss, f"slice_1d: {name}")
-        if y.size != a.size:
-            raise LandscapeError(f"slice_1d: {name!r} has {y.size} losses for {a.size} alphas")
-        ax.plot(a, y, label=str(name))
+        ax.plot(alphas, loss, label=str(name))
     ax.axvline(0.0, color="gray", linestyle=":", linewidth=0.8)
     if logy:
         ax.set_yscale("log")
@@ -1235,10 +1134,8 @@ def _levels(z: np.ndarray, n: int, log: bool) -> np.ndarray:
 
 @_styled
 def slice_2d(
-    alphas: object,
-    betas: object,
-    grid: object,
-    trajectory_xy: object | None = None,
+    grid: Grid,
+    trajectory_xy: np.ndarray | None = None,
     title: str | None = None,
     *,
     log_levels: bool = False,
@@ -1247,16 +1144,15 @@ def slice_2d(
 ) -> Figure:
     """A 2-D loss slice with the projected trajectory (ours).
 
-    How to read it. Filled contours of the loss at ``theta0 + a x + b y`` (``grid[i, j]``
+    How to read it. Filled contours of the loss at ``theta0 + a x + b y`` (``loss[i, j]``
     at ``(alphas[i], betas[j])``); the star is ``theta0`` (the origin); the line is the
     training trajectory projected on the plane (circle: first checkpoint, square: last).
     Cells not computed (NaN) are blank and counted in the corner. On a PCA plane the
     trajectory lies close to the plane; on a river/valley plane the river is x.
 
     Args:
-        alphas: ``[na]`` x coordinates.
-        betas: ``[nb]`` y coordinates.
-        grid: ``[na, nb]`` losses.
+        grid: a stored loss grid (:class:`landscape.runfile.schema.Grid`: ``alphas``
+            ``[na]``, ``betas`` ``[nb]``, ``loss`` ``[na, nb]``).
         trajectory_xy: optional ``[n, 2]`` projected checkpoints.
         title: optional title.
         log_levels: geometrically spaced levels (losses must be positive).
@@ -1266,11 +1162,8 @@ def slice_2d(
     Returns:
         The figure (column width).
     """
-    a, b = _vec(alphas, "slice_2d: alphas"), _vec(betas, "slice_2d: betas")
-    z = np.asarray(grid, dtype=np.float64) if grid is not None else None
-    if z is None or z.shape != (a.size, b.size):
-        got = None if z is None else z.shape
-        raise LandscapeError(f"slice_2d: missing grid of shape [{a.size}, {b.size}], got {got}")
+    a, b = grid.alphas, grid.betas
+    z = np.asarray(grid.loss, dtype=np.float64)
     fig = _new_figure("column", 0.85)
     ax = fig.subplots()
     missing = int(np.sum(~np.isfinite(z)))
@@ -1296,9 +1189,7 @@ def slice_2d(
 
 @_styled
 def shared_slices(
-    alphas: object,
-    betas: object,
-    grids: Mapping,
+    grids: Mapping[str, Mapping[str, Grid]],
     *,
     shares: Mapping | None = None,
     rise: float = 0.1,
@@ -1317,10 +1208,9 @@ def shared_slices(
     has a large share, a narrow (sharp) one a small share.
 
     Args:
-        alphas: ``[na]`` x coordinates, shared by every panel.
-        betas: ``[nb]`` y coordinates, shared by every panel.
-        grids: ``{model: {column title: [na, nb] losses}}`` (same column titles per row are
-            not required; rows are drawn in the mapping's order).
+        grids: ``{model: {column title: Grid}}`` on one plane and one ``alphas`` x
+            ``betas`` grid (the first grid's coordinates are drawn; same column titles per
+            row are not required; rows are drawn in the mapping's order).
         shares: optional ``{model: {column title: share of the plane within rise}}``.
         rise: loss rise (nats) above the centre that marks the basin edge.
         levels: number of contour levels.
@@ -1329,22 +1219,11 @@ def shared_slices(
     Returns:
         The figure (page width).
     """
-    a, b = _vec(alphas, "shared_slices: alphas"), _vec(betas, "shared_slices: betas")
-    if not isinstance(grids, Mapping) or not grids or not all(
-            isinstance(row, Mapping) and row for row in grids.values()):
-        raise LandscapeError("shared_slices: grids must be {model: {title: [na, nb] losses}}")
-    rows = {m: {t: np.asarray(z, dtype=np.float64) for t, z in row.items()}
+    first = next(iter(next(iter(grids.values())).values()))
+    a, b = first.alphas, first.betas
+    rows = {m: {t: np.asarray(g.loss, dtype=np.float64) for t, g in row.items()}
             for m, row in grids.items()}
-    for m, row in rows.items():
-        for t, z in row.items():
-            if z.shape != (a.size, b.size):
-                raise LandscapeError(f"shared_slices: grid {m!r} / {t!r} has shape {z.shape}, "
-                                     f"not [{a.size}, {b.size}]")
     every = np.concatenate([z[np.isfinite(z)] for row in rows.values() for z in row.values()])
-    if every.size == 0:
-        raise LandscapeError("shared_slices: no finite loss in any grid")
-    if rise <= 0:
-        raise LandscapeError(f"shared_slices: rise must be > 0, got {rise}")
     log = bool(every.min() > 0)
     lv = _levels(every, levels, log=log)
     ncol = max(len(row) for row in rows.values())
@@ -1379,12 +1258,10 @@ def shared_slices(
     return fig
 
 
-def _overlay_path(ax, trajectory_xy: object | None) -> None:
+def _overlay_path(ax, trajectory_xy: np.ndarray | None) -> None:
     if trajectory_xy is None:
         return
     xy = np.asarray(trajectory_xy, dtype=np.float64)
-    if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] < 1:
-        raise LandscapeError(f"slice_2d: trajectory_xy must be [n, 2], got {xy.shape}")
     ax.plot(xy[:, 0], xy[:, 1], color="white", linewidth=2.0)
     ax.plot(xy[:, 0], xy[:, 1], color="black", linewidth=0.9, marker=".", markersize=3)
     ax.plot(*xy[0], marker="o", color="white", markeredgecolor="black", linestyle="none")
@@ -1396,147 +1273,120 @@ def _overlay_path(ax, trajectory_xy: object | None) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _by_model(x: object, default: str) -> dict[str, object]:
-    return dict(x) if isinstance(x, Mapping) else {default: x}
-
-
-def _loop_panel(ax, loops, series, trained, what) -> None:
+def _loop_panel(ax, loops: np.ndarray, series: Mapping[str, np.ndarray],
+                trained: Mapping[str, int]) -> None:
     colors = _colors(list(series))
     for name, y in series.items():
-        y = _vec(y, f"loop_curve: {what} of {name!r}")
-        if y.size != loops.size:
-            raise LandscapeError(f"loop_curve: {what} of {name!r} has {y.size} values for "
-                                 f"{loops.size} loop counts")
-        ax.plot(loops, y, color=colors[name], marker="o", label=_label(name) if name else None)
+        ax.plot(loops, y, color=colors[name], marker="o", label=_label(name))
     for name, t in trained.items():
-        if t is not None:
-            who = f"{_label(name)} " if name else ""
-            ax.axvline(t, color=colors.get(name, "gray"), linestyle=":", linewidth=1.0,
-                       label=f"{who}trained with {t:g} loop{'s' if t != 1 else ''}")
+        ax.axvline(t, color=colors.get(name, "gray"), linestyle=":", linewidth=1.0,
+                   label=f"{_label(name)} trained with {t:g} loop{'s' if t != 1 else ''}")
     if loops.size <= 12:
         ax.set_xticks(loops)
 
 
 @_styled
-def loop_curve(
-    loops: object,
-    loss: object,
-    lambda_max: object | None = None,
-    trained_loops: object | None = None,
-) -> Figure:
+def loop_curve(curves: Mapping[str, LoopCurve]) -> Figure:
     """Loss and sharpness against the number of loops at fixed weights (ours).
 
     How to read it. The same weights evaluated with 1, 2, ... loops of the block. The
     dotted line is the loop count the weights were trained with; a Looped-Attn model
     that learnt an iterative algorithm keeps a low loss around it, a Single-Attn model
-    degrades as soon as it is looped. Right: ``lambda_max`` of that objective.
+    degrades as soon as it is looped. Right: ``lambda_max`` of that objective ("not
+    computed" where every value is NaN).
 
     Args:
-        loops: ``[n]`` loop counts.
-        loss: ``[n]`` losses, or ``{model: [n]}``.
-        lambda_max: optional ``[n]`` (or ``{model: [n]}``) top Hessian eigenvalues.
-        trained_loops: optional loop count trained with (or ``{model: int}``).
+        curves: ``{model: LoopCurve}`` (the stored ``loops`` part); drawn on the loop
+            counts all of them have (the first model's, cut to the shortest).
 
     Returns:
         The figure (page width).
     """
-    x = _vec(loops, "loop_curve: loops")
-    if loss is None:
-        raise LandscapeError("loop_curve: missing loss (one value per loop count)")
+    n = min(len(c.loops) for c in curves.values())
+    x = np.asarray(next(iter(curves.values())).loops[:n], dtype=np.float64)
+    trained = {m: c.trained_loops for m, c in curves.items()}
     fig = _new_figure("page", 0.34)
     ax_l, ax_s = fig.subplots(1, 2, sharex=True)
-    trained = _by_model(trained_loops, "")
-    _loop_panel(ax_l, x, _by_model(loss, ""), trained, "loss")
+    _loop_panel(ax_l, x, {m: c.loss[:n] for m, c in curves.items()}, trained)
     ax_l.set(xlabel="loops at evaluation", ylabel="loss", title="loss")
-    if lambda_max is None:
+    lam = {m: np.asarray(c.lambda_max[:n], dtype=np.float64) for m, c in curves.items()}
+    if all(np.isnan(v).all() for v in lam.values()):
         _not_computed(ax_s, "lambda_max per loop count")
     else:
-        _loop_panel(ax_s, x, _by_model(lambda_max, ""), trained, "lambda_max")
+        _loop_panel(ax_s, x, lam, trained)
         _log_if_wide(ax_s, np.concatenate([ln.get_ydata() for ln in ax_s.get_lines()]))
         ax_s.set(xlabel="loops at evaluation", ylabel=r"$\lambda_{\max}$", title="sharpness")
     _legend_below(fig, [ax_l, ax_s])
     return fig
 
 
-def _before_after(ax, d: Mapping, keys: Sequence[tuple[str, str]]) -> bool:
-    """Grouped before/after bars for the pairs present; False if none is."""
-    present = [(k, lab) for k, lab in keys
-               if d.get(f"{k}_before") is not None and d.get(f"{k}_after") is not None]
-    for i, (k, _) in enumerate(present):
+def _before_after(ax, pairs: Sequence[tuple[str, float, float]]) -> bool:
+    """Before/after bars of the ``(label, before, after)`` pairs with finite values, if any."""
+    present = [p for p in pairs if np.isfinite(p[1]) and np.isfinite(p[2])]
+    for i, (_, *values) in enumerate(present):
         for j, (when, color) in enumerate((("before", MODEL_COLORS[SINGLE]),
                                            ("after", MODEL_COLORS[LOOPED]))):
-            v = float(d[f"{k}_{when}"])
+            v = float(values[j])
             ax.bar(i + (j - 0.5) * 0.38, v, 0.38, color=color, label=when if i == 0 else None)
             ax.text(i + (j - 0.5) * 0.38, v, f"{v:.3g}", ha="center", va="bottom", fontsize=6)
-    ax.set_xticks(range(len(present)), [lab for _, lab in present])
+    ax.set_xticks(range(len(present)), [lab for lab, *_ in present])
     ax.grid(axis="x", visible=False)
     ax.margins(y=0.15)
     return bool(present)
 
 
 @_styled
-def switch_diagnostics(d: Mapping) -> Figure:
+def switch_diagnostics(before: SwitchSide, after: SwitchSide,
+                       overlap: np.ndarray | None = None, step: int | None = None) -> Figure:
     """What happens at the SHIFT switch (ours): loss jump, sharpness, eigenspace overlap.
 
     How to read it. Left: the loss just before (blue, one loop) and just after (red,
     looped) the switch, at the same weights. Middle: ``lambda_max`` and the Hessian
     trace before and after (log scale). Right: the cosines of the principal angles
     between the top-k Hessian eigenspaces before and after (1: the same directions; near
-    0: new ones); their mean square is in the title. Missing pieces say "not computed".
+    0: new ones); their mean square is in the title. Missing pieces (NaN, no overlap)
+    say "not computed".
 
     Args:
-        d: ``{"loss_before": float, "loss_after": float, "lambda_max_before": float,
-            "lambda_max_after": float, "trace_before": float, "trace_after": float,
-            "overlap": [k] cosines, "step": int}``; only the losses are required.
+        before: the stored switch part's side under 1 loop
+            (:class:`landscape.runfile.schema.SwitchSide`: ``loss``, ``values`` ``[k]``
+            descending, ``trace``).
+        after: the side under the loops after the switch.
+        overlap: optional ``[k]`` cosines of the principal angles.
+        step: optional switch step, for the title.
 
     Returns:
         The figure (page width).
     """
-    for key in ("loss_before", "loss_after"):
-        _need(d, key, "switch_diagnostics")
     fig = _new_figure("page", 0.34)
     ax_l, ax_s, ax_o = fig.subplots(1, 3)
-    _before_after(ax_l, d, [("loss", "loss")])
+    _before_after(ax_l, [("loss", before.loss, after.loss)])
     ax_l.set(ylabel="loss", title="loss jump")
-    if _before_after(ax_s, d, [("lambda_max", r"$\lambda_{\max}$"), ("trace", "trace")]):
+    sharp = [(r"$\lambda_{\max}$", float(before.values[0]), float(after.values[0])),
+             ("trace", before.trace, after.trace)]
+    if _before_after(ax_s, sharp):
         ax_s.set_yscale("log")
         ax_s.set(title="sharpness")
     else:
         _not_computed(ax_s, "lambda_max / trace before and after")
-    if d.get("overlap") is not None:
-        cos = _vec(d["overlap"], "switch_diagnostics: overlap")
+    if overlap is not None:
+        cos = np.asarray(overlap, dtype=np.float64)
         ax_o.bar(np.arange(1, cos.size + 1), cos, color=MODEL_COLORS[SHIFT])
         ax_o.set(ylim=(0, 1.05), xlabel="principal angle i", ylabel=r"$\cos\theta_i$",
                  title=f"top-{cos.size} overlap, mean " + r"$\cos^2$" + f" = {np.mean(cos**2):.2f}")
         ax_o.grid(axis="x", visible=False)
     else:
         _not_computed(ax_o, "top-k eigenspace overlap")
-    if d.get("step") is not None:
-        fig.suptitle(f"SHIFT switch at step {d['step']}")
+    if step is not None:
+        fig.suptitle(f"SHIFT switch at step {step}")
     _legend_below(fig, [ax_l])
     return fig
 
 
-def _threshold_line(ax, epochs: np.ndarray, threshold: object, label: str, style: str) -> None:
-    if threshold is None:
-        return
-    t = np.asarray(threshold, dtype=np.float64)
-    kw = {"color": "black", "linestyle": style, "linewidth": 1.0, "label": label}
-    if t.ndim == 0:
-        ax.axhline(float(t), **kw)
-    elif t.shape == epochs.shape:
-        ax.plot(epochs, t, **kw)
-    else:
-        raise LandscapeError(f"sharpness: threshold must be a number or [{epochs.size}] values")
-
-
-def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, where, style,
-                 unit) -> None:
-    y = _vec(values, where)
-    if y.size != epochs.size:
-        raise LandscapeError(f"{where}: {y.size} values for {epochs.size} epochs")
-    ax.plot(epochs, y, color=color, marker="o", label=label)
-    _threshold_line(ax, epochs, threshold, tlabel, style)
+def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, style, unit) -> None:
+    ax.plot(epochs, values, color=color, marker="o", label=label)
+    if threshold is not None:
+        ax.plot(epochs, threshold, color="black", linestyle=style, linewidth=1.0, label=tlabel)
     _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]), decades=2.0)
     ax.set_xlabel(unit)
 
@@ -1559,19 +1409,7 @@ def _has_data(values: object | None) -> bool:
 
 
 @_styled
-def sharpness(
-    epochs: object,
-    lambda_max: object,
-    threshold: object,
-    adam_lambda_max: object | None = None,
-    adam_threshold: object | None = None,
-    *,
-    model: str | None = None,
-    unit: str = "epoch",
-    optimizer: str | None = None,
-    edge_on: str = "hessian",
-    edge_unknown: str = "",
-) -> Figure:
+def sharpness(s: SharpnessSeries, *, model: str | None = None, unit: str = "epoch") -> Figure:
     """Sharpness against the optimiser's stability edge over training (edge of stability).
 
     How to read it. Left: ``lambda_max`` of the Hessian with the optimiser's edge (dashed;
@@ -1580,17 +1418,13 @@ def sharpness(
     measured: the largest eigenvalue of the Adam-preconditioned Hessian with Adam's edge
     (``38 / lr`` for beta1 = 0.9); for an Adam run it is the panel that tests the edge of
     stability: a curve that rises to the dashed line and hovers there is at the edge.
-    The legend names the optimiser and the edge's value; a panel without data is left out.
+    The legend names the optimiser and the edge's value; a panel without data is left out,
+    and a panel whose edge is unknown says so.
 
     Args:
-        epochs: ``[n]`` epochs (steps where ``unit`` is ``"step"``).
-        lambda_max: ``[n]`` top Hessian eigenvalues.
-        threshold: the edge, a number or ``[n]`` (None: no line).
-        adam_lambda_max: optional ``[n]`` preconditioned top eigenvalues (None or all
-            NaN: no right panel).
-        adam_threshold: optional edge for them, a number or ``[n]``.
+        s: the series (:func:`landscape.analysis.series.sharpness_series`).
         model: optional model key, for its color and label.
-        unit: what ``epochs`` counts (the x label): ``"epoch"``, or ``"step"`` for a run
+        unit: what ``s.epoch`` counts (the x label): ``"epoch"``, or ``"step"`` for a run
             of your own loop (:func:`landscape.analysis.series.time_unit`).
         optimizer: the optimiser's name (:attr:`Sharpness.optimizer
             <landscape.runfile.schema.Sharpness>`); None: a part stored before optimisers
@@ -1602,28 +1436,22 @@ def sharpness(
     Returns:
         The figure (page width, or a column where the right panel is left out).
     """
-    e = _vec(epochs, "sharpness: epochs")
-    unit = _unit(unit, "sharpness")
-    if lambda_max is None:
-        raise LandscapeError("sharpness: missing lambda_max (run the Hessian probe)")
-    pre = _has_data(adam_lambda_max)
+    pre = _has_data(s.adam_lambda_max)
     fig = _new_figure("page" if pre else "column", 0.34 if pre else 0.68)
     axes = list(np.atleast_1d(fig.subplots(1, 2 if pre else 1, sharex=True)))
     color = MODEL_COLORS.get(model or "", OKABE_ITO["black"])
     label = _label(model) if model else r"$\lambda_{\max}$"
-    on_h = threshold if edge_on == "hessian" and _has_data(threshold) else None
-    _sharp_panel(axes[0], e, lambda_max, on_h, color, label,
-                 _edge_label(optimizer, threshold, "GD threshold 2 / lr"),
-                 "sharpness: lambda_max", "--", unit)  # fmt: skip
+    on_h = s.threshold if s.edge_on == "hessian" and _has_data(s.threshold) else None
+    _sharp_panel(axes[0], s.epoch, s.lambda_max, on_h, color, label,
+                 _edge_label(s.optimizer, s.threshold, "GD threshold 2 / lr"), "--", unit)
     axes[0].set(ylabel=r"$\lambda_{\max}(H)$", title="Hessian")
     if pre:
-        on_p = adam_threshold if _has_data(adam_threshold) else None
-        _sharp_panel(axes[1], e, adam_lambda_max, on_p, color, label,
-                     _edge_label(optimizer, adam_threshold, "Adam threshold"),
-                     "sharpness: adam_lambda_max", "-.", unit)  # fmt: skip
+        on_p = s.adam_threshold if _has_data(s.adam_threshold) else None
+        _sharp_panel(axes[1], s.epoch, s.adam_lambda_max, on_p, color, label,
+                     _edge_label(s.optimizer, s.adam_threshold, "Adam threshold"), "-.", unit)
         axes[1].set(ylabel=r"$\lambda_{\max}(P^{-1/2} H P^{-1/2})$", title="preconditioned")
-    if edge_unknown:
-        axes[0].text(0.02, 0.98, f"stability edge unknown: {edge_unknown or optimizer}",
+    if s.edge_unknown:
+        axes[0].text(0.02, 0.98, f"stability edge unknown: {s.edge_unknown}",
                      transform=axes[0].transAxes, ha="left", va="top", color="#555555")
     _legend_below(fig, axes)
     return fig

@@ -136,11 +136,11 @@ def test_claim5_by_time_to_target():
     tt = c.details["time_to_target"]
     target = np.mean(RISE[-3:]) - 0.01
     assert c.details["target"][0] == pytest.approx(target)
-    assert tt["looped"][0]["seconds"] == pytest.approx(100 * 4 / 5)  # RISE reaches at epoch 4
-    assert tt["shift"][0]["seconds"] == pytest.approx(60 * 2 / 5)
-    assert tt["shift"][0]["flops"] == pytest.approx(60 * 2 / 5 * 1e6)
+    assert tt["looped"][0].seconds == pytest.approx(100 * 4 / 5)  # RISE reaches at epoch 4
+    assert tt["shift"][0].seconds == pytest.approx(60 * 2 / 5)
+    assert tt["shift"][0].flops == pytest.approx(60 * 2 / 5 * 1e6)
     assert c.details["ratio"]["flops"]["high"] < 1
-    assert c.details["switch_drop"][0]["drop"] == pytest.approx(0.68 - 0.68)
+    assert c.details["switch_drop"][0].drop == pytest.approx(0.68 - 0.68)
 
 
 def test_claim5_fails_when_shift_is_slower_or_never_gets_there():
@@ -149,7 +149,7 @@ def test_claim5_fails_when_shift_is_slower_or_never_gets_there():
     assert c.verdict == FAILS and c.details["ratio"]["seconds"]["low"] > 1
     c = claims.judge_shift(_shift_group([STALL] * 3))
     assert c.verdict == FAILS
-    assert c.details["time_to_target"]["shift"][0]["flops"] == np.inf
+    assert c.details["time_to_target"]["shift"][0].flops == np.inf
 
 
 def test_claim5_mixed_is_inconclusive_and_two_seeds_underpowered():
@@ -169,11 +169,11 @@ def test_claim5_ablation_and_drop():
              for d1 in (0.003, 0.03) for w in (3, 8)]
     c = claims.judge_shift(_shift_group([early] * 3, extra=extra))
     grid = c.details["ablation"]
-    assert len(grid) == 5 and {g["seed"] for g in grid} == {0}
-    assert {(g["delta_1"], g["window"]) for g in grid} >= {(0.003, 3), (0.03, 8)}
-    dipped = [g for g in grid if g["delta_1"] == 0.003 and g["window"] == 3][0]
-    assert dipped["drop"] == pytest.approx(0.62 - 0.55)
-    assert dipped["flops_ratio"] == pytest.approx((80 * 4 / 5) / (100 * 4 / 5))
+    assert len(grid) == 5 and {g.seed for g in grid} == {0}
+    assert {(g.delta_1, g.window) for g in grid} >= {(0.003, 3), (0.03, 8)}
+    dipped = [g for g in grid if g.delta_1 == 0.003 and g.window == 3][0]
+    assert dipped.drop == pytest.approx(0.62 - 0.55)
+    assert dipped.flops_ratio == pytest.approx((80 * 4 / 5) / (100 * 4 / 5))
     assert c.verdict == HOLDS  # the main setting is the one all seeds share
 
 

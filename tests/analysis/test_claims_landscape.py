@@ -1,5 +1,6 @@
 """Claims 2, 3 and 4 on synthetic seeds that should hold, should not, and cannot tell."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ from helpers import StoredRun, grouped, u_like, v_like
 
 from landscape.analysis import claims
 from landscape.analysis.claims import FAILS, HOLDS, INCONCLUSIVE, UNDERPOWERED
+from landscape.analysis.series import UVInputs
 
 SEEDS = (0, 1, 2)
 
@@ -108,8 +110,8 @@ def _uv_inputs(kind, seeds=SEEDS, cv=None):
     out = []
     for s in seeds:
         spec = make(s)
-        out.append({"seed": s, "spectrum": spec, "top": np.sort(spec)[::-1],
-                    "cv": (0.05 if kind == "U" else 0.6) + 0.01 * s if cv is None else cv})
+        out.append(UVInputs(s, spec, np.sort(spec)[::-1],
+                            (0.05 if kind == "U" else 0.6) + 0.01 * s if cv is None else cv))
     return out
 
 
@@ -134,8 +136,7 @@ def test_claim3_saturated_sweep_is_not_counted():
     def bulk(seed):
         return np.concatenate([[1.0], np.geomspace(1e-6, 0.9, 300)]) * (1 + 0.01 * seed)
 
-    s = [{"seed": i, "spectrum": bulk(i), "top": np.sort(bulk(i))[::-1], "cv": np.nan}
-         for i in SEEDS]
+    s = [UVInputs(i, bulk(i), np.sort(bulk(i))[::-1], np.nan) for i in SEEDS]
     ev = claims.uv_evidence(s, s)
     assert ev["votes"]["sweep"] is None and ev["votes"]["spread"] is None
     assert all(r["saturated_both"] for r in ev["sweep"]) and ev["outcome"] == INCONCLUSIVE
@@ -148,7 +149,7 @@ def _no_edge(kind, seed):
            else np.array([1.0, 0.5, 0.25, 0.125, 0.0625])) * (1 + 0.02 * seed)
     bulk = np.geomspace(1e-6, top[-1] * 0.95, 400)
     spec = np.concatenate([top, bulk, -bulk[:100]])
-    return {"seed": seed, "spectrum": spec, "top": np.sort(spec)[::-1], "cv": np.nan}
+    return UVInputs(seed, spec, np.sort(spec)[::-1], np.nan)
 
 
 def test_claim3_without_a_bulk_edge_still_decides_both_ways():
@@ -158,10 +159,9 @@ def test_claim3_without_a_bulk_edge_still_decides_both_ways():
     v = [_no_edge("V", s) for s in SEEDS]
     from landscape.geometry import uv_measures as uv
 
-    assert uv.outlier_k([x["top"] for x in u + v]) == (uv.NO_EDGE_K, False)
+    assert uv.outlier_k([x.top for x in u + v]) == (uv.NO_EDGE_K, False)
     for x, cv in ((u, 0.05), (v, 0.6)):
-        for i, d in enumerate(x):
-            d["cv"] = cv + 0.01 * i
+        x[:] = [dataclasses.replace(d, cv=cv + 0.01 * i) for i, d in enumerate(x)]
     ev = claims.uv_evidence(u, v)
     assert ev["votes"] == {"sweep": None, "outlier_kappa": 1, "spread": 1}, ev["votes"]
     assert ev["outcome"] == HOLDS and ev["outlier_edge"] is False
@@ -240,8 +240,8 @@ def test_sweep_figure_from_stored_spectra():
     si = [_spectrum_run("single", s, lambda st, seed: u_like(seed)) for s in SEEDS]
     lo = [_spectrum_run("looped", s, lambda st, seed: v_like(seed)) for s in SEEDS]
     sw = series.uv_sweep(si, lo)
-    assert len(sw["single"]) == 3 and sw["single"][0]["step"] == 30
-    assert np.all(sw["looped"][0]["kappa"] > sw["single"][0]["kappa"])
+    assert len(sw.single) == 3 and sw.single[0].step == 30
+    assert np.all(sw.looped[0].kappa > sw.single[0].kappa)
     figs = figures.valley_sweep(grouped(single=si, looped=lo))
     assert set(figs) == {"valley_sweep"} and len(figs["valley_sweep"].axes) == 3
     with pytest.raises(claims.LandscapeError):

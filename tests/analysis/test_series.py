@@ -52,9 +52,11 @@ def test_curve_final_and_epoch_of():
          "complex.acc": np.array([0.1, 0.2, 0.4, 0.6]), "lr": np.ones(4)}
     run = fake(SHIFT, metrics=m, shift_step=15)
     c = series.curve(run, ["complex.acc", "absent"])
-    assert set(c) == {"step", "epoch", "wall", "complex.acc", "switch_step", "switch_epoch"}
-    assert c["switch_step"] == 15.0 and c["switch_epoch"] == 1.5
-    assert set(series.curve(fake(metrics=m))) == set(m)  # no switch without SHIFT
+    assert set(c.metrics) == {"step", "epoch", "wall", "complex.acc"}
+    assert "complex.acc" in c and "absent" not in c and c.get("absent") is None
+    assert c.switch_step == 15.0 and c.switch_epoch == 1.5
+    plain = series.curve(fake(metrics=m))
+    assert set(plain.metrics) == set(m) and plain.switch_step is None  # no switch: no SHIFT
     assert series.final(run, "complex.acc") == 0.6
     assert series.final(run, "complex.acc", last=2) == pytest.approx(0.5)
     assert series.epoch_of(run, 25) == 2.5
@@ -67,9 +69,9 @@ def test_length_series_sorts_lengths_numerically_and_reads_the_last_evaluation()
          "len_12.seq_acc": np.array([0.2, 0.6]), "len_12.acc": np.array([0.7, 0.8]),
          "iid.seq_acc": np.array([0.9, 1.0])}
     s = series.length_series(fake(LOOPED, task="parity", metrics=m))
-    np.testing.assert_array_equal(s["length"], [8, 12, 16])
-    np.testing.assert_array_equal(s["acc"], [0.9, 0.6, 0.3])
-    np.testing.assert_array_equal(series.length_series(fake(metrics=m), "acc")["acc"], [0.8])
+    np.testing.assert_array_equal(s.length, [8, 12, 16])
+    np.testing.assert_array_equal(s.acc, [0.9, 0.6, 0.3])
+    np.testing.assert_array_equal(series.length_series(fake(metrics=m), "acc").acc, [0.8])
     with pytest.raises(LandscapeError, match="no per-length evaluation"):
         series.length_series(fake(metrics={"complex.acc": np.ones(2)}))
 
@@ -78,8 +80,60 @@ def test_series_of_a_real_run_match_its_metrics(trained_runs):
     run = Run.open(trained_runs["shift"])
     c = series.curve(run)
     np.testing.assert_array_equal(c["complex.acc"], run.metrics["complex.acc"])
-    assert c["switch_step"] == run.shift_step == 16
-    assert c["switch_epoch"] == pytest.approx(16 / run.attrs["steps_per_epoch"])
+    assert c.switch_step == run.shift_step == 16
+    assert c.switch_epoch == pytest.approx(16 / run.attrs["steps_per_epoch"])
     assert series.final(run, "epoch") == pytest.approx(4.0)
     with pytest.raises(LandscapeError, match="no Hessian spectra|has no"):
         series.spectrum_checkpoints(run)  # never probed: names the probe to run
+
+
+# ------------------------------------------------------------ the typed results themselves
+
+
+def test_results_are_frozen_and_their_repr_is_short():
+    ep = np.arange(500.0)
+    s = series.EntropySeries(ep, np.sqrt(ep))
+    with pytest.raises(AttributeError):
+        s.source = "slq"
+    text = repr(s)
+    assert text == "EntropySeries(epoch=[500] 0..499, entropy=[500] 0..22.34, source='exact')"
+    assert repr(series.Reach(1.5, float("inf"), 3.0)) == "Reach(seconds=1.5, flops=inf, epoch=3)"
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: series.EntropySeries(np.arange(3.0), np.arange(4.0)), "'entropy' has shape"),
+        (lambda: series.ValleySeries(*[np.arange(3.0)] * 7, label=np.array(["U"] * 2)),
+         "'label' has shape"),
+        (lambda: series.WidthSeries(np.arange(2.0), np.arange(2.0), np.ones((2, 3)),
+                                    np.ones((2, 2))), "differ in shape"),
+        (lambda: series.SharpnessSeries(np.arange(3.0), np.arange(2.0), None), "lambda_max"),
+        (lambda: series.SpectrumCheckpoint(0.0, 0), "one of the two"),
+        (lambda: series.SpectrumCheckpoint.of(0.0), "eigvals"),
+        (lambda: series.SpectrumCheckpoint.of(0.0, nodes=[[1.0, 2.0]], weights=[[1.0]]),
+         "one \\[runs, m\\] shape"),
+        (lambda: series.spectra_entropy([series.SpectrumCheckpoint.of(
+            0, nodes=[[1.0, 2.0]], weights=[[0.5, 0.5]])]), "dim"),
+        (lambda: series.binned_spectra({}), "no models"),
+        (lambda: series.binned_spectra({"single": [series.SpectrumCheckpoint.of(0, eigvals=[1.0])]},
+                                       xscale="log"), "xscale"),
+        (lambda: series.BinnedSpectra(np.arange(3.0), {"single": [series.BinnedCheckpoint(
+            0.0, np.ones(3))]}, "linear", 1.0, True), "3 bins for 3 edges"),
+        (lambda: series.ShiftTimeline(switch=60.0, end=50.0), "start <= switch <= end"),
+        (lambda: series.ShiftTimeline(switch=20.0, end=50.0, x=np.arange(3.0)), "together"),
+        (lambda: series.Curve({"epoch": np.ones((2, 2))}), "not a vector"),
+    ],
+)
+def test_results_are_validated_where_they_are_made(make, match):
+    with pytest.raises(LandscapeError, match=match):
+        make()
+
+
+def test_valid_results_are_accepted_as_given():
+    ck = series.SpectrumCheckpoint.of(2, 20, nodes=[1.0, 2.0], weights=[0.5, 0.5], dim=4)
+    assert ck.slq.nodes.shape == (1, 2) and ck.epoch == 2.0 and ck.eigvals is None
+    np.testing.assert_array_equal(ck.values, [1.0, 2.0])
+    v = series.ValleySeries(*[np.arange(3.0)] * 7, label=np.array(["U", "V", "V"]))
+    assert v.kappa.shape == (3,)
+    assert series.SharpnessSeries(np.arange(3.0), np.ones(3), np.ones(3)).adam_lambda_max is None
