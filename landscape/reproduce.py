@@ -86,8 +86,9 @@ THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for the
 
 # The landscape claims (2-4) of the paper preset rest on exact spectra of a smaller model
 # probed densely where Single and Looped diverge (epochs 0-45), on 3 seeds x 2 archs:
-# d_model 24 (4,128 parameters) still separates them (a 4.1-point complex-accuracy gap
-# at 60 epochs; d_model 16 does not), and its dense Hessian costs 4,128 columns.
+# d_model 24 (4,128 parameters) still separates them (the complex-accuracy gap at 60
+# epochs that REPORT.md states; d_model 16 shows none: README, "Claims 2-4 in the paper
+# preset"), and its dense Hessian costs 4,128 columns.
 SPECTRAL_EPOCHS = (0, 1, 2, 3, 5, 7, 10, 14, 19, 25, 33, 45)
 # 16 probe sequences: the products scale with the probe set (README, "Presets and time")
 SPECTRAL_RECIPE = {"model": {"d_model": 24}, "train": {"epochs": 60, "probe_size": 16}}

@@ -48,6 +48,7 @@ from landscape.geometry import uv_measures as uv
 from landscape.geometry.hopping import Hopping, summarise
 from landscape.geometry.phases import phase_rule, spectral_stats
 from landscape.geometry.simulator import compare as compare_sim
+from landscape.runfile.schema import NotProbed, StaleError
 from landscape.runs.run import Run
 from landscape.train.archs import LOOPED, SINGLE
 
@@ -142,8 +143,10 @@ def judge_sample_level(groups: Grouped) -> Claim:
     runs = markov_runs(groups, (SINGLE, LOOPED))
     if runs is None:
         return _missing("1", title, measured, rule, "needs Markov Single and Looped runs")
+    pairs = _paired(runs["single"], runs["looped"])
+    if not pairs:
+        return _missing("1", title, measured, rule, "no Single and Looped runs share a seed")
     try:
-        pairs = _paired(runs["single"], runs["looped"])
         single = [series.final(si, "complex.acc", FINAL_LAST) for si, _ in pairs]
         looped = [series.final(lo, "complex.acc", FINAL_LAST) for _, lo in pairs]
         master = all(series.final(r, "simple.acc", FINAL_LAST)
@@ -236,11 +239,9 @@ def _controls_text(controls: dict) -> str:
 
 
 def _paired(single: list[Run], looped: list[Run]) -> list[tuple[Run, Run]]:
+    """The (Single, Looped) runs of each seed both have, by seed ([] where none)."""
     by_seed = _seeded(looped)
-    pairs = [(s, by_seed[seed]) for seed, s in _seeded(single).items() if seed in by_seed]
-    if not pairs:
-        raise LandscapeError("no Single and Looped runs share a seed")
-    return pairs
+    return [(s, by_seed[seed]) for seed, s in _seeded(single).items() if seed in by_seed]
 
 
 # --- claims 2-4: seeds, power, intervals -------------------------------------------------
@@ -269,10 +270,17 @@ def _iv(values) -> dict:
 
 
 def phase_inputs(runs: list[Run]) -> list[dict]:
-    """Per run: epochs, matrix entropy, estimator error and exact-spectrum statistics."""
+    """Per run: epochs, matrix entropy, estimator error and exact-spectrum statistics.
+
+    Raises:
+        NotProbed: a run has fewer than 3 checkpoints with a spectrum (a phase needs them).
+    """
     out = []
     for run in runs:
         cks = [c for c in series.landscape_checkpoints(run) if c.has_spectrum]
+        if len(cks) < 3:
+            raise NotProbed(f"{run.path} has {len(cks)} checkpoints with a spectrum, phases "
+                            f"need 3; run `landscape probe {run.path} --hessian` on more")
         ent = [series.entropy_with_error(c) for c in cks]
         stats = [spectral_stats(c.eigvals, NEG_EPS_REL * float(np.max(c.eigvals)))
                  if c.eigvals is not None else None for c in cks]
@@ -355,7 +363,7 @@ def judge_hessian_phases(groups: Grouped) -> Claim:
     try:
         curves = {"single": phase_inputs(single), "looped": phase_inputs(looped)}
         verdict, per_seed = phases_verdict(curves["single"], curves["looped"])
-    except LandscapeError as e:
+    except NotProbed as e:
         return _missing("2", title, measured, rule, str(e))
     n_ck = min(len(c["epoch"]) for cs in curves.values() for c in cs)
     powered = min(len(single), len(looped)) >= MIN_SEEDS and n_ck >= MIN_CHECKPOINTS
@@ -461,10 +469,7 @@ def judge_landscape(groups: Grouped) -> Claim:
     measured = ("kappa/count/force sweep over shared thresholds, outlier kappa, direction "
                 "spread; Single vs Looped, per seed")
     single, looped = _probed(groups, SINGLE), _probed(groups, LOOPED)
-    try:
-        pairs = _paired(single, looped) if single and looped else []
-    except LandscapeError:
-        pairs = []
+    pairs = _paired(single, looped) if single and looped else []
     if not pairs:
         return _missing("3", title, measured, rule, "needs probed Markov Single and Looped "
                         "runs with a seed in common")
@@ -484,10 +489,10 @@ def judge_landscape(groups: Grouped) -> Claim:
                     inputs[kind]["single"].append(a)
                     inputs[kind]["looped"].append(b)
         if not inputs["hessian"]["single"]:
-            raise LandscapeError("no seed has both runs probed at a common checkpoint")
+            raise NotProbed("no seed has both runs probed at a common checkpoint")
         ev = {k: uv_evidence(v["single"], v["looped"], k) for k, v in inputs.items()
               if v["single"]}
-    except LandscapeError as e:
+    except NotProbed as e:
         return _missing("3", title, measured, rule, str(e))
     h = ev["hessian"]
     n = len(h["per_seed"])
@@ -531,7 +536,9 @@ def _width_ratios(runs: dict[str, list[Run]]) -> dict[str, float]:
     for arch, rs in runs.items():
         try:
             w = series.width_series(rs[0])
-        except LandscapeError:
+        except StaleError:
+            raise  # a damaged part is reported, never taken for one not probed
+        except LandscapeError:  # series says "not probed" with a plain LandscapeError
             continue
         out[arch] = float(w.width[-1][0] / w.quadratic[-1][0])
     return out
@@ -599,11 +606,13 @@ def judge_theory(groups: Grouped) -> Claim:
         sim_text += (f"; early Q/K gradient cosine Single vs Looped "
                      f"{_spread(details['qk_cosine'], 'checkpoints')}")
     single, looped = _probed(groups, SINGLE), _probed(groups, LOOPED)
+    pairs = _paired(single, looped) if single and looped else []
     try:
-        pairs = _paired(single, looped) if single and looped else []
         trained = {"single": [_hopping_summary(s, None) for s, _ in pairs],
                    "looped": [_hopping_summary(lo, s) for s, lo in pairs]}
-    except LandscapeError as e:
+    except StaleError:
+        raise  # a damaged part is reported, never taken for one not probed
+    except LandscapeError as e:  # series says "not probed" with a plain LandscapeError
         details["missing"] = str(e)
         return Claim("4", title, measured, f"trained runs not measured ({e}); {sim_text}",
                      rule, INCONCLUSIVE, details)

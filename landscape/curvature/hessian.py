@@ -43,8 +43,7 @@ the heap memory freed by each product back to the system (glibc's ``malloc_trim`
 
 A double backward frees hundreds of per-parameter temporaries below glibc's mmap
 threshold; their memory stays in the process's heap, fragmented, and the resident set
-creeps up over a Lanczos run. Measured at P = 1.1e7: peak of 30 Lanczos steps 741 MiB
-above the model without, 610 MiB with; a trim takes about 12 ms beside a 1.4 s product."""
+creeps up over a Lanczos run (what a trim saves and costs: BENCHMARKS.md, "Peak memory")."""
 
 
 @functools.cache

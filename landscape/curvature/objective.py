@@ -120,8 +120,8 @@ class ParamLayout:
 
 CHUNK = 64
 """Sequences per forward inside a loss function. The attention tensors ``[B, H, T, T]`` of
-a whole probe set do not fit a CPU core's cache; chunks of 64 sequences made forwards
-1.5x and Hessian-vector products 1.3x faster on the default model (BENCHMARKS.md)."""
+a whole probe set do not fit a CPU core's cache, chunks of 64 sequences do (the gain:
+BENCHMARKS.md, "Figures behind constants of the code")."""
 
 
 def with_binding(loss_fn: LossFn, module: nn.Module,
@@ -175,8 +175,8 @@ def has_tied_tensors(model: nn.Module) -> bool:
 
     ``functional_call`` must then tie the names (``tie_weights=True``, its default) so that
     a value given for one name reaches every use; that costs a walk over all submodules
-    per call (about 10 ms on a 1M-parameter transformer, 10 % of its forward), which loss
-    functions skip for models without ties.
+    per call (BENCHMARKS.md, "Figures behind constants of the code"), which loss functions
+    skip for models without ties.
     """
     every = sum(1 for _ in model.named_parameters(remove_duplicate=False))
     every += sum(1 for _ in model.named_buffers(remove_duplicate=False))

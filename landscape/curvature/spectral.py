@@ -525,9 +525,9 @@ def lanczos(
     Where even the capped basis is large (above 256 MiB: 20 vectors of a 3.4M-parameter
     model in float32), it goes to an unnamed temporary file under ``basis_storage="auto"``
     on the CPU and is streamed back a row at a time (:mod:`landscape.curvature.krylov_basis`), so
-    the process holds a few vectors of P floats beside the operator, not the basis (measured
-    at P = 1.1e7: 1.24x the CPU time of the basis in memory; ``basis_storage="memory"``
-    where the memory is there).
+    the process holds a few vectors of P floats beside the operator, not the basis (its cost
+    in time: BENCHMARKS.md, "Peak memory"; ``basis_storage="memory"`` where the memory is
+    there).
 
     Args:
         op: a symmetric operator (``dim``, ``dtype``, ``device``, ``matvec``).

@@ -649,7 +649,7 @@ class Driver:
     def _read(self, cls: type[sc.Part], step: int | None) -> sc.Part | None:
         try:
             return sc.read(self.path, cls, step)
-        except LandscapeError:  # written by another version: computed anew
+        except sc.StaleError:  # written by another version: computed anew
             return None
 
     def save(self, part: sc.Part, step: int) -> None:

@@ -4,11 +4,21 @@ Each function takes what it measures (a :class:`~landscape.curvature.hessian.Hes
 ``loss_fn`` with its ``params``, see :mod:`landscape.curvature.objective`), the settings that shape
 it, and the parts it builds on, and returns the frozen dataclass of
 :mod:`landscape.runfile.schema` that the probe stores. None of them reads or writes a run
-file, so a notebook can call them on any model::
+file, so a notebook can call them on any model (here a quadratic with the Hessian
+``diag(4, 3, 2, 1)``):
 
-    op = HessianOperator(loss_fn, params)
-    top = parts.top(op, HessianSettings(k_top=5))
-    valley = parts.valley(GeometrySettings(), op.dim, top, slq=parts.slq(op, HessianSettings()))
+>>> import torch
+>>> from landscape.curvature.hessian import HessianOperator
+>>> from landscape.probe import parts
+>>> h = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
+>>> op = HessianOperator(lambda p: 0.5 * p["w"] @ h @ p["w"], {"w": torch.ones(4)})
+>>> top = parts.top(op, parts.HessianSettings(k_top=2, k_bottom=1))
+>>> top.values.round(4).tolist(), top.bottom_values.round(4).tolist()
+([4.0, 3.0], [1.0])
+>>> density = parts.slq(op, parts.HessianSettings())
+>>> valley = parts.valley(parts.GeometrySettings(), op.dim, top, slq_part=density)
+>>> valley.source, valley.valley_dim, round(valley.kappa, 4)
+('slq', 4.0, 4.0)
 
 The driver (:mod:`landscape.probe.driver`) decides which checkpoints and which parts,
 skips what is stored, and commits each result; these functions only measure.

@@ -251,8 +251,8 @@ def _eigh_constant(n: int = 300) -> float:
 
 RESTART_MARGIN = 1.25
 """Extra steps estimated for a Lanczos run whose basis is capped below its steps (thick
-restarts): measured 1.05x at P = 1.1e6 (78 products against 74 unrestarted, cap 20), and
-at most 1.8x on the hard spectra of ``tests/curvature/test_spectral.py`` at caps of 10-20."""
+restarts; the measured overheads it covers: BENCHMARKS.md, "Figures behind constants of
+the code")."""
 
 
 def lanczos_steps(k_top: int, k_bottom: int, max_steps: int, dim: int,

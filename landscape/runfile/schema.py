@@ -693,6 +693,15 @@ class StaleError(LandscapeError):
     """A stored group that does not fit the part's schema (written by another version)."""
 
 
+class NotProbed(LandscapeError):
+    """A part that was never computed (or whose computation never completed).
+
+    Raised by the reader where a part is required; a caller that can do without the part
+    catches exactly this, so that a damaged part (:class:`StaleError`, or a damaged file)
+    still reaches the user.
+    """
+
+
 def encode(obj: Any) -> list[tuple[str, dict, dict]]:
     """``[(relative group, arrays, attrs), ...]`` of a dataclass ("" is its own group)."""
     arrays: dict = {}
@@ -777,8 +786,9 @@ def read(path: str | Path, cls: type[P], step: int | None = None) -> P | None:
     None also for a part in progress (a grid a killed call left half done).
 
     Raises:
-        LandscapeError: the stored group does not fit the schema (another version wrote
-            it; probe again with ``--force``).
+        StaleError: the stored group does not fit the schema (another version wrote it;
+            probe again with ``--force``).
+        LandscapeError: the run file is damaged (e.g. a missing or truncated array).
     """
     d = store.read_group(path, cls.group(step))
     if d is None or not d.get("attrs", {}).get("complete", False):
@@ -786,7 +796,23 @@ def read(path: str | Path, cls: type[P], step: int | None = None) -> P | None:
     try:
         return decode(cls, d)
     except StaleError as e:
-        raise LandscapeError(f"{path}: {e}; probe it again with --force") from None
+        raise StaleError(f"{path}: {e}; probe it again with --force") from None
+
+
+def require(path: str | Path, cls: type[P], step: int | None = None) -> P:
+    """The part ``cls`` stored in a run file (at checkpoint ``step``).
+
+    Raises:
+        NotProbed: it was never computed (or not completed); the message names the probe.
+        StaleError: it does not fit the schema (see :func:`read`).
+    """
+    found = read(path, cls, step)
+    if found is None:
+        where = "" if cls.KIND == RUN else f"step {step} of "
+        flag = "--hessian" if cls.KIND == HESSIAN else "--geometry"
+        raise NotProbed(f"{where}{path} has no {cls.NAME!r} part; run `landscape probe "
+                        f"{path} {flag}`")
+    return found
 
 
 def read_partial(path: str | Path, cls: type[Grid], group: str) -> Grid | None:

@@ -29,7 +29,7 @@ import torch
 from landscape.curvature.objective import LossFn, ParamLayout, SplitObjective
 from landscape.curvature.stability import OptimizerRecord
 from landscape.errors import LandscapeError
-from landscape.runfile import store, validate
+from landscape.runfile import schema, store, validate
 from landscape.runs import own_models as custom
 from landscape.train.model import LoopedTransformer
 from landscape.train.recipe import Recipe, stored_recipe
@@ -447,18 +447,24 @@ class Run:
         """Checkpoint steps with any stored probe result, ascending."""
         return sorted(self.probes)
 
-    def part(self, name: str, step: int | None = -1):
+    def part(self, name: str, step: int | None = -1, *, required: bool = False):
         """A stored probe part by name (see :mod:`landscape.runfile.schema`), or None.
 
         ``step``: the checkpoint of a per-checkpoint part (-1: the last); ignored for
         run-level parts (``river_progress``, ``pca``, ``loops``, ``switch``,
         ``qk_alignment``). Returns the part's frozen dataclass, e.g. a
-        :class:`~landscape.runfile.schema.Top` with ``values`` and ``vectors``.
-        """
-        from landscape.runfile import schema
+        :class:`~landscape.runfile.schema.Top` with ``values`` and ``vectors``; None where
+        it was never computed, unless ``required``.
 
+        Raises:
+            NotProbed: ``required`` and the part was never computed.
+            StaleError: the stored part does not fit this version's schema.
+        """
         cls = schema.part_class(name)
-        return schema.read(self.path, cls, None if cls.KIND == schema.RUN else self.step_at(step))
+        step_arg = None if cls.KIND == schema.RUN else self.step_at(step)
+        if required:
+            return schema.require(self.path, cls, step_arg)
+        return schema.read(self.path, cls, step_arg)
 
     def hessian(self, step: int | None = -1) -> dict:
         """The Hessian parts stored at a checkpoint, ``{name: part}``.
@@ -468,20 +474,28 @@ class Run:
         :mod:`landscape.runfile.schema`, each with ``hvps``, ``seconds`` and ``settings``.
 
         Raises:
-            LandscapeError: the checkpoint has not been probed.
+            NotProbed: the checkpoint has no Hessian part.
         """
         return self._parts_or_raise(step, "hessian", "--hessian")
 
     def geometry(self, step: int | None = -1) -> dict:
-        """The geometry parts at a checkpoint: ``valley``, ``widths``, ``river``, slices."""
+        """The geometry parts at a checkpoint: ``valley``, ``widths``, ``river``, slices.
+
+        Raises:
+            NotProbed: the checkpoint has no geometry part.
+        """
         return self._parts_or_raise(step, "geometry", "--geometry")
 
     def valley(self, step: int | None = -1):
-        """The river/valley split at a checkpoint (a :class:`~landscape.runfile.schema.Valley`)."""
+        """The river/valley split at a checkpoint (a :class:`~landscape.runfile.schema.Valley`).
+
+        Raises:
+            NotProbed: the checkpoint has no valley split.
+        """
         found = self.geometry(step).get("valley")
         if found is None:
-            raise LandscapeError(f"step {self.step_at(step)} of {self.path} has no valley "
-                                 "split; probe it with --geometry")
+            raise schema.NotProbed(f"step {self.step_at(step)} of {self.path} has no valley "
+                                   "split; probe it with --geometry")
         return found
 
     def slices(self, step: int | None = -1) -> dict:
@@ -495,14 +509,12 @@ class Run:
         return {k.removeprefix("slice_"): v for k, v in g.items() if k.startswith("slice_")}
 
     def _parts_or_raise(self, step: int | None, kind: str, flag: str) -> dict:
-        from landscape.runfile import schema
-
         s = self.step_at(step)
         found = {name: schema.read(self.path, cls, s) for name, cls in schema.PARTS.items()
                  if cls.KIND == kind}
         found = {k: v for k, v in found.items() if v is not None}
         if not found:
-            raise LandscapeError(f"step {s} of {self.path} has no {kind} probe; run "
+            raise schema.NotProbed(f"step {s} of {self.path} has no {kind} probe; run "
                                  f"`landscape probe {self.path} {flag} --steps {s}`")
         return found
 

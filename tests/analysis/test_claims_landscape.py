@@ -10,6 +10,7 @@ from helpers import StoredRun, grouped, u_like, v_like
 from landscape.analysis import claims
 from landscape.analysis.claims import FAILS, HOLDS, INCONCLUSIVE, UNDERPOWERED
 from landscape.analysis.series import UVInputs
+from landscape.runfile.schema import StaleError
 
 SEEDS = (0, 1, 2)
 
@@ -307,3 +308,29 @@ def test_exact_and_spread_parts_on_a_tiny_run(trained_runs, tmp_path):
     quad = 0.5 * sp.radius**2 * np.sort(ex.eigvals)[::-1][:3]
     assert quad.min() * 0.5 < np.median(sp.rises) < quad.max() * 2
     assert 0 <= sp.cv < 2 * expected_cv(np.abs(quad)) + 0.5
+
+
+class _DamagedRun(StoredRun):
+    """A run whose exact spectrum at one checkpoint another version wrote."""
+
+    def part(self, name, step=-1):
+        if name == "exact" and step == 20:
+            raise StaleError("stored 'exact' has no 'eigvals': written by another version")
+        return super().part(name, step)
+
+
+def test_a_damaged_part_is_reported_while_one_not_probed_leaves_the_claim_open():
+    def eig(st, seed):
+        return u_like(seed)
+
+    si = [_spectrum_run("single", s, eig) for s in SEEDS]
+    lo = [_spectrum_run("looped", s, eig) for s in SEEDS]
+    unprobed = [StoredRun("looped", s, {}) for s in SEEDS]
+    two = [_spectrum_run("looped", s, eig, steps=(10, 20)) for s in SEEDS]
+    assert claims.judge_landscape(grouped(single=si, looped=unprobed)).verdict == INCONCLUSIVE
+    c = claims.judge_hessian_phases(grouped(single=si, looped=two))
+    assert c.verdict == INCONCLUSIVE and "phases need 3" in c.details["missing"]
+    damaged = [_DamagedRun("looped", s, x.probes) for s, x in zip(SEEDS, lo)]
+    for judge in (claims.judge_landscape, claims.judge_hessian_phases):
+        with pytest.raises(StaleError, match="another version"):
+            judge(grouped(single=si, looped=damaged))

@@ -1,6 +1,5 @@
 """Tests for landscape.geometry.uv_measures (shared thresholds, outlier kappa, Assumption 1,
-direction spread)
-and landscape.analysis.stats (intervals): each rule shown able to say both ways."""
+direction spread): each rule shown able to say both ways (the intervals: test_stats.py)."""
 
 import math
 
@@ -178,19 +177,6 @@ def test_spread_refuses_non_valleys():
         uv.spread([-1.0, -2.0])
     with pytest.raises(LandscapeError):
         uv.valley_directions(np.ones((5, 2)), 3)
-
-
-# ----------------------------------------------------------------------------- stats
-
-
-def test_interval_and_compare_both_ways():
-    a, b = interval([1.0, 1.1, 0.9]), interval([2.0, 2.1, 1.9])
-    assert compare(b, a) == 1 and compare(a, b) == -1
-    assert compare(interval([1.0, 3.0, 2.0]), interval([1.5, 2.5, 2.0])) == 0
-    one = interval([5.0])
-    assert one.n == 1 and one.lo == -math.inf and compare(one, a) == 0
-    assert interval([np.nan, 1.0, 2.0]).n == 2
-    assert interval([]).n == 0
 
 
 def test_valley_spread_on_a_quadratic_network_free_loss():

@@ -334,3 +334,25 @@ def test_figures_of_a_trained_run_count_epochs(probed):
     assert {ax.get_xlabel() for ax in figures.valley(groups)["valley_stats"].axes[:3]} == {
         "epoch"}
     assert {ax.get_xlabel() for ax in figures.sharpness(groups)["sharpness"].axes} == {"epoch"}
+
+
+def test_a_stale_part_is_computed_anew_and_a_missing_file_is_reported(trained_runs, tmp_path):
+    path = _copy(trained_runs["single"], tmp_path)
+    hs = HessianSettings(k_top=2, k_bottom=0, slq_runs=1, slq_steps=5, trace_hvps=4,
+                         exact="never")
+    settings = ProbeSettings(steps="last", hessian=hs)
+    probe(path, settings)
+    step = int(Run.open(path).steps[-1])
+    top = Run.open(path).part("top", step)
+    group = schema.Top.group(step)
+    store.commit(path, lambda tx: tx.delete(f"{group}/values"))  # as another version wrote it
+    with pytest.raises(schema.StaleError):
+        Run.open(path).part("top", step)
+    probe(path, settings)  # another version's part: computed anew, no error
+    np.testing.assert_allclose(Run.open(path).part("top", step).values, top.values, rtol=1e-5)
+    big = np.zeros((2, store.SIDECAR_MIN_BYTES // 8), np.float32)  # stored in a file of its own
+    store.commit(path, lambda tx: tx.put(group, {"vectors": big}))
+    sidecar = next(store.sidecar_dir(path).glob(f"probe.step_{step}.hessian.top.vectors-*"))
+    sidecar.unlink()  # e.g. the index copied without its folder
+    with pytest.raises(LandscapeError, match="is missing"):
+        probe(path, settings)  # reported, never silently computed over

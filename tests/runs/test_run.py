@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from landscape.errors import LandscapeError
+from landscape.runfile import schema, store
+from landscape.runfile.schema import NotProbed, StaleError
 from landscape.runs.run import Run
 from landscape.train.archs import LOOPED
 from landscape.train.model import token_loss
@@ -88,3 +90,31 @@ def test_the_optimiser_of_our_own_runs_also_where_it_was_not_stored(trained_runs
         del f.attrs["optimizers"]
     assert Run.open(old).optimizer_at(-1) == adamw  # from the recipe, as before
     assert adamw.edge(0.01) == pytest.approx(38 / 0.01)  # beta1 = 0.9
+
+
+def _sharpness(lambda_max=2.0):
+    return schema.Sharpness(lambda_max=lambda_max, lr=0.1, threshold=20.0, adam_lambda_max=1.0,
+                            adam_threshold=380.0, adam_step=3)
+
+
+def test_a_part_never_computed_is_not_probed_and_a_damaged_one_is_stale(trained_runs,
+                                                                        tmp_path):
+    path = store.copy_run(trained_runs["single"], tmp_path / "r.h5")
+    run = Run.open(path)
+    step = int(run.steps[-1])
+    assert run.part("sharpness") is None and run.part("pca") is None
+    for read in (lambda: run.part("sharpness", required=True), run.hessian, run.geometry,
+                 run.valley, lambda: run.part("pca", required=True)):
+        with pytest.raises(NotProbed, match="landscape probe"):
+            read()
+    schema.write(path, _sharpness(), step)
+    assert run.part("sharpness", required=True).lambda_max == 2.0
+    assert run.hessian()["sharpness"].threshold == 20.0
+    # another version's group: complete, but without a field this version needs
+    group = schema.Sharpness.group(step)
+    store.commit(path, lambda tx: (tx.delete(group), tx.put(group, {}, {"complete": True,
+                                                                         "lr": 0.1})))
+    for read in (lambda: run.part("sharpness"), run.hessian):
+        with pytest.raises(StaleError, match="--force") as e:
+            read()
+        assert not isinstance(e.value, NotProbed)

@@ -1,4 +1,6 @@
-"""A run file is data: the code it may name without trust, as an attacker would edit it.
+"""Own models (landscape.runs.own_models): the built-in losses against numpy, and trust.
+
+A run file is data: the code it may name without trust, as an attacker would edit it.
 
 Each test hand-edits a recorded run's ``model`` attribute (JSON: ``factory``, ``kwargs``)
 or ``loss`` and opens it without trust: nothing named may run, the error is one line,
@@ -12,6 +14,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -287,3 +290,68 @@ def test_an_own_factory_with_huge_buffers_is_refused_before_allocation(recorded,
     with pytest.raises(LandscapeError, match="buffer entries") as e:
         Run.open(path).model()
     assert "\n" not in str(e.value)
+
+
+# --- the built-in losses, against numpy ---------------------------------------------------
+
+
+class _Logits(torch.nn.Module):
+    """Logits ``[N, T, V]`` from token ids, returned inside an object as HuggingFace does."""
+
+    def __init__(self, vocab=5):
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, vocab, dtype=torch.float64)
+
+    def forward(self, input_ids=None, attention_mask=None):
+        return {"logits": self.emb(input_ids)}
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_next_token_is_the_mean_over_unmasked_shifted_tokens_in_any_chunks():
+    torch.manual_seed(0)
+    model = _Logits()
+    ids = np.random.default_rng(0).integers(0, 5, size=(3, 4))
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+    logp = _log_softmax(model.emb.weight.detach().numpy()[ids])  # [N, T, V]
+    terms = [-logp[n, t, ids[n, t + 1]] for n in range(3) for t in range(3) if mask[n, t + 1]]
+    want = float(np.mean(terms))
+    form, arrays = custom.probe_arrays({"input_ids": ids, "attention_mask": mask})
+    params = dict(model.named_parameters())
+    for chunk in (1, 2, 64):
+        fn = custom.make_custom_loss_fn(model, "next_token", form, arrays, trust_code=False,
+                                        chunk=chunk)
+        assert float(fn(params).detach()) == pytest.approx(want, rel=1e-12), chunk
+
+
+def test_cross_entropy_and_mse_on_a_pair():
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(3, 4, dtype=torch.float64)
+    x = np.random.default_rng(1).normal(size=(5, 3))
+    y = np.array([0, 3, 1, 1, 2])
+    z = x @ lin.weight.detach().numpy().T + lin.bias.detach().numpy()
+    params = dict(lin.named_parameters())
+    ce = custom.make_custom_loss_fn(lin, "cross_entropy", *custom.probe_arrays((x, y)),
+                                    trust_code=False, chunk=2)
+    assert float(ce(params).detach()) == pytest.approx(-_log_softmax(z)[np.arange(5), y].mean())
+    t = np.random.default_rng(2).normal(size=(5, 4))
+    mse = custom.make_custom_loss_fn(lin, "mse", *custom.probe_arrays((x, t)),
+                                     trust_code=False, chunk=2)
+    assert float(mse(params).detach()) == pytest.approx(((z - t) ** 2).mean())
+
+
+def test_a_probe_set_the_loss_cannot_read_is_refused():
+    with pytest.raises(LandscapeError, match="same number"):
+        custom.probe_arrays((np.zeros((3, 2)), np.zeros(4)))
+    with pytest.raises(LandscapeError, match="numeric array"):
+        custom.probe_arrays({"input_ids": np.array(["a", "b"])})
+    form, arrays = custom.probe_arrays((np.zeros((2, 3)), np.zeros(2)))
+    with pytest.raises(LandscapeError, match="'targets': need integer"):
+        custom.check_probe_for_loss("cross_entropy", form, arrays)
+    custom.check_probe_for_loss("mse", form, arrays)  # floating targets: fine for mse
+    with pytest.raises(LandscapeError, match="needs 'input_ids'"):
+        custom.check_probe_for_loss("next_token", "dict", {"x": np.zeros((2, 3), int)})
+
