@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from landscape.config import GRID_MAX
 from landscape.dense import exact_valley
 from landscape.directions import Plane, pca_directions, plane_through, projection_losses
 from landscape.directions import random_plane as _random_plane
@@ -133,8 +134,12 @@ class GeometrySettings:
             if getattr(self, key) % 2 == 0:
                 raise LandscapeError(f"geometry: {key}={getattr(self, key)} must be odd (the "
                                      "origin must be a grid point)")
-        if self.delta <= 0 or not 0 < self.eps_rel < self.tau_rel:
-            raise LandscapeError("geometry: need delta > 0 and 0 < eps_rel < tau_rel")
+        if not (0 < self.delta < math.inf and 0 < self.eps_rel < self.tau_rel < math.inf
+                and 0 < self.span < math.inf):
+            raise LandscapeError("geometry: need finite delta > 0, span > 0 and "
+                                 "0 < eps_rel < tau_rel")
+        if not 3 <= self.grid <= GRID_MAX:
+            raise LandscapeError(f"geometry: grid={self.grid} must be in 3..{GRID_MAX}")
 
 
 # --- Hessian parts ----------------------------------------------------------------------
