@@ -7,6 +7,7 @@ Under ``torchrun`` only rank 0 prints progress and results (errors print on ever
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,7 +19,37 @@ import numpy as np
 from landscape import __version__
 from landscape.errors import LandscapeError
 from landscape.train.archs import ALL
-from landscape.train.recipe import load_recipe, parse_override, with_arch
+from landscape.train.recipe import (
+    COUNT_MAX,
+    GRID_MAX,
+    SEED_MAX,
+    THREADS_MAX,
+    check_device,
+    load_recipe,
+    parse_override,
+    with_arch,
+)
+
+
+def printable(text: object) -> str:
+    """``text`` with every non-printable character escaped (ESC as ``\\x1b``, CR as ``\\r``).
+
+    Everything the CLI prints goes through here: names, attributes and messages read from
+    a run file must not move the cursor, recolour or retitle the terminal.
+
+    >>> printable("run\\x1b[31m\\r")
+    'run\\\\x1b[31m\\\\r'
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def say(text: object, err: bool = False) -> None:
+    """Print one line, control characters escaped (see :func:`printable`)."""
+    click.echo(printable(text), err=err)
 
 
 class UserError(click.ClickException):
@@ -28,30 +59,96 @@ class UserError(click.ClickException):
 
     def show(self, file=None) -> None:
         """Print ``error: message`` on one line."""
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+        click.echo(f"error: {printable(self.format_message())}", err=True, file=file)
+
+
+def _usage_error(e: click.UsageError) -> UserError:
+    """Click's own usage error as one line that points to ``--help``."""
+    message = " ".join(e.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    where = e.ctx.command_path if e.ctx is not None else "landscape"
+    return UserError(f"{message} (see '{where} --help')")
+
+
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+"""The usage error that shows the help (``landscape`` alone): kept as it is."""
 
 
 class Group(click.Group):
     """Turns library errors into :class:`UserError` for every command.
 
-    A closed standard output (``landscape info RUN.h5 | head -2``) is not an error: it
-    goes to click, which ends the command quietly.
+    Click's usage errors (an unknown option, a missing argument, a bad value) become the
+    same one line. A closed standard output (``landscape info RUN.h5 | head -2``) is not an
+    error: it goes to click, which ends the command quietly.
     """
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        """Parse the group's own options; a usage error is one line."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _HELP:
+            raise
+        except click.UsageError as e:
+            raise _usage_error(e) from None
 
     def invoke(self, ctx):
         """Run the command, mapping bad input to exit status 2."""
         try:
             return super().invoke(ctx)
+        except _HELP:
+            raise
+        except click.UsageError as e:
+            raise _usage_error(e) from None
         except LandscapeError as e:
             raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         except BrokenPipeError:
             raise
+        except MemoryError as e:
+            raise UserError(f"out of memory: {e or 'an allocation failed'}") from None
         except OSError as e:
             where = f" {e.filename}" if getattr(e, "filename", None) else ""
             raise UserError(f"{e.strerror or e}{':' if where else ''}{where}") from None
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+DPI_MAX = 1200
+"""The highest ``landscape plot --dpi`` (a figure stays under matplotlib's pixel limit)."""
+WORKERS_MAX = 64
+"""The most ``landscape reproduce --workers``."""
+
+
+class Finite(click.FloatRange):
+    """A float option in a range that is also finite (not nan, inf or -inf)."""
+
+    def convert(self, value, param, ctx):
+        """The number, or a usage error for NaN and infinities."""
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{rv} is not a finite number", param, ctx)
+        return rv
+
+
+def _check_steps(ctx, param, value: str) -> str:
+    """``--steps`` read strictly before any work (see :func:`parse_steps`)."""
+    from landscape.probe.driver import parse_steps
+
+    parse_steps(value)
+    return value
+
+
+class Device(click.ParamType):
+    """A device option: cpu, cuda or cuda:N, and present on this machine."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        """The checked device name, or a one-line error naming the option."""
+        try:
+            return check_device(value, "--device", available=True)
+        except LandscapeError as e:
+            raise UserError(str(e)) from None
+
+
+@click.group(name="landscape", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="landscape")
 def main():
     """Loss-landscape analysis of looped transformers.
@@ -76,8 +173,9 @@ def main():
 @click.option("--preset", help="Apply a [presets.NAME] table of the recipe, e.g. quick.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training length in epochs.")
 @click.option("--steps", type=click.IntRange(min=1), help="Training length in steps.")
-@click.option("--seed", type=int, help="Training seed (initialisation, batch order).")
-@click.option("--device", help="cpu or cuda.")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX),
+              help="Training seed (initialisation, batch order), 0..2**63-1.")
+@click.option("--device", type=Device(), help="cpu, cuda or cuda:N.")
 @click.option("--every", type=click.IntRange(min=1),
               help="Evaluate and checkpoint every K steps [default: once per epoch].")
 @click.option("--set", "sets", multiple=True, metavar="TABLE.KEY=VALUE",
@@ -115,7 +213,7 @@ def train(recipe, out, model, task, preset, epochs, steps, seed, device, every, 
         out = out or Path("checkpoints") / f"{rec.name}.h5"
         path = run_training(rec, out, progress=_progress_bar(quiet))
     if _main_rank():
-        click.echo(f"wrote {path}")
+        say(f"wrote {path}")
         _print_summary(path)
 
 
@@ -171,7 +269,7 @@ def _main_rank() -> bool:
 
 @main.command()
 @click.argument("run_file", type=click.Path(path_type=Path))
-@click.option("--steps", default="spaced:6", show_default=True,
+@click.option("--steps", default="spaced:6", show_default=True, callback=_check_steps,
               help="Checkpoints: all, last, spaced:K (K evenly spaced, plus a SHIFT switch) "
                    "or N,M,... (optimiser steps).")
 @click.option("--hessian/--no-hessian", default=True, show_default=True,
@@ -179,18 +277,18 @@ def _main_rank() -> bool:
 @click.option("--geometry/--no-geometry", default=True, show_default=True,
               help="River/valley split, valley widths, river direction, 2-D slices, and "
                    "run-level river progress, PCA plane, loop curve, SHIFT switch.")
-@click.option("--k", "k_top", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--k", "k_top", type=click.IntRange(1, COUNT_MAX), default=10, show_default=True,
               help="Top eigenvalues (with eigenvectors).")
-@click.option("--k-bottom", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--k-bottom", type=click.IntRange(0, COUNT_MAX), default=5, show_default=True,
               help="Bottom eigenvalues (negative curvature).")
-@click.option("--slq-runs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--slq-steps", type=click.IntRange(min=2), default=90, show_default=True)
-@click.option("--trace-hvps", type=click.IntRange(min=2), default=60, show_default=True,
+@click.option("--slq-runs", type=click.IntRange(1, COUNT_MAX), default=10, show_default=True)
+@click.option("--slq-steps", type=click.IntRange(2, COUNT_MAX), default=90, show_default=True)
+@click.option("--trace-hvps", type=click.IntRange(2, COUNT_MAX), default=60, show_default=True,
               help="Hutch++ products beyond the deflated top-k.")
 @click.option("--exact", type=click.Choice(["auto", "always", "never"]), default="auto",
               show_default=True, help="Full spectrum (dense Hessian, P HVPs); auto: P <= "
                                       "--exact-max-params.")
-@click.option("--exact-max-params", type=click.IntRange(min=1), default=3000,
+@click.option("--exact-max-params", type=click.IntRange(1, COUNT_MAX), default=3000,
               show_default=True)
 @click.option("--blocks", "blocks", multiple=True, is_flag=False, flag_value="layers",
               metavar="[PATTERN]",
@@ -202,18 +300,18 @@ def _main_rank() -> bool:
               show_default=True)
 @click.option("--backend", type=click.Choice(["landscape", "pyhessian"]), default="landscape",
               show_default=True, help="pyhessian: also store PyHessian 0.1's numbers.")
-@click.option("--grid", type=click.IntRange(min=3), default=21, show_default=True,
-              help="Points per axis of 2-D slices (odd).")
-@click.option("--delta", type=float, default=0.02, show_default=True,
+@click.option("--grid", type=click.IntRange(3, GRID_MAX), default=21, show_default=True,
+              help=f"Points per axis of 2-D slices (odd, at most {GRID_MAX}).")
+@click.option("--delta", type=Finite(min=0, min_open=True), default=0.02, show_default=True,
               help="Loss rise (nats) at which valley widths are read.")
 @click.option("--shared-plane", default="", metavar="init|REF.h5[:STEP]",
               help="Also slice a random plane normalised against a reference checkpoint, "
                    "the same for every run probed with it: init (the run's own first "
                    "checkpoint: runs from one initialisation share it) or another run "
                    "file's checkpoint (default its first).")
-@click.option("--device", default="cpu", show_default=True,
+@click.option("--device", type=Device(), default="cpu", show_default=True,
               help="cpu, cuda or cuda:N: where the model, the products and the grids live.")
-@click.option("--threads", type=click.IntRange(min=0), default=0,
+@click.option("--threads", type=click.IntRange(0, THREADS_MAX), default=0,
               help="torch CPU threads (0: torch's default).")
 @click.option("--force", is_flag=True, help="Recompute parts already stored.")
 @click.option("--plan", "plan_only", is_flag=True,
@@ -271,13 +369,13 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
     _buffer_note(run_file, trust_code)
     if plan_only:
         for line in probe_plan(run_file, settings, trust_code=trust_code):
-            click.echo(line)
+            say(line)
         return
     t0 = time.perf_counter()
-    report = None if quiet or not _main_rank() else (lambda msg: click.echo(msg, err=True))
+    report = None if quiet or not _main_rank() else (lambda msg: say(msg, err=True))
     done = run_probe(run_file, settings, report, trust_code=trust_code)
     if _main_rank():
-        click.echo(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
+        say(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
 
 
 def _buffer_note(run_file: Path, trust_code: bool) -> None:
@@ -292,7 +390,7 @@ def _buffer_note(run_file: Path, trust_code: bool) -> None:
     run.require_code()
     note = run.buffer_note()
     if note:
-        click.echo(f"note: {note}", err=True)
+        say(f"note: {note}", err=True)
 
 
 # --- plot and reproduce -----------------------------------------------------------------
@@ -308,7 +406,7 @@ def _buffer_note(run_file: Path, trust_code: bool) -> None:
               default=Path("figures/out"), show_default=True, help="Folder for the files.")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
               help="Comma-separated: pdf, png, svg.")
-@click.option("--dpi", type=click.IntRange(min=20), default=200, show_default=True)
+@click.option("--dpi", type=click.IntRange(20, DPI_MAX), default=200, show_default=True)
 def plot(run_files, names, out, formats, dpi):
     """Draw publication figures from run files (probe them first for the curvature ones).
 
@@ -322,16 +420,16 @@ def plot(run_files, names, out, formats, dpi):
     from landscape.runs.run import Run
 
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
-    bad = [f for f in fmts if f not in FORMATS]
+    bad = [f for f in fmts if f not in FORMATS] or ([] if fmts else [formats])
     if bad:
         raise UserError(f"unknown format {bad[0]!r} (formats: {', '.join(FORMATS)})")
     runs = [Run.open(p) for p in run_files]
     done = render(runs, names, out, fmts, dpi=dpi,
-                  report=lambda msg: click.echo(msg, err=True))
+                  report=lambda msg: say(msg, err=True))
     drawn = [n for n, v in done.items() if not isinstance(v, str)]
     if not drawn:
         raise UserError("no figure could be drawn: " + "; ".join(str(v) for v in done.values()))
-    click.echo(f"wrote {len(drawn)} figure(s) to {out}")
+    say(f"wrote {len(drawn)} figure(s) to {out}")
 
 
 @main.command()
@@ -341,12 +439,12 @@ def plot(run_files, names, out, formats, dpi):
                    "(67 runs, ~12,300 CPU seconds).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder [default: reproduce/<preset>].")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(1, WORKERS_MAX), default=None,
               help="Runs trained and probed at once, one process and one torch thread "
                    "each [default: CPU cores, at most 4].")
-@click.option("--device", default="cpu", show_default=True,
+@click.option("--device", type=Device(), default="cpu", show_default=True,
               help="cpu or cuda: where every run trains and is probed.")
-@click.option("--language-seed", type=click.IntRange(min=0), default=None,
+@click.option("--language-seed", type=click.IntRange(0, SEED_MAX), default=None,
               help="Hold the Markov language fixed (task.seed) for every run [default: "
                    "each run's training seed also draws its language].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress.")
@@ -364,15 +462,15 @@ def reproduce(preset, out, workers, device, language_seed, quiet):
 
     out = out or Path("reproduce") / preset
     t0 = time.perf_counter()
-    say = None if quiet else (lambda msg: click.echo(msg, err=True))
+    tell = None if quiet else (lambda msg: say(msg, err=True))
     bar = None if quiet else _Bar
     workers = workers or min(4, os.cpu_count() or 1)
-    result = run_reproduce(preset, out, report=say, progress_factory=bar, workers=workers,
+    result = run_reproduce(preset, out, report=tell, progress_factory=bar, workers=workers,
                            device=device, language_seed=language_seed)
-    click.echo(f"reproduce {preset}: {_elapsed(t0)}")
+    say(f"reproduce {preset}: {_elapsed(t0)}")
     for c in result.claims:
-        click.echo(f"  claim {c.id}: {c.verdict:<13} {c.title}")
-    click.echo(f"report: {out / 'REPORT.md'}")
+        say(f"  claim {c.id}: {c.verdict:<13} {c.title}")
+    say(f"report: {out / 'REPORT.md'}")
 
 
 # --- import -----------------------------------------------------------------------------
@@ -419,11 +517,11 @@ def import_(ckpt_dir, factory, kwargs_json, data, loss, out, quiet):
         raise UserError(f"--kwargs is not JSON: {e}") from None
     if not isinstance(kwargs, dict):
         raise UserError("--kwargs must be a JSON object of keyword arguments")
-    say = None if quiet else (lambda step, p: click.echo(f"step {step}: {p.name}", err=True))
+    tell = None if quiet else (lambda step, p: say(f"step {step}: {p.name}", err=True))
     t0 = time.perf_counter()
     done = import_checkpoints(ckpt_dir, out, factory=factory, kwargs=kwargs, probe=data,
-                              loss=loss, progress=say)
-    click.echo(f"imported {len(done)} checkpoints into {out} in {_elapsed(t0)}")
+                              loss=loss, progress=tell)
+    say(f"imported {len(done)} checkpoints into {out} in {_elapsed(t0)}")
     _print_summary(out)
 
 
@@ -452,23 +550,23 @@ def _print_summary(path: Path) -> None:
     if r is None:
         _print_custom(run, writer)
         return
-    click.echo(f"{path}: {r.name} ({run.recipe.arch}), task {r.task.name}, status {run.status}"
+    say(f"{path}: {r.name} ({run.recipe.arch}), task {r.task.name}, status {run.status}"
                + (f", being written by {writer}" if writer else ""))
     m = r.model
-    click.echo(f"  model: d_model {m.d_model}, heads {m.n_heads}, {m.attention} attention, "
+    say(f"  model: d_model {m.d_model}, heads {m.n_heads}, {m.attention} attention, "
                f"norm {m.norm}, positions {m.positions}, mlp {m.mlp}, loops {m.loops}, "
                f"{run.layout.size:,} parameters")
     if len(run.steps):
-        click.echo(f"  checkpoints: {len(run.steps)} (steps {run.steps[0]}..{run.steps[-1]}, "
+        say(f"  checkpoints: {len(run.steps)} (steps {run.steps[0]}..{run.steps[-1]}, "
                    f"loops {'/'.join(str(x) for x in np.unique(run.loops))})")
     _print_metrics(run)
     for e in run.events:
         if e.get("kind") == "shift":
-            click.echo(f"  shift: step {e['step']} (epoch {e['epoch']:.1f}), {e['reason']}, "
+            say(f"  shift: step {e['step']} (epoch {e['epoch']:.1f}), {e['reason']}, "
                        f"loops {e['loops_before']} -> {e['loops_after']}")
     if run.probes:
         kinds = sorted({k for v in run.probes.values() for k in v})
-        click.echo(f"  probes: {', '.join(kinds)} at {len(run.probes)} checkpoints")
+        say(f"  probes: {', '.join(kinds)} at {len(run.probes)} checkpoints")
 
 
 def _print_custom(run, writer: str | None) -> None:
@@ -478,31 +576,31 @@ def _print_custom(run, writer: str | None) -> None:
     shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if not isinstance(v, dict))
     nested = [k for k, v in kwargs.items() if isinstance(v, dict)]
     shown = ", ".join(filter(None, [shown, *(f"{k}={{...}}" for k in nested)]))
-    click.echo(f"{run.path}: {run.name} (your own model, {run.attrs.get('source')}), status "
+    say(f"{run.path}: {run.name} (your own model, {run.attrs.get('source')}), status "
                f"{run.status}" + (f", being written by {writer}" if writer else ""))
-    click.echo(f"  model: {spec['factory']}({shown}), {run.layout.size:,} parameters; "
+    say(f"  model: {spec['factory']}({shown}), {run.layout.size:,} parameters; "
                f"loss {spec['loss']}")
     ps = run.probe_set()
-    click.echo("  probe set: " + ", ".join(f"{k} {list(v.shape)} {v.dtype}"
+    say("  probe set: " + ", ".join(f"{k} {list(v.shape)} {v.dtype}"
                                             for k, v in ps.items()))
     if len(run.steps):
         adam = run._summary.get("adam_step") is not None
-        click.echo(f"  checkpoints: {len(run.steps)} (steps {run.steps[0]}..{run.steps[-1]})"
+        say(f"  checkpoints: {len(run.steps)} (steps {run.steps[0]}..{run.steps[-1]})"
                    + (", with Adam's second moment" if adam else ""))
     stored = run.stored_buffers
     if stored:
-        click.echo(f"  buffers stored per checkpoint: {len(stored)} ("
+        say(f"  buffers stored per checkpoint: {len(stored)} ("
                    + ", ".join(stored[:4]) + (", ..." if len(stored) > 4 else "") + ")")
     note = run.buffer_note()
     if note:
-        click.echo(f"  note: {note}")
+        say(f"  note: {note}")
     met = {k: v for k, v in run.metrics.items() if k not in ("step", "wall") and len(v)}
     if met and "step" in run.metrics:
         last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in sorted(met.items()))
-        click.echo(f"  last metrics (step {int(run.metrics['step'][-1])}): {last}")
+        say(f"  last metrics (step {int(run.metrics['step'][-1])}): {last}")
     if run.probes:
         kinds = sorted({k for v in run.probes.values() for k in v})
-        click.echo(f"  probes: {', '.join(kinds)} at {len(run.probes)} checkpoints")
+        say(f"  probes: {', '.join(kinds)} at {len(run.probes)} checkpoints")
 
 
 def _print_metrics(run) -> None:
@@ -510,7 +608,7 @@ def _print_metrics(run) -> None:
     if "step" not in met or len(met["step"]) == 0:
         return
     wall, tput = float(met["wall"][-1]), run.attrs.get("throughput")
-    click.echo(f"  last evaluation: step {int(met['step'][-1])}, epoch "
+    say(f"  last evaluation: step {int(met['step'][-1])}, epoch "
                f"{met['epoch'][-1]:.1f}, train wall {wall:.1f} s"
                + (f", {tput:,.0f} tokens/s" if isinstance(tput, float) else ""))
     for split in run.task_attrs.get("splits", []):
@@ -518,7 +616,7 @@ def _print_metrics(run) -> None:
             continue
         ceil = run.ceilings.get(split, {})
         c = f" (Bayes {ceil['acc']:.3f} / {ceil['loss']:.3f})" if "acc" in ceil else ""
-        click.echo(f"    {split:>10}: acc {met[f'{split}.acc'][-1]:.3f}  loss "
+        say(f"    {split:>10}: acc {met[f'{split}.acc'][-1]:.3f}  loss "
                    f"{met[f'{split}.loss'][-1]:.3f}{c}")
 
 

@@ -142,3 +142,120 @@ def test_a_closed_pipe_ends_info_quietly(trained_runs):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) in (0, 1) and err == "", err
+
+
+# --- every flag checked before any work: one line, exit 2 --------------------------------
+
+HUGE = "9" * 23
+BAD_FLAGS = {
+    # values the library took and failed on (a traceback, or after work had started)
+    "seed huge": ["train", *TINY, "--seed", HUGE, "--out", "NEW"],
+    "seed negative": ["train", *TINY, "--seed", "-1", "--out", "NEW"],
+    "set seed huge": ["train", *TINY, "--set", f"train.seed={HUGE}", "--out", "NEW"],
+    "epochs huge": ["train", *TINY, "--epochs", HUGE, "--out", "NEW"],
+    "set grad_clip inf": ["train", *TINY, "--set", "train.grad_clip=inf", "--out", "NEW"],
+    "set lr inf": ["train", *TINY, "--set", "train.lr=inf", "--out", "NEW"],
+    "train device index": ["train", *TINY, "--device", "cuda:x", "--out", "NEW"],
+    "steps comma": ["probe", "RUN", "--steps", ","],
+    "steps spaced:x": ["probe", "RUN", "--steps", "spaced:x"],
+    "steps spaced:": ["probe", "RUN", "--steps", "spaced:"],
+    "probe device": ["probe", "RUN", "--device", "banana"],
+    "probe device mps": ["probe", "RUN", "--device", "mps"],
+    "probe device index": ["probe", "RUN", "--device", "cuda:x"],
+    "delta nan": ["probe", "RUN", "--delta", "nan"],
+    "delta inf": ["probe", "RUN", "--delta", "inf"],
+    "grid huge": ["probe", "RUN", "--no-hessian", "--grid", "1000001"],
+    "threads huge": ["probe", "RUN", "--threads", HUGE],
+    "dpi huge": ["plot", "RUN", "--dpi", HUGE, "--out", "NEW"],
+    "no format": ["plot", "RUN", "--format", ",", "--out", "NEW"],
+    "reproduce device": ["reproduce", "--device", "banana", "--out", "NEW"],
+    "language seed huge": ["reproduce", "--language-seed", HUGE, "--out", "NEW"],
+    "workers huge": ["reproduce", "--workers", HUGE, "--out", "NEW"],
+    "escape in a message": ["train", "evil\x1b]0;title\x07\x1b[2J\r", "--out", "NEW"],
+    # what click rejects itself (a four-line usage block before)
+    "no such option": ["probe", "RUN", "--foo"],
+    "no such group option": ["--foo"],
+    "no such command": ["banana"],
+    "missing argument": ["info"],
+    "missing run files": ["plot"],
+    "extra argument": ["info", "RUN", "RUN"],
+    "missing option value": ["probe", "RUN", "--steps"],
+    "bad int": ["train", "--epochs", "x"],
+    "int out of range": ["probe", "RUN", "--k", "0"],
+    "bad choice": ["train", "--model", "banana"],
+    "bad probe choice": ["probe", "RUN", "--exact", "sometimes"],
+    "bad float": ["probe", "RUN", "--delta", "wide"],
+    "missing required option": ["import", "RUN", "--model", "x:y"],
+    "flag with a value": ["train", "--resume=yes"],
+    "out is a folder": ["train", *TINY, "--out", "."],
+}
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test as soon as a command starts the work it was asked for."""
+    import landscape.draw.figures
+    import landscape.probe.driver
+    import landscape.reproduce
+    import landscape.runs.importer
+    import landscape.train
+
+    def started(*args, **kwargs):
+        pytest.fail("work started before the flags were checked")
+
+    for module, name in ((landscape.train.trainer, "train"), (landscape.reproduce, "reproduce"),
+                         (landscape.draw.figures, "render"),
+                         (landscape.runs.importer, "import_checkpoints")):
+        monkeypatch.setattr(module, name, started)
+    monkeypatch.setattr(landscape.probe.driver.Driver, "ensure", started)
+
+
+@pytest.mark.parametrize("case", BAD_FLAGS)
+def test_a_bad_flag_is_one_error_line_before_any_work(trained_runs, tmp_path, monkeypatch,
+                                                      no_work, case):
+    from landscape.runfile.store import copy_run
+
+    run = tmp_path / "r.h5"
+    copy_run(trained_runs["single"], run)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    args = [{"RUN": str(run), "NEW": str(tmp_path / "new")}.get(a, a) for a in BAD_FLAGS[case]]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert "Traceback" not in res.output and lines[0].isprintable(), res.output
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # nothing written, nothing changed
+
+
+def test_a_usage_error_names_the_option_and_points_to_help():
+    res = CliRunner().invoke(main, ["probe", "x.h5", "--zzz"])
+    assert res.output == "error: no such option '--zzz' (see 'landscape probe --help')\n"
+    res = CliRunner().invoke(main, ["banana"])
+    assert res.output == "error: no such command 'banana' (see 'landscape --help')\n"
+    assert invoke("probe", "--help").exit_code == 0  # help is not an error
+
+
+def test_info_escapes_control_characters_read_from_the_file(trained_runs, tmp_path):
+    import json
+
+    from landscape.runfile.store import copy_run
+
+    run = tmp_path / "r.h5"
+    copy_run(trained_runs["single"], run)
+    with h5py.File(run, "r+") as f:
+        recipe = json.loads(f.attrs["recipe"])
+        recipe["name"] = "evil\x1b[31m\x1b]0;pwned\x07\r\u2028"
+        f.attrs["recipe"] = json.dumps(recipe)
+    res = invoke("info", run)
+    assert res.exit_code == 0, res.output
+    assert r"evil\x1b[31m\x1b]0;pwned\x07\r\u2028" in res.output
+    assert all(line.isprintable() for line in res.output.splitlines())
+
+
+def test_printable_escapes_only_what_does_not_print():
+    from landscape.cli import printable
+
+    assert printable("looped_attn (Bayes 0.99) é ∑") == "looped_attn (Bayes 0.99) é ∑"
+    assert printable("a\x1b[2Jb\tc\x00\x7f") == r"a\x1b[2Jb\tc\x00\x7f"

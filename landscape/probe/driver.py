@@ -87,6 +87,7 @@ from landscape.runfile import schema as sc
 from landscape.runfile import store
 from landscape.runs.run import Run
 from landscape.train import distributed
+from landscape.train.recipe import check_device
 from landscape.train.split_loss import make_loss_fn
 from landscape.train.tasks.base import Split
 
@@ -108,32 +109,49 @@ class ProbeSettings:
     ignore_memory: bool = False  # run parts whose estimated peak memory exceeds the device's
 
 
+def parse_steps(spec: str) -> str | int | list[int]:
+    """``--steps`` read strictly: ``"all"``, ``"last"``, K of ``"spaced:K"`` or the steps.
+
+    Raises:
+        LandscapeError: anything else (``","``, ``"spaced:x"``, K < 1, a negative step).
+    """
+    spec = spec.strip()
+    if spec in ("all", "last"):
+        return spec
+    try:
+        if spec.startswith("spaced:"):
+            k = int(spec.split(":", 1)[1])
+            if k >= 1:
+                return k
+        else:
+            wanted = [int(s) for s in spec.split(",") if s.strip()]
+            if wanted and min(wanted) >= 0:
+                return sorted(set(wanted))
+    except ValueError:
+        pass
+    raise LandscapeError(f"--steps {spec!r}: use all, last, spaced:K (K >= 1) or N,M,... "
+                         "(optimiser steps)")
+
+
 def select_steps(run: Run, spec: str) -> list[int]:
     """The checkpoint steps named by ``spec`` (see :class:`ProbeSettings`)."""
+    wanted = parse_steps(spec)
     steps = [int(s) for s in run.steps]
     if not steps:
         raise LandscapeError(f"{run.path} has no checkpoints")
-    spec = spec.strip()
-    if spec == "all":
+    if wanted == "all":
         return steps
-    if spec == "last":
+    if wanted == "last":
         return steps[-1:]
-    if spec.startswith("spaced:"):
-        k = int(spec.split(":", 1)[1])
-        if k < 1:
-            raise LandscapeError("--steps spaced:K needs K >= 1")
-        idx = np.unique(np.round(np.linspace(0, len(steps) - 1, min(k, len(steps)))))
+    if isinstance(wanted, int):
+        idx = np.unique(np.round(np.linspace(0, len(steps) - 1, min(wanted, len(steps)))))
         chosen = {steps[int(i)] for i in idx}
         if run.shift_step is not None:
             chosen.add(run.shift_step)  # the switch is always probed
         return sorted(chosen)
-    try:
-        wanted = [int(s) for s in spec.split(",") if s.strip()]
-    except ValueError:
-        raise LandscapeError(f"--steps {spec!r}: use all, last, spaced:K or N,M,...") from None
     for s in wanted:
         run.index(s)  # raises with the available steps
-    return sorted(set(wanted))
+    return wanted
 
 
 def _shared_reference(run: Run, where: str) -> tuple[str, dict[str, torch.Tensor]]:
@@ -518,9 +536,8 @@ class Driver:
         if hs is not None and hs.k_top + hs.k_bottom > p:
             raise LandscapeError(f"k_top + k_bottom = {hs.k_top + hs.k_bottom} exceeds the "
                                  f"model's {p} parameters")
-        self.device = torch.device(settings.device) if ranks is None else ranks.device
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise LandscapeError("--device cuda: no CUDA device is available")
+        self.device = (torch.device(check_device(settings.device, available=True))
+                       if ranks is None else ranks.device)
         self.shared: Plane | None = None  # the --shared-plane plane, the same at every step
         if settings.geometry is not None and settings.geometry.shared_plane:
             name, ref = _shared_reference(self.run, settings.geometry.shared_plane)

@@ -63,6 +63,7 @@ from landscape.geometry.valley import river_direction, split_from_slq, split_spe
 from landscape.geometry.valley import river_progress as _river_progress
 from landscape.runfile import schema as sc
 from landscape.train.model import param_groups
+from landscape.train.recipe import GRID_MAX
 
 EXACT_OPTIONS = ("auto", "always", "never")
 QK_CHECKPOINTS = 2  # checkpoints after initialisation at which Q/K gradients are compared
@@ -151,8 +152,12 @@ class GeometrySettings:
             if getattr(self, key) % 2 == 0:
                 raise LandscapeError(f"geometry: {key}={getattr(self, key)} must be odd (the "
                                      "origin must be a grid point)")
-        if self.delta <= 0 or not 0 < self.eps_rel < self.tau_rel:
-            raise LandscapeError("geometry: need delta > 0 and 0 < eps_rel < tau_rel")
+        if not (0 < self.delta < math.inf and 0 < self.eps_rel < self.tau_rel < math.inf
+                and 0 < self.span < math.inf):
+            raise LandscapeError("geometry: need finite delta > 0, span > 0 and "
+                                 "0 < eps_rel < tau_rel")
+        if not 3 <= self.grid <= GRID_MAX:
+            raise LandscapeError(f"geometry: grid={self.grid} must be in 3..{GRID_MAX}")
 
 
 # --- Hessian parts ----------------------------------------------------------------------

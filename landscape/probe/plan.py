@@ -26,7 +26,9 @@ Memory model (bytes; ``s`` = bytes per float of the products, ``G`` = the gradie
   to a temporary file (:mod:`landscape.curvature.krylov_basis`): ``5 P s`` then;
 * the dense Hessian: ``P^2 s`` for the matrix, ``8 P^2`` for its float64 copy and
   ``8 P^2`` for ``eigvalsh``'s workspace;
-* a grid: ``A`` and a few parameter vectors (a vmapped chunk of ``b`` points: ``b A``).
+* a grid: ``A`` and a few parameter vectors (a vmapped chunk of ``b`` points: ``b A``),
+  and :data:`GRID_CELL_BYTES` per point of the grid for its arrays (``grid^2`` points:
+  a ``--grid 1001`` slice holds about 92 MiB of them).
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ from landscape.curvature.spectral import probes_per_call
 from landscape.errors import LandscapeError
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+
+GRID_CELL_BYTES = 96
+"""Bytes per point of a 2-D slice's arrays: measured 50 in
+:func:`landscape.geometry.slices.loss_grid` with the grid in progress it fills (float64
+losses, done mask, the meshgrid and the point coefficients, the cells to do), plus the
+coefficients on the device (8-16), a resumed grid read back and its copy (18) and the
+stored result (8 and HDF5's buffers)."""
 
 MEMORY_FLAG = "--ignore-memory"
 """The command-line flag that overrides :func:`check_memory`."""
@@ -373,7 +382,8 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
                             2 * widths * c.forward_s, 2 * c.forward_bytes + 4 * p * 8))
         for part in ("slice_random", "slice_river_valley"):
             out.append(PartPlan(f"geometry/{part}", f"2-D slice {gs.grid} x {gs.grid}", 0,
-                                grid, grid * c.forward_s, c.forward_bytes + 6 * p * s))
+                                grid, grid * c.forward_s,
+                                c.forward_bytes + 6 * p * s + grid * GRID_CELL_BYTES))
     return out
 
 

@@ -1,6 +1,6 @@
 """The run file's schema: what the readers use, checked once when a run is opened.
 
-Part of the store: :func:`landscape.store.check_run_file` opens the index and calls
+Part of the store: :func:`landscape.runfile.store.check_run_file` opens the index and calls
 :func:`validate` on it, so every reader (``Run.open``, ``landscape info``/``probe``,
 ``train --resume``, a Recorder continuing a run, ``copy_run``) starts from a file whose
 every attribute and dataset has the type, shape and range the code after it assumes.
@@ -61,7 +61,7 @@ NUMERIC = "biuf"
 BUFFER_ROWS = {"float16": "float16", "bfloat16": "float32", "float32": "float32",
                "float64": "float64", "uint8": "uint8", "int8": "int8", "int16": "int16",
                "int32": "int32", "int64": "int64"}
-"""A stored buffer's dtype and the row it is stored in (``landscape.custom.STORED_AS``)."""
+"""A stored buffer's dtype and the row it is stored in (``landscape.runs.own_models.STORED_AS``)."""
 _TEXT_ATTRS = ("status", "name", "arch", "loss", "probe_form", "source", "created")
 _STEP_GROUP = re.compile(r"step_-?[0-9]+")
 _ZIP = b"PK\x03\x04"  # torch.save's archive; a bare pickle starts otherwise

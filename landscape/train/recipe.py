@@ -37,6 +37,19 @@ from landscape.train.model import ModelConfig
 from landscape.train.tasks import TaskConfig, task_config_class
 
 SCHEDULES = ("constant", "cosine")
+SEED_MAX = 2**63 - 1
+"""The largest seed (``--seed``, ``train.seed``, ``--language-seed``): seeds are 0..2**63-1."""
+INT_MAX = 2**63 - 1
+"""The largest integer a recipe may hold (run files store them as 64-bit integers)."""
+COUNT_MAX = 2**31 - 1
+"""The largest step count, batch or probe size of ``[train]`` and ``[shift]``."""
+THREADS_MAX = 1024
+"""The most torch CPU threads (``train.threads``, ``landscape probe --threads``)."""
+LOOPS_MAX = 1024
+"""The most loops of a model (``model.loops``, ``shift.loops_after``)."""
+DEVICES = ("cpu", "cuda")
+GRID_MAX = 1001
+"""The most points per axis of a probe's 2-D slice (``--grid``; a million losses)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
 
     def __post_init__(self):
+        _check_finite(self, "train")
         _check(self.lr > 0, "train.lr must be > 0")
         _check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}")
         _check(0 <= self.final_lr_ratio <= 1, "train.final_lr_ratio must be in [0, 1]")
@@ -73,7 +87,12 @@ class TrainConfig:
         _check(min(self.steps, self.warmup_steps, self.eval_every, self.checkpoint_every,
                    self.threads) >= 0, "train: step counts and threads must be >= 0")
         _check(self.probe_size >= 1, "train.probe_size must be >= 1")
-        _check(self.device.split(":")[0] in ("cpu", "cuda"), "train.device must be cpu or cuda")
+        _check(max(self.steps, self.epochs, self.warmup_steps, self.eval_every,
+                   self.checkpoint_every, self.batch_size, self.probe_size) <= COUNT_MAX,
+               f"train: step counts, epochs, batch_size and probe_size must be <= {COUNT_MAX}")
+        _check(self.threads <= THREADS_MAX, f"train.threads must be <= {THREADS_MAX}")
+        _check(0 <= self.seed <= SEED_MAX, f"train.seed must be in 0..{SEED_MAX} (2**63-1)")
+        check_device(self.device, "train.device")
 
 
 CRITERIA = ("training", "oracle")
@@ -124,10 +143,12 @@ class ShiftConfig:
     keep_optimizer: bool = True  # keep AdamW moments across the switch (False: reset them)
 
     def __post_init__(self):
-        _check(self.loops_after >= 2, "shift.loops_after must be >= 2")
-        _check(self.at_step >= 0, "shift.at_step must be >= 0")
+        _check_finite(self, "shift")
+        _check(2 <= self.loops_after <= LOOPS_MAX, f"shift.loops_after must be in 2..{LOOPS_MAX}")
+        _check(0 <= self.at_step <= COUNT_MAX, f"shift.at_step must be in 0..{COUNT_MAX}")
         _check(self.criterion in CRITERIA, f"shift.criterion must be one of {CRITERIA}")
-        _check(self.window >= 1 and self.patience >= 1, "shift.window/patience must be >= 1")
+        _check(1 <= min(self.window, self.patience) and max(self.window, self.patience)
+               <= COUNT_MAX, f"shift.window/patience must be in 1..{COUNT_MAX}")
         _check(self.delta_1 >= 0 and self.delta_2 >= 0, "shift.delta_1/delta_2 must be >= 0")
         _check(0 < self.max_fraction <= 1, "shift.max_fraction must be in (0, 1]")
 
@@ -141,6 +162,9 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     shift: ShiftConfig = field(default_factory=ShiftConfig)
+
+    def __post_init__(self):
+        _check(self.model.loops <= LOOPS_MAX, f"model.loops must be <= {LOOPS_MAX}")
 
     @property
     def arch(self) -> str:
@@ -171,6 +195,45 @@ class Recipe:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise LandscapeError(message)
+
+
+def _check_finite(config: Any, table: str) -> None:
+    """Refuse NaN and infinities in the float fields of the dataclass ``config``."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LandscapeError(f"{table}.{f.name} must be a finite number, got {value!r}")
+
+
+def check_device(text: str, what: str = "--device", *, available: bool = False) -> str:
+    """``text`` as a device name (``cpu``, ``cuda`` or ``cuda:N``), checked.
+
+    Args:
+        text: the device as given.
+        what: the option or key named in the message.
+        available: also require the device to exist here (a recipe stored in a run file
+            names the device it was trained on, which need not exist where it is read).
+
+    Raises:
+        LandscapeError: not a device name of :data:`DEVICES`, or (``available``) no such
+            device on this machine.
+    """
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in DEVICES:
+        raise LandscapeError(f"{what} {text!r}: use cpu, cuda or cuda:N")
+    if available and dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise LandscapeError(f"{what} {text}: no CUDA device is available")
+        if (dev.index or 0) >= count:
+            raise LandscapeError(f"{what} {text}: there are {count} CUDA device(s) "
+                                 f"(cuda:0..cuda:{count - 1})")
+    return str(dev)
 
 
 # --- building dataclasses from dicts, strictly ------------------------------------------
@@ -211,11 +274,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 continue
         raise LandscapeError(f"{where}: {value!r} has the wrong type")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) <= INT_MAX else math.inf
     if hint in (int, float, str, bool) and not (
         isinstance(value, hint) and not (hint is int and isinstance(value, bool))
     ):
         raise LandscapeError(f"{where} must be {hint.__name__}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise LandscapeError(f"{where} must be a finite number, got {value!r}")
+    if hint is int and not -INT_MAX - 1 <= value <= INT_MAX:
+        raise LandscapeError(f"{where}={value} is out of range (a 64-bit integer)")
     return value
 
 

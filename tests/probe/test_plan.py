@@ -12,6 +12,7 @@ from helpers import tiny_recipe
 from landscape.errors import LandscapeError
 from landscape.probe import HessianSettings, ProbeSettings, probe
 from landscape.probe.plan import (
+    GRID_CELL_BYTES,
     MEMORY_FLAG,
     UnitCosts,
     available_memory,
@@ -201,3 +202,49 @@ def test_plan_counts_restarts_and_a_basis_held_in_a_file():
     assert gpu["hessian/top"].peak_bytes == c.graph_bytes + (20 + 4) * p * 4  # in memory
     mid = {x.name: x for x in plan_parts(_costs(10**6), hs)}
     assert mid["hessian/trace"].peak_bytes == 40 * 10**6 + (5 + 8 + 1) * 10**6 * 4
+
+
+def test_the_plan_counts_the_memory_of_a_slices_grid():
+    from landscape.probe import GeometrySettings
+
+    small, large = (
+        {p.name: p for p in plan_parts(_costs(544), geometry=GeometrySettings(grid=g))}
+        for g in (5, 1001))
+    slice_ = large["geometry/slice_random"]
+    assert slice_.peak_bytes >= 1001**2 * GRID_CELL_BYTES  # was 5.8 MiB for any grid
+    assert slice_.peak_bytes - small["geometry/slice_random"].peak_bytes > 90 * 2**20
+    with pytest.raises(LandscapeError, match=r"geometry/slice_random .*needs about 9\d\.\d MiB"):
+        check_memory(list(large.values()), 64 * 2**20)
+
+
+def test_the_grid_estimate_bounds_what_a_grid_allocates():
+    import tracemalloc
+
+    from landscape.geometry.slices import loss_grid
+
+    n, params = 61, {"w": torch.randn(10)}
+    dirs = [{"w": torch.randn(10)}, {"w": torch.randn(10)}]
+    axis = np.linspace(-1, 1, n)
+    tracemalloc.start()
+    try:  # the probe's grid in progress, then the grid itself
+        done, values = np.zeros((n, n), bool), np.full((n, n), np.nan)
+        loss_grid(lambda p: (p["w"] ** 2).sum(), params, dirs, axis, axis, done=done,
+                  values=values)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < n * n * GRID_CELL_BYTES
+
+
+def test_cli_refuses_a_grid_that_does_not_fit_before_any_work(trained_runs, tmp_path,
+                                                              monkeypatch):
+    import landscape.probe.driver as driver
+
+    path = _copy(trained_runs["single"], tmp_path)
+    before = path.read_bytes()
+    monkeypatch.setattr(driver, "available_memory", lambda device: 32 * 2**20)
+    monkeypatch.setattr(driver.Driver, "ensure", lambda *a: pytest.fail("work started"))
+    res = _invoke("probe", path, "--no-hessian", "--grid", "1001", "--steps", "last")
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: part geometry/slice_random") and "MiB" in res.output
+    assert path.read_bytes() == before

@@ -5,8 +5,12 @@ import pytest
 from landscape.errors import LandscapeError
 from landscape.train.archs import ARCHS, LOOPED, SHIFT, SINGLE
 from landscape.train.recipe import (
+    LOOPS_MAX,
     RECIPE_DIR,
+    SEED_MAX,
     Recipe,
+    TrainConfig,
+    check_device,
     find_recipe,
     load_recipe,
     parse_override,
@@ -54,6 +58,65 @@ def test_unknown_key_is_named():
 def test_bad_values_are_rejected(tables, message):
     with pytest.raises(LandscapeError, match=message):
         recipe_from_dict(tables)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=nan", "train.lr must be a finite number"),
+    ("train.lr=inf", "train.lr must be a finite number"),
+    ("train.grad_clip=inf", "train.grad_clip must be a finite number"),
+    ("train.weight_decay=1e400", "train.weight_decay must be a finite number"),
+    ("shift.delta_1=inf", "shift.delta_1 must be a finite number"),
+    ("task.p_det=nan", "task.p_det must be a finite number"),
+    ("train.lr=100000000000000000000000000000000000000000000000000000000000000000000000000"
+     "0000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "0000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+     "00000", "train.lr must be a finite number"),
+    ("train.seed=99999999999999999999999", "train.seed=.* is out of range"),
+    ("train.seed=-1", "train.seed must be in 0..9223372036854775807"),
+    ("model.loops=99999999999999999999", "model.loops=.* is out of range"),
+    ("model.loops=5000", "model.loops must be <= 1024"),
+    ("shift.loops_after=5000", "shift.loops_after must be in 2..1024"),
+    ("train.epochs=4000000000", "must be <= 2147483647"),
+    ("train.batch_size=4000000000", "must be <= 2147483647"),
+    ("train.threads=100000000000000", "train.threads must be <= 1024"),
+    ("shift.at_step=4000000000", "shift.at_step must be in 0..2147483647"),
+    ("train.device='banana'", "train.device 'banana': use cpu, cuda or cuda:N"),
+    ("train.device='cuda:x'", "train.device 'cuda:x'"),
+    ("train.device='mps'", "train.device 'mps'"),
+])
+def test_impossible_numbers_and_devices_are_refused(override, message):
+    with pytest.raises(LandscapeError, match=message):
+        load_recipe(overrides=[parse_override(override)])
+
+
+def test_the_limits_themselves_are_accepted():
+    r = load_recipe(overrides=[{"train": {"seed": SEED_MAX, "device": "cuda:3"},
+                                "model": {"loops": LOOPS_MAX}}])
+    assert r.train.seed == SEED_MAX and r.model.loops == LOOPS_MAX
+    assert recipe_from_json(r.to_json()) == r  # a run trained on a GPU reads anywhere
+
+
+def test_direct_construction_refuses_nan_too():
+    with pytest.raises(LandscapeError, match="train.beta1 must be a finite number"):
+        TrainConfig(beta1=float("nan"))
+
+
+@pytest.mark.parametrize("text, available, message", [
+    ("banana", False, "--device 'banana': use cpu, cuda or cuda:N"),
+    ("cuda:x", False, "use cpu, cuda or cuda:N"),
+    ("mps", False, "use cpu, cuda or cuda:N"),
+    ("", False, "use cpu, cuda or cuda:N"),
+    ("cuda:99", True, "--device cuda:99: (no CUDA device is available|there are)"),
+])
+def test_check_device(text, available, message):
+    with pytest.raises(LandscapeError, match=message):
+        check_device(text, available=available)
+
+
+def test_check_device_accepts_cpu_and_cuda_names():
+    assert check_device("cpu", available=True) == "cpu"
+    assert check_device("cuda:1") == "cuda:1"
 
 
 def test_int_is_accepted_for_float():
