@@ -140,11 +140,16 @@ def test_a_name_with_a_line_break_is_refused_in_one_line(recorded, tmp_path):
 def test_the_allow_list_names_exact_aliases_of_our_own_functions():
     from landscape.runs import huggingface as hf
 
-    assert custom.OWN_CODE == {"factory": {"landscape.hf:causal_lm": ("landscape.runs.huggingface",
-                                                                      "causal_lm")},
-                               "loss": {}}
-    got = custom.load_object("landscape.hf:causal_lm", "factory", trust_code=False)
-    assert got is hf.causal_lm
+    mod = "landscape.runs.huggingface"
+    assert custom.OWN_CODE == {"factory": {
+        "landscape.hf:causal_lm": (mod, "causal_lm"),
+        "landscape.hf:masked_lm": (mod, "masked_lm"),
+        "landscape.hf:sequence_classifier": (mod, "sequence_classifier")}, "loss": {}}
+    for name, fn in (("causal_lm", hf.causal_lm), ("masked_lm", hf.masked_lm),
+                     ("sequence_classifier", hf.sequence_classifier)):
+        assert custom.load_object(f"landscape.hf:{name}", "factory", trust_code=False) is fn
+        assert custom.is_own_code(f"landscape.hf:{name}")
+    assert not custom.is_own_code("landscape.hf:masked_lm ")  # exact names only
 
 
 def test_an_alias_keeps_old_run_files_loading_when_its_function_moves(recorded, tmp_path,
