@@ -130,11 +130,12 @@ def fill_tied(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict:
 
 def import_checkpoints(folder: str | Path, out: str | Path, *, factory: str,
                        kwargs: Mapping[str, Any] | None = None, probe: str | Path,
-                       loss: str = "next_token",
+                       loss: str | None = None,
                        progress: Callable[[int, Path], None] | None = None) -> list[int]:
     """Record the checkpoints of ``folder`` into ``out``; returns the steps recorded now.
 
     The factory is called here (its name comes from the caller, not from a file).
+    ``loss``: as the Recorder's (None: a HuggingFace factory's head's, else next_token).
     """
     files = checkpoint_files(folder)
     kwargs = custom.stored_kwargs(factory, kwargs or {})  # e.g. a config.json read in

@@ -5,7 +5,8 @@ a folder of checkpoints (``landscape import``) names two pieces of code:
 
 * a **factory** ``"pkg.mod:build"`` called with JSON keyword arguments to rebuild the
   module (its parameters are then replaced by a checkpoint's);
-* a **loss**: ``"next_token"``, ``"cross_entropy"``, ``"mse"``, or ``"pkg.mod:function"``.
+* a **loss**: ``"next_token"``, ``"masked_lm"``, ``"cross_entropy"``, ``"mse"``, or
+  ``"pkg.mod:function"``.
 
 and stores the **probe set**, the fixed batch every probe evaluates, in one of two forms:
 
@@ -20,8 +21,18 @@ time in one differentiable graph):
   or its first element). Pair form: against ``targets`` ``[N, T]`` (``-100``: not
   scored). Dict form: against ``input_ids`` (or ``labels``) shifted by one, where
   ``attention_mask`` is 1; the mean runs over all scored tokens.
-* ``cross_entropy``: logits ``[N, C]`` against class ids ``targets`` ``[N]``.
+* ``masked_lm``: token cross-entropy of the logits ``[N, T, V]`` against ``labels``
+  ``[N, T]`` (dict form; pair form: ``targets``) at the same positions, no shift, over
+  the tokens whose label is not ``-100`` (a masked LM's masked positions).
+* ``cross_entropy``: logits ``[N, C]`` (the output, its ``.logits``, or its first
+  element) against class ids ``[N]``: ``targets``, or in dict form ``labels`` (a
+  sequence classifier's); the mean runs over the examples whose id is not ``-100``.
 * ``mse``: mean squared error of the output against float ``targets``, over all entries.
+
+**Dtypes.** The probe set's floating tensors (images, features, float sequences) are
+cast to the floating dtype of the parameters the loss is evaluated at (float32, or
+float64 where a probe asks for it); integer tensors (token and class ids, masks) are
+used as they are. A custom loss receives the batch so cast.
 * ``"pkg.mod:function"``: ``function(model, batch) -> scalar``, the mean loss of the
   batch it is given (a tuple ``(inputs, targets)`` or a dict); the probe loss is the
   example-weighted mean over the chunks. Use it for anything else, e.g. a forward that
@@ -46,7 +57,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,15 +76,18 @@ from landscape.curvature.objective import (
 )
 from landscape.errors import LandscapeError
 
-BUILTIN_LOSSES = ("next_token", "cross_entropy", "mse")
+BUILTIN_LOSSES = ("next_token", "masked_lm", "cross_entropy", "mse")
 IGNORE = -100
 NOT_MODEL_INPUTS = ("labels", "targets")
 
 
 # --- code named in a run file -----------------------------------------------------------
 
+HF_FACTORIES = ("causal_lm", "masked_lm", "sequence_classifier")
+"""The factories of :mod:`landscape.runs.huggingface`, each aliased ``landscape.hf:NAME``."""
+
 OWN_CODE: dict[str, dict[str, tuple[str, str]]] = {
-    "factory": {"landscape.hf:causal_lm": ("landscape.runs.huggingface", "causal_lm")},
+    "factory": {f"landscape.hf:{f}": ("landscape.runs.huggingface", f) for f in HF_FACTORIES},
     "loss": {},
 }
 """The code a run file may name without trust: ``{what: {alias: (module, function)}}``.
@@ -85,7 +99,7 @@ alias still load. Anything else a run file names needs ``trust_code``.
 """
 
 INLINE: dict[str, tuple[str, str]] = {
-    "landscape.hf:causal_lm": ("landscape.runs.huggingface", "inline_kwargs")}
+    f"landscape.hf:{f}": ("landscape.runs.huggingface", "inline_kwargs") for f in HF_FACTORIES}
 """For an own factory whose caller may give a path (e.g. a ``config.json``): the function
 that reads it into the JSON stored in the run file (:func:`stored_kwargs`)."""
 
@@ -453,6 +467,8 @@ def check_probe_for_loss(loss: str, form: str, arrays: Mapping[str, np.ndarray])
                                      f"{ids.shape} differ in shape")
         elif "targets" not in arrays and "labels" not in arrays:
             raise LandscapeError(f"probe set: {loss} on a dict needs 'targets' or 'labels'")
+        elif loss == "masked_lm":
+            _need(arrays.get("targets", arrays.get("labels")), "labels", "iu", 2)
         return
     x, y = arrays["inputs"], arrays["targets"]
     if loss == "next_token":
@@ -460,6 +476,8 @@ def check_probe_for_loss(loss: str, form: str, arrays: Mapping[str, np.ndarray])
         if x.shape[:2] != y.shape:
             raise LandscapeError(f"probe set: next_token needs inputs [N, T, ...] and targets "
                                  f"[N, T]; got {x.shape} and {y.shape}")
+    elif loss == "masked_lm":
+        _need(y, "targets", "iu", 2)
     elif loss == "cross_entropy":
         _need(y, "targets", "iu", None)
     elif loss == "mse":
@@ -543,15 +561,23 @@ def _builtin_sum(name: str) -> Callable[[nn.Module, Any], torch.Tensor]:
                                            y.reshape(-1), ignore_index=IGNORE,
                                            reduction="sum")
 
+    def masked_lm(model, batch):
+        logits = _forward(model, batch)
+        return nn.functional.cross_entropy(_wide(logits.reshape(-1, logits.shape[-1])),
+                                           _targets(batch).reshape(-1), ignore_index=IGNORE,
+                                           reduction="sum")
+
     def cross_entropy(model, batch):
         logits = _forward(model, batch)
-        return nn.functional.cross_entropy(_wide(logits), _targets(batch), reduction="sum")
+        return nn.functional.cross_entropy(_wide(logits), _targets(batch), ignore_index=IGNORE,
+                                           reduction="sum")
 
     def mse(model, batch):
         out = _forward(model, batch)
         return ((_wide(out) - _targets(batch).to(_wide(out).dtype)) ** 2).sum()
 
-    return {"next_token": next_token, "cross_entropy": cross_entropy, "mse": mse}[name]
+    return {"next_token": next_token, "masked_lm": masked_lm, "cross_entropy": cross_entropy,
+            "mse": mse}[name]
 
 
 def _builtin_total(name: str, model: nn.Module, pieces: list[Any]) -> int:
@@ -562,31 +588,12 @@ def _builtin_total(name: str, model: nn.Module, pieces: list[Any]) -> int:
     return max(sum(_count(name, b) for b in pieces), 1)
 
 
-def _buffer_source(model: nn.Module) -> Callable[[Mapping[str, torch.Tensor]], dict]:
-    """``buffers(params)``: the module's buffers, keyed ``model.*``.
-
-    Floating ones come in float64 beside float64 parameters.
-    """
-    own = {f"model.{k}": v for k, v in model.named_buffers()}
-    wide: dict[str, torch.Tensor] = {}
-
-    def buffers(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if not any(v.dtype == torch.float64 for v in params.values()):
-            return own
-        if not wide:  # e.g. BatchNorm's float32 statistics cannot meet float64 inputs
-            wide.update({k: v.double() if v.is_floating_point() else v
-                         for k, v in own.items()})
-        return wide
-
-    return buffers
-
-
 def _count(name: str, batch: Any) -> int:
     """How many terms the built-in loss ``name`` sums over in ``batch``."""
     if name == "next_token":
         return int((_next_token_targets(batch) != IGNORE).sum())
-    if name == "cross_entropy":
-        return int(np.prod(_targets(batch).shape))
+    if name in ("masked_lm", "cross_entropy"):
+        return int((_targets(batch) != IGNORE).sum())
     return -1  # mse: the output's size, known after a forward
 
 
@@ -606,6 +613,50 @@ class _Objective(nn.Module):
         return self._loss(self.model, batch)
 
 
+def floating_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype | None:
+    """The dtype of the first floating-point tensor of ``tensors`` (None if none is)."""
+    return next((t.dtype for t in tensors if t.is_floating_point()), None)
+
+
+def cast_batch(batch: Any, dtype: torch.dtype | None) -> Any:
+    """``batch`` (a tuple or a dict) with its floating tensors in ``dtype``.
+
+    Integer and boolean tensors (token ids, class ids, masks) are left as they are; so is
+    everything when ``dtype`` is None.
+    """
+    def cast(t):
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    if isinstance(batch, Mapping):
+        return {k: cast(v) for k, v in batch.items()}
+    return tuple(cast(v) for v in batch)
+
+
+class _AtDtype:
+    """The probe set's chunks and the module's buffers for parameters of a given dtype.
+
+    Probes evaluate the loss at parameters in float32 or float64 (widths, spread, dense
+    spectra), whatever dtype the model was recorded in. Floating inputs always follow the
+    parameters (``torch.randn`` images meet float64 weights as float64); floating buffers
+    (BatchNorm's statistics) follow them where the parameters' dtype is not the module's
+    own. Each dtype's copies are made once.
+    """
+
+    def __init__(self, pieces: list[Any], model: nn.Module, prefix: str):
+        self.pieces = pieces
+        self.buffers = {f"{prefix}{k}": v for k, v in model.named_buffers()}
+        self.own = floating_dtype(model.parameters())
+        self._cache: dict[torch.dtype | None, tuple[list[Any], dict[str, torch.Tensor]]] = {}
+
+    def __call__(self, dtype: torch.dtype | None) -> tuple[list[Any], dict[str, torch.Tensor]]:
+        """``(chunks, buffers)`` for parameters of floating dtype ``dtype``."""
+        if dtype not in self._cache:
+            bufs = self.buffers if dtype in (None, self.own) else {
+                k: v.to(dtype) if v.is_floating_point() else v for k, v in self.buffers.items()}
+            self._cache[dtype] = ([cast_batch(b, dtype) for b in self.pieces], bufs)
+        return self._cache[dtype]
+
+
 def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
                         arrays: Mapping[str, np.ndarray], *, trust_code: bool,
                         device: torch.device | str = "cpu", chunk: int = CHUNK,
@@ -613,26 +664,28 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
     """``f(params) -> scalar``: the loss ``loss`` of ``model`` on the probe set.
 
     ``params`` is keyed by ``model.named_parameters()`` names; usable with ``torch.func``
-    and the probes, like :func:`landscape.train.split_loss.make_loss_fn`.
+    and the probes, like :func:`landscape.train.split_loss.make_loss_fn`. The probe set's
+    floating tensors are cast to the parameters' floating dtype (:class:`_AtDtype`), in
+    ``loss_fn(params)`` and in its ``bind`` alike.
     """
-    pieces = batches(form, arrays, device, chunk)
+    at = _AtDtype(batches(form, arrays, device, chunk), model, prefix="model.")
+    own_pieces = at(at.own)[0]
     if loss in BUILTIN_LOSSES:
         per_batch = _builtin_sum(loss)
-        total = _builtin_total(loss, model, pieces)
+        total = _builtin_total(loss, model, own_pieces)
     else:
         fn = load_object(loss, "loss", trust_code=trust_code, where=where)
         sizes = [len(b[0]) if isinstance(b, tuple) else len(next(iter(b.values())))
-                 for b in pieces]
+                 for b in own_pieces]
 
         def per_batch(m, b, _fn=fn):
             return _fn(m, b)
 
         total = None
     obj = _Objective(model, per_batch)
-    buffers = _buffer_source(model)
     tie = has_tied_tensors(model)  # else skip functional_call's per-call walk for ties
 
-    def mean_loss(call: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    def mean_loss(call: Callable[[Any], torch.Tensor], pieces: list[Any]) -> torch.Tensor:
         acc = 0.0
         for i, b in enumerate(pieces):
             value = call(b)
@@ -646,10 +699,15 @@ def make_custom_loss_fn(model: nn.Module, loss: str, form: str,
 
     def loss_fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         named = {f"model.{k}": v for k, v in params.items()}
-        bufs = buffers(params)
-        return mean_loss(lambda b: functional_call(obj, (named, bufs), (b,), tie_weights=tie))
+        pieces, bufs = at(floating_dtype(params.values()))
+        return mean_loss(lambda b: functional_call(obj, (named, bufs), (b,), tie_weights=tie),
+                         pieces)
 
-    return with_binding(loss_fn, obj, buffers, tie, lambda: mean_loss(obj), prefix="model.")
+    def bound_loss() -> torch.Tensor:  # inside bind, model.parameters() are the bound ones
+        return mean_loss(obj, at(floating_dtype(model.parameters()))[0])
+
+    return with_binding(loss_fn, obj, lambda params: at(floating_dtype(params.values()))[1],
+                        tie, bound_loss, prefix="model.")
 
 
 # --- the loss split at the output (GGN, empirical Fisher) -------------------------------
@@ -667,13 +725,22 @@ def _builtin_example_sums(name: str) -> Callable[[torch.Tensor, Any], torch.Tens
 
     def cross_entropy(logits, batch):
         y = _targets(batch)
-        per = nn.functional.cross_entropy(logits, y, reduction="none")  # y's shape
+        per = nn.functional.cross_entropy(logits, y, ignore_index=IGNORE,
+                                          reduction="none")  # y's shape, 0 where ignored
         return per.reshape(len(y), -1).sum(dim=1)
+
+    def masked_lm(logits, batch):
+        y = _targets(batch)  # [n, T], -100 where not scored
+        tokens = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             y.reshape(-1), ignore_index=IGNORE,
+                                             reduction="none")
+        return tokens.reshape(y.shape).sum(dim=1)
 
     def mse(out, batch):
         return ((out - _targets(batch).to(out.dtype)) ** 2).reshape(len(out), -1).sum(dim=1)
 
-    return {"next_token": next_token, "cross_entropy": cross_entropy, "mse": mse}[name]
+    return {"next_token": next_token, "masked_lm": masked_lm, "cross_entropy": cross_entropy,
+            "mse": mse}[name]
 
 
 def _declared_split(loss: str, fn: Any) -> tuple[Callable, Callable]:
@@ -707,7 +774,8 @@ def make_split_objective(model: nn.Module, loss: str, form: str,
     Raises:
         LandscapeError: a custom loss without the two declarations (or untrusted).
     """
-    pieces = batches(form, arrays, device, chunk)
+    at = _AtDtype(batches(form, arrays, device, chunk), model, prefix="model.")
+    pieces = at(at.own)[0]
     n = sum(len(b[0]) if isinstance(b, tuple) else len(next(iter(b.values()))) for b in pieces)
     if loss in BUILTIN_LOSSES:
         output = lambda m, b: _wide(_forward(m, b))  # noqa: E731
@@ -716,12 +784,12 @@ def make_split_objective(model: nn.Module, loss: str, form: str,
         fn = load_object(loss, "loss", trust_code=trust_code, where=where)
         (output, per_example), scale = _declared_split(loss, fn), 1 / n
     obj = _Objective(model, output)
-    buffers = _buffer_source(model)
     tie = has_tied_tensors(model)
 
     def outputs(params: Mapping[str, torch.Tensor], i: int) -> torch.Tensor:
         named = {f"model.{k}": v for k, v in params.items()}
-        return functional_call(obj, (named, buffers(params)), (pieces[i],), tie_weights=tie)
+        chunks, bufs = at(floating_dtype(params.values()))
+        return functional_call(obj, (named, bufs), (chunks[i],), tie_weights=tie)
 
     def example_terms(out: torch.Tensor, i: int) -> torch.Tensor:
         return per_example(out, pieces[i]) * scale

@@ -75,11 +75,14 @@ class Recorder:
             :meth:`checkpoint`).
         probe: the fixed probe set: ``(inputs, targets)`` or a dict of tensors (e.g.
             ``input_ids``, ``attention_mask``); stored in the file.
-        loss: ``"next_token"``, ``"cross_entropy"``, ``"mse"`` or ``"pkg.mod:function"``
-            taking ``(model, batch)`` (see :mod:`landscape.runs.own_models`).
+        loss: ``"next_token"``, ``"masked_lm"``, ``"cross_entropy"``, ``"mse"`` or
+            ``"pkg.mod:function"`` taking ``(model, batch)`` (see
+            :mod:`landscape.runs.own_models`). Default: the loss of a HuggingFace
+            factory's head (:mod:`landscape.runs.huggingface`), else ``next_token``.
         factory: ``"pkg.mod:build"``, importable, returning a module of the same parameter
-            names and shapes when called with ``factory_kwargs``. For a HuggingFace model
-            it may be omitted (config and eager attention are recorded).
+            names and shapes when called with ``factory_kwargs``. For a HuggingFace causal
+            LM, masked LM or sequence classifier it may be omitted: the factory of its
+            head is chosen from its class, and its configuration recorded.
         factory_kwargs: JSON-serialisable keyword arguments of the factory, stored in the
             file. A run file holds no paths: for ``landscape.hf:causal_lm`` a ``config``
             given as the path of a ``config.json`` (or its folder) is read here and the
@@ -91,19 +94,21 @@ class Recorder:
         source: what wrote the file (``recorder``; ``import`` for ``landscape import``).
 
     Raises:
-        LandscapeError: the factory cannot be imported or builds another model, the probe
+        LandscapeError: the factory cannot be imported or builds another model, a
+            HuggingFace factory is given another built-in loss than its head's, the probe
             set does not fit the loss, the loss is not a finite scalar, or the file exists
             with another model, loss or probe set, or is being written.
     """
 
     def __init__(self, path: str | Path, model: nn.Module, probe: Any,
-                 loss: str = "next_token", factory: str | None = None,
+                 loss: str | None = None, factory: str | None = None,
                  factory_kwargs: Mapping[str, Any] | None = None, *, name: str | None = None,
                  chunk: int = 64, keep_optimizer: bool = True, source: str = "recorder"):
         self.path = Path(path)
         if not isinstance(model, nn.Module):
             raise LandscapeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
         factory, factory_kwargs = _factory_of(model, factory, factory_kwargs)
+        loss = _loss_for(factory, loss)
         try:
             kwargs_json = json.loads(json.dumps(dict(factory_kwargs), sort_keys=True))
         except TypeError as e:
@@ -357,12 +362,32 @@ def _factory_of(model: nn.Module, factory: str | None,
     if factory is not None:  # a path an own factory's caller may give is read in here
         return factory, custom.stored_kwargs(factory, kwargs or {})
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict") and hasattr(model, "generate"):
-        from landscape.runs.huggingface import config_kwargs
+    if config is not None and hasattr(config, "to_dict") and hasattr(model, "from_pretrained"):
+        from landscape.runs.huggingface import config_kwargs, factory_for
 
-        return "landscape.hf:causal_lm", config_kwargs(model)
+        return factory_for(model), config_kwargs(model)
     raise LandscapeError("give factory='pkg.mod:build' (and factory_kwargs): the importable "
                          "function that rebuilds the model, so that probes can")
+
+
+def _loss_for(factory: str, loss: str | None) -> str:
+    """The loss to record: ``loss``, or the head's loss of a HuggingFace factory.
+
+    Raises:
+        LandscapeError: a HuggingFace factory with another built-in loss than its head's
+            (e.g. ``next_token`` on a masked LM scores a bidirectional encoder as a decoder).
+    """
+    from landscape.runs.huggingface import loss_of
+
+    head_loss = loss_of(factory)
+    if loss is None:
+        return head_loss or "next_token"
+    if head_loss is not None and isinstance(loss, str) and loss in custom.BUILTIN_LOSSES \
+            and loss != head_loss:
+        raise LandscapeError(f"factory {factory} is scored by loss {head_loss}, not {loss}: "
+                             f"pass loss {head_loss!r} (--loss {head_loss}), or a loss "
+                             "'pkg.mod:function' of your own")
+    return loss
 
 
 def _adam_state(optimizer: torch.optim.Optimizer, model: nn.Module,

@@ -115,3 +115,76 @@ def test_import_a_folder_of_gpt2_safetensors(tmp_path):
     model.eval()
     torch.testing.assert_close(run.loss_fn()(run.params(-1)), _hf_loss(model, _probe()))
     assert isinstance(run.attrs["model"]["kwargs"]["config"], dict)  # self-contained
+
+
+# --- encoders and classifiers: the head's own factory and loss, never a silent rebuild ----
+
+
+def _bert(head, seed=0):
+    import any_model
+
+    return {"masked_lm": any_model.hf_masked_lm, "sequence_classifier":
+            any_model.hf_classifier}[head](seed)
+
+
+def _bert_probe(head):
+    import any_model
+
+    return (any_model.masked_tokens if head == "masked_lm" else any_model.labelled_tokens)(8)
+
+
+@pytest.mark.parametrize("head", ["masked_lm", "sequence_classifier"])
+def test_recorder_picks_the_heads_factory_and_loss_and_matches_hfs_loss(head, tmp_path):
+    model = _bert(head).eval()
+    probe = _bert_probe(head)
+    path = tmp_path / f"{head}.h5"
+    with landscape.Recorder(path, model, probe=probe) as rec:  # factory and loss from class
+        rec.checkpoint(0)
+    run = Run.open(path)  # an own alias: no trust needed
+    want_loss = {"masked_lm": "masked_lm", "sequence_classifier": "cross_entropy"}[head]
+    assert run.spec["factory"] == f"landscape.hf:{head}" and run.spec["loss"] == want_loss
+    assert type(run.model(-1)).__name__ == type(model).__name__
+    with torch.no_grad():  # HuggingFace's own loss from labels, -100 ignored
+        torch.testing.assert_close(run.loss_fn()(run.params(-1)), model(**probe).loss)
+
+
+def test_causal_lm_refuses_an_encoder_and_names_the_right_factory():
+    from landscape.runs import huggingface as hf
+
+    bert = _bert("masked_lm").config.to_dict()
+    with pytest.raises(landscape.LandscapeError, match="use landscape.hf:masked_lm") as e:
+        hf.causal_lm(bert)
+    assert "\n" not in str(e.value)
+    assert type(hf.causal_lm({**bert, "is_decoder": True})).__name__ == "BertLMHeadModel"
+    gpt2 = _gpt2().config.to_dict()
+    with pytest.raises(landscape.LandscapeError, match="use landscape.hf:causal_lm"):
+        hf.masked_lm(gpt2)
+    named = {**gpt2, "architectures": ["GPT2ForSequenceClassification"]}
+    with pytest.raises(landscape.LandscapeError, match="landscape.hf:sequence_classifier"):
+        hf.causal_lm(named)
+    assert type(hf.sequence_classifier(named)).__name__ == "GPT2ForSequenceClassification"
+
+
+def test_a_head_factory_with_another_builtin_loss_is_refused(tmp_path):
+    with pytest.raises(landscape.LandscapeError, match="scored by loss masked_lm"):
+        landscape.Recorder(tmp_path / "x.h5", _bert("masked_lm"), probe=_bert_probe("masked_lm"),
+                           loss="next_token")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_import_of_a_bert_folder_as_a_causal_lm_is_one_line_and_exit_2(tmp_path):
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    model = _bert("masked_lm")
+    model.config.to_json_file(str(ckpts / "config.json"))  # architectures: BertForMaskedLM
+    safetensors_torch.save_model(model, str(ckpts / "step_1.safetensors"))
+    np.savez(tmp_path / "probe.npz", **{k: v.numpy() for k, v in _bert_probe("masked_lm").items()})
+    args = ["import", str(ckpts), "--kwargs", json.dumps({"config": str(ckpts)}),
+            "--probe", str(tmp_path / "probe.npz"), "--out", str(tmp_path / "b.h5"), "-q"]
+    r = CliRunner().invoke(main, [*args, "--model", "landscape.hf:causal_lm"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "landscape.hf:masked_lm" in r.output and not (tmp_path / "b.h5").exists()
+    r = CliRunner().invoke(main, [*args, "--model", "landscape.hf:masked_lm", "--loss",
+                                  "masked_lm"])
+    assert r.exit_code == 0, r.output
+    assert Run.open(tmp_path / "b.h5").spec["factory"] == "landscape.hf:masked_lm"
