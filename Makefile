@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,hf]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,hf,lightning,tensorboard,html]"
 	touch $(STAMP)
 
 # -n auto: one pytest worker per core (pytest-xdist); loadscope keeps each module's tests in
