@@ -433,6 +433,30 @@ def plot(run_files, names, out, formats, dpi):
 
 
 @main.command()
+@click.argument("run_file", type=click.Path(path_type=Path))
+@click.option("--tensorboard", "tb_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for TensorBoard's event files (needs the tensorboard extra).")
+def export(run_file, tb_dir):
+    """Write a run's metrics, probe numbers and Hessian spectra for TensorBoard.
+
+    Scalars over the optimiser step (metrics, lambda_max and the optimiser's edge, trace,
+    kappa, each block's top eigenvalue) and the spectra as histograms.
+
+    \b
+    Examples:
+      landscape export checkpoints/looped.h5 --tensorboard tb/looped
+      tensorboard --logdir tb
+    """
+    from landscape.draw.tensorboard import export_tensorboard
+    from landscape.runs.run import Run
+
+    done = export_tensorboard(Run.open(run_file), tb_dir)
+    say(f"wrote {sum(done.scalars.values())} scalars ({len(done.scalars)} tags) and "
+        f"{sum(done.histograms.values())} histograms to {done.folder}")
+
+
+@main.command()
 @click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick",
               show_default=True,
               help="quick: about 7 min on 2 CPU cores (9 runs); paper: about 1 h 45 min "
