@@ -68,12 +68,12 @@ def slice_figure(view: SliceView):
     z = np.asarray(g.loss, dtype=np.float64).T  # [nb, na]: rows follow y
     if not np.isfinite(z).any():
         raise LandscapeError(f"{view.title}: every grid cell is missing; run the slice probe")
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42],
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.14,
                         specs=[[{"type": "scene"}, {"type": "xy"}]],
                         subplot_titles=("loss surface", "contours"))
     x, y = g.alphas.tolist(), g.betas.tolist()
     fig.add_trace(go.Surface(x=x, y=y, z=z, name="surface", colorscale="Viridis",
-                             colorbar={"title": {"text": "loss"}, "x": 0.5}), 1, 1)
+                             colorbar={"title": {"text": "loss"}, "x": 1.01, "len": 0.85}), 1, 1)
     fig.add_trace(go.Contour(x=x, y=y, z=z, name="contour", colorscale="Viridis",
                              showscale=False, ncontours=20), 1, 2)
     if view.trajectory_xy is not None:
@@ -93,7 +93,7 @@ def slice_figure(view: SliceView):
                              marker={**mark, "size": 12, "symbol": "star"}), 1, 2)
     ax, ay = view.axis_titles
     fig.update_layout(title={"text": view.title}, height=560, width=1100,
-                      margin={"l": 10, "r": 10, "t": 70, "b": 10},
+                      margin={"l": 10, "r": 60, "t": 70, "b": 10},
                       legend={"orientation": "h", "y": -0.05},
                       scene={"xaxis_title": ax, "yaxis_title": ay, "zaxis_title": "loss"})
     fig.update_xaxes(title_text=ax, row=1, col=2)
