@@ -11,20 +11,26 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup test reproduce bench gallery lint clean models check-install
+.PHONY: setup test test-browser reproduce bench gallery lint clean models check-install
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,hf]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,hf,lightning,tensorboard,html]"
 	touch $(STAMP)
 
 # -n auto: one pytest worker per core (pytest-xdist); loadscope keeps each module's tests in
 # one worker, so a module-scoped fixture (a trained run file) is built once.
 test: setup
 	$(BIN)/python -m pytest -n auto --dist loadscope
+
+# The HTML slice page in headless Chromium (the system's: apt-get install chromium), driven
+# by Playwright (its own browser download is not used); refreshes the README's screenshot.
+test-browser: setup
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[browser]"
+	LANDSCAPE_GALLERY=1 $(BIN)/python -m pytest -m browser tests/draw/test_interactive_browser.py
 
 reproduce: setup
 	$(BIN)/landscape reproduce --preset $(PRESET) --out $(OUT)

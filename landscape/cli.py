@@ -405,7 +405,8 @@ def _buffer_note(run_file: Path, trust_code: bool) -> None:
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("figures/out"), show_default=True, help="Folder for the files.")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
-              help="Comma-separated: pdf, png, svg.")
+              help="Comma-separated: pdf, png, svg, and html (an interactive 3-D page per "
+                   "2-D slice, self-contained; needs the html extra).")
 @click.option("--dpi", type=click.IntRange(20, DPI_MAX), default=200, show_default=True)
 def plot(run_files, names, out, formats, dpi):
     """Draw publication figures from run files (probe them first for the curvature ones).
@@ -414,15 +415,17 @@ def plot(run_files, names, out, formats, dpi):
     Examples:
       landscape plot checkpoints/*.h5 --out figures/out
       landscape plot reproduce/quick/runs/*.h5 --figure spectra --format png
+      landscape plot mine.h5 --figure slices --format html   # open the .html in a browser
     """
     from landscape.draw.figures import render
     from landscape.draw.plot import FORMATS
     from landscape.runs.run import Run
 
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
-    bad = [f for f in fmts if f not in FORMATS] or ([] if fmts else [formats])
+    known = (*FORMATS, "html")
+    bad = [f for f in fmts if f not in known] or ([] if fmts else [formats])
     if bad:
-        raise UserError(f"unknown format {bad[0]!r} (formats: {', '.join(FORMATS)})")
+        raise UserError(f"unknown format {bad[0]!r} (formats: {', '.join(known)})")
     runs = [Run.open(p) for p in run_files]
     done = render(runs, names, out, fmts, dpi=dpi,
                   report=lambda msg: say(msg, err=True))
@@ -430,6 +433,30 @@ def plot(run_files, names, out, formats, dpi):
     if not drawn:
         raise UserError("no figure could be drawn: " + "; ".join(str(v) for v in done.values()))
     say(f"wrote {len(drawn)} figure(s) to {out}")
+
+
+@main.command()
+@click.argument("run_file", type=click.Path(path_type=Path))
+@click.option("--tensorboard", "tb_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for TensorBoard's event files (needs the tensorboard extra).")
+def export(run_file, tb_dir):
+    """Write a run's metrics, probe numbers and Hessian spectra for TensorBoard.
+
+    Scalars over the optimiser step (metrics, lambda_max and the optimiser's edge, trace,
+    kappa, each block's top eigenvalue) and the spectra as histograms.
+
+    \b
+    Examples:
+      landscape export checkpoints/looped.h5 --tensorboard tb/looped
+      tensorboard --logdir tb
+    """
+    from landscape.draw.tensorboard import export_tensorboard
+    from landscape.runs.run import Run
+
+    done = export_tensorboard(Run.open(run_file), tb_dir)
+    say(f"wrote {sum(done.scalars.values())} scalars ({len(done.scalars)} tags) and "
+        f"{sum(done.histograms.values())} histograms to {done.folder}")
 
 
 @main.command()

@@ -36,6 +36,24 @@ def trained_runs(tmp_path_factory):
     return {k: train(r, root / f"{k}.h5") for k, r in runs.items()}
 
 
+@pytest.fixture(scope="session")
+def probed_own_run(tmp_path_factory):
+    """A run of tests/own_model.py recorded at steps 0, 3, 6 and probed at each: exact
+    float64 spectra with Adam's, two blocks, and the geometry (slices, PCA plane)."""
+    from own_model import train
+
+    from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
+
+    path = tmp_path_factory.mktemp("own") / "own.h5"
+    train(path, 6, every=3)
+    probe(path, ProbeSettings(
+        steps="all", geometry=GeometrySettings(grid=5, width_points=5, width_dirs=1),
+        hessian=HessianSettings(k_top=3, k_bottom=2, slq_runs=2, slq_steps=10, trace_hvps=10,
+                                exact="always", dtype="float64", blocks=("emb.*", "head.*"))),
+          trust_code=True)
+    return path
+
+
 def pytest_ignore_collect(collection_path, config):
     """Only ``test_*.py`` files here are test modules: the helper modules beside them (some
     act when imported) are not collected, not even for ``--doctest-modules``."""

@@ -21,6 +21,7 @@ from landscape.analysis import series
 from landscape.analysis.claims import FINAL_LAST, TARGET_TOL
 from landscape.analysis.series import Grouped, markov_runs
 from landscape.draw import plot
+from landscape.draw.interactive import SliceView
 from landscape.errors import LandscapeError
 from landscape.geometry.simulator import compare
 from landscape.runfile.schema import SliceShared
@@ -158,8 +159,21 @@ def valley_sweep(groups: Grouped) -> dict[str, Figure]:
     return out
 
 
-def slices(groups: Grouped) -> dict[str, Figure]:
-    """Ours: 2-D slices at the last probed checkpoint (random, river x valley, PCA plane)."""
+def _axis_titles(grid) -> tuple[str, str]:
+    """What the x and y directions of a stored slice are, from the plane's record."""
+    plane = grid.plane or {}
+    if plane.get("kind") == "random":
+        how = f"{plane.get('norm', 'filter')}-normalised, seed {plane.get('seed', '?')}"
+        return f"random direction 1 ({how})", f"random direction 2 ({how})"
+    return plane.get("x", "x direction"), plane.get("y", "y direction")
+
+
+def slice_views(groups: Grouped) -> dict[str, SliceView]:
+    """The 2-D slices at the last probed checkpoint, ``{file stem: SliceView}``.
+
+    Random and river x valley planes, and the PCA plane with the projected trajectory;
+    drawn by :func:`slices` (PNG/PDF) and :mod:`landscape.draw.interactive` (HTML).
+    """
     runs = _curvature_runs(groups, (SINGLE, LOOPED), "slices")
     out = {}
     for arch, rs in runs.items():
@@ -167,18 +181,30 @@ def slices(groups: Grouped) -> dict[str, Figure]:
         if not run.probed_steps:
             raise LandscapeError(f"{run.path} has no probes; run `landscape probe {run.path}`")
         step = run.probed_steps[-1]
+        model = plot.MODEL_LABELS.get(arch, arch)
         for name, grid in series.slices_at(run, step).items():
-            out[f"slice_{name}_{arch}"] = plot.slice_2d(
-                grid, title=f"{plot.MODEL_LABELS.get(arch, arch)}, {name.replace('_', ' ')} plane, "
-                      + f"{series.time_unit(run)} {series.epoch_of(run, step):g}")
+            out[f"slice_{name}_{arch}"] = SliceView(
+                grid, f"{model}, {name.replace('_', ' ')} plane, "
+                      f"{series.time_unit(run)} {series.epoch_of(run, step):g}",
+                _axis_titles(grid))
         pca = series.part(run, "pca", required=False)
         if pca is not None:
             evr = pca.explained_variance_ratio
-            out[f"slice_pca_{arch}"] = plot.slice_2d(
-                pca.grid, trajectory_xy=pca.coords,
-                title=f"{plot.MODEL_LABELS.get(arch, arch)}, PCA plane "
-                      f"({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
-                axis_labels=("PC 1", "PC 2"))
+            out[f"slice_pca_{arch}"] = SliceView(
+                pca.grid, f"{model}, PCA plane ({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
+                (f"PC 1 ({100 * evr[0]:.0f} % of the trajectory's variance)",
+                 f"PC 2 ({100 * evr[1]:.0f} %)"), pca.coords, pca.true_loss)
+    return out
+
+
+def slices(groups: Grouped) -> dict[str, Figure]:
+    """Ours: 2-D slices at the last probed checkpoint (random, river x valley, PCA plane)."""
+    out = {}
+    for stem, v in slice_views(groups).items():
+        labels = ("PC 1", "PC 2") if stem.startswith("slice_pca_") else (r"$\alpha$",
+                                                                          r"$\beta$")
+        out[stem] = plot.slice_2d(v.grid, trajectory_xy=v.trajectory_xy, title=v.title,
+                                  axis_labels=labels)
     return out
 
 
@@ -248,6 +274,9 @@ def sharpness(groups: Grouped) -> dict[str, Figure]:
     return {"sharpness": plot.sharpness(s, model=arch, unit=series.time_unit(runs[arch][0]))}
 
 
+HTML_VIEWS: dict[str, Callable[[Grouped], dict[str, SliceView]]] = {"slices": slice_views}
+"""The figures that have an interactive page (``--format html``)."""
+
 FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {
     "concept": concept, "sample_dynamics": sample_dynamics, "spectra": spectra,
     "shift": shift, "algorithmic": algorithmic, "valley": valley,
@@ -263,10 +292,28 @@ def run_files(folder: str | Path) -> list[Path]:
     return sorted((folder / "runs").glob("*.h5")) or sorted(folder.glob("*.h5"))
 
 
+def _draw(name: str, groups: Grouped, out: Path, static: tuple[str, ...], html: bool,
+          sources: list[str], dpi: int) -> list[Path]:
+    """Write figure ``name`` in the ``static`` formats and, where it has one, its HTML page."""
+    if not static and name not in HTML_VIEWS:
+        raise LandscapeError(f"no HTML view of {name} (html: {', '.join(HTML_VIEWS)})")
+    paths = []
+    for stem, fig in (FIGURES[name](groups) if static else {}).items():
+        paths += plot.save(fig, out / stem, static, {"figure": name, "runs": sources}, dpi=dpi)
+    if html and name in HTML_VIEWS:
+        from landscape.draw.interactive import save_html
+
+        paths += [save_html(v, out / stem) for stem, v in HTML_VIEWS[name](groups).items()]
+    return paths
+
+
 def render(runs: list[Run], names: Iterable[str], out: str | Path,
            formats: tuple[str, ...] = ("pdf", "png"), dpi: int = 200,
            report: Callable[[str], None] | None = None) -> dict[str, list[Path] | str]:
     """Draw the named figures (``all`` for every one) into ``out``.
+
+    ``formats``: those of :data:`landscape.draw.plot.FORMATS`, and ``html`` for an
+    interactive page of each figure of :data:`HTML_VIEWS` (:mod:`landscape.draw.interactive`).
 
     Returns:
         ``{figure name: written paths}``, or the reason a figure was skipped.
@@ -281,18 +328,15 @@ def render(runs: list[Run], names: Iterable[str], out: str | Path,
     groups = series.group_runs(runs)
     sources = sorted(str(r.path) for r in runs)
     done: dict[str, list[Path] | str] = {}
+    static = tuple(f for f in formats if f != "html")
     for name in names:
         try:
-            figs = FIGURES[name](groups)
+            paths = _draw(name, groups, out, static, "html" in formats, sources, dpi)
         except LandscapeError as e:
             done[name] = f"skipped: {e}"
             if report:
                 report(f"{name}: skipped ({e})")
             continue
-        paths = []
-        for stem, fig in figs.items():
-            paths += plot.save(fig, out / stem, formats, {"figure": name, "runs": sources},
-                               dpi=dpi)
         done[name] = paths
         if report:
             report(f"{name}: {', '.join(p.name for p in paths)}")
