@@ -166,14 +166,23 @@ def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
     def wrapper(*args, usetex: bool = False, width: str | float | None = None,
                 **kwargs) -> Figure:
         with mpl.rc_context(rc_params(usetex)):
-            fig = fn(*args, **kwargs)
-            if width is not None:
-                w, h = fig.get_size_inches()
-                fig.set_size_inches(*figsize(width, h / w))
+            fig = resize(fn(*args, **kwargs), width)
             _make_ticks(fig)
         return fig
 
     return wrapper
+
+
+def resize(fig: Figure, width: str | float | None) -> Figure:
+    """Scale a figure to ``width`` (``"column"``, ``"page"``, inches) at its own aspect.
+
+    Text keeps its size in points and constrained layout places the panels again at the
+    next draw; None leaves the figure as it is.
+    """
+    if width is not None:
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(*figsize(width, h / w))
+    return fig
 
 
 CAPTION_KEY = "caption"
