@@ -51,7 +51,7 @@ def who(run: Run, key: str | None = None) -> str:
 
 def _sourced(figs: dict[str, Figure], runs: Iterable[Run]) -> dict[str, Figure]:
     """Append the runs' human names to each figure's caption."""
-    names = ", ".join(dict.fromkeys(who(r) for r in runs))
+    names = "; ".join(dict.fromkeys(who(r) for r in runs))
     return {stem: plot.add_source(fig, names) for stem, fig in figs.items()}
 
 

@@ -640,10 +640,10 @@ def _entropy_panel(ax, entropy: EntropySeries, ph, color, unit) -> None:
             _phase_spans(ax, ph)
         ax.plot(ph.epochs, ph.smoothed, color="black", linewidth=0.7, linestyle="--",
                 label=_fit_label(ph))  # fmt: skip
-        ax.set_title("matrix entropy: " + ("three phases" if ph.three_phases
-                                            else "no three phases"))
+        ax.set_title("matrix entropy:\n" + ("three phases" if ph.three_phases
+                                             else "no three phases"))
     else:
-        ax.set_title("matrix entropy")
+        ax.set_title("matrix entropy\n ")
     ax.plot(e, h, color=color, marker="o", label="matrix entropy")
     ax.set_xlabel(unit)
     ax.set_ylabel("entropy (nats)")
@@ -747,10 +747,10 @@ def spectra(
             ax = fig.add_subplot(grid[row, col])
             _spectrum_panel(ax, ck, ck.mass, edges, xscale, lt, colors[m], ph, unit)
             ax.set_ylim(ylim)
-            per_bin = "eigenvalues / bin" if counts else "share / bin"
+            per_bin = "Hessian eigenvalues / bin" if counts else "share of spectrum / bin"
             ax.set_ylabel(f"{_label(m)}\n{per_bin}" if col == 0 else "")
             ax.tick_params(labelleft=col == 0, labelbottom=row == len(models) - 1)
-            ax.set_xlabel("Hessian eigenvalue" if row == len(models) - 1 else "")
+            ax.set_xlabel("eigenvalue" if row == len(models) - 1 else "")
         _entropy_panel(fig.add_subplot(grid[row, ncol]), entropy[m], ph, colors[m], unit)
     _spectra_legend(fig, phases)
     n = max(len(c) for c in cks.values())
@@ -1074,7 +1074,7 @@ def valley_width_vs_river(series_by_model: Mapping[str, WidthSeries]) -> Figure:
                 label=f"{_label(m)}, quadratic prediction")  # fmt: skip
     _log_if_wide(ax, np.concatenate([line.get_ydata() for line in ax.get_lines()]))
     ax.set(xlabel="river progress (parameter distance)", ylabel="valley width (distance)")
-    _legend_below(fig, [ax], ncol=2)
+    _legend_below(fig, [ax], ncol=1)
     return set_caption(fig, "Valley width at a fixed loss rise against progress along the "
                             "river, measured (solid) and predicted by the local curvature "
                             "(dashed).")

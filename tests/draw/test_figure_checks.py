@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from PIL import Image  # noqa: E402
-from test_plot import FIGURES, _figures  # noqa: E402  (the tiny inputs of every figure)
+from test_plot import FIGURES, _binned_spectra, _figures  # noqa: E402  (the tiny inputs of every figure)
 
 from landscape.draw import plot  # noqa: E402
 from landscape.geometry import simulator  # noqa: E402
@@ -79,6 +79,15 @@ def overlaps(fig: Figure) -> list[tuple[str, str]]:
     return bad
 
 
+def outside(fig: Figure) -> list[str]:
+    """Drawn texts that reach beyond the figure's edges (cut off in the saved file)."""
+    renderer = _draw(fig)
+    box = fig.bbox.padded(TOLERANCE_PX)
+    return [t.get_text() for t in drawn_texts(fig)
+            if not box.contains(*t.get_window_extent(renderer).p0)
+            or not box.contains(*t.get_window_extent(renderer).p1)]
+
+
 def unlabelled_axes(fig: Figure) -> list[str]:
     """Axes that draw tick labels but name no quantity (``"panel 2 y"``)."""
     _draw(fig)
@@ -110,7 +119,8 @@ def small_fonts(fig: Figure) -> list[tuple[str, float]]:
 
 def check(fig: Figure) -> None:
     """Fail with what is wrong where the figure breaks one of the checks."""
-    problems = {"overlapping texts": overlaps(fig), "axes without a label": unlabelled_axes(fig),
+    problems = {"overlapping texts": overlaps(fig), "texts cut off": outside(fig),
+                "axes without a label": unlabelled_axes(fig),
                 "empty panels": empty_panels(fig), "fonts under 7 pt": small_fonts(fig),
                 "no caption": [] if plot.caption(fig) else ["caption is empty"]}
     problems = {k: v for k, v in problems.items() if v}
@@ -131,6 +141,11 @@ def sims():
 def test_every_figure_passes_the_checks(name, width, sims):
     fig = _figures(sims)[name]() if width is None else _with_width(sims, name, width)
     check(fig)
+
+
+def test_spectra_with_five_checkpoints_a_row_passes_the_checks():
+    binned, entropy = _binned_spectra()
+    check(plot.spectra(binned, entropy, max_checkpoints=5))
 
 
 def _with_width(sims, name, width):
@@ -179,6 +194,7 @@ def _bad_figure() -> Figure:
     ax.plot([0, 1], [0, 1])
     ax.text(0.5, 0.5, "note one", fontsize=6)
     ax.text(0.5, 0.5, "note two")
+    ax.set_title("a title far too long to fit on a figure three inches wide, cut off")
     return plot.set_caption(fig, "A figure built to fail.")
 
 
@@ -187,6 +203,7 @@ def test_the_checks_catch_overlap_missing_labels_empty_panels_and_small_fonts():
     assert ("note one", "note two") in overlaps(fig)
     assert any(b.endswith(" x") for b in unlabelled_axes(fig))
     assert empty_panels(fig) == [1]
+    assert outside(fig) == [ax.get_title() for ax in fig.axes[:1]]
     assert small_fonts(fig) == [("note one", 6)]
     with pytest.raises(AssertionError):
         check(fig)

@@ -344,9 +344,9 @@ def test_time_axis_says_the_unit_given_and_epoch_by_default():
         figs = (plot.spectra(binned, entropy, max_checkpoints=2, **kw),
                 plot.valley_stats(stats, **kw), plot.sharpness(_sharp(adam=False), **kw))
         return ({ax.get_xlabel() for f in figs for ax in f.axes
-                 if ax.get_xlabel() and ax.get_xlabel() != "Hessian eigenvalue"},
+                 if ax.get_xlabel() and ax.get_xlabel() != "eigenvalue"},
                 {ax.get_title().split()[0] for ax in figs[0].axes
-                 if ax.get_xlabel() == "Hessian eigenvalue"})
+                 if ax.get_xlabel() == "eigenvalue"})
 
     assert labels() == ({"epoch"}, {"epoch"})
     assert labels("step") == ({"step"}, {"step"})
@@ -360,7 +360,7 @@ def test_phase_verdict_is_in_the_entropy_title():
     titles = [ax.get_title() for ax in plot.spectra(binned, entropy, phases=ph,
                                                     max_checkpoints=2).axes]
     verdicts = [t for t in titles if t.startswith("matrix entropy:")]
-    expected = ["matrix entropy: " + ("three phases" if ph[m].three_phases
+    expected = ["matrix entropy:\n" + ("three phases" if ph[m].three_phases
                                       else "no three phases")
                 for m in ("single", "looped")]  # fmt: skip
     assert verdicts == expected
