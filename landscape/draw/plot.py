@@ -1575,16 +1575,17 @@ def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, style, uni
 
 
 def _edge_label(optimizer: str | None, threshold: object, old: str) -> str:
-    """``"SGD (heavy ball 0.9) edge 38"``; ``old`` for a part stored without its optimiser."""
-    if not optimizer:
-        return old
-    t = np.asarray(threshold, dtype=np.float64).ravel()
+    """The edge's legend entry with its value: ``"SGD (heavy ball 0.9) edge 38"``.
+
+    A part stored without its optimiser gets ``old`` and the value (``"... 2 / lr = 40"``).
+    """
+    t = np.asarray(threshold if threshold is not None else [], dtype=np.float64).ravel()
     t = t[np.isfinite(t)]
     if t.size == 0:
-        return f"{optimizer} edge unknown"
+        return f"{optimizer} edge unknown" if optimizer else old
     lo, hi = float(t.min()), float(t.max())
     value = f"{hi:.3g}" if np.isclose(lo, hi) else f"{lo:.3g} to {hi:.3g}"
-    return f"{optimizer} edge {value}"
+    return f"{optimizer} edge {value}" if optimizer else f"{old} = {value}"
 
 
 def _has_data(values: object | None) -> bool:

@@ -464,7 +464,7 @@ def test_sharpness_names_the_optimiser_and_its_edge_and_leaves_out_an_empty_pane
     assert len(adam.axes) == 2 and "AdamW (beta1 0.9) edge 380" in _legend(adam)
     assert [ln.get_label() for ln in adam.axes[0].get_lines()] == [r"$\lambda_{\max}$"]
     old = plot.sharpness(_sharp())  # a part stored before optimisers were recorded
-    assert {"GD threshold 2 / lr", "Adam threshold"} <= set(_legend(old))
+    assert {"GD threshold 2 / lr = 40", "Adam threshold = 380"} <= set(_legend(old))
 
 
 def test_sharpness_says_where_the_edge_is_unknown():
