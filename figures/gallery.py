@@ -2,14 +2,16 @@
 
 Usage: python figures/gallery.py [reproduce/quick] [--out docs/gallery]
 Each PNG must stay under 300 KB (they are committed); the script fails otherwise.
+The captions the figures carry are written to OUT/CAPTIONS.md, for the README's table.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from landscape.draw.figures import render, run_files
+from landscape.draw.figures import caption_of, render, run_files
 from landscape.runs.run import Run
 
 LIMIT = 300_000
@@ -24,15 +26,18 @@ if not paths:
     sys.exit(f"error: no run files in {args.folder} or {args.folder}/runs; run `make "
              "reproduce` first")
 done = render([Run.open(p) for p in paths], ["all"], args.out, ("png",), dpi=args.dpi)
-too_big = []
+too_big, captions = [], ["# Gallery captions", "",
+                         f"Written by figures/gallery.py from {args.folder}.", ""]
 for name, result in done.items():
     if isinstance(result, str):
         print(f"{name}: {result}")
         continue
     for p in result:
+        captions.append(f"- `{p.name}`: {caption_of(p)}")
         size = p.stat().st_size
         print(f"{p} {size / 1000:.0f} KB")
         if size > LIMIT:
             too_big.append(p)
+(Path(args.out) / "CAPTIONS.md").write_text("\n".join(captions) + "\n")
 if too_big:
     sys.exit(f"error: over {LIMIT // 1000} KB: {', '.join(map(str, too_big))}; lower --dpi")

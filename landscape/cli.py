@@ -408,7 +408,10 @@ def _buffer_note(run_file: Path, trust_code: bool) -> None:
               help="Comma-separated: pdf, png, svg, and html (an interactive 3-D page per "
                    "2-D slice, self-contained; needs the html extra).")
 @click.option("--dpi", type=click.IntRange(20, DPI_MAX), default=200, show_default=True)
-def plot(run_files, names, out, formats, dpi):
+@click.option("--width", default=None,
+              help="Width of every figure: column (3.25 in), page (6.75 in) or inches; "
+                   "default: each figure's own.")
+def plot(run_files, names, out, formats, dpi, width):
     """Draw publication figures from run files (probe them first for the curvature ones).
 
     \b
@@ -416,6 +419,7 @@ def plot(run_files, names, out, formats, dpi):
       landscape plot checkpoints/*.h5 --out figures/out
       landscape plot reproduce/quick/runs/*.h5 --figure spectra --format png
       landscape plot mine.h5 --figure slices --format html   # open the .html in a browser
+      landscape plot checkpoints/*.h5 --figure slices --width column
     """
     from landscape.draw.figures import render
     from landscape.draw.plot import FORMATS
@@ -426,9 +430,16 @@ def plot(run_files, names, out, formats, dpi):
     bad = [f for f in fmts if f not in known] or ([] if fmts else [formats])
     if bad:
         raise UserError(f"unknown format {bad[0]!r} (formats: {', '.join(known)})")
+    if width is not None and width not in ("column", "page"):
+        try:
+            width = float(width)
+        except ValueError:
+            raise UserError(f"--width must be column, page or inches, got {width!r}") from None
+        if not 0 < width < float("inf"):
+            raise UserError(f"--width must be column, page or inches > 0, got {width:g}")
     runs = [Run.open(p) for p in run_files]
     done = render(runs, names, out, fmts, dpi=dpi,
-                  report=lambda msg: say(msg, err=True))
+                  report=lambda msg: say(msg, err=True), width=width)
     drawn = [n for n, v in done.items() if not isinstance(v, str)]
     if not drawn:
         raise UserError("no figure could be drawn: " + "; ".join(str(v) for v in done.values()))

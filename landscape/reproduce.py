@@ -385,8 +385,14 @@ def report_markdown(preset: str, runs: list[Run], result: Outcome) -> str:
             lines.append(f"- {name}: {paths}")
         else:
             pngs = [p for p in paths if str(p).endswith(".png")]
-            lines += [f"- {name}: " + ", ".join(f"[{p.name}](figures/{p.name})" for p in pngs)]
+            lines += [f"- {name}: " + "; ".join(_figure_entry(p) for p in pngs)]
     return "\n".join(lines) + "\n"
+
+
+def _figure_entry(png: Path) -> str:
+    """A figure's link followed by the caption its file carries."""
+    text = figures.caption_of(png) if Path(png).exists() else ""
+    return f"[{png.name}](figures/{png.name})" + (f" {text}" if text else "")
 
 
 CLAIM_FIGURES = {

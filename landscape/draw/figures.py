@@ -40,6 +40,30 @@ def _curvature_runs(groups: Grouped, archs: Iterable[str], what: str,
     return markov_runs(groups, archs, what, some=some)
 
 
+def who(run: Run, key: str | None = None) -> str:
+    """A run's human name: its model and seed (``"Looped-Attn, seed 0"``).
+
+    The run file itself goes into the saved figure's metadata (``runs``).
+    """
+    name = plot.MODEL_LABELS.get(key or run.arch, key or run.name)
+    seed = run.recipe.train.seed if run.recipe is not None else None
+    return name if seed is None else f"{name}, seed {seed}"
+
+
+def _sourced(figs: dict[str, Figure], runs: Iterable[Run]) -> dict[str, Figure]:
+    """Append the runs' human names to each figure's caption."""
+    names = "; ".join(dict.fromkeys(who(r) for r in runs))
+    return {stem: plot.add_source(fig, names) for stem, fig in figs.items()}
+
+
+def caption_of(png: str | Path) -> str:
+    """The caption a saved PNG carries in its metadata ("" where it has none)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        return im.text.get(plot.CAPTION_KEY, "")
+
+
 def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
     algo = {t: g for t, g in groups.items() if t not in ("markov", "markov_long", "custom")}
     if not algo:
@@ -82,8 +106,8 @@ def spectra(groups: Grouped) -> dict[str, Figure]:
         entropy[arch] = series.entropy_series(rs[0], by_model[arch])
         if len(by_model[arch]) >= 3:
             phases[arch] = series.phases_of(rs[0], entropy[arch])
-    return {"fig3_spectra": plot.spectra(series.binned_spectra(by_model), entropy,
-                                         phases or None, unit=unit)}
+    fig = plot.spectra(series.binned_spectra(by_model), entropy, phases or None, unit=unit)
+    return _sourced({"fig3_spectra": fig}, (rs[0] for rs in runs.values()))
 
 
 def shift(groups: Grouped) -> dict[str, Figure]:
@@ -143,7 +167,7 @@ def valley(groups: Grouped) -> dict[str, Figure]:
     out = {"valley_stats": plot.valley_stats(stats, unit=unit)}
     widths = {a: series.width_series(rs[0]) for a, rs in runs.items()}
     out["valley_width_vs_river"] = plot.valley_width_vs_river(widths)
-    return out
+    return _sourced(out, (r for rs in runs.values() for r in rs))
 
 
 def valley_sweep(groups: Grouped) -> dict[str, Figure]:
@@ -181,17 +205,17 @@ def slice_views(groups: Grouped) -> dict[str, SliceView]:
         if not run.probed_steps:
             raise LandscapeError(f"{run.path} has no probes; run `landscape probe {run.path}`")
         step = run.probed_steps[-1]
-        model = plot.MODEL_LABELS.get(arch, arch)
+        at = f"{series.time_unit(run)} {series.epoch_of(run, step):g}"
         for name, grid in series.slices_at(run, step).items():
             out[f"slice_{name}_{arch}"] = SliceView(
-                grid, f"{model}, {name.replace('_', ' ')} plane, "
-                      f"{series.time_unit(run)} {series.epoch_of(run, step):g}",
+                grid, f"{who(run, arch)}, {name.replace('_', ' ')} plane, {at}",
                 _axis_titles(grid))
         pca = series.part(run, "pca", required=False)
         if pca is not None:
             evr = pca.explained_variance_ratio
             out[f"slice_pca_{arch}"] = SliceView(
-                pca.grid, f"{model}, PCA plane ({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
+                pca.grid, f"{who(run, arch)}, PCA plane "
+                          f"({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
                 (f"PC 1 ({100 * evr[0]:.0f} % of the trajectory's variance)",
                  f"PC 2 ({100 * evr[1]:.0f} %)"), pca.coords, pca.true_loss)
     return out
@@ -201,10 +225,11 @@ def slices(groups: Grouped) -> dict[str, Figure]:
     """Ours: 2-D slices at the last probed checkpoint (random, river x valley, PCA plane)."""
     out = {}
     for stem, v in slice_views(groups).items():
-        labels = ("PC 1", "PC 2") if stem.startswith("slice_pca_") else (r"$\alpha$",
-                                                                          r"$\beta$")
-        out[stem] = plot.slice_2d(v.grid, trajectory_xy=v.trajectory_xy, title=v.title,
-                                  axis_labels=labels)
+        labels = (("PC 1 of the trajectory", "PC 2 of the trajectory")
+                  if stem.startswith("slice_pca_") else None)  # else from the plane's kind
+        fig = plot.slice_2d(v.grid, trajectory_xy=v.trajectory_xy, title=v.title,
+                            axis_labels=labels)
+        out[stem] = plot.add_source(fig, v.title)
     return out
 
 
@@ -255,15 +280,16 @@ def shared_plane(groups: Grouped) -> dict[str, Figure]:
 def loops(groups: Grouped) -> dict[str, Figure]:
     """Ours: loss and lambda_max against the number of loops at the final weights."""
     runs = markov_runs(groups, (SINGLE, LOOPED), "loops")
-    return {"loop_curve": plot.loop_curve({a: series.part(rs[0], "loops")
-                                           for a, rs in runs.items()})}
+    fig = plot.loop_curve({a: series.part(rs[0], "loops") for a, rs in runs.items()})
+    return _sourced({"loop_curve": fig}, (rs[0] for rs in runs.values()))
 
 
 def switch(groups: Grouped) -> dict[str, Figure]:
     """Ours: what happens at the SHIFT switch."""
     run = markov_runs(groups, (SHIFT,), "switch")[SHIFT][0]
     d = series.part(run, "switch")
-    return {"switch": plot.switch_diagnostics(d.before, d.after, d.overlap, run.shift_step)}
+    fig = plot.switch_diagnostics(d.before, d.after, d.overlap, run.shift_step)
+    return _sourced({"switch": fig}, [run])
 
 
 def sharpness(groups: Grouped) -> dict[str, Figure]:
@@ -271,7 +297,8 @@ def sharpness(groups: Grouped) -> dict[str, Figure]:
     runs = _curvature_runs(groups, (LOOPED,), "sharpness")
     arch = LOOPED if LOOPED in runs else next(iter(runs))
     s = series.sharpness_series(runs[arch][0])
-    return {"sharpness": plot.sharpness(s, model=arch, unit=series.time_unit(runs[arch][0]))}
+    fig = plot.sharpness(s, model=arch, unit=series.time_unit(runs[arch][0]))
+    return _sourced({"sharpness": fig}, [runs[arch][0]])
 
 
 HTML_VIEWS: dict[str, Callable[[Grouped], dict[str, SliceView]]] = {"slices": slice_views}
@@ -293,13 +320,14 @@ def run_files(folder: str | Path) -> list[Path]:
 
 
 def _draw(name: str, groups: Grouped, out: Path, static: tuple[str, ...], html: bool,
-          sources: list[str], dpi: int) -> list[Path]:
+          sources: list[str], dpi: int, width: str | float | None = None) -> list[Path]:
     """Write figure ``name`` in the ``static`` formats and, where it has one, its HTML page."""
     if not static and name not in HTML_VIEWS:
         raise LandscapeError(f"no HTML view of {name} (html: {', '.join(HTML_VIEWS)})")
     paths = []
     for stem, fig in (FIGURES[name](groups) if static else {}).items():
-        paths += plot.save(fig, out / stem, static, {"figure": name, "runs": sources}, dpi=dpi)
+        paths += plot.save(plot.resize(fig, width), out / stem, static,
+                           {"figure": name, "runs": sources}, dpi=dpi)
     if html and name in HTML_VIEWS:
         from landscape.draw.interactive import save_html
 
@@ -309,15 +337,21 @@ def _draw(name: str, groups: Grouped, out: Path, static: tuple[str, ...], html: 
 
 def render(runs: list[Run], names: Iterable[str], out: str | Path,
            formats: tuple[str, ...] = ("pdf", "png"), dpi: int = 200,
-           report: Callable[[str], None] | None = None) -> dict[str, list[Path] | str]:
+           report: Callable[[str], None] | None = None,
+           width: str | float | None = None) -> dict[str, list[Path] | str]:
     """Draw the named figures (``all`` for every one) into ``out``.
 
     ``formats``: those of :data:`landscape.draw.plot.FORMATS`, and ``html`` for an
     interactive page of each figure of :data:`HTML_VIEWS` (:mod:`landscape.draw.interactive`).
+    ``width``: ``"column"``, ``"page"`` or inches for every figure (None: each figure's
+    own); the saved files have that width. Each file carries its caption and the run
+    files in its metadata (:func:`caption_of`).
 
     Returns:
         ``{figure name: written paths}``, or the reason a figure was skipped.
     """
+    if width is not None:
+        plot.figsize(width)  # a bad width fails before any work
     names = list(FIGURES) if "all" in names else list(names)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
@@ -331,7 +365,7 @@ def render(runs: list[Run], names: Iterable[str], out: str | Path,
     static = tuple(f for f in formats if f != "html")
     for name in names:
         try:
-            paths = _draw(name, groups, out, static, "html" in formats, sources, dpi)
+            paths = _draw(name, groups, out, static, "html" in formats, sources, dpi, width)
         except LandscapeError as e:
             done[name] = f"skipped: {e}"
             if report:

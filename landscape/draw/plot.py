@@ -55,7 +55,7 @@ from matplotlib.patches import Patch
 from landscape import __version__
 from landscape.errors import LandscapeError
 from landscape.geometry.phases import PHASES, UNASSIGNED, Phases
-from landscape.geometry.valley import KAPPA_U, KAPPA_V
+from landscape.geometry.valley import EPS_REL, KAPPA_U, KAPPA_V, TAU_REL
 from landscape.train.archs import LABELS, LOOPED, SHIFT, SINGLE
 
 if TYPE_CHECKING:  # the types drawn; importing them would load the run reader
@@ -106,10 +106,19 @@ STYLE: dict = {
     "axes.spines.top": False, "axes.spines.right": False, "axes.titlepad": 3.0,
     "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5,
     "lines.linewidth": 1.2, "lines.markersize": 3.0, "legend.frameon": False,
-    "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight", "savefig.pad_inches": 0.02,
+    "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": None,  # the size the caller chose
     "pdf.fonttype": 42, "ps.fonttype": 42, "image.cmap": "viridis", "text.usetex": False,
 }  # fmt: skip
-"""rcParams of every figure (8 pt text for a 3.25 in column; Okabe-Ito colors)."""
+"""rcParams of every figure (8 pt text for a 3.25 in column; Okabe-Ito colors).
+
+The saved file has the figure's own size (no ``bbox_inches="tight"``: constrained layout
+keeps every label inside), and PDFs embed their fonts as TrueType (``pdf.fonttype`` 42).
+"""
+
+MIN_FONT_PT = 7.0  # the smallest text on any figure, at the size it is saved at
+MODEL_LINESTYLES = {SINGLE: "-", LOOPED: (0, (5, 1.5)), SHIFT: (0, (1.5, 1)), "ceiling": "--"}
+MODEL_MARKERS = {SINGLE: "o", LOOPED: "s", SHIFT: "^"}
+"""Per model, a line style and a marker beside its colour, so lines survive grayscale."""
 
 
 def rc_params(usetex: bool = False) -> dict:
@@ -146,16 +155,55 @@ def figsize(width: str | float = "column", aspect: float = GOLDEN) -> tuple[floa
 
 
 def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Run a figure function inside the style, with ticks created inside it too."""
+    """Run a figure function inside the style, with ticks created inside it too.
+
+    The wrapped function also takes ``width`` (``"column"``, ``"page"`` or inches; None:
+    the function's own choice): the figure is scaled to that width at its own aspect,
+    text keeping its size in points.
+    """
 
     @functools.wraps(fn)
-    def wrapper(*args, usetex: bool = False, **kwargs) -> Figure:
+    def wrapper(*args, usetex: bool = False, width: str | float | None = None,
+                **kwargs) -> Figure:
         with mpl.rc_context(rc_params(usetex)):
-            fig = fn(*args, **kwargs)
+            fig = resize(fn(*args, **kwargs), width)
             _make_ticks(fig)
         return fig
 
     return wrapper
+
+
+def resize(fig: Figure, width: str | float | None) -> Figure:
+    """Scale a figure to ``width`` (``"column"``, ``"page"``, inches) at its own aspect.
+
+    Text keeps its size in points and constrained layout places the panels again at the
+    next draw; None leaves the figure as it is.
+    """
+    if width is not None:
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(*figsize(width, h / w))
+    return fig
+
+
+CAPTION_KEY = "caption"
+"""The metadata key under which :func:`save` writes a figure's caption."""
+
+
+def set_caption(fig: Figure, text: str) -> Figure:
+    """Store a one-sentence caption on the figure (read back with :func:`caption`)."""
+    fig.landscape_caption = " ".join(text.split())
+    return fig
+
+
+def caption(fig: Figure) -> str:
+    """The figure's one-sentence caption: what is plotted and from which data ("" if none)."""
+    return getattr(fig, "landscape_caption", "")
+
+
+def add_source(fig: Figure, source: str) -> Figure:
+    """Append where the data came from (``"Looped-Attn, seed 0"``) to the caption."""
+    text = caption(fig).rstrip(".")
+    return set_caption(fig, f"{text}; data: {source}." if text else f"Data: {source}.")
 
 
 def _make_ticks(fig: Figure) -> None:
@@ -224,7 +272,9 @@ def save(
     Where the settings go: PDF ``Subject`` (all settings as one JSON object) and
     ``Keywords`` (``key=value; ...``); PNG text chunks (one per setting, plus
     ``landscape`` with the JSON object, read back with ``PIL.Image.open(p).text``); SVG
-    ``Description`` (the JSON object). Non-string values are JSON-encoded.
+    ``Description`` (the JSON object). Non-string values are JSON-encoded. The figure's
+    :func:`caption`, where it has one, goes in as ``caption``. The file has the figure's
+    size: ``width`` inches by ``dpi`` pixels per inch for a PNG.
 
     Args:
         fig: the figure.
@@ -244,7 +294,8 @@ def save(
         raise LandscapeError(f"save: give the path without a suffix, got {str(base)!r}")
     if not dpi > 0:
         raise LandscapeError(f"save: dpi must be > 0, got {dpi}")
-    meta = _metadata_strings(metadata)
+    meta = _metadata_strings({CAPTION_KEY: caption(fig)} if caption(fig) else {})
+    meta.update(_metadata_strings(metadata))
     base.parent.mkdir(parents=True, exist_ok=True)
     written = []
     with mpl.rc_context(rc_params()):
@@ -315,10 +366,18 @@ def _ylabel(metric: str) -> str:
     return f"{split} {names.get(name, name)}".strip()
 
 
-def _line_band(ax, xys, color, label, **kw) -> None:
-    """Mean line over seeds (``(x, y)`` each) with a min-max band (none for one seed)."""
+def _line_band(ax, xys, color, label, model: str | None = None, **kw) -> None:
+    """Mean line over seeds (``(x, y)`` each) with a min-max band (none for one seed).
+
+    ``model``: its line style (:data:`MODEL_LINESTYLES`) unless ``kw`` sets one, and its
+    marker (:data:`MODEL_MARKERS`) where ``kw`` asks for one (``marker="o"``).
+    """
     x, mean, lo, hi = _seed_stats(xys)
     n = len(xys)
+    if model is not None:
+        kw.setdefault("linestyle", MODEL_LINESTYLES.get(model, "-"))
+        if "marker" in kw:
+            kw["marker"] = MODEL_MARKERS.get(model, kw["marker"])
     ax.plot(x, mean, color=color, label=_seed_label(label, n), **kw)
     if n > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
@@ -400,7 +459,7 @@ def _progress(ax, sims) -> None:
         r = np.asarray(sim.descent.r)[:, 0]
         ax.plot(np.arange(r.size), r, color=MODEL_COLORS[model], label=f"River-{sim.kind}")
         ax.annotate(f"{sim.kind}: {r[-1] - r[0]:.3g}", (r.size - 1, r[-1]), xytext=(2, 0),
-                    textcoords="offset points", va="center", fontsize=6)  # fmt: skip
+                    textcoords="offset points", va="center", fontsize=MIN_FONT_PT)  # fmt: skip
     ax.set(xlabel="gradient-descent step", ylabel="river progress $r$", title="river progress")
     ax.set_xlim(0, 1.35 * (r.size - 1))
 
@@ -463,13 +522,16 @@ def concept(u_sim: Simulation, v_sim: Simulation,
     sims = ((u_sim, SINGLE), (v_sim, LOOPED))
     for ax, (sim, model) in zip(axes, sims):
         cs = _surface(ax, sim, levels, MODEL_COLORS[model])
-    axes[0].set_ylabel("valley coordinate")
-    fig.colorbar(cs, ax=axes[1], label="loss")
+    for ax in axes[:2]:
+        ax.set_ylabel("valley coordinate")
+    _colorbar(fig, cs, axes[1], label="loss (simulated)")
     _cross_sections(axes[2], sims)
     _progress(axes[3], sims)
     if timeline:
         _timeline(fig.add_subplot(grid[1, :]), shift_timeline)
-    return fig
+    return set_caption(fig, "Simulated River-U and River-V valleys with the gradient-descent "
+                            "path, their cross-sections and river progress"
+                       + (", and SHIFT's schedule" if timeline else "") + ".")
 
 
 # ---------------------------------------------------------------------------------------
@@ -485,7 +547,7 @@ def _ceiling(ax, ceilings: Mapping | None, split: str, metric: str) -> None:
     value = ((ceilings or {}).get(split) or {}).get(metric)
     if value is not None and np.isfinite(value):
         ax.axhline(value, color=MODEL_COLORS["ceiling"], linestyle="--", linewidth=1.0,
-                   label="Bayes ceiling")  # fmt: skip
+                   label=f"Bayes ceiling, {split} {metric} {value:.3g}")  # fmt: skip
 
 
 @_styled
@@ -525,15 +587,18 @@ def sample_dynamics(
         for m in models:
             runs = [(c[xkey], c[key]) for c in curves[m] if key in c]
             if runs:
-                _line_band(ax, runs, colors[m], _label(m))
+                _line_band(ax, runs, colors[m], _label(m), m)
         _ceiling(ax, ceilings, split, metric)
         ax.set_ylabel(_ylabel(metric))
         if i == 0:
             ax.set_title(f"{split} samples")
         if i == len(metrics) - 1:
             ax.set_xlabel(xkey)
-    _legend_below(fig, axes)
-    return fig
+    _legend_below(fig, axes, ncol=3)
+    return set_caption(fig, f"{' and '.join(_ylabel(m) for m in metrics).capitalize()} on "
+                            f"{' and '.join(splits)} samples against {xkey} for "
+                            f"{', '.join(_label(m) for m in models)} (mean and range over "
+                            "seeds), with the Bayes ceilings dashed.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -557,33 +622,53 @@ def _phase_spans(ax, ph: Phases) -> None:
             ax.axvline(start, color=PHASE_COLORS[name], linestyle="--", linewidth=0.9)
 
 
+def _found(ph: Phases | None) -> Phases | None:
+    """The phases where the rule found the paper's three, else None (nothing to shade)."""
+    return ph if ph is not None and ph.three_phases else None
+
+
+def _fit_label(ph: Phases) -> str:
+    pieces = ph.params.get("chosen_segments")
+    return f"{pieces}-piece linear fit" if pieces else "piecewise-linear fit"
+
+
 def _entropy_panel(ax, entropy: EntropySeries, ph, color, unit) -> None:
-    """Matrix entropy against time (``unit``: epoch or step), phases shaded."""
+    """Matrix entropy against time (``unit``: epoch or step), phases shaded where found."""
     e, h = entropy.epoch, entropy.entropy
     if ph is not None:
-        _phase_spans(ax, ph)
+        if ph.three_phases:
+            _phase_spans(ax, ph)
         ax.plot(ph.epochs, ph.smoothed, color="black", linewidth=0.7, linestyle="--",
-                label="smoothed")  # fmt: skip
-        ax.set_title("entropy: " + ("three phases" if ph.three_phases else "not three phases"))
+                label=_fit_label(ph))  # fmt: skip
+        ax.set_title("matrix entropy:\n" + ("three phases" if ph.three_phases
+                                             else "no three phases"))
     else:
-        ax.set_title("matrix entropy")
+        ax.set_title("matrix entropy\n ")
     ax.plot(e, h, color=color, marker="o", label="matrix entropy")
     ax.set_xlabel(unit)
     ax.set_ylabel("entropy (nats)")
 
 
 def _symlog_ticks(ax, lo: float, hi: float, lt: float) -> None:
-    """At most four ticks on a signed-log axis: 0, the extreme decades, one between if wide."""
-    ticks = [0.0]
-    top = math.floor(math.log10(hi)) if hi > 10 * lt else None
-    if top is not None:
-        first = math.ceil(math.log10(10 * lt))
-        ticks += [10.0 ** ((top + first) // 2)] if top - first >= 4 else []  # 2+ decades apart
-        ticks.append(10.0**top)
+    """Decade ticks on a signed-log axis: a tick at every decade beyond ``linthresh``.
+
+    Labelled: 0, the extreme decades and one between where they are 4+ decades apart (a
+    narrow panel has room for no more); the other decades are unlabelled minor ticks, so
+    magnitudes can be read by counting.
+    """
+    labelled, decades = [0.0], []
+    first = math.ceil(math.log10(lt))
+    if hi > 10 * lt:
+        top = math.floor(math.log10(hi))
+        decades += [10.0**k for k in range(first, top + 1)]
+        labelled += [10.0 ** ((top + first + 1) // 2)] if top - first >= 5 else []
+        labelled.append(10.0**top)
     if lo < -10 * lt:
-        ticks.insert(0, -(10.0 ** math.floor(math.log10(-lo))))
-    ax.set_xticks(ticks, [_power_label(t) for t in ticks])
-    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+        bottom = math.floor(math.log10(-lo))
+        decades += [-(10.0**k) for k in range(first, bottom + 1)]
+        labelled.insert(0, -(10.0**bottom))
+    ax.set_xticks(labelled, [_power_label(t) for t in labelled])
+    ax.xaxis.set_minor_locator(mpl.ticker.FixedLocator(sorted(set(decades) - set(labelled))))
 
 
 def _power_label(t: float) -> str:
@@ -602,7 +687,7 @@ def _spectrum_panel(ax, ck, mass, edges, xscale, lt, color, ph, unit) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(mpl.ticker.LogLocator(numticks=4))
     ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())  # dozens of log minor ticks: slow
-    lab = ph.label_at(ck.epoch) if ph is not None else None
+    lab = ph.label_at(ck.epoch) if _found(ph) is not None else None
     if lab is not None:
         ax.set_facecolor(mpl.colors.to_rgba(PHASE_COLORS[lab], 0.18))
     shown = f"\n{lab}" if lab and lab != UNASSIGNED else ("\n " if lab else "")
@@ -662,14 +747,31 @@ def spectra(
             ax = fig.add_subplot(grid[row, col])
             _spectrum_panel(ax, ck, ck.mass, edges, xscale, lt, colors[m], ph, unit)
             ax.set_ylim(ylim)
-            per_bin = "eigenvalues / bin" if counts else "share / bin"
+            per_bin = "Hessian eigenvalues / bin" if counts else "share of spectrum / bin"
             ax.set_ylabel(f"{_label(m)}\n{per_bin}" if col == 0 else "")
+            ax.tick_params(labelleft=col == 0, labelbottom=row == len(models) - 1)
             ax.set_xlabel("eigenvalue" if row == len(models) - 1 else "")
         _entropy_panel(fig.add_subplot(grid[row, ncol]), entropy[m], ph, colors[m], unit)
-    if phases:
-        handles = [Patch(color=PHASE_COLORS[p], alpha=0.5, label=p) for p in PHASES]
-        fig.legend(handles=handles, loc="outside lower center", ncol=3)
-    return fig
+    _spectra_legend(fig, phases)
+    n = max(len(c) for c in cks.values())
+    kind = "histograms of exact Hessian spectra" if counts else "smoothed SLQ spectral densities"
+    return set_caption(fig, f"Hessian eigenvalues ({kind}, signed-log axis) at up to "
+                            f"{max_checkpoints} of {n} checkpoints per model, and the matrix "
+                            f"entropy of every checkpoint against {unit}"
+                       + (", phases shaded where the rule found three" if phases else "") + ".")
+
+
+def _spectra_legend(fig: Figure, phases: Mapping[str, Phases] | None) -> None:
+    """The fit's line, and the phase names only where some model has the three phases."""
+    handles = []
+    fits = [p for p in (phases or {}).values()]
+    if fits:
+        handles.append(mpl.lines.Line2D([], [], color="black", linewidth=0.7, linestyle="--",
+                                        label=_fit_label(fits[0])))
+    if any(p.three_phases for p in fits):
+        handles += [Patch(color=PHASE_COLORS[p], alpha=0.5, label=p) for p in PHASES]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
 
 
 # ---------------------------------------------------------------------------------------
@@ -720,7 +822,7 @@ def shift_comparison(
     ax_e, ax_w = fig.subplots(1, 2, sharey=True)
     colors = _colors(models)
     for m in models:
-        _line_band(ax_e, [(c[xkey], c[metric]) for c in runs[m]], colors[m], _label(m))
+        _line_band(ax_e, [(c[xkey], c[metric]) for c in runs[m]], colors[m], _label(m), m)
     switch = _switch_of(runs, switch_epoch)
     _mark_switch(ax_e, switch)
     ax_e.set(xlabel=xkey, ylabel=_ylabel(metric), title=f"per {xkey}")
@@ -729,7 +831,9 @@ def shift_comparison(
     else:
         _not_computed(ax_w, f"'{wall_key}' (wall-clock seconds) for every run")
     _legend_below(fig, [ax_e, ax_w])
-    return fig
+    return set_caption(fig, f"{_ylabel(metric).capitalize()} of "
+                            f"{', '.join(_label(m) for m in models)} against {xkey} and "
+                            "wall-clock seconds; dotted: SHIFT's switch.")
 
 
 def _wall_panel(ax, runs, models, colors, metric, xkey, wall_key, switch) -> None:
@@ -774,14 +878,14 @@ def shift_ablation(rows: Sequence[AblationRow]) -> Figure:
         ratio[i, j] = value if np.isfinite(value) else np.nan
         text = f"{value:.2f}" if np.isfinite(value) else "miss"
         ax_g.text(j, i, f"{text}\nep {r.switch_epoch:.0f}", ha="center", va="center",
-                  fontsize=6)
+                  fontsize=MIN_FONT_PT)
     im = ax_g.imshow(ratio, cmap="RdBu_r", vmin=0.5, vmax=1.5, origin="lower", aspect="auto")
     ax_g.set_xticks(range(len(d1s)), [f"{d:g}" for d in d1s])
     ax_g.set_yticks(range(len(ws)), [str(w) for w in ws])
     ax_g.set(xlabel="delta_1 (training-loss plateau)", ylabel="W (evaluations)",
              title=f"FLOPs to target, SHIFT / Looped (delta_2 = {d2:g})")
     ax_g.grid(False)
-    fig.colorbar(im, ax=ax_g, shrink=0.8)
+    _colorbar(fig, im, ax_g, label="FLOPs, SHIFT / Looped")
     pair = collections.Counter((r.delta_1, r.window) for r in rows).most_common(1)[0][0]
     line = sorted((r for r in rows if (r.delta_1, r.window) == pair), key=lambda r: r.delta_2)
     ax_d.plot([r.delta_2 for r in line], [r.flops_ratio for r in line], marker="o",
@@ -790,7 +894,8 @@ def shift_ablation(rows: Sequence[AblationRow]) -> Figure:
     ax_d.set_xscale("log")
     ax_d.set(xlabel="delta_2 (training-accuracy plateau)", ylabel="FLOPs ratio",
              title=f"delta_1 = {pair[0]:g}, W = {pair[1]}")
-    return fig
+    return set_caption(fig, "SHIFT's training FLOPs to Looped-Attn's target over "
+                            "Looped-Attn's, per switch setting (delta_1, W, delta_2), one seed.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -823,19 +928,20 @@ def algorithmic_wallclock(per_task: Mapping[str, Mapping[str, WallClock]]) -> Fi
             x = i - 0.4 + (j + 0.5) * width
             entry = per_task[t].get(m)
             if entry is None:
-                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=MIN_FONT_PT, rotation=90)
                 continue
             ax.bar(x, entry.seconds, width, color=colors[m], label=_label(m) if i == 0 else None)
             if entry.acc is not None:
                 ax.text(x, entry.seconds, f"{100 * entry.acc:.0f}", ha="center", va="bottom",
-                        fontsize=6)
+                        fontsize=MIN_FONT_PT)
     ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_ylabel("wall-clock (s)")
+    ax.set(xlabel="task", ylabel="wall-clock (s)")
     ax.set_title("training time (numbers: final accuracy, %)")
     ax.margins(y=0.15)
     ax.grid(axis="x", visible=False)
     _legend_below(fig, [ax])
-    return fig
+    return set_caption(fig, "Seconds to train each model per algorithmic task, its final "
+                            "accuracy above the bar.")
 
 
 def _task_panel(ax, task: str, entry: Mapping[str, Curve | Sequence[Curve]], metric: str,
@@ -843,7 +949,8 @@ def _task_panel(ax, task: str, entry: Mapping[str, Curve | Sequence[Curve]], met
     models = _models(entry)
     colors = _colors(models)
     for m in models:
-        _line_band(ax, [(c[xkey], c[metric]) for c in _seeds(entry[m])], colors[m], _label(m))
+        _line_band(ax, [(c[xkey], c[metric]) for c in _seeds(entry[m])], colors[m], _label(m),
+                   m)
     switch = _seeds(entry[SHIFT])[0].switch_step if SHIFT in entry else None
     _mark_switch(ax, switch)
     ax.set_title(task)
@@ -877,7 +984,8 @@ def task_curves(per_task: Mapping[str, Mapping[str, Curve | Sequence[Curve]]], *
     for ax in axes[len(per_task):]:
         fig.delaxes(ax)
     _legend_below(fig, axes[: len(per_task)])
-    return fig
+    return set_caption(fig, f"{_ylabel(metric).capitalize()} against {xkey} per algorithmic "
+                            "task; dotted: SHIFT's switch.")
 
 
 @_styled
@@ -907,10 +1015,11 @@ def length_generalization(
     colors = _colors(models)
     for m in models:
         _line_band(ax, [(s.length, s.acc) for s in _seeds(per_model[m])], colors[m],
-                   _label(m), marker="o")
+                   _label(m), m, marker="o")
     ax.set(xlabel="test sequence length", ylabel=_ylabel("acc"))
-    _legend_below(fig, [ax])
-    return fig
+    _legend_below(fig, [ax], ncol=2)
+    return set_caption(fig, "Accuracy against test sequence length (mean and range over "
+                            "seeds)" + (", training lengths shaded" if train_range else "") + ".")
 
 
 # ---------------------------------------------------------------------------------------
@@ -957,21 +1066,23 @@ def valley_width_vs_river(series_by_model: Mapping[str, WidthSeries]) -> Figure:
     for m in models:
         w = series_by_model[m]
         mean, lo, hi, n_inf = _geo_band(w.width)
-        note = f", {n_inf} beyond slice" if n_inf else ""
-        ax.plot(w.progress, mean, color=colors[m], marker="o",
-                label=f"{_label(m)} measured{note}")
+        note = f" ({n_inf} too wide to measure)" if n_inf else ""
+        ax.plot(w.progress, mean, color=colors[m], marker=MODEL_MARKERS.get(m, "o"),
+                linestyle=MODEL_LINESTYLES.get(m, "-"), label=f"{_label(m)}, measured{note}")
         ax.fill_between(w.progress, lo, hi, color=colors[m], alpha=0.2, linewidth=0)
         ax.plot(w.progress, _geo_band(w.quadratic)[0], color=colors[m], linestyle="--",
-                label=f"{_label(m)} quadratic")  # fmt: skip
+                label=f"{_label(m)}, quadratic prediction")  # fmt: skip
     _log_if_wide(ax, np.concatenate([line.get_ydata() for line in ax.get_lines()]))
-    ax.set(xlabel="river progress", ylabel="valley width")
-    _legend_below(fig, [ax], ncol=2)
-    return fig
+    ax.set(xlabel="river progress (parameter distance)", ylabel="valley width (distance)")
+    _legend_below(fig, [ax], ncol=1)
+    return set_caption(fig, "Valley width at a fixed loss rise against progress along the "
+                            "river, measured (solid) and predicted by the local curvature "
+                            "(dashed).")
 
 
 _STATS = (
     ("kappa", r"$\kappa(H_\mathrm{valley})$", "condition number of the valley"),
-    ("small_count", r"count in $(\epsilon, \tau]$", "small valley eigenvalues"),
+    ("small_count", r"eigenvalues in $(\epsilon, \tau]$", "small valley eigenvalues"),
     ("small_force", r"$\sum 1/\lambda$ over $(\epsilon, \tau]$", "cumulative force"),
 )
 
@@ -980,6 +1091,7 @@ _STATS = (
 def valley_stats(
     series_by_model: Mapping[str, ValleySeries | Sequence[ValleySeries]], *,
     kappa_u: float = KAPPA_U, kappa_v: float = KAPPA_V, unit: str = "epoch",
+    eps_rel: float = EPS_REL, tau_rel: float = TAU_REL,
 ) -> Figure:
     """River-valley statistics over training (ours; claim 3 and Assumption 1).
 
@@ -997,12 +1109,16 @@ def valley_stats(
         kappa_v: V threshold drawn.
         unit: what the ``epoch`` values count (the x label): ``"epoch"``, or ``"step"``
             for runs of your own loop (:func:`landscape.analysis.series.time_unit`).
+        eps_rel: the river threshold eps the series were split at, relative to
+            ``lambda_max`` (stated on the figure).
+        tau_rel: the small-eigenvalue bound tau, relative to ``lambda_max``.
 
     Returns:
         The figure (page width).
     """
     models = _models(series_by_model)
     runs = {m: _seeds(series_by_model[m]) for m in models}
+    lam = r"$\lambda_{\max}$"
     fig = _new_figure("page", 0.32)
     axes = fig.subplots(1, 3, sharex=True)
     colors = _colors(models)
@@ -1014,18 +1130,25 @@ def valley_stats(
             continue
         for m in have:
             _line_band(ax, [(r.epoch, getattr(r, key)) for r in runs[m]], colors[m],
-                       _label(m), marker="o")
+                       _label(m), m, marker="o")
         if key == "small_count":
             ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         if key == "kappa":
-            ax.axhline(kappa_u, color="gray", linestyle=":", label=f"U: kappa <= {kappa_u:g}")
-            ax.axhline(kappa_v, color="gray", linestyle="--", label=f"V: kappa >= {kappa_v:g}")
+            ax.axhline(kappa_u, color="gray", linestyle=":",
+                       label=r"River-U threshold $\kappa \leq$" + f" {kappa_u:g}")
+            ax.axhline(kappa_v, color="gray", linestyle="--",
+                       label=r"River-V threshold $\kappa \geq$" + f" {kappa_v:g}")
             ax.set_yscale("log")
         elif key == "small_force":
             _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]))
         ax.set(xlabel=unit, ylabel=ylabel, title=title)
-    _legend_below(fig, axes, ncol=4)
-    return fig
+    fig.suptitle(r"$\epsilon$ = " + f"{eps_rel:g} {lam} (river threshold), " + r"$\tau$ = "
+                 + f"{tau_rel:g} {lam} (small-eigenvalue bound)", fontsize=STYLE["font.size"])
+    _legend_below(fig, axes, ncol=2)
+    return set_caption(fig, f"The valley's condition number, its eigenvalues in (eps, tau] "
+                            f"and their force sum 1/lambda against {unit} for "
+                            f"{', '.join(_label(m) for m in models)}, with eps = {eps_rel:g} "
+                            f"and tau = {tau_rel:g} times lambda_max.")
 
 
 @_styled
@@ -1054,13 +1177,13 @@ def valley_sweep(sweep: UVSweep) -> Figure:
     fig = _new_figure("page", 0.32)
     axes = fig.subplots(1, 3, sharex=True)
     colors = _colors(models)
-    panels = (("kappa", "kappa(H_valley)", "condition number of the valley"),
-              ("count", "eigenvalues > eps", "valley dimension"),
-              ("force", "sum 1/lambda", "cumulative force"))
+    panels = (("kappa", r"$\kappa(H_\mathrm{valley})$", "condition number of the valley"),
+              ("count", r"eigenvalues $> \epsilon$", "valley dimension"),
+              ("force", r"$\sum 1/\lambda$", "cumulative force"))
     for ax, (key, ylabel, title) in zip(axes, panels):
         for m in models:
             _line_band(ax, [(r.eps_rel, getattr(r, key)) for r in runs[m]], colors[m],
-                       _label(m), marker="o")
+                       _label(m), m, marker="o")
             if key == "kappa":
                 for r in runs[m]:
                     sat = r.saturated.astype(bool)
@@ -1068,12 +1191,16 @@ def valley_sweep(sweep: UVSweep) -> Figure:
                             zorder=3)
         if key == "kappa":
             eps = np.asarray(runs[models[0]][0].eps_rel, dtype=float)
-            ax.plot(eps, 1.0 / eps, ":", color="gray", label="1 / eps_rel (saturation)")
+            ax.plot(eps, 1.0 / eps, ":", color="gray",
+                    label=r"saturation ceiling $\kappa$ = 1 / $\epsilon_\mathrm{rel}$")
         ax.set_xscale("log")
         _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]))
-        ax.set(xlabel="eps / shared lambda_max", ylabel=ylabel, title=title)
+        ax.set(xlabel=r"$\epsilon$ / shared $\lambda_{\max}$", ylabel=ylabel, title=title)
     _legend_below(fig, axes, ncol=3)
-    return fig
+    n = max(len(sweep.single), len(sweep.looped))
+    return set_caption(fig, "The valley's condition number, dimension and force sum 1/lambda "
+                            "of Single- and Looped-Attn at river thresholds eps shared by "
+                            f"both models ({n} seed{'s' if n > 1 else ''}, mean and range).")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1088,7 +1215,7 @@ def slice_1d(
     *,
     title: str | None = None,
     logy: bool = False,
-    xlabel: str = "step along direction",
+    xlabel: str = "distance along the direction (unit length)",
 ) -> Figure:
     """A 1-D loss slice along one or several directions (ours).
 
@@ -1114,9 +1241,50 @@ def slice_1d(
     ax.axvline(0.0, color="gray", linestyle=":", linewidth=0.8)
     if logy:
         ax.set_yscale("log")
-    ax.set(xlabel=xlabel, ylabel="loss", title=title or "")
+    ax.set(xlabel=xlabel, ylabel="loss (nats / token)", title=title or "")
     _legend_below(fig, [ax], ncol=3)
-    return fig
+    return set_caption(fig, f"Loss along {len(losses_by_direction)} direction"
+                            f"{'s' if len(losses_by_direction) > 1 else ''} "
+                            f"({', '.join(map(str, losses_by_direction))}) through the checkpoint.")
+
+
+_NORMED = {"filter": "filter-normalised", "layer": "layer-normalised", "none": "not normalised"}
+
+
+def plane_axis_labels(plane: Mapping) -> tuple[str, str]:
+    """What the x and y axes of a stored plane are, with their normalisation.
+
+    ``plane`` is :attr:`Grid.plane <landscape.runfile.schema.Grid>` (its ``kind``, ``norm``).
+
+    >>> plane_axis_labels({"kind": "river_valley"})[0]
+    'river direction (unit length)'
+    >>> plane_axis_labels({"kind": "random", "norm": "filter"})[1]
+    'random direction 2 (filter-normalised)'
+    """
+    kind = plane.get("kind")
+    normed = _NORMED.get(plane.get("norm", "filter"), str(plane.get("norm")))
+    if kind == "river_valley":
+        return ("river direction (unit length)", "valley direction (top Hessian eigenvector)")
+    if kind in ("random", "shared"):
+        return (f"random direction 1 ({normed})", f"random direction 2 ({normed})")
+    if kind == "pca":
+        return ("PC 1 of the trajectory", "PC 2 of the trajectory")
+    if kind == "through":
+        return ("towards the second point", "second direction of the plane")
+    return ("direction 1", "direction 2")
+
+
+def _colorbar(fig: Figure, cs, ax, label: str = "loss (nats / token)") -> None:
+    """A colour bar with a few round ticks (no three-decimal clutter)."""
+    cb = fig.colorbar(cs, ax=ax, label=label)
+    if not isinstance(cs.norm, mpl.colors.LogNorm):
+        cb.locator = mpl.ticker.MaxNLocator(4)
+        cb.formatter = mpl.ticker.ScalarFormatter(useOffset=False)
+    else:
+        cb.locator = mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0), numticks=4)
+        cb.formatter = mpl.ticker.LogFormatterSciNotation(labelOnlyBase=False)
+    cb.minorticks_off()
+    cb.update_ticks()
 
 
 def _levels(z: np.ndarray, n: int, log: bool) -> np.ndarray:
@@ -1140,7 +1308,7 @@ def slice_2d(
     *,
     log_levels: bool = False,
     levels: int = 20,
-    axis_labels: tuple[str, str] = (r"$\alpha$", r"$\beta$"),
+    axis_labels: tuple[str, str] | None = None,
 ) -> Figure:
     """A 2-D loss slice with the projected trajectory (ours).
 
@@ -1157,34 +1325,38 @@ def slice_2d(
         title: optional title.
         log_levels: geometrically spaced levels (losses must be positive).
         levels: number of contour levels.
-        axis_labels: the x and y labels.
+        axis_labels: the x and y labels; default from the plane's kind
+            (:func:`plane_axis_labels`).
 
     Returns:
-        The figure (column width).
+        The figure (column width), captioned.
     """
     a, b = grid.alphas, grid.betas
+    axis_labels = axis_labels or plane_axis_labels(grid.plane)
     z = np.asarray(grid.loss, dtype=np.float64)
     fig = _new_figure("column", 0.85)
     ax = fig.subplots()
     missing = int(np.sum(~np.isfinite(z)))
     if missing == z.size:
         _not_computed(ax, "every grid cell (run the slice probe)")
-        return fig
+        return set_caption(fig, "A loss slice whose grid was not computed.")
     zm = np.ma.masked_invalid(z.T)
     lv = _levels(z, levels, log_levels)
     norm = mpl.colors.LogNorm(lv[0], lv[-1]) if log_levels else None
     cs = ax.contourf(a, b, zm, levels=lv, norm=norm, extend="neither")
     ax.contour(a, b, zm, levels=lv[::4], colors="white", linewidths=0.3, alpha=0.6)
-    fig.colorbar(cs, ax=ax, label="loss", format="%.3g")
+    _colorbar(fig, cs, ax)
     _overlay_path(ax, trajectory_xy)
     ax.plot(0, 0, marker="*", color="white", markeredgecolor="black", markersize=9,
             linestyle="none", label=r"$\theta_0$")  # fmt: skip
     if missing:
-        ax.text(0.01, 0.01, f"{missing} of {z.size} cells not computed", fontsize=6,
+        ax.text(0.01, 0.01, f"{missing} of {z.size} cells not computed", fontsize=MIN_FONT_PT,
                 transform=ax.transAxes, color="black")  # fmt: skip
     ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1], title=title or "")
     ax.grid(False)
-    return fig
+    path = ", with the training trajectory projected on it" if trajectory_xy is not None else ""
+    return set_caption(fig, f"Loss on the plane of the {axis_labels[0]} and the "
+                            f"{axis_labels[1]} around the checkpoint{path}.")
 
 
 @_styled
@@ -1231,6 +1403,7 @@ def shared_slices(
     axes = fig.subplots(len(rows), ncol, sharex=True, sharey=True, squeeze=False)
     norm = mpl.colors.LogNorm(lv[0], lv[-1]) if log else None
     ia, ib = int(np.argmin(np.abs(a))), int(np.argmin(np.abs(b)))
+    x_label, y_label = (s.replace(" (", "\n(") for s in plane_axis_labels(first.plane))
     cs = None
     for r, (model, row) in enumerate(rows.items()):
         for ax in axes[r, len(row):]:  # a row with fewer checkpoints
@@ -1246,16 +1419,18 @@ def shared_slices(
                     linestyle="none")
             share = (shares or {}).get(model, {}).get(name)
             within = f"\n{100 * share:.0f} % within +{rise:g}" if share is not None else ""
-            ax.set_title(f"{_label(model)}, {name}{within}", fontsize="small")
+            ax.set_title(f"{_label(model)}, {name}{within}", fontsize=MIN_FONT_PT)
             ax.grid(False)
             if r == len(rows) - 1:
-                ax.set_xlabel(r"$\alpha$")
+                ax.set_xlabel(x_label)
             if c == 0:
-                ax.set_ylabel(r"$\beta$")
-    fig.colorbar(cs, ax=axes, label="loss", format="%.3g")
+                ax.set_ylabel(y_label)
+    _colorbar(fig, cs, axes)
     if title:
         fig.suptitle(title)
-    return fig
+    return set_caption(fig, f"Loss of {', '.join(_label(m) for m in rows)} on one shared "
+                            f"random plane around each run's own weights, one colour scale; "
+                            f"white: the basin edge at +{rise:g} nats.")
 
 
 def _overlay_path(ax, trajectory_xy: np.ndarray | None) -> None:
@@ -1277,7 +1452,8 @@ def _loop_panel(ax, loops: np.ndarray, series: Mapping[str, np.ndarray],
                 trained: Mapping[str, int]) -> None:
     colors = _colors(list(series))
     for name, y in series.items():
-        ax.plot(loops, y, color=colors[name], marker="o", label=_label(name))
+        ax.plot(loops, y, color=colors[name], marker=MODEL_MARKERS.get(name, "o"),
+                linestyle=MODEL_LINESTYLES.get(name, "-"), label=_label(name))
     for name, t in trained.items():
         ax.axvline(t, color=colors.get(name, "gray"), linestyle=":", linewidth=1.0,
                    label=f"{_label(name)} trained with {t:g} loop{'s' if t != 1 else ''}")
@@ -1308,7 +1484,7 @@ def loop_curve(curves: Mapping[str, LoopCurve]) -> Figure:
     fig = _new_figure("page", 0.34)
     ax_l, ax_s = fig.subplots(1, 2, sharex=True)
     _loop_panel(ax_l, x, {m: c.loss[:n] for m, c in curves.items()}, trained)
-    ax_l.set(xlabel="loops at evaluation", ylabel="loss", title="loss")
+    ax_l.set(xlabel="loops at evaluation", ylabel="loss (nats / token)", title="loss")
     lam = {m: np.asarray(c.lambda_max[:n], dtype=np.float64) for m, c in curves.items()}
     if all(np.isnan(v).all() for v in lam.values()):
         _not_computed(ax_s, "lambda_max per loop count")
@@ -1316,8 +1492,11 @@ def loop_curve(curves: Mapping[str, LoopCurve]) -> Figure:
         _loop_panel(ax_s, x, lam, trained)
         _log_if_wide(ax_s, np.concatenate([ln.get_ydata() for ln in ax_s.get_lines()]))
         ax_s.set(xlabel="loops at evaluation", ylabel=r"$\lambda_{\max}$", title="sharpness")
-    _legend_below(fig, [ax_l, ax_s])
-    return fig
+    _legend_below(fig, [ax_l, ax_s], ncol=2)
+    return set_caption(fig, "Loss and lambda_max of "
+                            f"{', '.join(_label(m) for m in curves)} at their final weights "
+                            "against the number of loops of the block; dotted: the loops "
+                            "each was trained with.")
 
 
 def _before_after(ax, pairs: Sequence[tuple[str, float, float]]) -> bool:
@@ -1328,7 +1507,8 @@ def _before_after(ax, pairs: Sequence[tuple[str, float, float]]) -> bool:
                                            ("after", MODEL_COLORS[LOOPED]))):
             v = float(values[j])
             ax.bar(i + (j - 0.5) * 0.38, v, 0.38, color=color, label=when if i == 0 else None)
-            ax.text(i + (j - 0.5) * 0.38, v, f"{v:.3g}", ha="center", va="bottom", fontsize=6)
+            ax.text(i + (j - 0.5) * 0.38, v, f"{v:.3g}", ha="center", va="bottom",
+                    fontsize=MIN_FONT_PT)
     ax.set_xticks(range(len(present)), [lab for lab, *_ in present])
     ax.grid(axis="x", visible=False)
     ax.margins(y=0.15)
@@ -1361,12 +1541,13 @@ def switch_diagnostics(before: SwitchSide, after: SwitchSide,
     fig = _new_figure("page", 0.34)
     ax_l, ax_s, ax_o = fig.subplots(1, 3)
     _before_after(ax_l, [("loss", before.loss, after.loss)])
-    ax_l.set(ylabel="loss", title="loss jump")
+    ax_l.set(xlabel="at the same weights", ylabel="loss (nats / token)", title="loss jump")
     sharp = [(r"$\lambda_{\max}$", float(before.values[0]), float(after.values[0])),
              ("trace", before.trace, after.trace)]
     if _before_after(ax_s, sharp):
         ax_s.set_yscale("log")
-        ax_s.set(title="sharpness")
+        ax_s.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())  # 3x10^0 beside 4x10^0
+        ax_s.set(xlabel="Hessian statistic", ylabel="value (log scale)", title="sharpness")
     else:
         _not_computed(ax_s, "lambda_max / trace before and after")
     if overlap is not None:
@@ -1380,7 +1561,9 @@ def switch_diagnostics(before: SwitchSide, after: SwitchSide,
     if step is not None:
         fig.suptitle(f"SHIFT switch at step {step}")
     _legend_below(fig, [ax_l])
-    return fig
+    return set_caption(fig, "At SHIFT's switch, the loss, lambda_max and Hessian trace under "
+                            "one loop (before) and under the loops after it, and the overlap "
+                            "of the top Hessian eigenspaces.")
 
 
 def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, style, unit) -> None:
@@ -1392,16 +1575,17 @@ def _sharp_panel(ax, epochs, values, threshold, color, label, tlabel, style, uni
 
 
 def _edge_label(optimizer: str | None, threshold: object, old: str) -> str:
-    """``"SGD (heavy ball 0.9) edge 38"``; ``old`` for a part stored without its optimiser."""
-    if not optimizer:
-        return old
-    t = np.asarray(threshold, dtype=np.float64).ravel()
+    """The edge's legend entry with its value: ``"SGD (heavy ball 0.9) edge 38"``.
+
+    A part stored without its optimiser gets ``old`` and the value (``"... 2 / lr = 40"``).
+    """
+    t = np.asarray(threshold if threshold is not None else [], dtype=np.float64).ravel()
     t = t[np.isfinite(t)]
     if t.size == 0:
-        return f"{optimizer} edge unknown"
+        return f"{optimizer} edge unknown" if optimizer else old
     lo, hi = float(t.min()), float(t.max())
     value = f"{hi:.3g}" if np.isclose(lo, hi) else f"{lo:.3g} to {hi:.3g}"
-    return f"{optimizer} edge {value}"
+    return f"{optimizer} edge {value}" if optimizer else f"{old} = {value}"
 
 
 def _has_data(values: object | None) -> bool:
@@ -1453,5 +1637,9 @@ def sharpness(s: SharpnessSeries, *, model: str | None = None, unit: str = "epoc
     if s.edge_unknown:
         axes[0].text(0.02, 0.98, f"stability edge unknown: {s.edge_unknown}",
                      transform=axes[0].transAxes, ha="left", va="top", color="#555555")
-    _legend_below(fig, axes)
-    return fig
+    _legend_below(fig, axes, ncol=2)
+    who = f" of {_label(model)}" if model else ""
+    return set_caption(fig, f"The Hessian's largest eigenvalue{who} against {unit} with the "
+                            "optimiser's stability edge"
+                       + (", and the same for the Adam-preconditioned Hessian" if pre else "")
+                       + ".")
