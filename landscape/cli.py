@@ -398,10 +398,11 @@ def _buffer_note(run_file: Path, trust_code: bool) -> None:
 
 @main.command()
 @click.argument("run_files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--figure", "names", multiple=True, default=["all"], show_default=True,
-              help="Figure to draw (repeatable): all, concept, sample_dynamics, spectra, "
-                   "shift, algorithmic, valley, slices, shared_plane, loops, switch, "
-                   "sharpness.")
+@click.option("--figure", "names", multiple=True, default=["supported"], show_default=True,
+              help="Figure to draw (repeatable): supported (those the runs' stored parts "
+                   "support; nothing synthetic for your own models), all, concept, "
+                   "sample_dynamics, spectra, shift, algorithmic, valley, slices, "
+                   "shared_plane, loops, switch, sharpness, blocks (per-block spectra).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("figures/out"), show_default=True, help="Folder for the files.")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
@@ -427,6 +428,9 @@ def plot(run_files, names, out, formats, dpi):
     done = render(runs, names, out, fmts, dpi=dpi,
                   report=lambda msg: say(msg, err=True))
     drawn = [n for n, v in done.items() if not isinstance(v, str)]
+    if not done:
+        raise UserError("these runs store nothing a figure draws; probe them first "
+                        "(landscape probe RUN.h5)")
     if not drawn:
         raise UserError("no figure could be drawn: " + "; ".join(str(v) for v in done.values()))
     say(f"wrote {len(drawn)} figure(s) to {out}")
