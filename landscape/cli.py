@@ -286,8 +286,9 @@ def _main_rank() -> bool:
 @click.option("--trace-hvps", type=click.IntRange(2, COUNT_MAX), default=60, show_default=True,
               help="Hutch++ products beyond the deflated top-k.")
 @click.option("--exact", type=click.Choice(["auto", "always", "never"]), default="auto",
-              show_default=True, help="Full spectrum (dense Hessian, P HVPs); auto: P <= "
-                                      "--exact-max-params.")
+              show_default=True, help="Full spectrum (dense Hessian, P HVPs); auto: where P "
+                                      "<= --exact-max-params and the plan (--plan) puts it "
+                                      "under a minute per checkpoint.")
 @click.option("--exact-max-params", type=click.IntRange(1, COUNT_MAX), default=3000,
               show_default=True)
 @click.option("--blocks", "blocks", multiple=True, is_flag=False, flag_value="layers",

@@ -78,6 +78,7 @@ from landscape.probe.plan import (
     UnitCosts,
     available_memory,
     check_memory,
+    exact_auto,
     format_plan,
     human_bytes,
     measure_costs,
@@ -301,9 +302,7 @@ def _geometry_settings(*keys: str) -> Callable[[ProbeSettings, Job], dict | None
 
 
 def _exact_applies(job: Job) -> bool:
-    hs = job.hs
-    return hs.exact == "always" or (hs.exact == "auto"
-                                    and job.run.layout.size <= hs.exact_max_params)
+    return job.driver.exact_choice(job.steps)[0]
 
 
 def _sharpness(job: Job) -> sc.Sharpness:
@@ -551,6 +550,8 @@ class Driver:
                                      self.probe_split_cpu.targets.to(self.device))
         self._done: dict[tuple[str, int], sc.Part | None] = {}
         self._op: tuple[int, HessianOperator] | None = None
+        self._costs: UnitCosts | None = None
+        self._exact: tuple[bool, str] | None = None
 
     # --- the schedule -------------------------------------------------------------------
 
@@ -582,13 +583,8 @@ class Driver:
         gradient, one create-graph gradient and three Hessian-vector products.
         """
         hs, gs = self.settings.hessian, self.settings.geometry
-        dtype = hs.torch_dtype if hs is not None else torch.float32
-        step = steps[0]
-        costs = measure_costs(self.loss_fn(step), self.run.params(step, dtype=dtype,
-                                                                  device=self.device), dtype)
-        p = self.run.layout.size
-        dense = hs is not None and (hs.exact == "always" or (hs.exact == "auto"
-                                                             and p <= hs.exact_max_params))
+        costs = self.costs(steps)
+        dense = self.exact_choice(steps)[0]
         sizes = dict(zip(self.run.layout.names, self.run.layout.sizes))
         blocks = None
         if hs is not None and hs.blocks:
@@ -597,6 +593,38 @@ class Driver:
             blocks = {b: sum(sizes[n] for n in names) for b, names in
                       make_blocks(self.run.layout.names, hs.block_patterns).items()}
         return costs, plan_parts(costs, hs, gs, dense=dense, blocks=blocks)
+
+    def costs(self, steps: list[int]) -> UnitCosts:
+        """The unit costs (:mod:`landscape.probe.plan`), measured once at the first of ``steps``."""
+        if self._costs is None:
+            hs = self.settings.hessian
+            dtype = hs.torch_dtype if hs is not None else torch.float32
+            step = steps[0]
+            self._costs = measure_costs(self.loss_fn(step), self.run.params(
+                step, dtype=dtype, device=self.device), dtype)
+        return self._costs
+
+    def exact_choice(self, steps: list[int]) -> tuple[bool, str]:
+        """Whether the exact spectrum is computed, and why (decided once per call).
+
+        ``--exact auto``: only where ``P <= --exact-max-params`` and the plan puts it under
+        :data:`~landscape.probe.plan.EXACT_AUTO_SECONDS` per checkpoint; under torchrun,
+        as rank 0 decides.
+        """
+        if self._exact is None:
+            hs = self.settings.hessian
+            if hs is None or hs.exact != "auto":
+                on = hs is not None and hs.exact == "always"
+                self._exact = (on, f"{'on' if on else 'off'} (--exact "
+                                   f"{hs.exact if hs else 'never'})")
+            elif self.run.layout.size > hs.exact_max_params:
+                self._exact = (False, f"off: P = {self.run.layout.size:,} > "
+                                      f"--exact-max-params {hs.exact_max_params:,}")
+            else:
+                self._exact = exact_auto(self.costs(steps), hs.exact_max_params)
+                if self.ranks is not None:
+                    self._exact = self.ranks.broadcast_object(self._exact)
+        return self._exact
 
     def _asked(self, entry: Entry, job: Job) -> dict | None:
         """The settings of ``entry`` in this call, or None if it does not apply here."""
@@ -817,6 +845,8 @@ def plan(path: str | Path, settings: ProbeSettings | None = None,
     lines = [f"plan for {path}: {len(steps)} checkpoint(s) {steps[:6]}"
              f"{' ...' if len(steps) > 6 else ''} on {driver.device}"]
     lines += format_plan(costs, plans, checkpoints=len(steps))
+    if settings.hessian is not None:
+        lines.append(f"  exact spectrum: {driver.exact_choice(steps)[1]}")
     avail = available_memory(driver.device)
     over = [p for p in plans if p.peak_bytes > avail]
     lines.append(f"  memory available on {driver.device}: {human_bytes(avail)}" +
