@@ -374,9 +374,58 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
         return
     t0 = time.perf_counter()
     report = None if quiet or not _main_rank() else (lambda msg: say(msg, err=True))
-    done = run_probe(run_file, settings, report, trust_code=trust_code)
+    bar = None if quiet or not _main_rank() or not _is_terminal() else _ProbeBar()
+    if bar is not None:
+        report = bar.say
+    try:
+        done = run_probe(run_file, settings, report, trust_code=trust_code, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     if _main_rank():
         say(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
+
+
+def _is_terminal() -> bool:
+    """Whether standard error is a terminal (a progress bar is drawn only there)."""
+    return sys.stderr.isatty()
+
+
+def probe_bar_text(ev, width: int = 20) -> str:
+    """One line of the probe's progress bar: checkpoint, bar, part and the time left.
+
+    Args:
+        ev: a :class:`landscape.probe.driver.ProbeProgress`.
+        width: characters of the bar.
+    """
+    from landscape.probe.plan import human_seconds
+
+    filled = min(width, max(0, round(ev.fraction * width)))
+    return (f"checkpoint {ev.checkpoint}/{ev.checkpoints} (step {ev.step}) "
+            f"[{'#' * filled}{'-' * (width - filled)}] {100 * ev.fraction:3.0f}% "
+            f"{ev.part}, about {human_seconds(ev.seconds_left)} left")
+
+
+class _ProbeBar:
+    """The probe's progress bar on standard error, redrawn in place as each part starts."""
+
+    def __init__(self):
+        self.line = ""
+
+    def __call__(self, ev) -> None:
+        self.line = printable(probe_bar_text(ev))
+        click.echo("\r\x1b[2K" + self.line, err=True, nl=False)
+
+    def say(self, msg: str) -> None:
+        """A line of the report above the bar."""
+        click.echo("\r\x1b[2K", err=True, nl=False)
+        say(msg, err=True)
+        if self.line:
+            click.echo(self.line, err=True, nl=False)
+
+    def close(self) -> None:
+        if self.line:
+            click.echo("\r\x1b[2K", err=True, nl=False)
 
 
 def _buffer_note(run_file: Path, trust_code: bool) -> None:

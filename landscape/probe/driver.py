@@ -99,6 +99,30 @@ Report = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class ProbeProgress:
+    """Where a probe is, told to a progress callback as each part starts.
+
+    Attributes:
+        checkpoint: the checkpoint being probed, counted from 1 (run-level parts: the last).
+        checkpoints: checkpoints this call probes.
+        step: its optimiser step.
+        part: the part starting (a name of :data:`REGISTRY`).
+        seconds_left: the plan's estimate of the time left, this part included.
+        fraction: the share of the plan's time done, 0 to 1.
+    """
+
+    checkpoint: int
+    checkpoints: int
+    step: int
+    part: str
+    seconds_left: float
+    fraction: float
+
+
+Progress = Callable[[ProbeProgress], None]
+
+
+@dataclass(frozen=True)
 class ProbeSettings:
     """A whole probe call."""
 
@@ -522,8 +546,12 @@ class Driver:
     """
 
     def __init__(self, path: str | Path, settings: ProbeSettings, report: Report | None = None,
-                 ranks: Ranks | None = None, trust_code: bool = False):
+                 ranks: Ranks | None = None, trust_code: bool = False,
+                 progress: Progress | None = None):
         self.path, self.ranks, self.settings = Path(path), ranks, settings
+        self.progress = progress
+        self._estimate: dict[str, float] = {}  # plan's seconds per part of a checkpoint
+        self._total = self._left = 0.0
         self.reduce = None if ranks is None else ranks.all_reduce_sum
         self.report = report or (lambda msg: None)
         self.run = Run.open(self.path, trust_code=trust_code)
@@ -558,9 +586,12 @@ class Driver:
     def probe(self) -> list[int]:
         """Probe every selected checkpoint, then the run-level parts. Returns the steps."""
         steps = select_steps(self.run, self.settings.steps)
-        if not self.settings.ignore_memory:
+        if not self.settings.ignore_memory or self.progress is not None:
             costs, plans = self.plan(steps)
-            check_memory(plans, available_memory(self.device), str(self.device))
+            if not self.settings.ignore_memory:
+                check_memory(plans, available_memory(self.device), str(self.device))
+            self._estimate = {p.name.rsplit("/", 1)[-1]: p.seconds for p in plans}
+            self._total = self._left = sum(self._estimate.values()) * len(steps)
         prev = None
         for step in steps:
             loops = int(self.run.loops[self.run.index(step)])
@@ -656,10 +687,13 @@ class Driver:
         found = None if self.settings.force else self.stored(entry.cls, key[1], fp)
         if found is not None:
             self._done[key] = found
+            self._left -= self._estimate.get(name, 0.0) if name in STEP_PARTS else 0.0
             return found
         job = dataclasses.replace(job, inputs=inputs, fingerprint=fp, name=name)
+        self._tell(job, name)
         t0 = time.perf_counter()
         part = entry.compute(job)
+        self._left -= self._estimate.get(name, 0.0) if name in STEP_PARTS else 0.0
         if part is not None:
             part = dataclasses.replace(part, seconds=time.perf_counter() - t0,
                                        settings=want, fingerprint=fp)
@@ -670,6 +704,16 @@ class Driver:
                         (f", {part.hvps} HVPs" if part.hvps else ""))
         self._done[key] = part
         return part
+
+    def _tell(self, job: Job, name: str) -> None:
+        """Tell the progress callback (if any) that part ``name`` starts at ``job``."""
+        if self.progress is None:
+            return
+        left = max(self._left, 0.0)
+        self.progress(ProbeProgress(
+            checkpoint=job.steps.index(job.step) + 1 if job.step in job.steps else len(job.steps),
+            checkpoints=len(job.steps), step=job.step, part=name, seconds_left=left,
+            fraction=1.0 - left / self._total if self._total > 0 else 0.0))
 
     def get(self, name: str, job: Job) -> sc.Part | None:
         """A part another one is computed from: ensured where asked for, else as stored."""
@@ -813,8 +857,12 @@ def _check_custom(run: Run, settings: ProbeSettings, ranks: Ranks | None) -> Non
 
 
 def probe(path: str | Path, settings: ProbeSettings | None = None,
-          report: Report | None = None, trust_code: bool = False) -> list[int]:
+          report: Report | None = None, trust_code: bool = False,
+          progress: Progress | None = None) -> list[int]:
     """Probe a run file's checkpoints (see the module docstring). Returns the steps probed.
+
+    ``report`` gets a line per finished part; ``progress`` a :class:`ProbeProgress` as each
+    part starts, with the time left from the plan (:mod:`landscape.probe.plan`).
 
     Holds the run file's writer lock for the whole call, so a run still being trained (or
     probed by another process) is refused with a message naming the writer. A run of your
@@ -825,7 +873,8 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
     if distributed.launched():  # torchrun, several ranks
         return _probe_ranks(Path(path), settings, report)
     with store.writer_lock(path, "probe"):
-        return Driver(path, settings, report, trust_code=trust_code).probe()
+        return Driver(path, settings, report, trust_code=trust_code,
+                      progress=progress).probe()
 
 
 def plan(path: str | Path, settings: ProbeSettings | None = None,
