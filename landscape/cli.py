@@ -286,8 +286,9 @@ def _main_rank() -> bool:
 @click.option("--trace-hvps", type=click.IntRange(2, COUNT_MAX), default=60, show_default=True,
               help="Hutch++ products beyond the deflated top-k.")
 @click.option("--exact", type=click.Choice(["auto", "always", "never"]), default="auto",
-              show_default=True, help="Full spectrum (dense Hessian, P HVPs); auto: P <= "
-                                      "--exact-max-params.")
+              show_default=True, help="Full spectrum (dense Hessian, P HVPs); auto: where P "
+                                      "<= --exact-max-params and the plan (--plan) puts it "
+                                      "under a minute per checkpoint.")
 @click.option("--exact-max-params", type=click.IntRange(1, COUNT_MAX), default=3000,
               show_default=True)
 @click.option("--blocks", "blocks", multiple=True, is_flag=False, flag_value="layers",
@@ -373,9 +374,58 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
         return
     t0 = time.perf_counter()
     report = None if quiet or not _main_rank() else (lambda msg: say(msg, err=True))
-    done = run_probe(run_file, settings, report, trust_code=trust_code)
+    bar = None if quiet or not _main_rank() or not _is_terminal() else _ProbeBar()
+    if bar is not None:
+        report = bar.say
+    try:
+        done = run_probe(run_file, settings, report, trust_code=trust_code, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     if _main_rank():
         say(f"probed {len(done)} checkpoints of {run_file} in {_elapsed(t0)}")
+
+
+def _is_terminal() -> bool:
+    """Whether standard error is a terminal (a progress bar is drawn only there)."""
+    return sys.stderr.isatty()
+
+
+def probe_bar_text(ev, width: int = 20) -> str:
+    """One line of the probe's progress bar: checkpoint, bar, part and the time left.
+
+    Args:
+        ev: a :class:`landscape.probe.driver.ProbeProgress`.
+        width: characters of the bar.
+    """
+    from landscape.probe.plan import human_seconds
+
+    filled = min(width, max(0, round(ev.fraction * width)))
+    return (f"checkpoint {ev.checkpoint}/{ev.checkpoints} (step {ev.step}) "
+            f"[{'#' * filled}{'-' * (width - filled)}] {100 * ev.fraction:3.0f}% "
+            f"{ev.part}, about {human_seconds(ev.seconds_left)} left")
+
+
+class _ProbeBar:
+    """The probe's progress bar on standard error, redrawn in place as each part starts."""
+
+    def __init__(self):
+        self.line = ""
+
+    def __call__(self, ev) -> None:
+        self.line = printable(probe_bar_text(ev))
+        click.echo("\r\x1b[2K" + self.line, err=True, nl=False)
+
+    def say(self, msg: str) -> None:
+        """A line of the report above the bar."""
+        click.echo("\r\x1b[2K", err=True, nl=False)
+        say(msg, err=True)
+        if self.line:
+            click.echo(self.line, err=True, nl=False)
+
+    def close(self) -> None:
+        if self.line:
+            click.echo("\r\x1b[2K", err=True, nl=False)
 
 
 def _buffer_note(run_file: Path, trust_code: bool) -> None:
@@ -398,10 +448,11 @@ def _buffer_note(run_file: Path, trust_code: bool) -> None:
 
 @main.command()
 @click.argument("run_files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--figure", "names", multiple=True, default=["all"], show_default=True,
-              help="Figure to draw (repeatable): all, concept, sample_dynamics, spectra, "
-                   "shift, algorithmic, valley, slices, shared_plane, loops, switch, "
-                   "sharpness.")
+@click.option("--figure", "names", multiple=True, default=["supported"], show_default=True,
+              help="Figure to draw (repeatable): supported (those the runs' stored parts "
+                   "support; nothing synthetic for your own models), all, concept, "
+                   "sample_dynamics, spectra, shift, algorithmic, valley, slices, "
+                   "shared_plane, loops, switch, sharpness, blocks (per-block spectra).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("figures/out"), show_default=True, help="Folder for the files.")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
@@ -441,6 +492,9 @@ def plot(run_files, names, out, formats, dpi, width):
     done = render(runs, names, out, fmts, dpi=dpi,
                   report=lambda msg: say(msg, err=True), width=width)
     drawn = [n for n, v in done.items() if not isinstance(v, str)]
+    if not done:
+        raise UserError("these runs store nothing a figure draws; probe them first "
+                        "(landscape probe RUN.h5)")
     if not drawn:
         raise UserError("no figure could be drawn: " + "; ".join(str(v) for v in done.values()))
     say(f"wrote {len(drawn)} figure(s) to {out}")

@@ -262,3 +262,38 @@ def test_printable_escapes_only_what_does_not_print():
 
     assert printable("looped_attn (Bayes 0.99) é ∑") == "looped_attn (Bayes 0.99) é ∑"
     assert printable("a\x1b[2Jb\tc\x00\x7f") == r"a\x1b[2Jb\tc\x00\x7f"
+
+
+# --- the probe's progress bar ---------------------------------------------------------------
+
+
+def test_probe_bar_text_shows_the_checkpoint_the_part_and_the_time_left():
+    from landscape.cli import probe_bar_text
+    from landscape.probe.driver import ProbeProgress
+
+    ev = ProbeProgress(checkpoint=2, checkpoints=6, step=40, part="slq", seconds_left=192.0,
+                       fraction=0.25)
+    assert probe_bar_text(ev, width=8) == ("checkpoint 2/6 (step 40) [##------]  25% slq, "
+                                           "about 3.2 min left")
+    done = ProbeProgress(checkpoint=6, checkpoints=6, step=200, part="top", seconds_left=0.0,
+                         fraction=1.0)
+    assert probe_bar_text(done, width=4) == ("checkpoint 6/6 (step 200) [####] 100% top, "
+                                             "about 0.0 s left")
+
+
+def test_probe_bar_is_drawn_only_on_a_terminal_and_never_under_quiet(tmp_path, monkeypatch):
+    import landscape.cli as cli
+
+    out = tmp_path / "r.h5"
+    assert invoke("train", *TINY, "--out", out).exit_code == 0
+    args = ["probe", out, "--steps", "last", "--no-geometry", "--k", "2", "--k-bottom", "0",
+            "--slq-runs", "1", "--slq-steps", "8", "--trace-hvps", "8", "--force"]
+    plain = invoke(*args)  # CliRunner's stderr is not a terminal
+    assert plain.exit_code == 0 and "checkpoint 1/1" not in plain.output
+    assert "hessian SLQ" in plain.output  # the report lines are still there
+    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+    shown = invoke(*args)
+    assert shown.exit_code == 0 and "checkpoint 1/1 (step" in shown.output
+    assert "% top, about" in shown.output and "left" in shown.output
+    quiet = invoke(*args, "-q")
+    assert quiet.exit_code == 0 and "checkpoint 1/1" not in quiet.output

@@ -595,6 +595,71 @@ def sharpness_series(run: Run) -> SharpnessSeries:
                            edge_unknown=last.edge_unknown)
 
 
+@dataclass(frozen=True, repr=False)
+class BlockSeries(_Brief):
+    """Per-block Hessian spectra over training (:func:`block_series`).
+
+    Attributes:
+        epoch: ``[n]`` the checkpoints probed with ``--blocks``, on the run's time axis.
+        blocks: the ``b`` block names, as in the model (a layer such as
+            ``transformer.h.3``, the module owning a parameter, or a ``--blocks`` pattern),
+            in the model's order.
+        dims: ``[b]`` parameters per block.
+        top: ``[n, b]`` each block's largest Hessian eigenvalue (NaN where a checkpoint
+            has no such block: probed with other ``--blocks``).
+        trace: ``[n, b]`` each block's Hessian trace (NaN likewise).
+        trace_stderr: ``[n, b]`` its standard error (0 for an exact trace).
+    """
+
+    epoch: np.ndarray
+    blocks: tuple[str, ...]
+    dims: np.ndarray
+    top: np.ndarray
+    trace: np.ndarray
+    trace_stderr: np.ndarray
+
+    def __post_init__(self) -> None:
+        n, b = len(self.epoch), len(self.blocks)
+        if not n or not b or len(self.dims) != b:
+            raise LandscapeError(f"BlockSeries: {n} checkpoints, {b} blocks and "
+                                 f"{len(self.dims)} sizes; needs one or more of each, a size "
+                                 "per block")
+        for name in ("top", "trace", "trace_stderr"):
+            if np.shape(getattr(self, name)) != (n, b):
+                raise LandscapeError(f"BlockSeries: {name!r} has shape "
+                                     f"{np.shape(getattr(self, name))}, expected ({n}, {b})")
+
+
+def block_series(run: Run) -> BlockSeries:
+    """The top eigenvalue and trace of each block at each checkpoint probed with blocks.
+
+    Blocks keep the model's order (the first checkpoint's order, then blocks first seen
+    later); a checkpoint without a block has NaN there.
+
+    Raises:
+        LandscapeError: the run has no per-block spectra, naming the probe to run.
+    """
+    found = [(step, run.part("blocks", step)) for step in run.probed_steps]
+    found = [(step, b) for step, b in found if b is not None and b.groups]
+    if not found:
+        raise LandscapeError(f"{run.path} has no per-block spectra; run `landscape probe "
+                             f"{run.path} --blocks`")
+    names: dict[str, int] = {}
+    for _, b in found:
+        for name, g in b.groups.items():
+            names.setdefault(name, int(g.dim))
+    shape = (len(found), len(names))
+    top, trace, stderr = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    for i, (_, b) in enumerate(found):
+        for j, name in enumerate(names):
+            g = b.groups.get(name)
+            if g is not None:
+                top[i, j] = np.max(g.values) if np.size(g.values) else np.nan
+                trace[i, j], stderr[i, j] = g.trace, g.trace_stderr
+    return BlockSeries(np.array([epoch_of(run, s) for s, _ in found]), tuple(names),
+                       np.array(list(names.values())), top, trace, stderr)
+
+
 def part(run: Run, name: str, step: int | None = -1, *, required: bool = True):
     """The stored probe part ``name`` (at checkpoint ``step``), a schema dataclass.
 

@@ -73,7 +73,14 @@ def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
 
 
 def concept(groups: Grouped) -> dict[str, Figure]:
-    """Paper Fig. 1 from the valley-hopping simulator (and a SHIFT run's timeline if any)."""
+    """Paper Fig. 1 from the valley-hopping simulator (and a SHIFT run's timeline if any).
+
+    A synthetic illustration of the paper's conjecture, so drawn only beside runs of the
+    paper's recipes, never for runs of your own models alone.
+    """
+    if not set(groups) - {"custom"}:
+        raise LandscapeError("figure concept is the paper's synthetic illustration; it is "
+                             "drawn for runs of landscape train, not for your own models")
     cmp = compare()
     shift_runs = groups.get("markov", {}).get(SHIFT)
     timeline = series.shift_timeline(shift_runs[0]) if shift_runs else None
@@ -301,6 +308,27 @@ def sharpness(groups: Grouped) -> dict[str, Figure]:
     return _sourced({"sharpness": fig}, [runs[arch][0]])
 
 
+def blocks(groups: Grouped) -> dict[str, Figure]:
+    """Ours: each block's top eigenvalue and trace over training, one figure per run.
+
+    Every run probed with ``--blocks`` (the first run of each model, the one probed).
+    """
+    out = {}
+    for task, by_model in groups.items():
+        for model, rs in by_model.items():
+            run = rs[0]
+            if not _has_part(run, "blocks"):
+                continue
+            stem = f"blocks_{model}" if task == "custom" else f"blocks_{task}_{model}"
+            out[stem] = plot.add_source(
+                plot.block_spectra(series.block_series(run), title=who(run, model),
+                                   unit=series.time_unit(run)), who(run, model))
+    if not out:
+        raise LandscapeError("figure blocks needs runs probed with per-block spectra "
+                             "(landscape probe RUN.h5 --blocks)")
+    return out
+
+
 HTML_VIEWS: dict[str, Callable[[Grouped], dict[str, SliceView]]] = {"slices": slice_views}
 """The figures that have an interactive page (``--format html``)."""
 
@@ -309,8 +337,51 @@ FIGURES: dict[str, Callable[[Grouped], dict[str, Figure]]] = {
     "shift": shift, "algorithmic": algorithmic, "valley": valley,
     "valley_sweep": valley_sweep, "slices": slices,
     "shared_plane": shared_plane, "loops": loops, "switch": switch, "sharpness": sharpness,
-    "shift_ablation": shift_ablation, "length_tasks": length_tasks,
+    "shift_ablation": shift_ablation, "length_tasks": length_tasks, "blocks": blocks,
 }
+
+DEFAULT = "supported"
+"""The figure name that stands for :func:`supported` (``landscape plot``'s default)."""
+
+PARTS_OF: dict[str, tuple[tuple[str, ...], ...]] = {
+    "spectra": (("exact", "slq"),), "valley": (("valley",), ("widths",)),
+    "slices": (("slice_random", "slice_river_valley"),), "sharpness": (("sharpness",),),
+    "blocks": (("blocks",),), "loops": (("loops",),), "switch": (("switch",),),
+    "shared_plane": (("slice_shared",),),
+}  # fmt: skip
+"""The stored parts a figure draws: every tuple needs one of its parts in some run."""
+
+OWN_FIGURES = ("spectra", "valley", "slices", "sharpness", "blocks")
+"""The figures a run of your own model can support (the others need the paper's runs)."""
+
+
+def _has_part(run: Run, name: str) -> bool:
+    """Whether ``run`` stores the part ``name`` at some checkpoint (or for the run)."""
+    from landscape.runfile.schema import RUN, part_class
+
+    if part_class(name).KIND == RUN:
+        return run.part(name) is not None
+    return any(run.part(name, step) is not None for step in run.probed_steps)
+
+
+def supported(groups: Grouped) -> list[str]:
+    """The figures the runs' stored parts support, in :data:`FIGURES`' order.
+
+    A figure that draws stored probe parts (:data:`PARTS_OF`) is supported where some run
+    has them; the paper's other figures wherever runs of ``landscape train`` are given
+    (they say why where those runs are not the ones they need). Runs of your own models
+    alone support only :data:`OWN_FIGURES`, and nothing synthetic.
+    """
+    runs = [r for by_model in groups.values() for rs in by_model.values() for r in rs]
+    paper = bool(set(groups) - {"custom"})
+    out = []
+    for name in FIGURES:
+        if not paper and name not in OWN_FIGURES:
+            continue
+        needs = PARTS_OF.get(name, ())
+        if all(any(_has_part(r, p) for r in runs for p in one) for one in needs):
+            out.append(name)
+    return out
 
 
 def run_files(folder: str | Path) -> list[Path]:
@@ -339,7 +410,11 @@ def render(runs: list[Run], names: Iterable[str], out: str | Path,
            formats: tuple[str, ...] = ("pdf", "png"), dpi: int = 200,
            report: Callable[[str], None] | None = None,
            width: str | float | None = None) -> dict[str, list[Path] | str]:
-    """Draw the named figures (``all`` for every one) into ``out``.
+    """Draw the named figures into ``out``.
+
+    ``names``: figures of :data:`FIGURES`, ``all`` for every one (each that cannot be
+    drawn says why), or ``supported`` (:data:`DEFAULT`) for those the runs' stored parts
+    support (:func:`supported`).
 
     ``formats``: those of :data:`landscape.draw.plot.FORMATS`, and ``html`` for an
     interactive page of each figure of :data:`HTML_VIEWS` (:mod:`landscape.draw.interactive`).
@@ -352,14 +427,18 @@ def render(runs: list[Run], names: Iterable[str], out: str | Path,
     """
     if width is not None:
         plot.figsize(width)  # a bad width fails before any work
-    names = list(FIGURES) if "all" in names else list(names)
-    unknown = [n for n in names if n not in FIGURES]
+    names = list(names)
+    unknown = [n for n in names if n not in FIGURES and n not in ("all", DEFAULT)]
     if unknown:
-        raise LandscapeError(f"unknown figure {unknown[0]!r} (figures: all, "
+        raise LandscapeError(f"unknown figure {unknown[0]!r} (figures: {DEFAULT}, all, "
                              f"{', '.join(FIGURES)})")
+    groups = series.group_runs(runs)
+    if "all" in names:
+        names = list(FIGURES)
+    elif DEFAULT in names:
+        names = list(dict.fromkeys(supported(groups) + [n for n in names if n != DEFAULT]))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    groups = series.group_runs(runs)
     sources = sorted(str(r.path) for r in runs)
     done: dict[str, list[Path] | str] = {}
     static = tuple(f for f in formats if f != "html")

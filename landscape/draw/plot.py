@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # the types drawn; importing them would load the run reader
     from landscape.analysis.series import (
         AblationRow,
         BinnedSpectra,
+        BlockSeries,
         Curve,
         EntropySeries,
         LengthSeries,
@@ -1643,3 +1644,65 @@ def sharpness(s: SharpnessSeries, *, model: str | None = None, unit: str = "epoc
                             "optimiser's stability edge"
                        + (", and the same for the Adam-preconditioned Hessian" if pre else "")
                        + ".")
+
+
+def _block_colors(n: int) -> list:
+    """The palette for up to eight blocks, else evenly spaced colors of viridis."""
+    palette = [OKABE_ITO[k] for k in ("blue", "vermillion", "green", "orange", "sky",
+                                      "purple", "black", "yellow")]
+    if n <= len(palette):
+        return palette[:n]
+    return [mpl.colormaps["viridis"](t) for t in np.linspace(0.0, 0.95, n)]
+
+
+def _block_scale(ax, values: np.ndarray) -> None:
+    """Symmetric log where values of both signs span decades, else log where wide."""
+    v = values[np.isfinite(values)]
+    if v.size and v.min() < 0 < v.max():
+        small = np.abs(v[v != 0])
+        if small.size and np.log10(small.max() / small.min()) > 1.5:
+            ax.set_yscale("symlog", linthresh=float(np.percentile(small, 10)))
+        return
+    _log_if_wide(ax, values)
+
+
+@_styled
+def block_spectra(s: BlockSeries, *, title: str = "", unit: str = "epoch") -> Figure:
+    """Each block's top Hessian eigenvalue and trace over training (``probe --blocks``).
+
+    How to read it. One line per block of parameters (a layer of the model, the module
+    owning a parameter, or a ``--blocks`` pattern; its size in the legend). Left: the
+    largest eigenvalue of the block's own Hessian ``H[B, B]`` (the other parameters
+    frozen), which bounds how sharp the loss is along that block alone. Right: the
+    block's trace, its total curvature (a band of one standard error where it was
+    estimated by Hutch++). A block whose curve rises above the others is where the
+    sharpness of the whole model lives.
+
+    Args:
+        s: the series (:func:`landscape.analysis.series.block_series`).
+        title: a title above the panels (e.g. the run's name).
+        unit: what ``s.epoch`` counts (the x label): ``"epoch"`` or ``"step"``.
+
+    Returns:
+        The figure (page width, two panels and a legend below).
+    """
+    fig = _new_figure("page", 0.36)
+    axes = fig.subplots(1, 2, sharex=True)
+    marker = "o" if len(s.epoch) < 12 else None
+    for j, (name, color) in enumerate(zip(s.blocks, _block_colors(len(s.blocks)))):
+        label = f"{name} ({int(s.dims[j]):,})"
+        axes[0].plot(s.epoch, s.top[:, j], color=color, marker=marker, label=label)
+        axes[1].plot(s.epoch, s.trace[:, j], color=color, marker=marker, label=label)
+        err = s.trace_stderr[:, j]
+        if np.any(err > 0):
+            axes[1].fill_between(s.epoch, s.trace[:, j] - err, s.trace[:, j] + err,
+                                 color=color, alpha=0.2, linewidth=0)
+    _block_scale(axes[0], s.top)
+    _block_scale(axes[1], s.trace)
+    axes[0].set(xlabel=unit, ylabel=r"$\lambda_{\max}(H_{BB})$", title="top eigenvalue per block")
+    axes[1].set(xlabel=unit, ylabel=r"$\mathrm{tr}(H_{BB})$", title="trace per block")
+    if title:
+        fig.suptitle(title)
+    _legend_below(fig, axes, ncol=min(len(s.blocks), 4))
+    return set_caption(fig, f"The largest eigenvalue and the trace of each of {len(s.blocks)} "
+                            f"blocks' own Hessian against {unit}.")

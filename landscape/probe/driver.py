@@ -78,6 +78,7 @@ from landscape.probe.plan import (
     UnitCosts,
     available_memory,
     check_memory,
+    exact_auto,
     format_plan,
     human_bytes,
     measure_costs,
@@ -95,6 +96,30 @@ if TYPE_CHECKING:
     from landscape.train.distributed import Ranks
 
 Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ProbeProgress:
+    """Where a probe is, told to a progress callback as each part starts.
+
+    Attributes:
+        checkpoint: the checkpoint being probed, counted from 1 (run-level parts: the last).
+        checkpoints: checkpoints this call probes.
+        step: its optimiser step.
+        part: the part starting (a name of :data:`REGISTRY`).
+        seconds_left: the plan's estimate of the time left, this part included.
+        fraction: the share of the plan's time done, 0 to 1.
+    """
+
+    checkpoint: int
+    checkpoints: int
+    step: int
+    part: str
+    seconds_left: float
+    fraction: float
+
+
+Progress = Callable[[ProbeProgress], None]
 
 
 @dataclass(frozen=True)
@@ -301,9 +326,7 @@ def _geometry_settings(*keys: str) -> Callable[[ProbeSettings, Job], dict | None
 
 
 def _exact_applies(job: Job) -> bool:
-    hs = job.hs
-    return hs.exact == "always" or (hs.exact == "auto"
-                                    and job.run.layout.size <= hs.exact_max_params)
+    return job.driver.exact_choice(job.steps)[0]
 
 
 def _sharpness(job: Job) -> sc.Sharpness:
@@ -523,8 +546,12 @@ class Driver:
     """
 
     def __init__(self, path: str | Path, settings: ProbeSettings, report: Report | None = None,
-                 ranks: Ranks | None = None, trust_code: bool = False):
+                 ranks: Ranks | None = None, trust_code: bool = False,
+                 progress: Progress | None = None):
         self.path, self.ranks, self.settings = Path(path), ranks, settings
+        self.progress = progress
+        self._estimate: dict[str, float] = {}  # plan's seconds per part of a checkpoint
+        self._total = self._left = 0.0
         self.reduce = None if ranks is None else ranks.all_reduce_sum
         self.report = report or (lambda msg: None)
         self.run = Run.open(self.path, trust_code=trust_code)
@@ -551,15 +578,20 @@ class Driver:
                                      self.probe_split_cpu.targets.to(self.device))
         self._done: dict[tuple[str, int], sc.Part | None] = {}
         self._op: tuple[int, HessianOperator] | None = None
+        self._costs: UnitCosts | None = None
+        self._exact: tuple[bool, str] | None = None
 
     # --- the schedule -------------------------------------------------------------------
 
     def probe(self) -> list[int]:
         """Probe every selected checkpoint, then the run-level parts. Returns the steps."""
         steps = select_steps(self.run, self.settings.steps)
-        if not self.settings.ignore_memory:
+        if not self.settings.ignore_memory or self.progress is not None:
             costs, plans = self.plan(steps)
-            check_memory(plans, available_memory(self.device), str(self.device))
+            if not self.settings.ignore_memory:
+                check_memory(plans, available_memory(self.device), str(self.device))
+            self._estimate = {p.name.rsplit("/", 1)[-1]: p.seconds for p in plans}
+            self._total = self._left = sum(self._estimate.values()) * len(steps)
         prev = None
         for step in steps:
             loops = int(self.run.loops[self.run.index(step)])
@@ -582,13 +614,8 @@ class Driver:
         gradient, one create-graph gradient and three Hessian-vector products.
         """
         hs, gs = self.settings.hessian, self.settings.geometry
-        dtype = hs.torch_dtype if hs is not None else torch.float32
-        step = steps[0]
-        costs = measure_costs(self.loss_fn(step), self.run.params(step, dtype=dtype,
-                                                                  device=self.device), dtype)
-        p = self.run.layout.size
-        dense = hs is not None and (hs.exact == "always" or (hs.exact == "auto"
-                                                             and p <= hs.exact_max_params))
+        costs = self.costs(steps)
+        dense = self.exact_choice(steps)[0]
         sizes = dict(zip(self.run.layout.names, self.run.layout.sizes))
         blocks = None
         if hs is not None and hs.blocks:
@@ -597,6 +624,38 @@ class Driver:
             blocks = {b: sum(sizes[n] for n in names) for b, names in
                       make_blocks(self.run.layout.names, hs.block_patterns).items()}
         return costs, plan_parts(costs, hs, gs, dense=dense, blocks=blocks)
+
+    def costs(self, steps: list[int]) -> UnitCosts:
+        """The unit costs (:mod:`landscape.probe.plan`), measured once at the first of ``steps``."""
+        if self._costs is None:
+            hs = self.settings.hessian
+            dtype = hs.torch_dtype if hs is not None else torch.float32
+            step = steps[0]
+            self._costs = measure_costs(self.loss_fn(step), self.run.params(
+                step, dtype=dtype, device=self.device), dtype)
+        return self._costs
+
+    def exact_choice(self, steps: list[int]) -> tuple[bool, str]:
+        """Whether the exact spectrum is computed, and why (decided once per call).
+
+        ``--exact auto``: only where ``P <= --exact-max-params`` and the plan puts it under
+        :data:`~landscape.probe.plan.EXACT_AUTO_SECONDS` per checkpoint; under torchrun,
+        as rank 0 decides.
+        """
+        if self._exact is None:
+            hs = self.settings.hessian
+            if hs is None or hs.exact != "auto":
+                on = hs is not None and hs.exact == "always"
+                self._exact = (on, f"{'on' if on else 'off'} (--exact "
+                                   f"{hs.exact if hs else 'never'})")
+            elif self.run.layout.size > hs.exact_max_params:
+                self._exact = (False, f"off: P = {self.run.layout.size:,} > "
+                                      f"--exact-max-params {hs.exact_max_params:,}")
+            else:
+                self._exact = exact_auto(self.costs(steps), hs.exact_max_params)
+                if self.ranks is not None:
+                    self._exact = self.ranks.broadcast_object(self._exact)
+        return self._exact
 
     def _asked(self, entry: Entry, job: Job) -> dict | None:
         """The settings of ``entry`` in this call, or None if it does not apply here."""
@@ -628,10 +687,13 @@ class Driver:
         found = None if self.settings.force else self.stored(entry.cls, key[1], fp)
         if found is not None:
             self._done[key] = found
+            self._left -= self._estimate.get(name, 0.0) if name in STEP_PARTS else 0.0
             return found
         job = dataclasses.replace(job, inputs=inputs, fingerprint=fp, name=name)
+        self._tell(job, name)
         t0 = time.perf_counter()
         part = entry.compute(job)
+        self._left -= self._estimate.get(name, 0.0) if name in STEP_PARTS else 0.0
         if part is not None:
             part = dataclasses.replace(part, seconds=time.perf_counter() - t0,
                                        settings=want, fingerprint=fp)
@@ -642,6 +704,16 @@ class Driver:
                         (f", {part.hvps} HVPs" if part.hvps else ""))
         self._done[key] = part
         return part
+
+    def _tell(self, job: Job, name: str) -> None:
+        """Tell the progress callback (if any) that part ``name`` starts at ``job``."""
+        if self.progress is None:
+            return
+        left = max(self._left, 0.0)
+        self.progress(ProbeProgress(
+            checkpoint=job.steps.index(job.step) + 1 if job.step in job.steps else len(job.steps),
+            checkpoints=len(job.steps), step=job.step, part=name, seconds_left=left,
+            fraction=1.0 - left / self._total if self._total > 0 else 0.0))
 
     def get(self, name: str, job: Job) -> sc.Part | None:
         """A part another one is computed from: ensured where asked for, else as stored."""
@@ -785,8 +857,12 @@ def _check_custom(run: Run, settings: ProbeSettings, ranks: Ranks | None) -> Non
 
 
 def probe(path: str | Path, settings: ProbeSettings | None = None,
-          report: Report | None = None, trust_code: bool = False) -> list[int]:
+          report: Report | None = None, trust_code: bool = False,
+          progress: Progress | None = None) -> list[int]:
     """Probe a run file's checkpoints (see the module docstring). Returns the steps probed.
+
+    ``report`` gets a line per finished part; ``progress`` a :class:`ProbeProgress` as each
+    part starts, with the time left from the plan (:mod:`landscape.probe.plan`).
 
     Holds the run file's writer lock for the whole call, so a run still being trained (or
     probed by another process) is refused with a message naming the writer. A run of your
@@ -797,7 +873,8 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
     if distributed.launched():  # torchrun, several ranks
         return _probe_ranks(Path(path), settings, report)
     with store.writer_lock(path, "probe"):
-        return Driver(path, settings, report, trust_code=trust_code).probe()
+        return Driver(path, settings, report, trust_code=trust_code,
+                      progress=progress).probe()
 
 
 def plan(path: str | Path, settings: ProbeSettings | None = None,
@@ -817,6 +894,8 @@ def plan(path: str | Path, settings: ProbeSettings | None = None,
     lines = [f"plan for {path}: {len(steps)} checkpoint(s) {steps[:6]}"
              f"{' ...' if len(steps) > 6 else ''} on {driver.device}"]
     lines += format_plan(costs, plans, checkpoints=len(steps))
+    if settings.hessian is not None:
+        lines.append(f"  exact spectrum: {driver.exact_choice(steps)[1]}")
     avail = available_memory(driver.device)
     over = [p for p in plans if p.peak_bytes > avail]
     lines.append(f"  memory available on {driver.device}: {human_bytes(avail)}" +

@@ -87,7 +87,9 @@ class HessianSettings:
     trace_hvps: int = 60  # Hutch++ budget beyond the deflated top-k
     slq_runs: int = 10  # SLQ start vectors
     slq_steps: int = 90  # Lanczos steps per SLQ run
-    exact: str = "auto"  # full spectrum: "auto" (P <= exact_max_params), "always", "never"
+    # full spectrum: "always", "never", or "auto": where P <= exact_max_params and the
+    # plan puts it under landscape.probe.plan.EXACT_AUTO_SECONDS (60 s) per checkpoint
+    exact: str = "auto"
     exact_max_params: int = 3000  # the "auto" bound (the dense Hessian costs P HVPs)
     # per-block spectra: () none; ("layers",) the architecture's layers; else fnmatch
     # patterns of parameter names, one block each (see landscape.curvature.param_blocks)

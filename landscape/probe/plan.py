@@ -358,7 +358,7 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
                             hs.slq_runs * _krylov_seconds(c, n), g + _krylov_bytes(c, n, n)))
         if dense:
             out.append(PartPlan("hessian/exact", "exact spectrum (dense Hessian)", p, 0,
-                                p * c.hvp_s + c.eigh_s_per_n3 * p**3,
+                                exact_seconds(c),
                                 g + p * p * (s + 16) + 64 * p * s))
         cap1 = _lanczos_cap(c, 1, 0, min(100, p))
         ms = lanczos_steps(1, 0, 100, p, cap1)
@@ -385,6 +385,41 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
                                 grid, grid * c.forward_s,
                                 c.forward_bytes + 6 * p * s + grid * GRID_CELL_BYTES))
     return out
+
+
+EXACT_AUTO_SECONDS = 60.0
+"""Under ``--exact auto`` the exact spectrum is computed only where the plan puts its
+dense Hessian under this many seconds per checkpoint (and ``P <= --exact-max-params``):
+the default probe of any model stays within minutes."""
+
+
+def exact_seconds(c: UnitCosts) -> float:
+    """Estimated seconds of the exact spectrum at one checkpoint (``P`` products, ``eigvalsh``)."""
+    return c.params * c.hvp_s + c.eigh_s_per_n3 * c.params**3
+
+
+def exact_auto(c: UnitCosts, max_params: int,
+               budget_s: float | None = None) -> tuple[bool, str]:
+    """Whether ``--exact auto`` computes the exact spectrum, and why (for the plan's text).
+
+    Args:
+        c: the measured unit costs.
+        max_params: the ``--exact-max-params`` bound.
+        budget_s: the most estimated seconds per checkpoint (None:
+            :data:`EXACT_AUTO_SECONDS`).
+
+    Returns:
+        ``(on, reason)``.
+    """
+    budget_s = EXACT_AUTO_SECONDS if budget_s is None else budget_s
+    est = exact_seconds(c)
+    if c.params > max_params:
+        return False, f"off: P = {c.params:,} > --exact-max-params {max_params:,}"
+    if est > budget_s:
+        return False, (f"off: estimated {human_seconds(est)} per checkpoint > the "
+                       f"{human_seconds(budget_s)} budget of --exact auto (--exact always "
+                       f"computes it)")
+    return True, f"on: estimated {human_seconds(est)} per checkpoint <= {human_seconds(budget_s)}"
 
 
 def available_memory(device: str | torch.device = "cpu") -> int:

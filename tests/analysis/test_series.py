@@ -123,6 +123,13 @@ def test_results_are_frozen_and_their_repr_is_short():
         (lambda: series.ShiftTimeline(switch=60.0, end=50.0), "start <= switch <= end"),
         (lambda: series.ShiftTimeline(switch=20.0, end=50.0, x=np.arange(3.0)), "together"),
         (lambda: series.Curve({"epoch": np.ones((2, 2))}), "not a vector"),
+        (lambda: series.BlockSeries(np.arange(2.0), ("a", "b"), np.array([3, 4]),
+                                    np.ones((2, 2)), np.ones((2, 1)), np.ones((2, 2))),
+         "'trace' has shape"),
+        (lambda: series.BlockSeries(np.arange(2.0), ("a",), np.array([3, 4]), np.ones((2, 1)),
+                                    np.ones((2, 1)), np.ones((2, 1))), "a size per block"),
+        (lambda: series.BlockSeries(np.arange(0.0), (), np.array([]), np.ones((0, 0)),
+                                    np.ones((0, 0)), np.ones((0, 0))), "one or more"),
     ],
 )
 def test_results_are_validated_where_they_are_made(make, match):
@@ -137,3 +144,6 @@ def test_valid_results_are_accepted_as_given():
     v = series.ValleySeries(*[np.arange(3.0)] * 7, label=np.array(["U", "V", "V"]))
     assert v.kappa.shape == (3,)
     assert series.SharpnessSeries(np.arange(3.0), np.ones(3), np.ones(3)).adam_lambda_max is None
+    b = series.BlockSeries(np.arange(3.0), ("layers.0", "head"), np.array([40, 5]),
+                           np.ones((3, 2)), np.ones((3, 2)), np.zeros((3, 2)))
+    assert repr(b).startswith("BlockSeries(epoch=[3] 0..2, blocks=<2 items>, dims=[2] 5..40")

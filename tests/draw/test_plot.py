@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 from landscape.analysis import series
 from landscape.analysis.series import (
     AblationRow,
+    BlockSeries,
     Curve,
     LengthSeries,
     SharpnessSeries,
@@ -167,6 +168,7 @@ def _figures(sims):
         "switch_diagnostics": lambda: plot.switch_diagnostics(
             _side(1.0, 2.0, 10.0), _side(1.5, 9.0, 30.0), np.array([0.9, 0.5, 0.1]), 100),
         "sharpness": lambda: plot.sharpness(_sharp(), model="looped"),
+        "block_spectra": lambda: plot.block_spectra(_blocks(3, stderr=0.5), title="mine"),
     }  # fmt: skip
 
 
@@ -473,3 +475,42 @@ def test_sharpness_says_where_the_edge_is_unknown():
                                          edge_unknown="edge of RMSprop unknown"))
     assert _texts(fig) == ["stability edge unknown: edge of RMSprop unknown"]
     assert "RMSprop edge unknown" not in _legend(fig)  # no line, so no legend entry
+
+
+# ------------------------------------------------------------------- per-block spectra
+
+
+def _blocks(n_blocks: int, stderr: float = 0.0) -> BlockSeries:
+    names = tuple(f"layers.{j}" for j in range(n_blocks))
+    top = np.outer(1 + EP, np.arange(1.0, n_blocks + 1))
+    return BlockSeries(EP, names, np.arange(10, 10 + n_blocks), top, 3 * top,
+                       np.full(top.shape, stderr))
+
+
+def test_block_spectra_draws_one_line_per_block_named_as_in_the_model(tmp_path):
+    before = dict(matplotlib.rcParams)
+    fig = plot.block_spectra(_blocks(3, stderr=0.5), title="mine", unit="step")
+    top, trace = fig.axes
+    assert [ln.get_label() for ln in top.get_lines()] == ["layers.0 (10)", "layers.1 (11)",
+                                                          "layers.2 (12)"]
+    np.testing.assert_array_equal(trace.get_lines()[2].get_ydata(), 3 * 3 * (1 + EP))
+    assert top.get_xlabel() == "step" and len(trace.collections) == 3  # stderr bands
+    assert fig.get_suptitle() == "mine" and len(_legend(fig)) == 3
+    assert dict(matplotlib.rcParams) == before
+    assert plot.save(fig, tmp_path / "blocks", ("png",), dpi=40)[0].stat().st_size > 1000
+    exact = plot.block_spectra(_blocks(12))  # exact traces: no band; more blocks than colors
+    assert not exact.axes[1].collections and len({ln.get_color() for ln in
+                                                  exact.axes[0].get_lines()}) == 12
+
+
+def test_block_spectra_takes_a_log_scale_only_where_values_span_decades():
+    wide = _blocks(2)
+    wide = BlockSeries(EP, wide.blocks, wide.dims, wide.top * np.array([1.0, 1e4]),
+                       wide.trace, wide.trace_stderr)
+    assert plot.block_spectra(wide).axes[0].get_yscale() == "log"
+    narrow = BlockSeries(EP, wide.blocks, wide.dims, np.full(wide.top.shape, 2.0), wide.trace,
+                         wide.trace_stderr)
+    assert plot.block_spectra(narrow).axes[0].get_yscale() == "linear"
+    signed = BlockSeries(EP, wide.blocks, wide.dims, wide.top, wide.trace * np.array([-1, 1e3]),
+                         wide.trace_stderr)
+    assert plot.block_spectra(signed).axes[1].get_yscale() == "symlog"

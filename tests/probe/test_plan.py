@@ -17,6 +17,7 @@ from landscape.probe.plan import (
     UnitCosts,
     available_memory,
     check_memory,
+    exact_auto,
     format_plan,
     measure_costs,
     plan_parts,
@@ -119,6 +120,7 @@ def test_cli_plan_prints_every_part_and_computes_nothing(trained_runs, tmp_path)
                  "hessian/blocks", "geometry/slice_random", "per checkpoint"):
         assert part in res.output
     assert "HVP / gradient" in res.output
+    assert "exact spectrum: on: estimated" in res.output  # tiny: under the minute of auto
     assert not Run.open(path).probed_steps  # nothing was computed or stored
 
 
@@ -248,3 +250,35 @@ def test_cli_refuses_a_grid_that_does_not_fit_before_any_work(trained_runs, tmp_
     assert res.exit_code == 2, res.output
     assert res.output.startswith("error: part geometry/slice_random") and "MiB" in res.output
     assert path.read_bytes() == before
+
+
+def test_exact_auto_computes_the_spectrum_only_where_the_plan_puts_it_under_a_minute():
+    on, why = exact_auto(_costs(500, hvp_s=1e-3), 3000)
+    assert on and why.startswith("on: estimated 0.6 s")
+    slow_cnn = _costs(1610, hvp_s=2.0)  # like the CNN: 53.6 min of dense Hessian
+    on, why = exact_auto(slow_cnn, 3000)
+    assert not on and "53.7 min per checkpoint > the 60.0 s budget" in why, why
+    assert exact_auto(slow_cnn, 3000, budget_s=7200)[0]
+    on, why = exact_auto(_costs(5000, hvp_s=1e-6), 3000)
+    assert not on and "> --exact-max-params 3,000" in why
+
+
+def test_the_probe_leaves_out_the_exact_spectrum_the_plan_puts_over_budget(small_run,
+                                                                            monkeypatch,
+                                                                            tmp_path):
+    import importlib
+
+    from landscape.probe.driver import plan as plan_lines
+
+    plan_module = importlib.import_module("landscape.probe.plan")  # the module, not probe.plan()
+
+    auto = dataclasses.replace(HS, exact="auto")
+    path = _copy(small_run, tmp_path)
+    monkeypatch.setattr(plan_module, "EXACT_AUTO_SECONDS", 0.0)  # nothing fits
+    assert any("exact spectrum: off: estimated" in x
+               for x in plan_lines(path, ProbeSettings(steps="last", hessian=auto)))
+    probe(path, ProbeSettings(steps="last", hessian=auto))
+    assert "exact" not in Run.open(path).hessian(-1)
+    monkeypatch.setattr(plan_module, "EXACT_AUTO_SECONDS", 1e6)  # everything fits
+    probe(path, ProbeSettings(steps="last", hessian=auto))
+    assert "exact" in Run.open(path).hessian(-1)

@@ -754,3 +754,47 @@ def test_a_recorded_run_without_its_optimiser_has_an_unknown_edge(tmp_path):
         trust_code=True)
     sharp = Run.open(path).part("sharpness", 0)
     assert np.isnan(sharp.threshold) and sharp.edge_unknown == "optimiser not recorded"
+
+
+# --- figures of what was measured ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_plot_of_a_recorded_run_draws_its_blocks_and_nothing_of_the_paper(tmp_path):
+    from landscape.analysis import series
+
+    path = tmp_path / "mine.h5"
+    train(path, 4, every=4)  # checkpoints 0, 4
+    probed = _cli("probe", path, "--trust-code", "--steps", "all", "--no-geometry", "--k", 2,
+                  "--k-bottom", 0, "--slq-runs", 1, "--slq-steps", 8, "--trace-hvps", 8,
+                  "--exact", "never", "--blocks", "-q")
+    assert probed.exit_code == 0, probed.output
+    run = Run.open(path, trust_code=True)
+    s = series.block_series(run)
+    model_blocks = ["pos", "emb", "mix", "norm", "head"]  # as named_parameters() orders them
+    assert list(s.blocks) == model_blocks and s.epoch.tolist() == [0, 4]
+    for i, step in enumerate(run.probed_steps):
+        stored = run.part("blocks", step).groups
+        assert s.top[i].tolist() == [float(np.max(stored[b].values)) for b in model_blocks]
+        assert s.trace[i].tolist() == [stored[b].trace for b in model_blocks]
+
+    out = tmp_path / "figs"
+    drawn = _cli("plot", path, "--out", out, "--format", "png")
+    assert drawn.exit_code == 0, drawn.output
+    written = sorted(p.stem for p in out.glob("*.png"))
+    assert written == ["blocks_mine", "fig3_spectra", "sharpness"]  # what was measured
+    assert "skipped" not in drawn.output and "concept" not in drawn.output
+
+    # without blocks: the figure is neither drawn nor listed
+    bare = tmp_path / "bare.h5"
+    train(bare, 2, every=2)
+    assert _cli("probe", bare, "--trust-code", "--steps", "last", "--no-geometry", "--k", 2,
+                "--k-bottom", 0, "--slq-runs", 1, "--slq-steps", 8, "--trace-hvps", 8,
+                "--exact", "never", "-q").exit_code == 0
+    drawn = _cli("plot", bare, "--out", tmp_path / "bare_figs", "--format", "png")
+    assert drawn.exit_code == 0, drawn.output
+    assert "blocks" not in drawn.output and "concept" not in drawn.output
+    assert not list((tmp_path / "bare_figs").glob("blocks*"))
+    # asked by name, it says what to run
+    named = _cli("plot", bare, "--figure", "blocks", "--out", tmp_path / "x")
+    assert named.exit_code != 0 and "--blocks" in named.output
