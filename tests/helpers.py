@@ -136,3 +136,23 @@ def tiny_token_split(n=5, t=6, vocab=5, seed=0):
     y[:, -1] = IGNORE
     y[0, 2] = IGNORE
     return Split(x, y)
+
+
+def close(a, b, rtol=1e-10):
+    """Assert ``a`` equals ``b`` to ``rtol`` of ``b``'s largest entry, saying by how much."""
+    err = float((a - b).abs().max() / b.abs().max())
+    assert err <= rtol, f"max |a - b| / max |b| = {err:.3g} > {rtol:g}"
+
+
+def pair(x, y):
+    """A pair-form probe set's arrays."""
+    return {"inputs": x.numpy(), "targets": y.numpy()}
+
+
+def classification(n=7, seed=1):
+    """``n`` float64 inputs of 3 features and their class ids (3 classes)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 3, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (n,), generator=g))

@@ -28,6 +28,16 @@ from landscape.train.model import token_loss
 from landscape.train.tasks.base import IGNORE, Split
 
 
+def _prepared(model: nn.Module, split: Split, chunk: int, who: str):
+    """``(buffers, tie, pieces, n_scored)``: what both builders hold of the model and split."""
+    if chunk < 1:
+        raise LandscapeError(f"{who}: chunk={chunk} must be >= 1")
+    pieces = [(split.inputs[i : i + chunk], split.targets[i : i + chunk])
+              for i in range(0, len(split), chunk)]
+    return (dict(model.named_buffers()), has_tied_tensors(model), pieces,
+            max(split.n_scored, 1))
+
+
 def make_loss_fn(model: nn.Module, split: Split, loops: int | None = None,
                  chunk: int = CHUNK) -> LossFn:
     """The mean token loss of ``model`` on ``split`` as a function of a parameter dict.
@@ -47,13 +57,7 @@ def make_loss_fn(model: nn.Module, split: Split, loops: int | None = None,
     Returns:
         ``loss_fn(params) -> Tensor`` (a 0-d tensor), differentiable w.r.t. ``params``.
     """
-    if chunk < 1:
-        raise LandscapeError(f"make_loss_fn: chunk={chunk} must be >= 1")
-    buffers = dict(model.named_buffers())
-    tie = has_tied_tensors(model)
-    pieces = [(split.inputs[i : i + chunk], split.targets[i : i + chunk])
-              for i in range(0, len(split), chunk)]
-    n_scored = max(split.n_scored, 1)
+    buffers, tie, pieces, n_scored = _prepared(model, split, chunk, "make_loss_fn")
 
     def mean_loss(forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         total = 0.0
@@ -87,13 +91,7 @@ def make_split_objective(model: nn.Module, split: Split, loops: int | None = Non
     Returns:
         A :class:`~landscape.curvature.objective.SplitObjective` over ``len(split)`` examples.
     """
-    if chunk < 1:
-        raise LandscapeError(f"make_split_objective: chunk={chunk} must be >= 1")
-    buffers = dict(model.named_buffers())
-    tie = has_tied_tensors(model)
-    pieces = [(split.inputs[i : i + chunk], split.targets[i : i + chunk])
-              for i in range(0, len(split), chunk)]
-    n_scored = max(split.n_scored, 1)
+    buffers, tie, pieces, n_scored = _prepared(model, split, chunk, "make_split_objective")
 
     def outputs(params: Mapping[str, torch.Tensor], i: int) -> torch.Tensor:
         return functional_call(model, (dict(params), buffers), (pieces[i][0],),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import norm_mlp, tiny_looped, tiny_token_split
+from helpers import classification, close, norm_mlp, pair, tiny_looped, tiny_token_split
 from torch import nn
 from torch.func import functional_call
 
@@ -35,20 +35,6 @@ def dense_ggn(model, inputs, loss_on_output):
     hess = torch.autograd.functional.hessian(
         lambda o: loss_on_output(o.reshape(out0.shape)), out0.reshape(-1))
     return jac.T @ hess @ jac
-
-
-def close(a, b, rtol=1e-10):
-    err = float((a - b).abs().max() / b.abs().max())
-    assert err <= rtol, f"max |a - b| / max |b| = {err:.3g} > {rtol:g}"
-
-
-def pair(x, y):
-    return {"inputs": x.numpy(), "targets": y.numpy()}
-
-
-def classification(n=7, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g, dtype=F64), torch.randint(0, 3, (n,), generator=g)
 
 
 def regression(n=7, seed=2):

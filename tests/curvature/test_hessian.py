@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_token_split
 from torch import nn
 from torch.func import functional_call
 
@@ -20,18 +21,9 @@ from landscape.errors import LandscapeError
 from landscape.probe.pyhessian_backend import pyhessian_backend
 from landscape.train.model import LoopedTransformer, ModelConfig, param_groups
 from landscape.train.split_loss import make_loss_fn
-from landscape.train.tasks.base import IGNORE, Split
 
 F64 = torch.float64
 
-
-def tiny_split(n=3, t=6, vocab=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, vocab, (n, t), generator=g)
-    y = torch.roll(x, -1, dims=1)
-    y[:, -1] = IGNORE
-    y[0, 2] = IGNORE
-    return Split(x, y)
 
 
 def tiny_model(seed=0, dtype=F64, **cfg):
@@ -72,7 +64,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_hvp_matches_dense_hessian(name):
     model = tiny_model(**CONFIGS[name])
-    loss_fn, params = make_loss_fn(model, tiny_split()), detached_params(model)
+    loss_fn, params = make_loss_fn(model, tiny_token_split(3)), detached_params(model)
     ref = jacfwd_reference(loss_fn, params)
     op = HessianOperator(loss_fn, params)
     close(dense_matrix(op, chunk=50), ref, 1e-12)
@@ -101,7 +93,7 @@ def fd_hessian_columns(loss_fn, params, directions, h=1e-5):
 
 def test_dense_reference_is_checked_by_finite_differences_and_jacfwd():
     model = tiny_model(loops=3, mlp=True, d_mlp=4)
-    loss_fn, params = make_loss_fn(model, tiny_split(n=2)), detached_params(model)
+    loss_fn, params = make_loss_fn(model, tiny_token_split(n=2)), detached_params(model)
     ref = dense_hessian_reference(loss_fn, params)
     assert ref.dtype == F64 and torch.allclose(ref, ref.T, atol=1e-13)
     close(ref, jacfwd_reference(loss_fn, params), 1e-12)
@@ -147,7 +139,7 @@ def test_torch_func_hessian_is_wrong_through_layernorm_on_torch_2_13():
 
 def test_lanczos_on_hessian_matches_eigh():
     model = tiny_model(loops=3)
-    loss_fn, params = make_loss_fn(model, tiny_split()), detached_params(model)
+    loss_fn, params = make_loss_fn(model, tiny_token_split(3)), detached_params(model)
     truth = np.linalg.eigvalsh(jacfwd_reference(loss_fn, params).numpy())
     op = HessianOperator(loss_fn, params)
     res = lanczos(op, k_top=4, k_bottom=3, tol=1e-10, seed=0)
@@ -159,11 +151,11 @@ def test_lanczos_on_hessian_matches_eigh():
 
 def test_float32_params_cast_to_float64():
     model = tiny_model(loops=1, dtype=torch.float32)
-    loss_fn, params = make_loss_fn(model, tiny_split()), detached_params(model)
+    loss_fn, params = make_loss_fn(model, tiny_token_split(3)), detached_params(model)
     op = HessianOperator(loss_fn, params, dtype=F64)
     assert op.dtype == F64 and op.matvec(torch.ones(op.dim)).dtype == F64
     p64 = {n: p.double() for n, p in params.items()}
-    ref = jacfwd_reference(make_loss_fn(model.double(), tiny_split()), p64)
+    ref = jacfwd_reference(make_loss_fn(model.double(), tiny_token_split(3)), p64)
     close(dense_matrix(op), ref, 1e-12)
     op32 = HessianOperator(loss_fn, params)
     assert op32.dtype == torch.float32
@@ -179,7 +171,7 @@ def test_operator_leaves_module_untouched():
         p.grad = torch.full_like(p, 0.25)
     before = {n: (p.detach().clone(), p.grad, p.grad.clone()) for n, p in live.items()}
     modes = [m.training for m in model.modules()]
-    loss_fn = make_loss_fn(model, tiny_split())
+    loss_fn = make_loss_fn(model, tiny_token_split(3))
     op = HessianOperator(loss_fn, live)  # the live parameters themselves
     lanczos(op, k_top=2, k_bottom=1, seed=0)
     op.check_determinism()
@@ -196,7 +188,7 @@ def test_operator_shares_the_parameters_memory_and_fails_loudly_if_they_change()
     points if the caller changes one in place while the operator lives."""
     model = tiny_model(loops=2, dtype=F64)
     params = detached_params(model)
-    loss_fn = make_loss_fn(model, tiny_split())
+    loss_fn = make_loss_fn(model, tiny_token_split(3))
     op = HessianOperator(loss_fn, params)
     ref = op.matvec(torch.ones(op.dim)).clone()
     assert all(op._values[n].data_ptr() == p.data_ptr() for n, p in params.items())
@@ -225,7 +217,7 @@ def test_large_cpu_operators_return_freed_heap_memory_after_each_product(monkeyp
     calls = []
     monkeypatch.setattr(hm, "_heap_trim", lambda: (lambda: calls.append(1)))
     model = tiny_model(loops=2, dtype=F64)
-    loss_fn, params = make_loss_fn(model, tiny_split()), detached_params(model)
+    loss_fn, params = make_loss_fn(model, tiny_token_split(3)), detached_params(model)
     v = torch.randn(sum(p.numel() for p in params.values()), dtype=F64)
     small = HessianOperator(loss_fn, params).matvec(v)
     assert calls == []
@@ -256,7 +248,7 @@ def test_determinism_check_catches_dropout():
 
 def test_restrict_is_the_hessian_block():
     model = tiny_model(loops=3, mlp=True, d_mlp=4)
-    loss_fn, params = make_loss_fn(model, tiny_split()), detached_params(model)
+    loss_fn, params = make_loss_fn(model, tiny_token_split(3)), detached_params(model)
     ref = jacfwd_reference(loss_fn, params)
     layout = ParamLayout.of(params)
     full = HessianOperator(loss_fn, params)
@@ -314,7 +306,7 @@ def test_bad_loss_raises():
 
 def test_batched_matmat_agrees_with_single_products():
     model = tiny_model(loops=3)
-    loss_fn, params = make_loss_fn(model, tiny_split()), detached_params(model)
+    loss_fn, params = make_loss_fn(model, tiny_token_split(3)), detached_params(model)
     loop_op = HessianOperator(loss_fn, params, batched=False)
     vs = torch.randn(loop_op.dim, 5, dtype=F64, generator=torch.Generator().manual_seed(0))
     loop = loop_op.matmat(vs)
@@ -329,7 +321,7 @@ def test_batched_matmat_agrees_with_single_products():
 
 def test_preconditioned_operator_after_adam_steps():
     model = tiny_model(loops=1)
-    split = tiny_split()
+    split = tiny_token_split(3)
     loss_fn = make_loss_fn(model, split)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-6)
     for _ in range(3):
@@ -363,7 +355,7 @@ def test_preconditioned_operator_after_adam_steps():
 
 def test_pyhessian_backend_agrees_and_restores_the_model():
     model = tiny_model(loops=3)
-    split = tiny_split()
+    split = tiny_token_split(3)
     model.train()
     params = dict(model.named_parameters())
     params["head.weight"].grad = torch.ones_like(params["head.weight"])
@@ -388,7 +380,7 @@ def test_pyhessian_backend_agrees_and_restores_the_model():
 
 def test_pyhessian_default_tolerance_is_loose():
     """At its default tol=1e-3 PyHessian stops early: near the truth, further than at 1e-9."""
-    model, split = tiny_model(seed=3, loops=3), tiny_split()
+    model, split = tiny_model(seed=3, loops=3), tiny_token_split(3)
     h = jacfwd_reference(make_loss_fn(model, split), detached_params(model))
     truth = float(torch.linalg.eigvalsh(h).abs().max())
     loose = pyhessian_backend(model, split, top_n=1, trace=False, seed=3)
