@@ -115,11 +115,13 @@ def phase_curvature(out: Path, which: str, max_steps: int, trace_hvps: int) -> d
         op = GGNOperator(run.split_objective(), params)
     res = {"build_s": time.perf_counter() - t0, "build_peak_gib": peak_rss_gib()}
     say(f"{which}: operator built in {res['build_s']:.1f} s, peak {res['build_peak_gib']:.2f} GiB")
+    trace_products(op, which)
     t0 = time.perf_counter()
     top = lanczos(op, k_top=5, tol=1e-4, max_steps=max_steps, max_basis=max_steps)
     res.update(top_s=time.perf_counter() - t0, top_products=top.n_matvec,
                top_values=[float(v) for v in top.top_values],
                top_converged=[bool(c) for c in top.top_converged],
+               top_residuals=[float(r) for r in top.top_residuals],
                seconds_per_product=(time.perf_counter() - t0) / max(top.n_matvec, 1))
     say(f"{which}: top-5 {res['top_values']} converged {res['top_converged']} in "
         f"{res['top_s']:.0f} s, {top.n_matvec} products, peak {peak_rss_gib():.2f} GiB")
@@ -131,6 +133,27 @@ def phase_curvature(out: Path, which: str, max_steps: int, trace_hvps: int) -> d
         say(f"{which}: Hutch++ trace {tr.estimate:.4g} +- {tr.stderr:.2g} in "
             f"{res['trace_s']:.0f} s, {tr.n_matvec} products, peak {peak_rss_gib():.2f} GiB")
     return res
+
+
+def trace_products(op, which: str) -> None:
+    """Print a line after every product (count, seconds since the first, peak memory)."""
+    t0, matvec, matmat = time.perf_counter(), op._matvec, op._matmat
+
+    def say_done() -> None:
+        say(f"{which}: {op.n_matvec} products done, {time.perf_counter() - t0:.0f} s, "
+            f"peak {peak_rss_gib():.2f} GiB")
+
+    def traced_matvec(v):
+        out = matvec(v)
+        say_done()
+        return out
+
+    def traced_matmat(vs):
+        out = matmat(vs)
+        say_done()
+        return out
+
+    op._matvec, op._matmat = traced_matvec, traced_matmat
 
 
 def run_phase(args, phase: str) -> dict:

@@ -297,6 +297,16 @@ class Job:
         return self.driver.evaluator(f"{group}/{sub}" if sub else group, self.fingerprint)
 
 
+CURVATURE_NAMES = {"hessian": "Hessian", "ggn": "GGN", "fisher": "Fisher"}
+
+
+def _no_curvature_probe(path: Path, step: int, curvature: str) -> str:
+    """The one-line message for a checkpoint without the curvature parts a part needs."""
+    flag = "--hessian" if curvature == sc.HESSIAN else f"--curvature {curvature}"
+    return (f"step {step} has no {CURVATURE_NAMES[curvature]} probe; run `landscape probe "
+            f"{path} {flag} --steps {step}` first")
+
+
 def _hessian_settings(*keys: str) -> Callable[[ProbeSettings, Job], dict | None]:
     def settings(ps: ProbeSettings, job: Job) -> dict | None:
         return None if ps.hessian is None else {k: getattr(ps.hessian, k) for k in keys}
@@ -438,8 +448,7 @@ def _river_progress(job: Job) -> sc.RiverProgress:
     tops = {s: job.stored("top", s) for s in job.steps}
     missing = [s for s, t in tops.items() if t is None]
     if missing:
-        raise LandscapeError(f"step {missing[0]} has no Hessian probe; run `landscape probe "
-                             f"{job.run.path} --hessian --steps {missing[0]}` first")
+        raise LandscapeError(_no_curvature_probe(job.run.path, missing[0], job.curvature))
     return parts.river_progress(job.run.trajectory(), [int(s) for s in job.run.steps], tops,
                                 job.gs)
 
@@ -662,8 +671,7 @@ class Driver:
             inputs[dep] = self.get(dep, job)
             if inputs[dep] is None and dep in entry.needs:
                 raise LandscapeError(
-                    f"step {job.step} has no {job.curvature} probe; run `landscape probe "
-                    f"{self.path} --curvature {job.curvature} --steps {job.step}` first"
+                    _no_curvature_probe(self.path, job.step, job.curvature)
                     if REGISTRY[dep].cls.KIND == sc.HESSIAN else f"step {job.step} has no "
                     f"{dep!r} part to compute {name!r} from")
         fp = sc.fingerprint(entry.cls, want, {d: p.fingerprint for d, p in inputs.items()

@@ -248,3 +248,26 @@ def test_cli_refuses_a_grid_that_does_not_fit_before_any_work(trained_runs, tmp_
     assert res.exit_code == 2, res.output
     assert res.output.startswith("error: part geometry/slice_random") and "MiB" in res.output
     assert path.read_bytes() == before
+
+
+def test_each_asked_curvature_is_counted_on_its_own():
+    costs = _costs(2000)
+    one = {p.name: p for p in plan_parts(costs, HS, dense=True)}
+    three = {p.name: p for p in plan_parts(costs, HS, dense=True,
+                                           curvatures=("hessian", "ggn", "fisher"))}
+    assert set(one) == {n for n in three if n.startswith("hessian/")}
+    for name, part in one.items():
+        for c in ("ggn", "fisher"):
+            twin = three[name.replace("hessian/", f"{c}/")]
+            assert (twin.hvps, twin.peak_bytes) == (part.hvps, part.peak_bytes)
+    assert sum(p.hvps for p in three.values()) == 3 * sum(p.hvps for p in one.values())
+
+
+def test_cli_plan_names_the_ggn_parts(trained_runs, tmp_path):
+    path = _copy(trained_runs["single"], tmp_path)
+    res = _invoke("probe", path, "--plan", "--steps", "last", "--no-geometry",
+                  "--curvature", "hessian,ggn")
+    assert res.exit_code == 0, res.output
+    assert "hessian/top" in res.output and "ggn/top" in res.output
+    assert "fisher/top" not in res.output
+    assert not Run.open(path).probed_steps
