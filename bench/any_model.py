@@ -26,6 +26,14 @@ arms alternated).
   then seeds 1..R-1; PyHessian, whose runs are the longest, may get fewer with
   ``--peer-repeats``). curvlinops is first checked against the dense float64 Hessian of a
   small model without LayerNorm (and with it), and on the race model against our operator.
+  hessian-eigenthings 1.0.0a5 races with its own ``HessianOperator`` (or ``GGNOperator``)
+  on the module and its own ``lanczos`` (``which="LA"``, full re-orthogonalisation): it
+  has no tolerance that stops it, only a number of steps (default 10), so its knob is the
+  steps, searched on 10..320 and then bisected to the fewest that reach 1e-4 with seed 0
+  (a knowledge no user has: the peer's best case). One product of its operator is first
+  compared with ours on the race model. ``--curvature ggn`` races on the GGN instead
+  (ours: :class:`~landscape.curvature.ggn.GGNOperator` on the loss split at the logits;
+  ARPACK on it; hessian-eigenthings' GGN), truth: float64 Lanczos on our GGN operator.
 * ``slice``: a 21 x 21 grid on a filter-normalised random plane of a model of more than 1M
   parameters: ours (``loss_grid`` on the loss the library builds for a recorded model,
   per point and vmapped chunks) against tomgoldstein/loss-landscape's per-point loop
@@ -36,6 +44,7 @@ arms alternated).
   shared machine).
 
     python bench/any_model.py --parts ratio,memory,eigen,slice [--repeats 3]
+    python bench/any_model.py --parts eigen --eigen-d 16 --eigen-layers 1 --curvature ggn
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from landscape.curvature.ggn import GGNOperator
 from landscape.curvature.hessian import (
     HessianOperator,
     dense_hessian_reference,
@@ -65,6 +75,7 @@ from landscape.curvature.spectral import hutchpp, lanczos
 VOCAB = 256
 TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 TARGET = 1e-4
+STEPS = (10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 160, 200, 240, 320)  # hessian-eigenthings
 DTYPE = torch.float64  # of the eigen race: float32 products stall at 1.1e-4 there (measured)
 
 
@@ -337,20 +348,20 @@ def rel_errors(values, truth) -> np.ndarray:
     return np.abs(v - truth) / np.abs(truth)
 
 
-def arm_ours(loss_fn, params, tol, seed):
+def arm_ours(make_op, tol, seed):
     def go():
-        op = HessianOperator(loss_fn, params, dtype=DTYPE)
+        op = make_op()
         res = lanczos(op, k_top=5, tol=tol, seed=seed)
         return res.top_values, res.n_matvec, res.thick_restarts
     s, (vals, n, restarts) = timed(go)
     return {"values": vals, "hvp": n, "s": s, "restarts": restarts}
 
 
-def arm_eigsh(loss_fn, params, tol, seed):
+def arm_eigsh(make_op, tol, seed):
     from scipy.sparse.linalg import eigsh
 
     def go():
-        op = HessianOperator(loss_fn, params, dtype=DTYPE)
+        op = make_op()
         v0 = np.random.default_rng(seed).standard_normal(op.dim)
         vals = eigsh(ScipyOp(op).lin, k=5, which="LA", tol=tol, v0=v0,
                      return_eigenvectors=False)
@@ -411,6 +422,70 @@ def arm_curvlinops(model, inputs, targets, tol, seed):
     return {"values": vals, "hvp": n, "s": s}
 
 
+class _Probe:
+    """Counts the products a peer's operator is asked for (its ``matvec`` wrapped)."""
+
+    def __init__(self, op):
+        from hessian_eigenthings import LambdaOperator
+
+        self.n = 0
+
+        def mv(v):
+            self.n += 1
+            return op.matvec(v)
+
+        self.op = LambdaOperator(mv, op.size, device=op.device, dtype=op.dtype)
+
+
+def _ce(logits, targets):
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def eigenthings_operator(model, inputs, targets, curvature: str):
+    """hessian-eigenthings' own Hessian or GGN operator on the one batch (its model API)."""
+    import hessian_eigenthings as he
+
+    data = [(inputs, targets)]
+    if curvature == "hessian":
+        return he.HessianOperator(model, data, lambda m, b: _ce(m(b[0]), b[1]))
+    return he.GGNOperator(model, data, lambda m, b: m(b[0]), lambda out, b: _ce(out, b[1]))
+
+
+def arm_eigenthings(model, inputs, targets, steps, seed, curvature):
+    """hessian-eigenthings 1.0.0a5: its operator and its Lanczos run for ``steps`` steps.
+
+    Its Lanczos takes a fixed number of steps (default ``2 k = 10``) and no tolerance that
+    stops it; full re-orthogonalisation asked for at every length (its default turns it off
+    beyond 50 steps, where ghost copies of the top eigenvalue then crowd the top five).
+    """
+    import hessian_eigenthings as he
+
+    def go():
+        with double_backward_attention():  # its GGN runs forward-mode AD through attention
+            counted = _Probe(eigenthings_operator(model, inputs, targets, curvature))
+            res = he.lanczos(counted.op, k=5, max_iter=steps, which="LA", seed=seed,
+                             reorthogonalize=True)
+        return res.eigenvalues.detach().double().numpy(), counted.n
+    s, (vals, n) = timed(go)
+    return {"values": vals, "hvp": n, "s": s}
+
+
+def our_operator(loss_fn, params, split, curvature: str):
+    """Our Hessian or GGN operator, float64."""
+    if curvature == "hessian":
+        return HessianOperator(loss_fn, params, dtype=DTYPE)
+    return GGNOperator(split, params, dtype=DTYPE)
+
+
+def our_split(model, inputs, targets):
+    """The loss split at the logits, as the library builds it for a recorded model."""
+    from landscape.runs.own_models import make_split_objective
+
+    return make_split_objective(model, "next_token", "pair",
+                                {"inputs": inputs.numpy(), "targets": targets.numpy()},
+                                trust_code=False)
+
+
 def check_curvlinops(args) -> None:
     """curvlinops' Hessian against the dense float64 truth, without and with LayerNorm."""
     with double_backward_attention():  # its products run forward-mode AD through attention
@@ -440,60 +515,76 @@ def _check_curvlinops() -> None:
 
 def eigen_part(args) -> None:
     print(machine())
-    curv = not args.arms or "curvlinops" in args.arms  # its checks need it installed
-    if curv:
+    curvature = args.curvature
+    curv = curvature == "hessian" and (not args.arms or "curvlinops" in args.arms)
+    if curv:  # its checks need it installed
         check_curvlinops(args)
     model, inputs, targets, loss_fn, params = problem(args.eigen_d, args.eigen_layers,
                                                       args.batch, args.seq,
                                                       norm=not args.no_norm)
     warm_start(model, inputs, targets, 20)
-    model = model.to(DTYPE)  # every arm in float64 (PyHessian and curvlinops use the module)
+    model = model.to(DTYPE)  # every arm in float64 (the peers use the module)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
-    s, truth_res = timed(lambda: lanczos(HessianOperator(loss_fn, params, dtype=torch.float64),
-                                         k_top=5, tol=1e-10, max_steps=400,
+    split = our_split(model, inputs, targets) if curvature == "ggn" else None
+
+    def make_op():
+        return our_operator(loss_fn, params, split, curvature)
+
+    s, truth_res = timed(lambda: lanczos(make_op(), k_top=5, tol=1e-10, max_steps=400,
                                          exact_residuals=True))
     truth = truth_res.top_values
-    print(f"<!-- P = {sum(p.numel() for p in params.values()):,}; truth: float64 Lanczos "
-          f"{truth_res.n_matvec} HVPs ({truth_res.thick_restarts} thick restarts, basis cap "
-          f"{truth_res.max_basis}), {s:.0f} s, largest recomputed residual "
-          f"{truth_res.top_residuals.max():.1e}; top-5 {np.array2string(truth, precision=6)} -->")
+    print(f"<!-- {curvature}, P = {sum(p.numel() for p in params.values()):,}; truth: float64 "
+          f"Lanczos on our {curvature} operator, {truth_res.n_matvec} products "
+          f"({truth_res.thick_restarts} thick restarts, basis cap {truth_res.max_basis}), "
+          f"{s:.0f} s, largest recomputed residual {truth_res.top_residuals.max():.1e}; top-5 "
+          f"{np.array2string(truth, precision=6)} -->")
+    v = np.random.default_rng(1).standard_normal(sum(p.numel() for p in params.values()))
+    ours = make_op().matvec(torch.as_tensor(v)).numpy()
     if curv:  # one product of ours against curvlinops' on the race model
-        op = HessianOperator(loss_fn, params, dtype=torch.float64)
-        v = np.random.default_rng(1).standard_normal(op.dim)
-        ours = op.matvec(torch.as_tensor(v)).numpy()
-        del op
         with double_backward_attention():  # the race model: curvlinops against ours
             lin_v = curvlinops_operator(model, inputs, targets).to_scipy() @ v
         print(f"<!-- curvlinops vs our operator on the race model (both float64): relative "
               f"difference of a product {np.linalg.norm(lin_v - ours) / np.linalg.norm(ours):.1e}"
               " -->", flush=True)
+    if not args.arms or "hessian-eigenthings" in args.arms:
+        with double_backward_attention():
+            he_v = eigenthings_operator(model, inputs, targets, curvature).matvec(
+                torch.as_tensor(v)).detach().numpy()
+        print(f"<!-- hessian-eigenthings {curvature} operator vs ours on the race model (both "
+              f"float64): relative difference of a product "
+              f"{np.linalg.norm(he_v - ours) / np.linalg.norm(ours):.1e} -->", flush=True)
     arms = {
-        "ours: Lanczos": lambda tol, seed: arm_ours(loss_fn, params, tol, seed),
-        "scipy eigsh (ARPACK), same operator": lambda tol, seed: arm_eigsh(loss_fn, params, tol,
-                                                                           seed),
-        "curvlinops HessianLinearOperator + eigsh": lambda tol, seed: arm_curvlinops(
-            model, inputs, targets, tol, seed),
-        "PyHessian 0.1": lambda tol, seed: arm_pyhessian(model, inputs, targets, tol, seed,
-                                                         args.max_iter),
+        "ours: Lanczos": lambda tol, seed: arm_ours(make_op, tol, seed),
+        "scipy eigsh (ARPACK), same operator": lambda tol, seed: arm_eigsh(make_op, tol, seed),
+        "hessian-eigenthings 1.0.0a5": lambda steps, seed: arm_eigenthings(
+            model, inputs, targets, steps, seed, curvature),
     }
+    if curvature == "hessian":
+        arms["curvlinops HessianLinearOperator + eigsh"] = lambda tol, seed: arm_curvlinops(
+            model, inputs, targets, tol, seed)
+        arms["PyHessian 0.1"] = lambda tol, seed: arm_pyhessian(model, inputs, targets, tol,
+                                                                seed, args.max_iter)
     if args.arms:
         keep = [a.strip() for a in args.arms.split(",")]
         arms = {k: v for k, v in arms.items() if any(k.startswith(x) for x in keep)}
     tuned, rows = {}, {}
     for name, arm in arms.items():
-        tols = TOLS
+        knobs = STEPS if name.startswith("hessian-eigenthings") else TOLS
         if args.tol_ours and name.startswith("ours"):  # a fixed tolerance, no search
-            tols = (args.tol_ours,)
-        for tol in tols:
-            out = arm(tol, 0)
+            knobs = (args.tol_ours,)
+        for knob in knobs:
+            out = arm(knob, 0)
             out["err"] = err = rel_errors(out["values"], truth).max()
-            print(f"<!-- search {name}: tol {tol:.0e}: {out['hvp']} HVPs, {out['s']:.1f} s, "
-                  f"worst error {err:.1e}"
+            print(f"<!-- search {name}: {_knob(name, knob)}: {out['hvp']} products, "
+                  f"{out['s']:.1f} s, worst error {err:.1e}"
                   + (f", {out['restarts']} thick restarts" if "restarts" in out else "")
                   + " -->", flush=True)
             if err <= TARGET:
-                tuned[name], rows[name] = tol, [out]  # the search's run is seed 0
+                tuned[name], rows[name] = knob, [out]  # the search's run is seed 0
                 break
+        if name in tuned and knobs is STEPS and tuned[name] > STEPS[0]:
+            tuned[name], rows[name] = fewest_steps(name, arm, tuned[name], rows[name][0],
+                                                   truth)
     for seed in range(1, args.repeats):
         for name in tuned:  # alternated within a repeat
             if name == "PyHessian 0.1" and seed >= args.peer_repeats:
@@ -501,8 +592,8 @@ def eigen_part(args) -> None:
             out = arms[name](tuned[name], seed)
             out["err"] = rel_errors(out["values"], truth).max()
             rows[name].append(out)
-    print("| arm | tol | HVPs | seconds | worst rel. error | reached 1e-4 | HVPs / ours | "
-          "seconds / ours |")
+    print(f"| arm ({curvature}) | tol or steps | products | seconds | worst rel. error | "
+          "reached 1e-4 | products / ours | seconds / ours |")
     print("|---|---|---|---|---|---|---|---|")
     ours = rows.get("ours: Lanczos")
     for name, outs in rows.items():
@@ -512,12 +603,39 @@ def eigen_part(args) -> None:
         ratio_s = [o["s"] / u["s"] for o, u in zip(outs, ours)] if ours else [math.nan]
         # (zip pairs each run with ours of the same seed, run in the same repeat)
         reached = sum(o["err"] <= TARGET for o in outs)
-        print(f"| {name} | {tuned[name]:.0e} | {med(hv):.0f} | {med(sec):.1f} | "
+        print(f"| {name} | {_knob(name, tuned[name])} | {med(hv):.0f} | {med(sec):.1f} | "
               f"{max(o['err'] for o in outs):.1e} | {reached}/{len(outs)} | "
               f"**{med(ratio_h):.1f}x** | **{med(ratio_s):.1f}x** |")
     for name in arms:
         if name not in tuned:
-            print(f"| {name} | none in {TOLS[0]:.0e}..{TOLS[-1]:.0e} reached 1e-4 | | | | | | |")
+            knobs = (f"{STEPS[0]}..{STEPS[-1]} steps" if name.startswith("hessian-eigenthings")
+                     else f"{TOLS[0]:.0e}..{TOLS[-1]:.0e}")
+            print(f"| {name} | none in {knobs} reached 1e-4 | | | | | | |")
+
+
+def fewest_steps(name: str, arm, passing: int, out: dict, truth) -> tuple[int, list]:
+    """Bisect hessian-eigenthings' steps down to the fewest that reach 1e-4 (seed 0).
+
+    With one seed its first ``m`` steps are the same in every run, so the fewest is
+    well defined: the peer gets exactly the steps it needs, which a user would not know.
+    """
+    lo = max(s for s in STEPS if s < passing)  # failed in the search
+    while passing - lo > 1:
+        mid = (lo + passing) // 2
+        trial = arm(mid, 0)
+        trial["err"] = err = rel_errors(trial["values"], truth).max()
+        print(f"<!-- search {name}: {mid} steps: {trial['hvp']} products, {trial['s']:.1f} s, "
+              f"worst error {err:.1e} -->", flush=True)
+        if err <= TARGET:
+            passing, out = mid, trial
+        else:
+            lo = mid
+    return passing, [out]
+
+
+def _knob(name: str, knob) -> str:
+    """A tolerance, or hessian-eigenthings' number of Lanczos steps."""
+    return f"{knob} steps" if name.startswith("hessian-eigenthings") else f"tol {knob:.0e}"
 
 
 # ----------------------------------------------------------------------------- slice
@@ -607,11 +725,14 @@ def parse():
     ap.add_argument("--eigen-layers", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=1000, help="PyHessian maxIter")
     ap.add_argument("--arms", default="", help="eigen, slice: only the arms whose names start so "
-                    "(comma-separated: ours,scipy,curvlinops,PyHessian)")
+                    "(comma-separated: ours,scipy,curvlinops,PyHessian,hessian-eigenthings)")
     ap.add_argument("--tol-ours", type=float, default=0.0,
                     help="eigen: run ours at this tolerance instead of searching for one")
     ap.add_argument("--peer-repeats", type=int, default=3,
                     help="runs of PyHessian in the eigen race (its runs are the longest)")
+    ap.add_argument("--curvature", choices=("hessian", "ggn"), default="hessian",
+                    help="eigen: race on the Hessian or on the GGN (ours, ARPACK on our "
+                         "operator, hessian-eigenthings)")
     ap.add_argument("--no-norm", action="store_true",
                     help="race on the model without LayerNorm (where curvlinops is right)")
     ap.add_argument("--grid", type=int, default=21)

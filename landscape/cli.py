@@ -135,6 +135,19 @@ def _check_steps(ctx, param, value: str) -> str:
     return value
 
 
+CURVATURE_NAMES = ("hessian", "ggn", "fisher")  # landscape.runfile.schema.CURVATURES
+
+
+def _check_curvatures(ctx, param, value: str) -> tuple[str, ...]:
+    """``--curvature hessian,ggn,...`` as a tuple of known names, in order, without repeats."""
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [n for n in names if n not in CURVATURE_NAMES]
+    if unknown or not names:
+        raise click.BadParameter(f"{value!r}: name one or more of {', '.join(CURVATURE_NAMES)}, "
+                                 "comma-separated")
+    return names
+
+
 class Device(click.ParamType):
     """A device option: cpu, cuda or cuda:N, and present on this machine."""
 
@@ -274,6 +287,14 @@ def _main_rank() -> bool:
                    "or N,M,... (optimiser steps).")
 @click.option("--hessian/--no-hessian", default=True, show_default=True,
               help="Hessian spectra: top/bottom-k, trace, SLQ density, exact where small.")
+@click.option("--curvature", "curvatures", default="hessian", show_default=True,
+              callback=_check_curvatures, metavar="hessian|ggn|fisher[,...]",
+              help="Which curvature matrices the spectra parts measure, comma-separated: "
+                   "the Hessian, the generalised Gauss-Newton matrix, the empirical Fisher "
+                   "(read back with run.curvature(step, 'ggn')).")
+@click.option("--valley-curvature", type=click.Choice(CURVATURE_NAMES), default="hessian",
+              show_default=True,
+              help="Whose top eigenvectors the river/valley split and the slices use.")
 @click.option("--geometry/--no-geometry", default=True, show_default=True,
               help="River/valley split, valley widths, river direction, 2-D slices, and "
                    "run-level river progress, PCA plane, loop curve, SHIFT switch.")
@@ -324,9 +345,10 @@ def _main_rank() -> bool:
               help="Import the model factory and loss that a run of your own model names "
                    "(runs that code; only for files you trust).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
-def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_steps, trace_hvps,
-          exact, exact_max_params, blocks, dtype, backend, grid, delta, shared_plane, device,
-          threads, force, plan_only, ignore_memory, trust_code, quiet):
+def probe(run_file, steps, hessian, curvatures, valley_curvature, geometry, k_top, k_bottom,
+          slq_runs, slq_steps, trace_hvps, exact, exact_max_params, blocks, dtype, backend,
+          grid, delta, shared_plane, device, threads, force, plan_only, ignore_memory,
+          trust_code, quiet):
     """Compute Hessian and River-Valley diagnostics on a run file's checkpoints.
 
     Results go into the run file; a second call skips what is done (--force
@@ -341,6 +363,7 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
       landscape probe mine.h5 --trust-code   # a run of your own model names its factory
       landscape probe gpt.h5 --trust-code --plan --exact always   # costs first
       landscape probe gpt.h5 --trust-code --blocks 'transformer.h.0.attn.*' --device cuda
+      landscape probe run.h5 --curvature hessian,ggn --no-geometry   # and the GGN's
     """
     import torch
 
@@ -359,6 +382,7 @@ def probe(run_file, steps, hessian, geometry, k_top, k_bottom, slq_runs, slq_ste
         torch.set_num_threads(threads)
     settings = ProbeSettings(
         steps=steps, force=force, device=device, ignore_memory=ignore_memory,
+        curvatures=curvatures, valley_curvature=valley_curvature,
         hessian=HessianSettings(k_top=k_top, k_bottom=k_bottom, slq_runs=slq_runs,
                                 slq_steps=slq_steps, trace_hvps=trace_hvps, exact=exact,
                                 exact_max_params=exact_max_params, blocks=tuple(blocks),

@@ -66,7 +66,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from landscape.curvature.fisher import FisherOperator
+from landscape.curvature.ggn import GGNOperator
 from landscape.curvature.hessian import HessianOperator
+from landscape.curvature.spectral import SymmetricOperator
 from landscape.errors import LandscapeError
 from landscape.geometry.directions import Plane, shared_plane
 from landscape.geometry.slices import loss_grid
@@ -132,6 +135,8 @@ class ProbeSettings:
     force: bool = False  # recompute parts already stored
     device: str = "cpu"  # where products and grids are computed ("cuda" on a GPU)
     ignore_memory: bool = False  # run parts whose estimated peak memory exceeds the device's
+    curvatures: tuple[str, ...] = ("hessian",)  # whose curvature parts: hessian, ggn, fisher
+    valley_curvature: str = "hessian"  # whose top eigenvectors the valley split and slices use
 
 
 def parse_steps(spec: str) -> str | int | list[int]:
@@ -264,6 +269,9 @@ class Job:
         steps: every checkpoint this call probes.
         inputs: the parts named in the entry's ``needs`` and ``optional`` (None where absent).
         fingerprint: the fingerprint the part will be stored with.
+        curvature: the matrix of the curvature parts (``hessian``, ``ggn``, ``fisher``):
+            the one a curvature part measures, or, for the other parts, the one whose
+            curvature parts they are computed from (``--valley-curvature``).
     """
 
     driver: Driver
@@ -274,6 +282,7 @@ class Job:
     inputs: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     name: str = ""
+    curvature: str = sc.HESSIAN
 
     @property
     def run(self) -> Run:
@@ -299,18 +308,28 @@ class Job:
         """The probe-set loss at the checkpoint (or ``step``), under ``loops`` if given."""
         return self.driver.loss_fn(self.step if step is None else step, loops)
 
-    def operator(self) -> HessianOperator:
-        """The checkpoint's Hessian operator (built once per checkpoint, determinism checked)."""
-        return self.driver.operator(self.step)
+    def operator(self) -> SymmetricOperator:
+        """The checkpoint's operator of :attr:`curvature` (built once, determinism checked)."""
+        return self.driver.operator(self.step, self.curvature)
 
     def stored(self, name: str, step: int) -> sc.Part | None:
-        """Part ``name`` as stored at another checkpoint, or None."""
-        return self.driver.stored(sc.part_class(name), step)
+        """Part ``name`` as stored at another checkpoint (of :attr:`curvature`), or None."""
+        return self.driver.stored(sc.part_class(name), step, curvature=self.curvature)
 
     def evaluate(self, sub: str = "") -> parts.GridEvaluator:
         """The grid evaluator of this part (``sub``: the grid's subgroup, e.g. ``grid``)."""
         group = sc.part_class(self.name).group(self.step)
         return self.driver.evaluator(f"{group}/{sub}" if sub else group, self.fingerprint)
+
+
+CURVATURE_NAMES = {"hessian": "Hessian", "ggn": "GGN", "fisher": "Fisher"}
+
+
+def _no_curvature_probe(path: Path, step: int, curvature: str) -> str:
+    """The one-line message for a checkpoint without the curvature parts a part needs."""
+    flag = "--hessian" if curvature == sc.HESSIAN else f"--curvature {curvature}"
+    return (f"step {step} has no {CURVATURE_NAMES[curvature]} probe; run `landscape probe "
+            f"{path} {flag} --steps {step}` first")
 
 
 def _hessian_settings(*keys: str) -> Callable[[ProbeSettings, Job], dict | None]:
@@ -385,17 +404,17 @@ def _shared_settings(ps: ProbeSettings, job: Job) -> dict | None:
             "reference": job.driver.shared.info["reference"]}
 
 
-register(Entry(sc.Top, "  hessian top-{hs.k_top}/bottom-{hs.k_bottom}",
+register(Entry(sc.Top, "  {c} top-{hs.k_top}/bottom-{hs.k_bottom}",
                _hessian_settings("k_top", "k_bottom", "tol", "max_steps", "dtype", "seed"),
                lambda job: parts.top(job.operator(), job.hs, job.driver.warm_start(job),
                                      loops=job.loops)))
-register(Entry(sc.Trace, "  hessian trace (Hutch++)",
+register(Entry(sc.Trace, "  {c} trace (Hutch++)",
                _hessian_settings("trace_hvps", "dtype", "seed"),
                lambda job: parts.trace(job.operator(), job.hs, job.inputs["top"],
                                        loops=job.loops), needs=("top",)))
-register(Entry(sc.Slq, "  hessian SLQ", _hessian_settings("slq_runs", "slq_steps", "dtype", "seed"),
+register(Entry(sc.Slq, "  {c} SLQ", _hessian_settings("slq_runs", "slq_steps", "dtype", "seed"),
                lambda job: parts.slq(job.operator(), job.hs, loops=job.loops)))
-register(Entry(sc.Exact, "  hessian exact spectrum", _hessian_settings("dtype"),
+register(Entry(sc.Exact, "  {c} exact spectrum", _hessian_settings("dtype"),
                _exact, when=_exact_applies))
 register(Entry(sc.Sharpness, "  sharpness", _hessian_settings("dtype"), _sharpness,
                needs=("top",)))
@@ -407,7 +426,7 @@ register(Entry(sc.Blocks, "  per-block spectra",
                lambda job: parts.blocks(job.operator(), job.hs, loops=job.loops),
                when=lambda job: job.hs.blocks))
 register(Entry(sc.PyHessian, "  PyHessian 0.1", _hessian_settings("k_top", "seed"), _pyhessian,
-               when=lambda job: job.hs.backend == "pyhessian"))
+               when=lambda job: job.hs.backend == "pyhessian" and job.curvature == sc.HESSIAN))
 register(Entry(sc.Valley, "  valley split", _geometry_settings("eps_rel", "tau_rel"),
                lambda job: parts.valley(job.gs, job.run.layout.size, job.inputs["top"],
                                         job.inputs["exact"], job.inputs["slq"]),
@@ -436,6 +455,8 @@ register(Entry(sc.SliceShared, "  2-D slice, shared plane", _shared_settings,
                                               evaluate=job.evaluate())))
 
 STEP_PARTS = tuple(REGISTRY)  # everything registered so far is measured per checkpoint
+CURVATURE_PARTS = tuple(n for n in STEP_PARTS if REGISTRY[n].cls.KIND == sc.HESSIAN)
+"""The step parts measured on each asked curvature (stored under ``step_N/<curvature>/``)."""
 
 
 def _river_progress_settings(ps: ProbeSettings, job: Job) -> dict | None:
@@ -450,8 +471,7 @@ def _river_progress(job: Job) -> sc.RiverProgress:
     tops = {s: job.stored("top", s) for s in job.steps}
     missing = [s for s, t in tops.items() if t is None]
     if missing:
-        raise LandscapeError(f"step {missing[0]} has no Hessian probe; run `landscape probe "
-                             f"{job.run.path} --hessian --steps {missing[0]}` first")
+        raise LandscapeError(_no_curvature_probe(job.run.path, missing[0], job.curvature))
     return parts.river_progress(job.run.trajectory(), [int(s) for s in job.run.steps], tops,
                                 job.gs)
 
@@ -576,10 +596,32 @@ class Driver:
             self.probe_split_cpu = self.run.split("probe")
             self.probe_split = Split(self.probe_split_cpu.inputs.to(self.device),
                                      self.probe_split_cpu.targets.to(self.device))
-        self._done: dict[tuple[str, int], sc.Part | None] = {}
-        self._op: tuple[int, HessianOperator] | None = None
+        self._done: dict[tuple[str, int, str], sc.Part | None] = {}
+        self._op: tuple[int, str, SymmetricOperator] | None = None
         self._costs: UnitCosts | None = None
         self._exact: tuple[bool, str] | None = None
+        self.valley_curvature = self._check_curvatures(settings)
+
+    def _check_curvatures(self, settings: ProbeSettings) -> str:
+        """The valley split's curvature, after refusing what cannot run, before any work.
+
+        Raises:
+            LandscapeError: an unknown curvature, the GGN or Fisher under torchrun, or a
+                model of your own whose custom loss does not declare its output (the
+                refusal of :meth:`Run.split_objective`).
+        """
+        asked = tuple(sc.check_curvature(c) for c in settings.curvatures)
+        if not asked:
+            raise LandscapeError("--curvature: name at least one of " + ", ".join(sc.CURVATURES))
+        valley = sc.check_curvature(settings.valley_curvature)
+        used = set(asked if settings.hessian is not None else ()) | (
+            {valley} if settings.geometry is not None else set())
+        if used - {sc.HESSIAN}:
+            if self.ranks is not None:
+                raise LandscapeError("--curvature ggn/fisher runs in one process (not under "
+                                     "torchrun)")
+            self.run.split_objective("probe", -1)  # a custom loss's refusal, now
+        return valley
 
     # --- the schedule -------------------------------------------------------------------
 
@@ -596,13 +638,20 @@ class Driver:
         for step in steps:
             loops = int(self.run.loops[self.run.index(step)])
             self.report(f"step {step}" if self.run.custom else f"step {step} (loops {loops})")
-            job = Job(self, step, loops, prev, steps)
+            for curvature in self.settings.curvatures:
+                job = Job(self, step, loops, prev, steps, curvature=curvature)
+                for name in CURVATURE_PARTS:
+                    self.ensure(name, job)
+                self._op = None  # free the operator's graph before the next one
+            job = Job(self, step, loops, prev, steps, curvature=self.valley_curvature)
             for name in STEP_PARTS:
-                self.ensure(name, job)
-            self._op = None  # free the operator's graph before the next checkpoint
+                if name not in CURVATURE_PARTS:
+                    self.ensure(name, job)
+            self._op = None
             prev = step
         if self.settings.geometry is not None and len(steps) >= 2:
-            job = Job(self, steps[-1], int(self.run.loops[-1]), None, steps)
+            job = Job(self, steps[-1], int(self.run.loops[-1]), None, steps,
+                      curvature=self.valley_curvature)
             for name in RUN_PARTS:
                 self.ensure(name, job)
         return steps
@@ -623,7 +672,8 @@ class Driver:
 
             blocks = {b: sum(sizes[n] for n in names) for b, names in
                       make_blocks(self.run.layout.names, hs.block_patterns).items()}
-        return costs, plan_parts(costs, hs, gs, dense=dense, blocks=blocks)
+        return costs, plan_parts(costs, hs, gs, dense=dense, blocks=blocks,
+                                 curvatures=self.settings.curvatures)
 
     def costs(self, steps: list[int]) -> UnitCosts:
         """The unit costs (:mod:`landscape.probe.plan`), measured once at the first of ``steps``."""
@@ -662,12 +712,14 @@ class Driver:
         want = entry.settings(self.settings, job)
         if want is None or not entry.when(job):
             return None
+        if entry.cls.KIND == sc.HESSIAN and job.curvature != sc.HESSIAN:
+            want = {**want, "curvature": job.curvature}  # (the Hessian's stay as they were)
         return want
 
     def ensure(self, name: str, job: Job) -> sc.Part | None:
         """The part ``name`` at ``job``'s checkpoint: reused if stored alike, else computed."""
         entry = REGISTRY[name]
-        key = (name, job.step if name in STEP_PARTS else -1)
+        key = (name, job.step if name in STEP_PARTS else -1, self._curvature_of(entry, job))
         if key in self._done:
             return self._done[key]
         want = self._asked(entry, job)
@@ -678,13 +730,12 @@ class Driver:
             inputs[dep] = self.get(dep, job)
             if inputs[dep] is None and dep in entry.needs:
                 raise LandscapeError(
-                    f"step {job.step} has no Hessian probe; run `landscape probe {self.path} "
-                    f"--hessian --steps {job.step}` first" if REGISTRY[dep].cls.KIND ==
-                    sc.HESSIAN else f"step {job.step} has no {dep!r} part to compute "
-                    f"{name!r} from")
+                    _no_curvature_probe(self.path, job.step, job.curvature)
+                    if REGISTRY[dep].cls.KIND == sc.HESSIAN else f"step {job.step} has no "
+                    f"{dep!r} part to compute {name!r} from")
         fp = sc.fingerprint(entry.cls, want, {d: p.fingerprint for d, p in inputs.items()
                                               if p is not None})
-        found = None if self.settings.force else self.stored(entry.cls, key[1], fp)
+        found = None if self.settings.force else self.stored(entry.cls, key[1], fp, key[2])
         if found is not None:
             self._done[key] = found
             self._left -= self._estimate.get(name, 0.0) if name in STEP_PARTS else 0.0
@@ -697,9 +748,11 @@ class Driver:
         if part is not None:
             part = dataclasses.replace(part, seconds=time.perf_counter() - t0,
                                        settings=want, fingerprint=fp)
+            if isinstance(part, sc.HessianPart):
+                part = dataclasses.replace(part, curvature=job.curvature)
             self.save(part, key[1])
             label = (entry.label(job, part) if callable(entry.label)
-                     else entry.label.format(hs=job.hs, gs=job.gs))
+                     else entry.label.format(hs=job.hs, gs=job.gs, c=job.curvature))
             self.report(f"{label}: {part.seconds:.1f} s" +
                         (f", {part.hvps} HVPs" if part.hvps else ""))
         self._done[key] = part
@@ -720,24 +773,37 @@ class Driver:
         entry = REGISTRY[name]
         if self._asked(entry, job) is not None:
             return self.ensure(name, job)
-        return self.stored(entry.cls, job.step if name in STEP_PARTS else -1)
+        return self.stored(entry.cls, job.step if name in STEP_PARTS else -1,
+                           curvature=job.curvature)
+
+    @staticmethod
+    def _curvature_of(entry: Entry, job: Job) -> str:
+        """The curvature a part is stored under ("" for the parts of no curvature)."""
+        return job.curvature if entry.cls.KIND == sc.HESSIAN else ""
 
     # --- storage (rank 0 decides, every rank reads) -------------------------------------
 
-    def stored(self, cls: type[sc.Part], step: int, fp: str | None = None) -> sc.Part | None:
-        """The complete stored part (with fingerprint ``fp`` if given), or None."""
+    def stored(self, cls: type[sc.Part], step: int, fp: str | None = None,
+               curvature: str = sc.HESSIAN) -> sc.Part | None:
+        """The complete stored part, or None.
+
+        With ``fp``: only with that fingerprint; ``curvature``: of a curvature part, the
+        matrix ("" or ``hessian``: the Hessian).
+        """
         step_arg = None if cls.KIND == sc.RUN else step
-        found = self._read(cls, step_arg) if self.ranks is None or self.ranks.is_main else None
+        curvature = curvature or sc.HESSIAN
+        found = (self._read(cls, step_arg, curvature) if self.ranks is None or self.ranks.is_main
+                 else None)
         ok = found is not None and (fp is None or found.fingerprint == fp)
         if self.ranks is None:
             return found if ok else None
         if not self.ranks.broadcast_object(ok):
             return None
-        return found if found is not None else self._read(cls, step_arg)
+        return found if found is not None else self._read(cls, step_arg, curvature)
 
-    def _read(self, cls: type[sc.Part], step: int | None) -> sc.Part | None:
+    def _read(self, cls: type[sc.Part], step: int | None, curvature: str) -> sc.Part | None:
         try:
-            return sc.read(self.path, cls, step)
+            return sc.read(self.path, cls, step, curvature)
         except sc.StaleError:  # written by another version: computed anew
             return None
 
@@ -775,22 +841,32 @@ class Driver:
         return sharded_loss_fn(self.run.model(step, loops=loops, device=self.device),
                                self.probe_split, self.ranks)
 
-    def operator(self, step: int) -> HessianOperator:
-        """The Hessian operator at ``step`` in the asked dtype, built once per checkpoint."""
-        if self._op is None or self._op[0] != step:
+    def operator(self, step: int, curvature: str = sc.HESSIAN) -> SymmetricOperator:
+        """The operator of ``curvature`` at ``step`` in the asked dtype, built once.
+
+        ``hessian``: :class:`HessianOperator` on the probe-set loss; ``ggn`` and ``fisher``:
+        :class:`GGNOperator` and :class:`FisherOperator` on that loss split at the model's
+        output (:meth:`Run.split_objective`). Each is checked for determinism once.
+        """
+        if self._op is None or self._op[:2] != (step, curvature):
             hs = self.settings.hessian or HessianSettings()
-            op = HessianOperator(self.hvp_loss_fn(step),
-                                 self.run.params(step, dtype=hs.torch_dtype, device=self.device),
-                                 dtype=hs.torch_dtype, reduce=self.reduce)
+            params = self.run.params(step, dtype=hs.torch_dtype, device=self.device)
+            if curvature == sc.HESSIAN:
+                op = HessianOperator(self.hvp_loss_fn(step), params, dtype=hs.torch_dtype,
+                                     reduce=self.reduce)
+            else:
+                kind = GGNOperator if curvature == "ggn" else FisherOperator
+                op = kind(self.run.split_objective("probe", step, device=self.device), params,
+                          dtype=hs.torch_dtype)
             op.check_determinism(seed=hs.seed)
-            self._op = (step, op)
-        return self._op[1]
+            self._op = (step, curvature, op)
+        return self._op[2]
 
     def warm_start(self, job: Job) -> np.ndarray | None:
         """The previous probed checkpoint's top eigenvectors ``[k, P]``, if stored."""
         if job.previous is None:
             return None
-        prev = self.stored(sc.Top, job.previous)
+        prev = self.stored(sc.Top, job.previous, curvature=job.curvature)
         return None if prev is None else prev.vectors
 
     def neighbours(self, step: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -318,62 +318,76 @@ def _krylov_bytes(c: UnitCosts, m: int, cap: int | None = None) -> int:
     return (min(blocks, c.params) + 4) * c.params * c.itemsize
 
 
+def _curvature_plans(c: UnitCosts, hs, curvature: str, dense: bool,
+                     blocks: Mapping[str, int] | None, new_operator: bool) -> list[PartPlan]:
+    """The curvature parts of one matrix (see :func:`plan_parts`)."""
+    p, s, out = c.params, c.itemsize, []
+    g = c.graph_bytes
+    cap = _lanczos_cap(c, hs.k_top, hs.k_bottom, min(hs.max_steps, p))
+    m = lanczos_steps(hs.k_top, hs.k_bottom, hs.max_steps, p, cap)
+    build = (2 * c.graph_s + 2 * c.hvp_s) if new_operator else 0.0
+    out.append(PartPlan(f"{curvature}/top", f"top-{hs.k_top}/bottom-{hs.k_bottom} (Lanczos)",
+                        m + (2 if new_operator else 0), 0,
+                        build + _krylov_seconds(c, m, cap) + 2 * hs.k_top * c.vector_s,
+                        g + _krylov_bytes(c, m, cap)))
+    k = min(hs.k_top, p)
+    n_tr = hs.trace_hvps + k
+    chunk = probes_per_call(p, _dtype(c), c.device)
+    out.append(PartPlan(f"{curvature}/trace", "trace (Hutch++)", n_tr, 0,
+                        n_tr * c.hvp_s + 4 * k * n_tr * c.vector_s,
+                        g + (k + 2 * chunk + 1) * p * s))
+    n = min(hs.slq_steps, p)
+    out.append(PartPlan(f"{curvature}/slq", "density (SLQ)", hs.slq_runs * n, 0,
+                        hs.slq_runs * _krylov_seconds(c, n), g + _krylov_bytes(c, n, n)))
+    if dense:
+        out.append(PartPlan(f"{curvature}/exact", f"exact spectrum (dense {curvature})", p, 0,
+                            exact_seconds(c),
+                            g + p * p * (s + 16) + 64 * p * s))
+    cap1 = _lanczos_cap(c, 1, 0, min(100, p))
+    ms = lanczos_steps(1, 0, 100, p, cap1)
+    out.append(PartPlan(f"{curvature}/sharpness", "sharpness (Adam-preconditioned Lanczos)",
+                        ms, 0, _krylov_seconds(c, ms, cap1),
+                        g + _krylov_bytes(c, ms, cap1)))
+    if blocks:
+        n_b = sum(lanczos_steps(min(hs.k_top, d), 0, hs.max_steps, d)
+                  + (d if 3 * d <= max(4, hs.trace_hvps) else max(4, hs.trace_hvps))
+                  for d in blocks.values())
+        big = max(blocks.values())
+        m_b = lanczos_steps(min(hs.k_top, big), 0, hs.max_steps, big)
+        out.append(PartPlan(f"{curvature}/blocks", f"per-block spectra ({len(blocks)} blocks)",
+                            n_b, 0, len(blocks) * c.graph_s + n_b * c.hvp_s,
+                            2 * g + (m_b + 4) * big * s))
+    return out
+
+
 def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False,
-               blocks: Mapping[str, int] | None = None, new_operator: bool = True
-               ) -> list[PartPlan]:
+               blocks: Mapping[str, int] | None = None, new_operator: bool = True,
+               curvatures: Sequence[str] = ("hessian",)) -> list[PartPlan]:
     """Estimated cost of each part of one checkpoint's probe.
 
     Args:
         c: the measured unit costs.
         hessian: Hessian settings (``k_top``, ``k_bottom``, ``max_steps``, ``trace_hvps``,
-            ``slq_runs``, ``slq_steps``), or None for no Hessian parts.
+            ``slq_runs``, ``slq_steps``), or None for no curvature parts.
         geometry: geometry settings (``grid``, ``width_dirs``, ``width_points``), or None.
-        dense: whether the exact spectrum (dense Hessian) is computed.
+        dense: whether the exact spectrum (dense matrix) is computed.
         blocks: ``{block: dim}`` when per-block spectra are asked for.
         new_operator: the first part builds the operator and checks its determinism
             (one create-graph gradient, one more gradient and two products).
+        curvatures: the matrices whose parts are computed (``hessian``, ``ggn``,
+            ``fisher``), each counted on its own (``ggn/top``, ...). A GGN or Fisher
+            product is counted as one Hessian-vector product and its retained graphs as
+            the gradient graph: a product is a Jacobian-vector product, a small product
+            with the loss's Hessian (or the per-example gradients) and a vector-Jacobian
+            product through the retained forward graph.
 
     Returns:
         One :class:`PartPlan` per part, in the order a probe runs them.
     """
     p, s, out = c.params, c.itemsize, []
-    g = c.graph_bytes
     if hessian is not None:
-        hs = hessian
-        cap = _lanczos_cap(c, hs.k_top, hs.k_bottom, min(hs.max_steps, p))
-        m = lanczos_steps(hs.k_top, hs.k_bottom, hs.max_steps, p, cap)
-        build = (2 * c.graph_s + 2 * c.hvp_s) if new_operator else 0.0
-        out.append(PartPlan("hessian/top", f"top-{hs.k_top}/bottom-{hs.k_bottom} (Lanczos)",
-                            m + (2 if new_operator else 0), 0,
-                            build + _krylov_seconds(c, m, cap) + 2 * hs.k_top * c.vector_s,
-                            g + _krylov_bytes(c, m, cap)))
-        k = min(hs.k_top, p)
-        n_tr = hs.trace_hvps + k
-        chunk = probes_per_call(p, _dtype(c), c.device)
-        out.append(PartPlan("hessian/trace", "trace (Hutch++)", n_tr, 0,
-                            n_tr * c.hvp_s + 4 * k * n_tr * c.vector_s,
-                            g + (k + 2 * chunk + 1) * p * s))
-        n = min(hs.slq_steps, p)
-        out.append(PartPlan("hessian/slq", "density (SLQ)", hs.slq_runs * n, 0,
-                            hs.slq_runs * _krylov_seconds(c, n), g + _krylov_bytes(c, n, n)))
-        if dense:
-            out.append(PartPlan("hessian/exact", "exact spectrum (dense Hessian)", p, 0,
-                                exact_seconds(c),
-                                g + p * p * (s + 16) + 64 * p * s))
-        cap1 = _lanczos_cap(c, 1, 0, min(100, p))
-        ms = lanczos_steps(1, 0, 100, p, cap1)
-        out.append(PartPlan("hessian/sharpness", "sharpness (Adam-preconditioned Lanczos)",
-                            ms, 0, _krylov_seconds(c, ms, cap1),
-                            g + _krylov_bytes(c, ms, cap1)))
-        if blocks:
-            n_b = sum(lanczos_steps(min(hs.k_top, d), 0, hs.max_steps, d)
-                      + (d if 3 * d <= max(4, hs.trace_hvps) else max(4, hs.trace_hvps))
-                      for d in blocks.values())
-            big = max(blocks.values())
-            m_b = lanczos_steps(min(hs.k_top, big), 0, hs.max_steps, big)
-            out.append(PartPlan("hessian/blocks", f"per-block spectra ({len(blocks)} blocks)",
-                                n_b, 0, len(blocks) * c.graph_s + n_b * c.hvp_s,
-                                2 * g + (m_b + 4) * big * s))
+        for curvature in curvatures:
+            out += _curvature_plans(c, hessian, curvature, dense, blocks, new_operator)
     if geometry is not None:
         gs = geometry
         grid = gs.grid * gs.grid

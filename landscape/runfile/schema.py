@@ -22,6 +22,8 @@ Groups::
 
     /probe/step_<N>/hessian/<name>    Top, Trace, Slq, Exact, Sharpness, Overlap, Blocks,
                                       PyHessian
+    /probe/step_<N>/ggn/<name>        the same curvature parts of the generalised
+    /probe/step_<N>/fisher/<name>     Gauss-Newton matrix and the empirical Fisher
     /probe/step_<N>/geometry/<name>   Valley, Widths, Spread, River, Grid (slice_random,
                                       slice_river_valley, slice_shared)
     /probe/run/<name>                 RiverProgress, Pca, LoopCurve, Switch, QkAlignment
@@ -47,6 +49,9 @@ from landscape.errors import LandscapeError
 from landscape.runfile import store
 
 HESSIAN, GEOMETRY, RUN = "hessian", "geometry", "run"
+CURVATURES = ("hessian", "ggn", "fisher")
+"""The curvature matrices whose parts (``KIND`` :data:`HESSIAN`) can be stored: each in a
+group of its own name beside ``hessian`` (:meth:`Part.group`)."""
 P = TypeVar("P", bound="Part")
 
 
@@ -95,13 +100,31 @@ class Part:
     fingerprint: str = ""
 
     @classmethod
-    def group(cls, step: int | None = None) -> str:
-        """The group this part is stored at (``step``: the checkpoint, for per-step parts)."""
+    def group(cls, step: int | None = None, curvature: str = HESSIAN) -> str:
+        """The group this part is stored at (``step``: the checkpoint, for per-step parts).
+
+        ``curvature``: for a curvature part (``KIND`` :data:`HESSIAN`), the matrix it
+        measures (one of :data:`CURVATURES`), whose name is its group's folder.
+
+        >>> Top.group(8), Top.group(8, "ggn"), Valley.group(8, "ggn")
+        ('probe/step_8/hessian/top', 'probe/step_8/ggn/top', 'probe/step_8/geometry/valley')
+        """
         if cls.KIND == RUN:
             return f"probe/run/{cls.NAME}"
         if step is None:
             raise LandscapeError(f"part {cls.NAME!r} is stored per checkpoint: give a step")
-        return f"probe/step_{int(step)}/{cls.KIND}/{cls.NAME}"
+        kind = cls.KIND
+        if kind == HESSIAN:
+            check_curvature(curvature)
+            kind = curvature
+        return f"probe/step_{int(step)}/{kind}/{cls.NAME}"
+
+
+def check_curvature(name: str) -> str:
+    """``name`` if it is one of :data:`CURVATURES`, else a LandscapeError naming them."""
+    if name not in CURVATURES:
+        raise LandscapeError(f"unknown curvature {name!r}: use one of {', '.join(CURVATURES)}")
+    return name
 
 
 def settings_json(settings: Mapping) -> str:
@@ -134,11 +157,14 @@ class HessianPart(Part):
     Attributes:
         loops: loops of the objective (the architecture live at the checkpoint).
         dtype: ``float32`` or ``float64`` products.
+        curvature: the matrix measured, one of :data:`CURVATURES` (the Hessian, the
+            generalised Gauss-Newton matrix or the empirical Fisher of that loss).
     """
 
     KIND: ClassVar[str] = HESSIAN
     loops: int = 0
     dtype: str = "float32"
+    curvature: str = HESSIAN  # the matrix measured: one of CURVATURES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -665,10 +691,10 @@ def _short(v: Any) -> str:
 def short_repr(obj: Any) -> str:
     """``Name(field=value, ...)`` with arrays as shapes: what printing a part shows.
 
-    >>> Slq(nodes=np.zeros((2, 3)), weights=np.zeros((2, 3)), dim=7)
-    Slq(loops=0, dtype='float32', nodes=array[2, 3], weights=array[2, 3], dim=7)
-    >>> Overlap(cosines=np.linspace(1, 0.5, 6), previous_step=8)
-    Overlap(loops=0, dtype='float32', cosines=[1, 0.9, 0.8, 0.7, ... (6)], previous_step=8)
+    >>> Slq(nodes=np.zeros((2, 3)), weights=np.zeros((2, 3)), dim=7, curvature="ggn")
+    Slq(loops=0, dtype='float32', curvature='ggn', nodes=array[2, 3], weights=array[2, 3], dim=7)
+    >>> Overlap(cosines=np.linspace(1, 0.5, 6), previous_step=8)  # doctest: +ELLIPSIS
+    Overlap(loops=0, ..., cosines=[1, 0.9, 0.8, 0.7, ... (6)], previous_step=8)
     """
     shown = (f"{f.name}={_short(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
              if f.name not in _BOOKKEEPING and getattr(obj, f.name) is not None)
@@ -780,17 +806,19 @@ def decode(cls: type, d: Mapping) -> Any:
 # --- reading and writing ----------------------------------------------------------------
 
 
-def read(path: str | Path, cls: type[P], step: int | None = None) -> P | None:
+def read(path: str | Path, cls: type[P], step: int | None = None,
+         curvature: str = HESSIAN) -> P | None:
     """The part ``cls`` stored in a run file (at checkpoint ``step``), or None.
 
-    None also for a part in progress (a grid a killed call left half done).
+    None also for a part in progress (a grid a killed call left half done). ``curvature``:
+    which matrix's part, for a curvature part (see :meth:`Part.group`).
 
     Raises:
         StaleError: the stored group does not fit the schema (another version wrote it;
             probe again with ``--force``).
         LandscapeError: the run file is damaged (e.g. a missing or truncated array).
     """
-    d = store.read_group(path, cls.group(step))
+    d = store.read_group(path, cls.group(step, curvature))
     if d is None or not d.get("attrs", {}).get("complete", False):
         return None
     try:
@@ -799,17 +827,20 @@ def read(path: str | Path, cls: type[P], step: int | None = None) -> P | None:
         raise StaleError(f"{path}: {e}; probe it again with --force") from None
 
 
-def require(path: str | Path, cls: type[P], step: int | None = None) -> P:
-    """The part ``cls`` stored in a run file (at checkpoint ``step``).
+def require(path: str | Path, cls: type[P], step: int | None = None,
+            curvature: str = HESSIAN) -> P:
+    """The part ``cls`` stored in a run file (at checkpoint ``step``, of ``curvature``).
 
     Raises:
         NotProbed: it was never computed (or not completed); the message names the probe.
         StaleError: it does not fit the schema (see :func:`read`).
     """
-    found = read(path, cls, step)
+    found = read(path, cls, step, curvature)
     if found is None:
         where = "" if cls.KIND == RUN else f"step {step} of "
         flag = "--hessian" if cls.KIND == HESSIAN else "--geometry"
+        if cls.KIND == HESSIAN and curvature != HESSIAN:
+            flag = f"--curvature {curvature}"
         raise NotProbed(f"{where}{path} has no {cls.NAME!r} part; run `landscape probe "
                         f"{path} {flag}`")
     return found
@@ -839,5 +870,9 @@ def put(tx: store.Transaction, group: str, obj: Any) -> None:
 
 
 def write(path: str | Path, part: Part, step: int | None = None) -> None:
-    """Commit ``part`` to its group in the run file (the caller holds the writer lock)."""
-    store.commit(path, lambda tx: put(tx, type(part).group(step), part))
+    """Commit ``part`` to its group in the run file (the caller holds the writer lock).
+
+    A curvature part goes to the group of its own ``curvature``.
+    """
+    group = type(part).group(step, getattr(part, "curvature", HESSIAN))
+    store.commit(path, lambda tx: put(tx, group, part))

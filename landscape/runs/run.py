@@ -447,14 +447,16 @@ class Run:
         """Checkpoint steps with any stored probe result, ascending."""
         return sorted(self.probes)
 
-    def part(self, name: str, step: int | None = -1, *, required: bool = False):
+    def part(self, name: str, step: int | None = -1, *, required: bool = False,
+             curvature: str = "hessian"):
         """A stored probe part by name (see :mod:`landscape.runfile.schema`), or None.
 
         ``step``: the checkpoint of a per-checkpoint part (-1: the last); ignored for
         run-level parts (``river_progress``, ``pca``, ``loops``, ``switch``,
         ``qk_alignment``). Returns the part's frozen dataclass, e.g. a
         :class:`~landscape.runfile.schema.Top` with ``values`` and ``vectors``; None where
-        it was never computed, unless ``required``.
+        it was never computed, unless ``required``. ``curvature``: of a curvature part, the
+        matrix (``hessian``, ``ggn`` or ``fisher``; see :meth:`curvature`).
 
         Raises:
             NotProbed: ``required`` and the part was never computed.
@@ -463,8 +465,8 @@ class Run:
         cls = schema.part_class(name)
         step_arg = None if cls.KIND == schema.RUN else self.step_at(step)
         if required:
-            return schema.require(self.path, cls, step_arg)
-        return schema.read(self.path, cls, step_arg)
+            return schema.require(self.path, cls, step_arg, curvature)
+        return schema.read(self.path, cls, step_arg, curvature)
 
     def hessian(self, step: int | None = -1) -> dict:
         """The Hessian parts stored at a checkpoint, ``{name: part}``.
@@ -476,7 +478,25 @@ class Run:
         Raises:
             NotProbed: the checkpoint has no Hessian part.
         """
-        return self._parts_or_raise(step, "hessian", "--hessian")
+        return self.curvature(step, schema.HESSIAN)
+
+    def curvature(self, step: int | None = -1, curvature: str = "hessian") -> dict:
+        """The parts of one curvature matrix stored at a checkpoint, ``{name: part}``.
+
+        ``curvature``: ``hessian`` (what :meth:`hessian` returns), ``ggn`` (the generalised
+        Gauss-Newton matrix) or ``fisher`` (the empirical Fisher), as probed with
+        ``landscape probe --curvature hessian,ggn,fisher``; the same parts as
+        :meth:`hessian`, each with its ``curvature``::
+
+            run.curvature(-1, "ggn")["top"].values  # the GGN's top eigenvalues
+
+        Raises:
+            NotProbed: the checkpoint has no part of that curvature.
+            LandscapeError: ``curvature`` is none of the three.
+        """
+        schema.check_curvature(curvature)
+        flag = "--hessian" if curvature == schema.HESSIAN else f"--curvature {curvature}"
+        return self._parts_or_raise(step, schema.HESSIAN, flag, curvature)
 
     def geometry(self, step: int | None = -1) -> dict:
         """The geometry parts at a checkpoint: ``valley``, ``widths``, ``river``, slices.
@@ -508,14 +528,16 @@ class Run:
         g = self.geometry(step)
         return {k.removeprefix("slice_"): v for k, v in g.items() if k.startswith("slice_")}
 
-    def _parts_or_raise(self, step: int | None, kind: str, flag: str) -> dict:
+    def _parts_or_raise(self, step: int | None, kind: str, flag: str,
+                        curvature: str = schema.HESSIAN) -> dict:
         s = self.step_at(step)
-        found = {name: schema.read(self.path, cls, s) for name, cls in schema.PARTS.items()
-                 if cls.KIND == kind}
+        found = {name: schema.read(self.path, cls, s, curvature)
+                 for name, cls in schema.PARTS.items() if cls.KIND == kind}
         found = {k: v for k, v in found.items() if v is not None}
         if not found:
-            raise schema.NotProbed(f"step {s} of {self.path} has no {kind} probe; run "
-                                 f"`landscape probe {self.path} {flag} --steps {s}`")
+            what = curvature if kind == schema.HESSIAN else kind
+            raise schema.NotProbed(f"step {s} of {self.path} has no {what} probe; run "
+                                   f"`landscape probe {self.path} {flag} --steps {s}`")
         return found
 
 

@@ -356,3 +356,127 @@ def test_a_stale_part_is_computed_anew_and_a_missing_file_is_reported(trained_ru
     sidecar.unlink()  # e.g. the index copied without its folder
     with pytest.raises(LandscapeError, match="is missing"):
         probe(path, settings)  # reported, never silently computed over
+
+
+# --- the curvatures: Hessian, GGN, empirical Fisher --------------------------------------
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from landscape.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+SMALL_CLI = ("--k", 3, "--k-bottom", 1, "--slq-runs", 2, "--slq-steps", 10, "--trace-hvps", 10,
+             "--dtype", "float64", "-q")
+
+
+@pytest.fixture(scope="module")
+def three_curvatures(trained_runs, tmp_path_factory):
+    """The tiny single run probed at its last checkpoint on all three curvatures."""
+    path = _copy(trained_runs["single"], tmp_path_factory.mktemp("curvatures"))
+    r = _cli("probe", path, "--steps", "last", "--curvature", "hessian,ggn,fisher",
+             "--no-geometry", *SMALL_CLI)
+    assert r.exit_code == 0, r.output
+    return path
+
+
+def test_each_curvature_is_stored_in_its_own_group(three_curvatures):
+    run = Run.open(three_curvatures)
+    step = int(run.steps[-1])
+    tops = {}
+    for c in schema.CURVATURES:
+        got = run.curvature(step, c)
+        assert {"top", "trace", "slq", "exact", "sharpness"} <= set(got), c
+        assert all(p.curvature == c for p in got.values())
+        assert store.read_group(three_curvatures, f"probe/step_{step}/{c}/top") is not None
+        tops[c] = got["top"].values
+    assert run.hessian(step)["top"].curvature == "hessian"  # run.hessian stays the Hessian's
+    assert not np.allclose(tops["hessian"], tops["ggn"])  # three matrices, not one stored thrice
+    assert not np.allclose(tops["ggn"], tops["fisher"])
+
+
+def test_the_stored_ggn_spectrum_is_lanczos_on_the_ggn_operator(three_curvatures):
+    from landscape.curvature.ggn import GGNOperator
+    from landscape.curvature.spectral import exact_spectrum, lanczos
+
+    run = Run.open(three_curvatures)
+    step = int(run.steps[-1])
+    ggn = run.curvature(step, "ggn")
+    op = GGNOperator(run.split_objective(step=step), run.params(step, dtype=torch.float64))
+    direct = lanczos(op, k_top=3, k_bottom=1, tol=1e-8)
+    np.testing.assert_allclose(ggn["top"].values, direct.top_values, rtol=1e-7)
+    assert ggn["top"].converged.all()
+    eig = ggn["exact"].eigvals  # positive semi-definite, to rounding
+    assert eig.min() >= -1e-10 * eig.max() and ggn["top"].bottom_values.min() >= -1e-10
+    np.testing.assert_allclose(np.sort(eig), np.sort(exact_spectrum(op)), atol=1e-10)
+    assert run.curvature(step, "hessian")["exact"].eigvals.min() < -1e-10 * eig.max()
+
+
+def test_only_the_asked_curvatures_are_probed(trained_runs, tmp_path):
+    path = _copy(trained_runs["single"], tmp_path)
+    r = _cli("probe", path, "--steps", "last", "--curvature", "ggn", "--no-geometry", *SMALL_CLI)
+    assert r.exit_code == 0, r.output
+    run = Run.open(path)
+    assert run.curvature(-1, "ggn")["top"].values[0] > 0
+    for c in ("hessian", "fisher"):
+        with pytest.raises(schema.NotProbed, match=f"--curvature {c}|--hessian"):
+            run.curvature(-1, c)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("valley", ["hessian", "ggn"])
+def test_the_valley_split_uses_the_hessian_unless_asked(trained_runs, tmp_path, valley):
+    path = _copy(trained_runs["single"], tmp_path)
+    settings = ProbeSettings(steps="last", hessian=dataclasses.replace(SMALL_H, slq_runs=2),
+                             geometry=SMALL_G, curvatures=("hessian", "ggn"),
+                             valley_curvature=valley)
+    probe(path, settings)
+    run = Run.open(path)
+    tops = {c: run.curvature(-1, c)["top"].values[0] for c in ("hessian", "ggn")}
+    assert not np.isclose(tops["hessian"], tops["ggn"])
+    assert run.valley(-1).lambda_max == pytest.approx(tops[valley], rel=1e-6)
+
+
+def test_a_custom_loss_without_declared_output_is_refused_in_one_line(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    import own_model
+
+    import landscape
+
+    tests = Path(own_model.__file__).parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    path = tmp_path / "mine.h5"
+    model = own_model.build_kw()
+    ids = torch.randint(0, own_model.VOCAB, (4, own_model.T),
+                        generator=torch.Generator().manual_seed(0))
+    with landscape.Recorder(path, model, probe={"input_ids": ids,
+                                                "attention_mask": torch.ones_like(ids)},
+                            loss="own_model:masked_loss", factory="own_model:build_kw") as rec:
+        rec.checkpoint(0)
+    before = store.read_group(path, "probe")
+    r = _cli("probe", path, "--trust-code", "--curvature", "hessian,ggn", "--no-geometry", "-q")
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+    assert "output_loss" in r.output
+    assert store.read_group(path, "probe") == before  # refused before any work
+    r = _cli("probe", path, "--trust-code", "--no-geometry", *SMALL_CLI)  # the Hessian can
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("value", ["gnn", ",", "hessian,fisherman", "Hessian"])
+def test_an_unknown_curvature_is_refused_by_name(trained_runs, tmp_path, value):
+    r = _cli("probe", trained_runs["single"], "--curvature", value)
+    assert r.exit_code == 2 and "--curvature" in r.output, r.output
+    assert r.output.count("\n") == 1
+
+
+def test_the_cli_knows_the_schema_s_curvatures():
+    from landscape.cli import CURVATURE_NAMES
+
+    assert CURVATURE_NAMES == schema.CURVATURES

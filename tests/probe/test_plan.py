@@ -282,3 +282,26 @@ def test_the_probe_leaves_out_the_exact_spectrum_the_plan_puts_over_budget(small
     monkeypatch.setattr(plan_module, "EXACT_AUTO_SECONDS", 1e6)  # everything fits
     probe(path, ProbeSettings(steps="last", hessian=auto))
     assert "exact" in Run.open(path).hessian(-1)
+
+
+def test_each_asked_curvature_is_counted_on_its_own():
+    costs = _costs(2000)
+    one = {p.name: p for p in plan_parts(costs, HS, dense=True)}
+    three = {p.name: p for p in plan_parts(costs, HS, dense=True,
+                                           curvatures=("hessian", "ggn", "fisher"))}
+    assert set(one) == {n for n in three if n.startswith("hessian/")}
+    for name, part in one.items():
+        for c in ("ggn", "fisher"):
+            twin = three[name.replace("hessian/", f"{c}/")]
+            assert (twin.hvps, twin.peak_bytes) == (part.hvps, part.peak_bytes)
+    assert sum(p.hvps for p in three.values()) == 3 * sum(p.hvps for p in one.values())
+
+
+def test_cli_plan_names_the_ggn_parts(trained_runs, tmp_path):
+    path = _copy(trained_runs["single"], tmp_path)
+    res = _invoke("probe", path, "--plan", "--steps", "last", "--no-geometry",
+                  "--curvature", "hessian,ggn")
+    assert res.exit_code == 0, res.output
+    assert "hessian/top" in res.output and "ggn/top" in res.output
+    assert "fisher/top" not in res.output
+    assert not Run.open(path).probed_steps

@@ -14,6 +14,8 @@ STEP = 7
 def _value(f: dataclasses.Field, rng: np.random.Generator, i: int):
     """A value for field ``f`` of the type it declares, different for every field."""
     kind, declared = f.metadata.get("as"), str(f.type)
+    if f.name == "curvature":  # names its group: the Hessian's here (the others below)
+        return schema.HESSIAN
     if kind == "nested":
         return _sample(f.metadata["cls"], rng)
     if kind == "table":
@@ -81,6 +83,25 @@ def test_the_stored_layout_is_plain_datasets_and_attributes(run_file):
     schema.write(run_file, blocks, STEP)
     g = store.read_group(run_file, "probe/step_7/hessian/blocks")
     assert g["groups"]["attrs"]["keys"] == ["b", "a"]  # a table keeps its order
+
+
+@pytest.mark.parametrize("curvature", ["ggn", "fisher"])
+def test_a_part_of_another_curvature_is_stored_in_its_own_group(run_file, curvature):
+    top = dataclasses.replace(_sample(schema.Top, np.random.default_rng(0)), curvature=curvature)
+    schema.write(run_file, top, STEP)
+    assert store.read_group(run_file, f"probe/step_7/{curvature}/top") is not None
+    assert schema.read(run_file, schema.Top, STEP) is None  # not the Hessian's
+    with pytest.raises(NotProbed, match="--hessian"):
+        schema.require(run_file, schema.Top, STEP)
+    _assert_same(top, schema.read(run_file, schema.Top, STEP, curvature), curvature)
+    other = "fisher" if curvature == "ggn" else "ggn"
+    with pytest.raises(NotProbed, match=f"--curvature {other}"):
+        schema.require(run_file, schema.Top, STEP, other)
+
+
+def test_an_unknown_curvature_is_refused_by_name(run_file):
+    with pytest.raises(schema.LandscapeError, match="unknown curvature 'gnn'.*hessian, ggn"):
+        schema.read(run_file, schema.Top, STEP, "gnn")
 
 
 def test_a_field_left_none_is_not_stored_and_comes_back_none(run_file):
