@@ -5,7 +5,7 @@ takes them) and its loss as a function of the parameters (``functional_call`` in
 mode): an MLP on random features, a small CNN with BatchNorm on random images, our
 Looped-Attn (:class:`landscape.train.model.LoopedTransformer`, 3 loops) on random tokens
 and, where ``transformers`` is installed, a tiny HuggingFace ``LlamaForCausalLM``. For
-each, :func:`landscape.probe.plan.measure_costs` and :func:`~landscape.probe.plan.plan_parts`
+each, :func:`landscape.probe.costs.measure_costs` and :func:`~landscape.probe.costs.plan_parts`
 give the estimate of the default probe's Hessian parts (top-10/bottom-5 Lanczos, Hutch++,
 SLQ, the exact spectrum where ``--exact auto`` would take it), then the same parts of
 :mod:`landscape.probe.parts` run on a fresh operator and are timed (``hessian/top``
@@ -26,8 +26,8 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.probe import parts
+from landscape.probe.costs import exact_auto, measure_costs, plan_parts
 from landscape.probe.parts import HessianSettings
-from landscape.probe.plan import exact_auto, measure_costs, plan_parts
 
 
 def _loss_of(model: nn.Module, batch, loss):

@@ -18,6 +18,7 @@ import numpy as np
 
 from landscape import __version__
 from landscape.errors import LandscapeError
+from landscape.probe.settings import EXACT_OPTIONS, GeometrySettings, HessianSettings, ProbeSettings
 from landscape.train.archs import ALL
 from landscape.train.recipe import (
     COUNT_MAX,
@@ -29,6 +30,9 @@ from landscape.train.recipe import (
     parse_override,
     with_arch,
 )
+
+_PROBE, _HS, _GS = ProbeSettings(), HessianSettings(), GeometrySettings()
+"""The probe's defaults, read from its settings (the one source) for the flags below."""
 
 
 def printable(text: object) -> str:
@@ -282,35 +286,40 @@ def _main_rank() -> bool:
 
 @main.command()
 @click.argument("run_file", type=click.Path(path_type=Path))
-@click.option("--steps", default="spaced:6", show_default=True, callback=_check_steps,
+@click.option("--steps", default=_PROBE.steps, show_default=True, callback=_check_steps,
               help="Checkpoints: all, last, spaced:K (K evenly spaced, plus a SHIFT switch) "
                    "or N,M,... (optimiser steps).")
 @click.option("--hessian/--no-hessian", default=True, show_default=True,
               help="Hessian spectra: top/bottom-k, trace, SLQ density, exact where small.")
-@click.option("--curvature", "curvatures", default="hessian", show_default=True,
+@click.option("--curvature", "curvatures", default=",".join(_PROBE.curvatures), show_default=True,
               callback=_check_curvatures, metavar="hessian|ggn|fisher[,...]",
               help="Which curvature matrices the spectra parts measure, comma-separated: "
                    "the Hessian, the generalised Gauss-Newton matrix, the empirical Fisher "
                    "(read back with run.curvature(step, 'ggn')).")
-@click.option("--valley-curvature", type=click.Choice(CURVATURE_NAMES), default="hessian",
-              show_default=True,
+@click.option("--valley-curvature", type=click.Choice(CURVATURE_NAMES),
+              default=_PROBE.valley_curvature, show_default=True,
               help="Whose top eigenvectors the river/valley split and the slices use.")
 @click.option("--geometry/--no-geometry", default=True, show_default=True,
               help="River/valley split, valley widths, river direction, 2-D slices, and "
                    "run-level river progress, PCA plane, loop curve, SHIFT switch.")
-@click.option("--k", "k_top", type=click.IntRange(1, COUNT_MAX), default=10, show_default=True,
+@click.option("--k", "k_top", type=click.IntRange(1, COUNT_MAX), default=_HS.k_top,
+              show_default=True,
               help="Top eigenvalues (with eigenvectors).")
-@click.option("--k-bottom", type=click.IntRange(0, COUNT_MAX), default=5, show_default=True,
+@click.option("--k-bottom", type=click.IntRange(0, COUNT_MAX), default=_HS.k_bottom,
+              show_default=True,
               help="Bottom eigenvalues (negative curvature).")
-@click.option("--slq-runs", type=click.IntRange(1, COUNT_MAX), default=10, show_default=True)
-@click.option("--slq-steps", type=click.IntRange(2, COUNT_MAX), default=90, show_default=True)
-@click.option("--trace-hvps", type=click.IntRange(2, COUNT_MAX), default=60, show_default=True,
+@click.option("--slq-runs", type=click.IntRange(1, COUNT_MAX), default=_HS.slq_runs,
+              show_default=True)
+@click.option("--slq-steps", type=click.IntRange(2, COUNT_MAX), default=_HS.slq_steps,
+              show_default=True)
+@click.option("--trace-hvps", type=click.IntRange(2, COUNT_MAX), default=_HS.trace_hvps,
+              show_default=True,
               help="Hutch++ products beyond the deflated top-k.")
-@click.option("--exact", type=click.Choice(["auto", "always", "never"]), default="auto",
+@click.option("--exact", type=click.Choice(EXACT_OPTIONS), default=_HS.exact,
               show_default=True, help="Full spectrum (dense Hessian, P HVPs); auto: where P "
                                       "<= --exact-max-params and the plan (--plan) puts it "
                                       "under a minute per checkpoint.")
-@click.option("--exact-max-params", type=click.IntRange(1, COUNT_MAX), default=3000,
+@click.option("--exact-max-params", type=click.IntRange(1, COUNT_MAX), default=_HS.exact_max_params,
               show_default=True)
 @click.option("--blocks", "blocks", multiple=True, is_flag=False, flag_value="layers",
               metavar="[PATTERN]",
@@ -318,20 +327,20 @@ def _main_rank() -> bool:
                    "numbered layer such as transformer.h.3, else the module owning the "
                    "parameter). With a value (repeatable): one block per fnmatch pattern of "
                    "parameter names, e.g. --blocks 'transformer.h.0.attn.*'.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=_HS.dtype,
               show_default=True)
-@click.option("--backend", type=click.Choice(["landscape", "pyhessian"]), default="landscape",
+@click.option("--backend", type=click.Choice(["landscape", "pyhessian"]), default=_HS.backend,
               show_default=True, help="pyhessian: also store PyHessian 0.1's numbers.")
-@click.option("--grid", type=click.IntRange(3, GRID_MAX), default=21, show_default=True,
+@click.option("--grid", type=click.IntRange(3, GRID_MAX), default=_GS.grid, show_default=True,
               help=f"Points per axis of 2-D slices (odd, at most {GRID_MAX}).")
-@click.option("--delta", type=Finite(min=0, min_open=True), default=0.02, show_default=True,
+@click.option("--delta", type=Finite(min=0, min_open=True), default=_GS.delta, show_default=True,
               help="Loss rise (nats) at which valley widths are read.")
-@click.option("--shared-plane", default="", metavar="init|REF.h5[:STEP]",
+@click.option("--shared-plane", default=_GS.shared_plane, metavar="init|REF.h5[:STEP]",
               help="Also slice a random plane normalised against a reference checkpoint, "
                    "the same for every run probed with it: init (the run's own first "
                    "checkpoint: runs from one initialisation share it) or another run "
                    "file's checkpoint (default its first).")
-@click.option("--device", type=Device(), default="cpu", show_default=True,
+@click.option("--device", type=Device(), default=_PROBE.device, show_default=True,
               help="cpu, cuda or cuda:N: where the model, the products and the grids live.")
 @click.option("--threads", type=click.IntRange(0, THREADS_MAX), default=0,
               help="torch CPU threads (0: torch's default).")
@@ -367,7 +376,6 @@ def probe(run_file, steps, hessian, curvatures, valley_curvature, geometry, k_to
     """
     import torch
 
-    from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings
     from landscape.probe import plan as probe_plan
     from landscape.probe import probe as run_probe
 
@@ -422,7 +430,7 @@ def probe_bar_text(ev, width: int = 20) -> str:
         ev: a :class:`landscape.probe.driver.ProbeProgress`.
         width: characters of the bar.
     """
-    from landscape.probe.plan import human_seconds
+    from landscape.probe.costs import human_seconds
 
     filled = min(width, max(0, round(ev.fraction * width)))
     return (f"checkpoint {ev.checkpoint}/{ev.checkpoints} (step {ev.step}) "

@@ -297,3 +297,19 @@ def test_probe_bar_is_drawn_only_on_a_terminal_and_never_under_quiet(tmp_path, m
     assert "% top, about" in shown.output and "left" in shown.output
     quiet = invoke(*args, "-q")
     assert quiet.exit_code == 0 and "checkpoint 1/1" not in quiet.output
+
+
+def test_the_probe_flags_take_their_defaults_from_the_settings():
+    """One source: a default changed in landscape.probe.settings changes the flag's."""
+    from landscape.probe.settings import GeometrySettings, HessianSettings, ProbeSettings
+
+    flags = {p.name: p.default for p in main.commands["probe"].params}
+    hs, gs, ps = HessianSettings(), GeometrySettings(), ProbeSettings()
+    for name in ("k_top", "k_bottom", "slq_runs", "slq_steps", "trace_hvps", "exact",
+                 "exact_max_params", "dtype", "backend"):
+        assert flags[name] == getattr(hs, name), name
+    for name in ("grid", "delta", "shared_plane"):
+        assert flags[name] == getattr(gs, name), name
+    assert (flags["steps"], flags["device"], flags["valley_curvature"]) == (
+        ps.steps, ps.device, ps.valley_curvature)
+    assert flags["curvatures"] == ",".join(ps.curvatures)

@@ -74,8 +74,7 @@ from landscape.errors import LandscapeError
 from landscape.geometry.directions import Plane, shared_plane
 from landscape.geometry.slices import loss_grid
 from landscape.probe import parts
-from landscape.probe.parts import GeometrySettings, HessianSettings
-from landscape.probe.plan import (
+from landscape.probe.costs import (
     MEMORY_FLAG,
     PartPlan,
     UnitCosts,
@@ -87,6 +86,7 @@ from landscape.probe.plan import (
     measure_costs,
     plan_parts,
 )
+from landscape.probe.settings import GeometrySettings, HessianSettings, ProbeSettings
 from landscape.runfile import schema as sc
 from landscape.runfile import store
 from landscape.runs.run import Run
@@ -123,20 +123,6 @@ class ProbeProgress:
 
 
 Progress = Callable[[ProbeProgress], None]
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """A whole probe call."""
-
-    steps: str = "spaced:6"  # "all", "last", "spaced:K" or "N,M,..." (optimiser steps)
-    hessian: HessianSettings | None = field(default_factory=HessianSettings)
-    geometry: GeometrySettings | None = None
-    force: bool = False  # recompute parts already stored
-    device: str = "cpu"  # where products and grids are computed ("cuda" on a GPU)
-    ignore_memory: bool = False  # run parts whose estimated peak memory exceeds the device's
-    curvatures: tuple[str, ...] = ("hessian",)  # whose curvature parts: hessian, ggn, fisher
-    valley_curvature: str = "hessian"  # whose top eigenvectors the valley split and slices use
 
 
 def parse_steps(spec: str) -> str | int | list[int]:
@@ -657,7 +643,7 @@ class Driver:
         return steps
 
     def plan(self, steps: list[int]) -> tuple[UnitCosts, list[PartPlan]]:
-        """The estimated cost of each part of one checkpoint (:mod:`landscape.probe.plan`).
+        """The estimated cost of each part of one checkpoint (:mod:`landscape.probe.costs`).
 
         Measured at the first of ``steps`` on this probe's device and dtype: one loss, one
         gradient, one create-graph gradient and three Hessian-vector products.
@@ -676,7 +662,7 @@ class Driver:
                                  curvatures=self.settings.curvatures)
 
     def costs(self, steps: list[int]) -> UnitCosts:
-        """The unit costs (:mod:`landscape.probe.plan`), measured once at the first of ``steps``."""
+        """The unit costs (:mod:`landscape.probe.costs`), measured once at ``steps[0]``."""
         if self._costs is None:
             hs = self.settings.hessian
             dtype = hs.torch_dtype if hs is not None else torch.float32
@@ -689,7 +675,7 @@ class Driver:
         """Whether the exact spectrum is computed, and why (decided once per call).
 
         ``--exact auto``: only where ``P <= --exact-max-params`` and the plan puts it under
-        :data:`~landscape.probe.plan.EXACT_AUTO_SECONDS` per checkpoint; under torchrun,
+        :data:`~landscape.probe.costs.EXACT_AUTO_SECONDS` per checkpoint; under torchrun,
         as rank 0 decides.
         """
         if self._exact is None:
@@ -938,7 +924,7 @@ def probe(path: str | Path, settings: ProbeSettings | None = None,
     """Probe a run file's checkpoints (see the module docstring). Returns the steps probed.
 
     ``report`` gets a line per finished part; ``progress`` a :class:`ProbeProgress` as each
-    part starts, with the time left from the plan (:mod:`landscape.probe.plan`).
+    part starts, with the time left from the plan (:mod:`landscape.probe.costs`).
 
     Holds the run file's writer lock for the whole call, so a run still being trained (or
     probed by another process) is refused with a message naming the writer. A run of your
@@ -958,7 +944,7 @@ def plan(path: str | Path, settings: ProbeSettings | None = None,
     """What :func:`probe` would cost, as lines of text, before any work (``--plan``).
 
     Reads the run file only (no lock, nothing written). Measures the units of
-    :mod:`landscape.probe.plan` at the first selected checkpoint and lists each part's estimated
+    :mod:`landscape.probe.costs` at the first selected checkpoint and lists each part's estimated
     HVPs, forwards, time and peak memory, the totals for the selected checkpoints, and the
     parts that would be refused for memory.
     """

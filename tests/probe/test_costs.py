@@ -11,7 +11,7 @@ from helpers import tiny_recipe
 
 from landscape.errors import LandscapeError
 from landscape.probe import HessianSettings, ProbeSettings, probe
-from landscape.probe.plan import (
+from landscape.probe.costs import (
     GRID_CELL_BYTES,
     MEMORY_FLAG,
     UnitCosts,
@@ -187,7 +187,7 @@ def test_plan_counts_restarts_and_a_basis_held_in_a_file():
     """A capped basis costs RESTART_MARGIN more steps; one above 256 MiB goes to a file on
     the CPU, where the plan counts a few vectors, not the basis; Hutch++ goes one probe at
     a time when vectors are large."""
-    from landscape.probe.plan import RESTART_MARGIN, lanczos_steps
+    from landscape.probe.costs import RESTART_MARGIN, lanczos_steps
 
     hs = dataclasses.replace(HS, k_top=5, k_bottom=0, max_steps=300)
     assert lanczos_steps(5, 0, 300, 10**6) == 40
@@ -270,7 +270,7 @@ def test_the_probe_leaves_out_the_exact_spectrum_the_plan_puts_over_budget(small
 
     from landscape.probe.driver import plan as plan_lines
 
-    plan_module = importlib.import_module("landscape.probe.plan")  # the module, not probe.plan()
+    plan_module = importlib.import_module("landscape.probe.costs")  # the module
 
     auto = dataclasses.replace(HS, exact="auto")
     path = _copy(small_run, tmp_path)
