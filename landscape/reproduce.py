@@ -284,7 +284,8 @@ def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
                 result.trained.append(job.name)
     runs = [Run.open(p) for p in result.runs]
     say("figures")
-    result.figures = figures.render(runs, ["all"], out / "figures", formats=("pdf", "png"),
+    result.figures = figures.render(runs, figures.PAPER_FIGURES, out / "figures",
+                                    formats=("pdf", "png"),
                                     report=lambda msg: say(f"  {msg}"))
     result.claims = claims_mod.judge_all(runs)
     result.seconds = time.perf_counter() - t0

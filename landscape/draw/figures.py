@@ -351,6 +351,9 @@ PARTS_OF: dict[str, tuple[tuple[str, ...], ...]] = {
 }  # fmt: skip
 """The stored parts a figure draws: every tuple needs one of its parts in some run."""
 
+PAPER_FIGURES = tuple(n for n in FIGURES if n != "blocks")
+"""The figures a reproduction draws (its probes compute no per-block spectra)."""
+
 OWN_FIGURES = ("spectra", "valley", "slices", "sharpness", "blocks")
 """The figures a run of your own model can support (the others need the paper's runs)."""
 
