@@ -158,6 +158,25 @@ def trace_products(op, which: str) -> None:
     op._matvec, op._matmat = traced_matvec, traced_matmat
 
 
+def phase_trace(out: Path, products: int) -> dict:
+    """The Hutch++ trace of the Hessian on its own (sketched, nothing deflated)."""
+    from landscape.curvature.hessian import HessianOperator
+    from landscape.curvature.spectral import hutchpp
+    from landscape.runs.run import Run
+
+    run = Run.open(out / "run.h5")
+    op = HessianOperator(run.loss_fn(), run.params(-1))
+    trace_products(op, "trace")
+    t0 = time.perf_counter()
+    tr = hutchpp(op, products)
+    res = {"trace": float(tr.estimate), "trace_stderr": float(tr.stderr),
+           "trace_s": time.perf_counter() - t0, "trace_products": tr.n_matvec,
+           "rank": tr.rank, "probes": tr.n_probes}
+    say(f"trace: Hutch++ {tr.estimate:.4g} +- {tr.stderr:.2g} in {res['trace_s']:.0f} s, "
+        f"{tr.n_matvec} products, peak {peak_rss_gib():.2f} GiB")
+    return res
+
+
 def run_phase(args, phase: str) -> dict:
     """Run one phase in a fresh process; its JSON result with its own peak memory."""
     cmd = [sys.executable, __file__, "--phase", phase, "--out", str(args.out), "--steps",
@@ -206,13 +225,17 @@ def main() -> None:
                          "is capped at 20 vectors in a temporary file, the probe's default; "
                          "at 20 or fewer every vector stays in memory")
     ap.add_argument("--trace-hvps", type=int, default=30)
-    ap.add_argument("--phase", choices=("record", "step", "hessian", "ggn"))
+    ap.add_argument("--phase", choices=("record", "step", "hessian", "ggn", "trace"),
+                    help="one phase alone (trace: the Hessian's Hutch++ trace without the "
+                         "Lanczos vectors, --trace-hvps products)")
     args = ap.parse_args()
     if args.phase is not None:
         if args.phase == "record":
             res = phase_record(args.out, args.steps)
         elif args.phase == "step":
             res = phase_step(args.out)
+        elif args.phase == "trace":
+            res = phase_trace(args.out, args.trace_hvps)
         else:
             res = phase_curvature(args.out, args.phase, args.max_steps, args.trace_hvps)
         res["peak_gib"] = peak_rss_gib()
