@@ -50,11 +50,12 @@ SPILL_BYTES = 256 * 2**20
 
 
 def choose_storage(storage: str, capacity: int | None, dim: int, dtype: torch.dtype,
-                   device: torch.device) -> str:
+                   device: torch.device, rows: int | None = None) -> str:
     """``"memory"`` or ``"file"`` for a basis of at most ``capacity`` rows of ``dim`` entries.
 
-    ``"auto"`` writes to a file only a capped basis (``capacity`` not None) larger than
-    :data:`SPILL_BYTES` of an operator on the CPU: there the file's pages are the page
+    ``"auto"`` writes to a file only a basis whose rows are bounded (a cap ``capacity``, or
+    ``rows``, the most an uncapped run can take: its steps) and larger than
+    :data:`SPILL_BYTES`, of an operator on the CPU: there the file's pages are the page
     cache, which costs a copy per row read (cheap beside a Hessian-vector product of such
     a model). On a GPU the rows would cross the bus at every step, so ``"auto"`` keeps them
     in device memory; ``"file"`` there is allowed, and slow.
@@ -67,8 +68,9 @@ def choose_storage(storage: str, capacity: int | None, dim: int, dtype: torch.dt
                              "or 'file'")
     if storage != "auto":
         return storage
-    size = (capacity or 0) * dim * torch.empty(0, dtype=dtype).element_size()
-    big = capacity is not None and size > SPILL_BYTES
+    bound = capacity if capacity is not None else rows
+    item = torch.empty(0, dtype=dtype).element_size()
+    big = bound is not None and bound * dim * item > SPILL_BYTES
     return "file" if big and torch.device(device).type == "cpu" else "memory"
 
 
@@ -302,11 +304,15 @@ class FileBasis:
 
 
 def make_basis(storage: str, dim: int, dtype: torch.dtype, device: torch.device,
-               capacity: int | None, directory: str | None = None):
-    """A :class:`MemoryBasis` or :class:`FileBasis` for :func:`choose_storage`'s answer."""
-    kind = choose_storage(storage, capacity, dim, dtype, device)
+               capacity: int | None, directory: str | None = None, rows: int | None = None):
+    """A :class:`MemoryBasis` or :class:`FileBasis` for :func:`choose_storage`'s answer.
+
+    ``rows``: the most rows an uncapped basis can take (its file is sized by it).
+    """
+    kind = choose_storage(storage, capacity, dim, dtype, device, rows)
     if kind == "file":
-        return FileBasis(dim, dtype, device, capacity, directory)
+        return FileBasis(dim, dtype, device, capacity if capacity is not None else rows,
+                         directory)
     return MemoryBasis(dim, dtype, device, capacity)
 
 

@@ -209,7 +209,7 @@ class _Krylov:
 
     def __init__(self, op, v0: torch.Tensor, gen: torch.Generator,
                  capacity: int | None = None, storage: str = "auto",
-                 directory: str | None = None):
+                 directory: str | None = None, rows: int | None = None):
         self.op, self.gen = op, gen
         self.m, self.alpha, self.off = 0, [], []
         self.n_steps = 0  # steps (products) over all cycles; equals m without a restart
@@ -224,7 +224,7 @@ class _Krylov:
         self._first = v0.to(op.device, op.dtype) / nrm
         # the rows Q (landscape.curvature.krylov_basis): in memory, or streamed from a temporary
         # file
-        self.basis = make_basis(storage, op.dim, op.dtype, op.device, capacity, directory)
+        self.basis = make_basis(storage, op.dim, op.dtype, op.device, capacity, directory, rows)
 
     @property
     def restarts(self) -> int:
@@ -566,7 +566,7 @@ def lanczos(
     cap = basis_cap(op, k_top, k_bottom, max_steps, max_basis)
     gen = _generator(seed)
     kry = _Krylov(op, _start_vector(op, v0, warm, warm_noise, gen), gen, capacity=cap,
-                  storage=basis_storage, directory=basis_dir)
+                  storage=basis_storage, directory=basis_dir, rows=max_steps + 1)
     try:
         start = getattr(op, "n_matvec", 0)
         while True:

@@ -305,12 +305,13 @@ def _krylov_bytes(c: UnitCosts, m: int, cap: int | None = None) -> int:
     """Bytes of a Krylov basis of ``m`` steps, at most ``cap`` vectors, and four more vectors.
 
     ``cap`` None: all ``m``, in blocks (an uncapped Lanczos); SLQ's basis has ``cap = m``.
-    A basis that goes to a file (:func:`landscape.curvature.krylov_basis.choose_storage`) costs one
-    row read at a time.
+    A basis that goes to a file (:func:`landscape.curvature.krylov_basis.choose_storage`,
+    also an uncapped one whose ``m + 1`` rows are too many) costs one row read at a time.
     """
     from landscape.curvature.krylov_basis import BASIS_BLOCK, choose_storage
 
-    if choose_storage("auto", cap, c.params, _dtype(c), torch.device(c.device)) == "file":
+    if choose_storage("auto", cap, c.params, _dtype(c), torch.device(c.device),
+                      rows=m + 1) == "file":
         return 5 * c.params * c.itemsize
     blocks = math.ceil(m / BASIS_BLOCK) * BASIS_BLOCK
     if cap is not None:

@@ -673,6 +673,21 @@ def test_slq_streams_a_large_basis_from_a_file(monkeypatch):
     np.testing.assert_allclose(disk.weights, mem.weights, rtol=1e-7, atol=1e-12)
 
 
+def test_an_uncapped_lanczos_too_large_for_memory_streams_its_basis_from_a_file(monkeypatch):
+    """A few steps of a huge model need no cap, yet their rows outgrow memory (GPT-2-small:
+    21 rows of 0.5 GB): the basis goes to a file sized by the steps, with the same result."""
+    import landscape.curvature.krylov_basis as lb
+
+    lam = spread_spectrum(p=300)
+    a, _ = sym(lam)
+    mem = lanczos(DenseOperator(a), k_top=3, max_steps=30, tol=1e-10)
+    assert mem.max_basis is None and mem.basis_storage == "memory"  # no cap applies
+    monkeypatch.setattr(lb, "SPILL_BYTES", 1000)
+    disk = lanczos(DenseOperator(a), k_top=3, max_steps=30, tol=1e-10)
+    assert disk.max_basis is None and disk.basis_storage == "file"
+    np.testing.assert_allclose(disk.top_values, mem.top_values, rtol=1e-10)
+
+
 def test_lanczos_refuses_a_bad_basis_storage_and_closes_its_file(tmp_path):
     import os
 
