@@ -48,7 +48,7 @@ from landscape.geometry import uv_measures as uv
 from landscape.geometry.hopping import Hopping, summarise
 from landscape.geometry.phases import phase_rule, spectral_stats
 from landscape.geometry.simulator import compare as compare_sim
-from landscape.runfile.schema import NotProbed, StaleError
+from landscape.runfile.schema import NotProbed
 from landscape.runs.run import Run
 from landscape.train.archs import LOOPED, SINGLE
 
@@ -536,9 +536,7 @@ def _width_ratios(runs: dict[str, list[Run]]) -> dict[str, float]:
     for arch, rs in runs.items():
         try:
             w = series.width_series(rs[0])
-        except StaleError:
-            raise  # a damaged part is reported, never taken for one not probed
-        except LandscapeError:  # series says "not probed" with a plain LandscapeError
+        except NotProbed:  # a damaged part (StaleError) is reported, not skipped
             continue
         out[arch] = float(w.width[-1][0] / w.quadratic[-1][0])
     return out
@@ -610,9 +608,7 @@ def judge_theory(groups: Grouped) -> Claim:
     try:
         trained = {"single": [_hopping_summary(s, None) for s, _ in pairs],
                    "looped": [_hopping_summary(lo, s) for s, lo in pairs]}
-    except StaleError:
-        raise  # a damaged part is reported, never taken for one not probed
-    except LandscapeError as e:  # series says "not probed" with a plain LandscapeError
+    except NotProbed as e:  # a damaged part (StaleError) is reported, not skipped
         details["missing"] = str(e)
         return Claim("4", title, measured, f"trained runs not measured ({e}); {sim_text}",
                      rule, INCONCLUSIVE, details)

@@ -28,6 +28,7 @@ from landscape.errors import LandscapeError
 from landscape.geometry.phases import Phases, density_entropy, matrix_entropy, phase_rule
 from landscape.geometry.slices import basin_share as _basin_share
 from landscape.runfile import schema
+from landscape.runfile.schema import NotProbed
 from landscape.runs.run import Run
 
 
@@ -292,7 +293,7 @@ def spectrum_checkpoints(run: Run) -> list[SpectrumCheckpoint]:
             out.append(SpectrumCheckpoint.of(epoch_of(run, step), step, nodes=slq.nodes,
                                              weights=slq.weights, dim=run.layout.size))
     if not out:
-        raise LandscapeError(f"{run.path} has no Hessian spectra; run `landscape probe "
+        raise NotProbed(f"{run.path} has no Hessian spectra; run `landscape probe "
                              f"{run.path} --hessian`")
     return out
 
@@ -489,7 +490,7 @@ def valley_series(run: Run) -> ValleySeries:
                   ("kappa", "river_dim", "valley_dim", "small_count", "small_force")]
         rows.append((epoch_of(run, step), step, *values, v.label))
     if not rows:
-        raise LandscapeError(f"{run.path} has no valley split; run `landscape probe "
+        raise NotProbed(f"{run.path} has no valley split; run `landscape probe "
                              f"{run.path} --geometry`")
     cols = list(zip(*rows))
     return ValleySeries(*(np.asarray(c, dtype=float) for c in cols[:-1]),
@@ -525,7 +526,7 @@ def width_series(run: Run) -> WidthSeries:
     """Valley widths (``[n, k]``) and their quadratic predictions against river progress."""
     rp = run.part("river_progress")
     if rp is None:
-        raise LandscapeError(f"{run.path} has no river progress; run `landscape probe "
+        raise NotProbed(f"{run.path} has no river progress; run `landscape probe "
                              f"{run.path} --geometry` on at least two checkpoints")
     all_steps, progress = rp.steps, rp.progress
     rows = []
@@ -535,7 +536,7 @@ def width_series(run: Run) -> WidthSeries:
         if w is not None and where.size:
             rows.append((epoch_of(run, step), progress[where[0]], w.width, w.quadratic))
     if not rows:
-        raise LandscapeError(f"{run.path} has no valley widths; run `landscape probe --geometry`")
+        raise NotProbed(f"{run.path} has no valley widths; run `landscape probe --geometry`")
     k = min(len(r[2]) for r in rows)
     return WidthSeries(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
                        np.stack([r[2][:k] for r in rows]), np.stack([r[3][:k] for r in rows]))
@@ -590,7 +591,7 @@ def sharpness_series(run: Run) -> SharpnessSeries:
                      s.adam_threshold])
         last = s
     if not rows:
-        raise LandscapeError(f"{run.path} has no sharpness; run `landscape probe --hessian`")
+        raise NotProbed(f"{run.path} has no sharpness; run `landscape probe --hessian`")
     return SharpnessSeries(*np.array(rows).T, optimizer=last.optimizer, edge_on=last.edge_on,
                            edge_unknown=last.edge_unknown)
 
@@ -642,7 +643,7 @@ def block_series(run: Run) -> BlockSeries:
     found = [(step, run.part("blocks", step)) for step in run.probed_steps]
     found = [(step, b) for step, b in found if b is not None and b.groups]
     if not found:
-        raise LandscapeError(f"{run.path} has no per-block spectra; run `landscape probe "
+        raise NotProbed(f"{run.path} has no per-block spectra; run `landscape probe "
                              f"{run.path} --blocks`")
     names: dict[str, int] = {}
     for _, b in found:
@@ -672,7 +673,7 @@ def part(run: Run, name: str, step: int | None = -1, *, required: bool = True):
         kind = schema.part_class(name).KIND
         where = "" if kind == schema.RUN else f" at step {run.step_at(step)}"
         flag = "--hessian" if kind == schema.HESSIAN else "--geometry"
-        raise LandscapeError(f"{run.path} has no {name!r} probe part{where}; run `landscape "
+        raise NotProbed(f"{run.path} has no {name!r} probe part{where}; run `landscape "
                              f"probe {run.path} {flag}`")
     return found
 
@@ -1079,7 +1080,7 @@ def hopping_series(run: Run, max_k: int | None = None) -> HoppingSeries:
         for k in ("hop_fraction", "valley_norm", "river_norm", "river_gain", "river_speed"):
             out[k].append(float(getattr(h, k)[0]))
     if not out["steps"]:
-        raise LandscapeError(f"{run.path} has no probed checkpoint with a step in and out "
+        raise NotProbed(f"{run.path} has no probed checkpoint with a step in and out "
                              "and its top eigenvectors; run `landscape probe` on interior "
                              "checkpoints")
     return HoppingSeries(**{k: np.asarray(v) for k, v in out.items()},
