@@ -402,15 +402,8 @@ class Run:
         after the final loop), or ``loops`` if given. Usable with ``torch.func.grad``,
         ``jacfwd`` and the probes. For a custom run: its recorded loss on the probe set.
         """
-        model = self.model(step, loops=loops, device=device)
-        if self.custom:
-            if split != "probe":
-                self._custom_split(split)  # raises
-            return custom.make_custom_loss_fn(
-                model, self.spec["loss"], self.attrs.get("probe_form", "pair"),
-                self.probe_set(), trust_code=self.trust_code, device=device, where=self.path)
-        s = self.split(split)
-        return make_loss_fn(model, Split(s.inputs.to(device), s.targets.to(device)))
+        return self._on_split(custom.make_custom_loss_fn, make_loss_fn, split, step, loops,
+                              device)
 
     def split_objective(self, split: str = "probe", step: int | None = -1,
                         loops: int | None = None, device: str | torch.device = "cpu",
@@ -430,15 +423,25 @@ class Run:
         Raises:
             LandscapeError: a custom loss that does not declare its output.
         """
+        return self._on_split(custom.make_split_objective, make_split_objective, split, step,
+                              loops, device)
+
+    def _on_split(self, own_builder, our_builder, split: str, step: int | None,
+                  loops: int | None, device: str | torch.device):
+        """A builder's result on checkpoint ``step``'s model and ``split``.
+
+        ``our_builder(model, split)`` for our runs; ``own_builder`` (the recorded loss on the
+        probe set) for a model of your own.
+        """
         model = self.model(step, loops=loops, device=device)
         if self.custom:
             if split != "probe":
                 self._custom_split(split)  # raises
-            return custom.make_split_objective(
+            return own_builder(
                 model, self.spec["loss"], self.attrs.get("probe_form", "pair"),
                 self.probe_set(), trust_code=self.trust_code, device=device, where=self.path)
         s = self.split(split)
-        return make_split_objective(model, Split(s.inputs.to(device), s.targets.to(device)))
+        return our_builder(model, Split(s.inputs.to(device), s.targets.to(device)))
 
     # --- probe results ------------------------------------------------------------------
 
