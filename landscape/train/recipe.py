@@ -73,6 +73,11 @@ class TrainConfig:
     probe_size: int = 256  # training sequences in the fixed probe set used by every probe
     device: str = "cpu"  # "cpu" or "cuda"
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    stop_acc: float = 0.0  # end the run at the first evaluation where stop_split's token
+    #                        accuracy reaches this (after any curriculum); 0: never
+    stop_split: str = "iid"  # the held-out split stop_acc reads
+    monitor_splits: tuple[str, ...] = ()  # if given, only these splits are evaluated every
+    #                      eval_every steps; all of them at checkpoints and at the end (NaN between)
 
     def __post_init__(self):
         _check_finite(self, "train")
@@ -87,6 +92,7 @@ class TrainConfig:
         _check(min(self.steps, self.warmup_steps, self.eval_every, self.checkpoint_every,
                    self.threads) >= 0, "train: step counts and threads must be >= 0")
         _check(self.probe_size >= 1, "train.probe_size must be >= 1")
+        _check(0 <= self.stop_acc <= 1, "train.stop_acc must be in [0, 1] (0: never stop early)")
         _check(max(self.steps, self.epochs, self.warmup_steps, self.eval_every,
                    self.checkpoint_every, self.batch_size, self.probe_size) <= COUNT_MAX,
                f"train: step counts, epochs, batch_size and probe_size must be <= {COUNT_MAX}")

@@ -50,6 +50,7 @@ from landscape.train import distributed
 from landscape.train.model import LoopedTransformer, forward_flops, token_loss
 from landscape.train.recipe import Recipe, stored_recipe
 from landscape.train.tasks import IGNORE, Split, TaskData, generate
+from landscape.train.tasks.algorithmic import online_batch
 
 if TYPE_CHECKING:
     from landscape.train.distributed import Ranks
@@ -123,6 +124,7 @@ class LoopState:
     wall_since: float = 0.0
     tokens_since: int = 0
     shift: ShiftState = field(default_factory=ShiftState)
+    stopped: bool = False  # ended early: train.stop_acc reached (the run is complete)
 
 
 class Trainer:
@@ -168,7 +170,21 @@ class Trainer:
         self.train_sizes = (None if self.data.train.sizes is None
                             else self.data.train.sizes.to(self.device))
         self.evals = {k: s.to(self.device) for k, s in self.data.evals.items()}
+        self._check_split_names()
+        self._metric_keys: list[str] = []
         self._pending: dict[str, list] = {"ckpt": [], "metrics": [], "events": []}
+
+    def _check_split_names(self) -> None:
+        """train.stop_split and train.monitor_splits must name evaluation splits."""
+        tc = self.recipe.train
+        names = [*tc.monitor_splits, *([tc.stop_split] if tc.stop_acc else [])]
+        for name in names:
+            if name not in self.evals:
+                raise LandscapeError(f"train: split {name!r} is not an evaluation split of "
+                                     f"{self.data.name} (splits: {', '.join(self.evals)})")
+        if tc.stop_acc and tc.monitor_splits and tc.stop_split not in tc.monitor_splits:
+            raise LandscapeError(f"train.stop_split={tc.stop_split!r} must be one of "
+                                 f"train.monitor_splits {list(tc.monitor_splits)}")
 
     def _check_shift_split(self) -> None:
         sc = self.recipe.shift
@@ -289,14 +305,14 @@ class Trainer:
     def run(self, progress: Progress | None = None) -> None:
         """Train from the current state to the end of the budget, committing as it goes."""
         st = self.state
-        while st.step < self.total:
+        while st.step < self.total and not st.stopped:
             loss = self._train_step()
             if progress is not None:
                 progress(st.step, self.total, {"loss": loss, "loops": st.loops,
                                                "tok/s": self._throughput()})
             if st.step % self.eval_every == 0 or st.step == self.total:
                 self._record_eval()
-            due = st.step % self.ckpt_every == 0 or st.step == self.total
+            due = st.step % self.ckpt_every == 0 or st.step == self.total or st.stopped
             if due:
                 self._checkpoint()
             if self._shift_due():
@@ -305,25 +321,30 @@ class Trainer:
                 self._switch()
                 due = True
             if due:
-                self._commit(final=st.step == self.total)
+                self._commit(final=st.step == self.total or st.stopped)
 
-    def _next_batch(self) -> torch.Tensor:
+    def _next_batch(self) -> Split:
+        """The step's batch: the next slice of the epoch's order, or (``task.online``) a fresh
+        draw that is a function of the step alone."""
         st, bs = self.state, self.recipe.train.batch_size
+        if getattr(self.recipe.task, "online", False):
+            return online_batch(self.recipe.task, st.step, bs).to(self.device)
         if st.perm is None or st.batch >= self.steps_per_epoch:
             st.perm, st.batch = torch.randperm(len(self.data.train), generator=self.gen), 0
-        idx = st.perm[st.batch * bs : (st.batch + 1) * bs]
+        idx = st.perm[st.batch * bs : (st.batch + 1) * bs].to(self.device)
         st.batch += 1
-        return idx.to(self.device)
+        return Split(self.train_x[idx], self.train_y[idx],
+                     None if self.train_sizes is None else self.train_sizes[idx])
 
     def _train_step(self) -> float:
         st, tc = self.state, self.recipe.train
-        idx = self._next_batch()
+        batch = self._next_batch()
         t0 = time.perf_counter()
         lr = self.recipe.lr_at(st.step, self.total)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        loss, value, n_tok, right = self._batch_loss(idx)
+        loss, value, n_tok, right = self._batch_loss(batch)
         if not math.isfinite(value):
             raise LandscapeError(
                 f"training loss became {value} at step {st.step} (lr {lr:g}); the run "
@@ -337,7 +358,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         st.step += 1
         st.wall += dt
-        st.flops += self._step_flops(idx)
+        st.flops += self._step_flops(batch)
         st.tokens += n_tok
         st.loss_sum += value
         st.gnorm_sum += gnorm
@@ -348,35 +369,34 @@ class Trainer:
         st.scored_since += n_tok
         return value
 
-    def _step_flops(self, idx: torch.Tensor) -> int:
-        """FLOPs of the training step on batch ``idx``: 3 x forward, as the model runs it."""
+    def _step_flops(self, batch: Split) -> int:
+        """FLOPs of the training step on ``batch``: 3 x forward, as the model runs it."""
         cfg = self.recipe.model
-        if cfg.loop_rule == "size" and self.train_sizes is not None:
-            passes = int(cfg.passes(self.train_sizes[idx]).max())
+        if cfg.loop_rule == "size" and batch.sizes is not None:
+            passes = int(cfg.passes(batch.sizes).max())
         else:
             passes = self.state.loops
-        per_seq = forward_flops(cfg, self.data.vocab_size, self.train_x.shape[1], passes)
-        return 3 * len(idx) * per_seq
+        per_seq = forward_flops(cfg, self.data.vocab_size, batch.inputs.shape[1], passes)
+        return 3 * len(batch) * per_seq
 
-    def _batch_loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, float, int, int]:
+    def _batch_loss(self, batch: Split) -> tuple[torch.Tensor, float, int, int]:
         """The loss to differentiate, the token-mean loss, scored tokens and right predictions.
 
         Right predictions: the argmax of the logits before this step's update. With several
         ranks, this rank's contiguous share of the batch, weighted by ``world * share tokens
         / batch tokens`` (DDP averages the gradients over ranks).
         """
-        y = self.train_y[idx]  # every rank counts the batch's tokens (for its share)
+        y = batch.targets  # every rank counts the batch's tokens (for its share)
         n_tok = int((y != IGNORE).sum())
         if self.ranks is None:
-            sizes = None if self.train_sizes is None else self.train_sizes[idx]
-            logits = self.model(self.train_x[idx], sizes=sizes)
+            logits = self.model(batch.inputs, sizes=batch.sizes)
             loss = token_loss(logits, y)
             return loss, loss.item(), n_tok, _right(logits, y)
-        mine_idx = idx[self.ranks.shard(len(idx))]  # only this rank's inputs are gathered
-        xs, ys = self.train_x[mine_idx], self.train_y[mine_idx]
+        part = self.ranks.shard(len(batch))  # only this rank's rows are run
+        xs, ys = batch.inputs[part], batch.targets[part]
         mine = int((ys != IGNORE).sum())
         share = mine / n_tok if n_tok else math.nan
-        sizes = None if self.train_sizes is None else self.train_sizes[mine_idx]
+        sizes = None if batch.sizes is None else batch.sizes[part]
         logits = self.net(xs, sizes=sizes)
         loss = token_loss(logits, ys) if mine else logits.sum() * 0.0
         both = torch.stack([loss.detach().double() * share,
@@ -404,9 +424,20 @@ class Trainer:
                "train_acc": st.right_since / st.scored_since if st.scored_since else float("nan"),
                "grad_norm": st.gnorm_sum / n if n else float("nan"),
                "tokens_per_s": st.tokens_since / st.wall_since if st.wall_since else float("nan")}
-        for name, split in self.evals.items():
-            for key, value in self._evaluate(split).items():
-                row[f"{name}.{key}"] = value
+        tc = self.recipe.train
+        light = bool(tc.monitor_splits) and not (st.step % self.ckpt_every == 0
+                                                 or st.step == self.total)
+        self._evaluate_into(row, tc.monitor_splits if light else self.evals)
+        if tc.stop_acc and self._mastered(row):
+            st.stopped = True
+            self._pending["events"].append(
+                {"kind": "stop", "step": st.step, "split": tc.stop_split,
+                 "acc": row[f"{tc.stop_split}.acc"], "stop_acc": tc.stop_acc})
+            light = False
+            self._evaluate_into(row, self.evals)
+        if light:  # the other splits wait for the next checkpoint (NaN here)
+            self._evaluate_into(row, [k for k in self.evals if k not in tc.monitor_splits],
+                                skip=True)
         self._pending["metrics"].append(row)
         if n:
             st.shift.losses.append(row["train_loss"])
@@ -414,6 +445,27 @@ class Trainer:
             self._update_shift_criterion(row)
         st.loss_sum = st.gnorm_sum = st.wall_since = 0.0
         st.n_since = st.tokens_since = st.right_since = st.scored_since = 0
+
+    def _evaluate_into(self, row: dict, names, skip: bool = False) -> None:
+        """``row[split.metric]`` for the splits ``names`` (NaN for each metric with skip)."""
+        for name in names:
+            if f"{name}.acc" in row:
+                continue
+            if skip:
+                keys = self._metric_keys or list(self._evaluate(self.evals[name]))
+                row.update({f"{name}.{k}": math.nan for k in keys})
+                continue
+            values = self._evaluate(self.evals[name])
+            self._metric_keys = list(values)
+            row.update({f"{name}.{k}": v for k, v in values.items()})
+
+    def _mastered(self, row: dict) -> bool:
+        """train.stop_acc reached on train.stop_split, with the curriculum complete."""
+        task, tc = self.recipe.task, self.recipe.train
+        if getattr(task, "curriculum_steps", 0) and \
+                task.longest_at(self.state.step) < task.train_max_len:
+            return False
+        return row[f"{tc.stop_split}.acc"] >= tc.stop_acc
 
     def _checkpoint(self) -> None:
         if not self.writes:  # only rank 0 records the trajectory

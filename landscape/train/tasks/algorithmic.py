@@ -29,6 +29,11 @@ for these four tasks the answer length is a function of ``n`` alone and no end t
 needed. ``unique_set`` draws symbols uniformly from ``{0, ..., alphabet-1}``; its answer
 length depends on the content, so an EOS token closes it and is scored.
 
+**Online training.** With ``online = true`` the trainer draws a fresh batch at every step
+(:func:`online_batch`) instead of cycling through ``train`` (which then only supplies the
+probe set), so no input is seen twice in practice; ``curriculum_steps`` opens the training
+lengths one by one (:meth:`AlgorithmicConfig.longest_at`), as in Fan et al.
+
 **Tokens.** One vocabulary for all five tasks, so ids mean the same thing everywhere:
 ``PAD=0`` (``.``), ``SEP=1`` (``=``), ``PLUS=2`` (``+``), ``EOS=3`` (``$``), then symbol
 ``s`` is id ``4 + s`` (rendered ``0-9a-z``), bits 0 and 1 being symbols 0 and 1.
@@ -49,14 +54,17 @@ answer token, padding.
 **Splits.** ``train``: ``n_train`` samples. Evaluations, in this order: ``iid``
 (``n_test`` fresh samples from the training length range, drawn independently; for short
 lengths many coincide with training samples, ``info["iid_seen_in_train"]`` says how many,
-so ``iid`` measures in-distribution accuracy, not memorisation), then ``len_<n>`` with
+so ``iid`` measures in-distribution accuracy, not memorisation), with ``online = true``
+then ``val`` (a second held-out split of the training lengths: choose settings on it, judge
+mastery on ``iid``), then ``len_<n>`` with
 ``n_test`` samples for each test length in increasing ``n``. Default test lengths:
 ``train_max_len``, ``ceil(1.5 * train_max_len)``, ``2 * train_max_len``; the longest must
 reach ``2 * train_max_len``. Answers are deterministic, so every evaluation ceiling is
 ``{"acc": 1.0, "loss": 0.0}``.
 
 **Randomness.** Each split has its own stream, ``numpy.random.default_rng([seed, k])``
-(``k = 0`` train, ``1`` iid, ``(2, n)`` for ``len_<n>``): the training data do not change
+(``k = 0`` train, ``1`` iid, ``(2, n)`` for ``len_<n>``, ``(3, step)`` for the online batch
+of a step, ``4`` val): the training data do not change
 when only ``n_test`` or the test lengths change. The streams do not depend on the task
 name, so ``parity``, ``copy`` and ``binary_sum`` with one seed read the same input bits.
 
@@ -105,6 +113,10 @@ class AlgorithmicConfig:
     #                               the whole answer comes from the prompt in one forward pass
     alphabet: int = 8  # unique_set only: number of distinct symbols, 2..36
     seed: int = 0  # seeds every split's random stream
+    online: bool = False  # True: every training step draws a fresh batch (online_batch),
+    #                       and a held-out ``val`` split (model selection) joins ``iid``
+    curriculum_steps: int = 0  # online only: steps over which the longest training input
+    #                            grows from train_min_len to train_max_len (0: at once)
 
     def __post_init__(self):
         if self.name not in TASK_NAMES:
@@ -112,7 +124,8 @@ class AlgorithmicConfig:
                 f"task: name={self.name!r} is not an algorithmic task; use one of "
                 f"{', '.join(TASK_NAMES)}"
             )
-        for key in ("train_min_len", "train_max_len", "n_train", "n_test", "alphabet", "seed"):
+        for key in ("train_min_len", "train_max_len", "n_train", "n_test", "alphabet", "seed",
+                    "curriculum_steps"):
             _check_int(key, getattr(self, key))
         for key in ("train_min_len", "n_train", "n_test"):
             if getattr(self, key) < 1:
@@ -126,6 +139,11 @@ class AlgorithmicConfig:
             raise LandscapeError(f"task: alphabet={self.alphabet} must be in 2..{MAX_ALPHABET}")
         if self.seed < 0:
             raise LandscapeError(f"task: seed={self.seed} must be >= 0")
+        if not isinstance(self.online, bool):
+            raise LandscapeError(f"task: online={self.online!r} must be true or false")
+        if self.curriculum_steps < 0 or (self.curriculum_steps and not self.online):
+            raise LandscapeError(f"task: curriculum_steps={self.curriculum_steps} needs "
+                                 "online = true and must be >= 0")
         self._check_test_lengths()
 
     def _check_test_lengths(self):
@@ -154,6 +172,19 @@ class AlgorithmicConfig:
             return tuple(sorted(self.test_lengths))
         m = self.train_max_len
         return tuple(sorted({m, math.ceil(1.5 * m), 2 * m}))
+
+    def longest_at(self, step: int) -> int:
+        """The longest training input size at optimiser step ``step`` (the curriculum).
+
+        Without a curriculum, ``train_max_len``. With ``curriculum_steps = S`` the range
+        ``[train_min_len, train_max_len]`` (``k`` sizes) opens one size per ``S / k`` steps:
+        ``train_min_len + floor(k * step / S)``, capped at ``train_max_len`` (reached at
+        step ``S (k - 1) / k``).
+        """
+        lo, hi = self.train_min_len, self.train_max_len
+        if not self.curriculum_steps:
+            return hi
+        return min(hi, lo + (hi - lo + 1) * int(step) // self.curriculum_steps)
 
     @property
     def vocab_size(self) -> int:
@@ -285,6 +316,9 @@ def generate(cfg: AlgorithmicConfig) -> TaskData:
     iid_n = rng_iid.integers(lo, hi + 1, size=cfg.n_test)
     train = _split(cfg, rng_train, train_n)
     evals = {"iid": _split(cfg, rng_iid, iid_n)}
+    if cfg.online:  # a second held-out split of the training lengths, for model selection
+        rng_val = np.random.default_rng([cfg.seed, 4])
+        evals["val"] = _split(cfg, rng_val, rng_val.integers(lo, hi + 1, size=cfg.n_test))
     for n in cfg.eval_lengths:
         rng = np.random.default_rng([cfg.seed, 2, n])
         evals[f"len_{n}"] = _split(cfg, rng, np.full(cfg.n_test, n))
@@ -300,6 +334,9 @@ def generate(cfg: AlgorithmicConfig) -> TaskData:
     }
     if cfg.name == "unique_set":
         info["alphabet"] = cfg.alphabet
+    if cfg.online:
+        info["online"] = {"curriculum_steps": cfg.curriculum_steps,
+                          "batches": "numpy.random.default_rng([seed, 3, step])"}
     return TaskData(
         name=cfg.name,
         vocab_size=cfg.vocab_size,
@@ -310,6 +347,19 @@ def generate(cfg: AlgorithmicConfig) -> TaskData:
         info=info,
         sample_info={"train_n": train_n, "iid_n": iid_n},
     )
+
+
+def online_batch(cfg: AlgorithmicConfig, step: int, size: int) -> Split:
+    """The fresh training batch of optimiser step ``step`` (``online = true``).
+
+    ``size`` samples with input sizes uniform in ``[train_min_len, cfg.longest_at(step)]``,
+    drawn from ``numpy.random.default_rng([seed, 3, step])``: a function of the step alone,
+    so a resumed run sees the batches it would have seen, and never one of the evaluation
+    splits' streams. Padded to its own longest sample.
+    """
+    rng = np.random.default_rng([cfg.seed, 3, int(step)])
+    sizes = rng.integers(cfg.train_min_len, cfg.longest_at(step) + 1, size=size)
+    return _split(cfg, rng, sizes)
 
 
 # ---------------------------------------------------------------- rendering
