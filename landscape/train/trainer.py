@@ -324,8 +324,10 @@ class Trainer:
                 self._commit(final=st.step == self.total or st.stopped)
 
     def _next_batch(self) -> Split:
-        """The step's batch: the next slice of the epoch's order, or (``task.online``) a fresh
-        draw that is a function of the step alone."""
+        """The step's batch: the epoch order's next slice, or a fresh draw (``task.online``).
+
+        An online batch is a function of the step alone (resumes see the same batches).
+        """
         st, bs = self.state, self.recipe.train.batch_size
         if getattr(self.recipe.task, "online", False):
             return online_batch(self.recipe.task, st.step, bs).to(self.device)
