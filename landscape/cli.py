@@ -571,8 +571,11 @@ def export(run_file, tb_dir):
 @click.option("--language-seed", type=click.IntRange(0, SEED_MAX), default=None,
               help="Hold the Markov language fixed (task.seed) for every run [default: "
                    "each run's training seed also draws its language].")
+@click.option("--claims", "claim_ids", default=None, metavar="1,5,6",
+              help="Only the runs these claims read, and only their verdicts (probes only "
+                   "with 2, 3 or 4 among them).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress.")
-def reproduce(preset, out, workers, device, language_seed, quiet):
+def reproduce(preset, out, workers, device, language_seed, claim_ids, quiet):
     """Train, probe, plot and judge the paper's claims; writes REPORT.md and claims.json.
 
     Resumable: finished runs and probes are reused, a killed call continues.
@@ -581,8 +584,15 @@ def reproduce(preset, out, workers, device, language_seed, quiet):
     Examples:
       landscape reproduce                      # the quick preset, into reproduce/quick
       landscape reproduce --preset paper --out reproduce/paper --device cuda
+      landscape reproduce --preset paper --claims 1,5,6 --out ~/runs/paper
     """
     from landscape.reproduce import reproduce as run_reproduce
+    from landscape.reproduce import select_claims
+
+    claims = None
+    if claim_ids is not None:
+        claims = tuple(c.strip() for c in claim_ids.split(",") if c.strip())
+        select_claims([], claims)  # a bad list ends here, before any work
 
     out = out or Path("reproduce") / preset
     t0 = time.perf_counter()
@@ -590,7 +600,7 @@ def reproduce(preset, out, workers, device, language_seed, quiet):
     bar = None if quiet else _Bar
     workers = workers or min(4, os.cpu_count() or 1)
     result = run_reproduce(preset, out, report=tell, progress_factory=bar, workers=workers,
-                           device=device, language_seed=language_seed)
+                           device=device, language_seed=language_seed, claims=claims)
     say(f"reproduce {preset}: {_elapsed(t0)}")
     for c in result.claims:
         say(f"  claim {c.id}: {c.verdict:<13} {c.title}")

@@ -229,3 +229,50 @@ def test_report_states_claim_1s_gap_at_the_spectral_runs_size():
     text = " ".join(rep._spectral_gap(runs))
     assert "0.050 [" in text and "seed 0: +0.040" in text and "seed 2: +0.060" in text
     assert rep._spectral_gap(runs[:3]) == []  # no Looped spectral run: nothing to state
+
+
+def test_paper_preset_judges_claims_1_5_6_on_fresh_paired_seeds():
+    from landscape.analysis import claims
+
+    jobs = rep.select_claims(rep.PRESETS["paper"], ("1", "5", "6"))
+    assert all(j.probe is None for j in jobs)  # probes serve claims 2-4 only
+    assert not [j for j in jobs if j.name.startswith("markov_spectral_")]
+    seeds = {j.load().train.seed for j in jobs}
+    assert min(seeds) >= rep.FRESH_SEED  # seeds 0-2 were seen when the rules were written
+    main = {j.name for j in jobs}
+    for s in rep.PAPER_SEEDS_1_5:  # claim 1's controls on every seed of the main runs
+        assert {f"markov_{a}_s{s}" for a in ("single_attn", "looped_attn", "shift", "untied")} \
+            <= main
+        assert {f"markov_{lang}_{a}_s{s}" for lang in ("fixed1", "modes")
+                for a in ("single", "looped")} <= main
+    assert len(rep.PAPER_SEEDS_1_5) == max(claims.planned_seeds("1", rep.SEED_BUDGET),
+                                           claims.planned_seeds("5", rep.SEED_BUDGET))
+    names = [j.name for j in jobs]
+    for s in rep.PAPER_SEEDS_1_5:  # SHIFT and Looped of a seed side by side on two workers
+        assert names.index(f"markov_shift_s{s}") == names.index(f"markov_looped_attn_s{s}") + 1
+    for lang in ("fixed1", "modes"):
+        r = next(j for j in jobs if j.name == f"markov_{lang}_looped_s3").load()
+        assert r.arch == "looped" and r.task.n_modes == (4 if lang == "modes" else 1)
+    length = [j for j in jobs if j.name.startswith("length_")]
+    assert len(length) == 3 * len(rep.PAPER_SEEDS_6) * 5 and len(rep.PAPER_SEEDS_6) >= 3
+    for j in length:
+        r = j.load()
+        assert r.task.online and r.task.curriculum_steps > 0 and r.train.steps >= 20000
+        assert r.train.stop_acc == 0.95 and r.task.train_max_len >= 8
+        assert max(r.task.eval_lengths) == 3 * r.task.train_max_len
+    singles = {j.load().model.positions for j in length if "_single_" in j.name}
+    assert singles == {"none", "rope", "learned"}
+    assert not [j for j in rep.select_claims(rep.PRESETS["paper"], ("2",))
+                if j.name.startswith("length_")]
+
+
+@pytest.mark.parametrize("bad", [(), ("7",), ("1", "x")])
+def test_select_claims_refuses_what_is_not_a_claim(bad):
+    with pytest.raises(LandscapeError, match="--claims takes claim numbers"):
+        rep.select_claims(rep.PRESETS["quick"], bad)
+
+
+def test_cli_claims_option_refuses_bad_lists_before_any_work(tmp_path):
+    res = CliRunner().invoke(main, ["reproduce", "--claims", "1,9", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "claim numbers" in res.output
+    assert not (tmp_path / "o").exists()

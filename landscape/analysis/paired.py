@@ -202,8 +202,15 @@ def sd_upper(values: Sequence[float], level: float = LEVEL) -> float:
     x = np.asarray(values, np.float64)
     if x.size < 2:
         raise LandscapeError("sd_upper: needs at least 2 values")
-    df = x.size - 1
-    return float(x.std(ddof=1) * math.sqrt(df / sst.chi2.ppf((1 - level) / 2, df)))
+    return sd_upper_of(float(x.std(ddof=1)), x.size, level)
+
+
+def sd_upper_of(sd: float, n: int, level: float = LEVEL) -> float:
+    """:func:`sd_upper` from a spread ``sd`` measured on ``n`` values (a reported summary)."""
+    if n < 2 or not sd >= 0:
+        raise LandscapeError(f"sd_upper_of: needs n >= 2 and sd >= 0, got n={n}, sd={sd}")
+    df = n - 1
+    return float(sd * math.sqrt(df / sst.chi2.ppf((1 - level) / 2, df)))
 
 
 @dataclass(frozen=True)

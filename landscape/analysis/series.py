@@ -30,6 +30,7 @@ from landscape.geometry.slices import basin_share as _basin_share
 from landscape.runfile import schema
 from landscape.runfile.schema import NotProbed
 from landscape.runs.run import Run
+from landscape.train.tasks.markov import language_of
 
 
 def _brief(value: object) -> str:
@@ -80,12 +81,23 @@ def task_key(run: Run) -> str:
     """The group a run belongs to: its task name (``custom``: your own model) or ``markov_long``.
 
     ``markov_long``: a Markov run with a long test split (the length-generalization study),
-    kept apart from the main Markov runs.
+    kept apart from the main Markov runs; ``markov_<language>``: a Markov run on a named
+    control language (``fixed1``, ``modes``, ...: claim 1's no-gap controls), likewise.
     """
     if run.recipe is None:  # a model of your own
         return run.task_name
     task = run.recipe.task
-    return "markov_long" if getattr(task, "long_len", 0) else task.name
+    if getattr(task, "long_len", 0):
+        return "markov_long"
+    if task.name == "markov":
+        lang = language_of(task)
+        return "markov" if lang in (None, "hybrid") else f"markov_{lang}"
+    return task.name
+
+
+def is_algorithmic(key: str) -> bool:
+    """Whether a :func:`task_key` names an algorithmic task (not Markov, not your model)."""
+    return not key.startswith("markov") and key != "custom"
 
 Grouped = dict[str, dict[str, list[Run]]]
 """Runs by :func:`task_key`, then by architecture (:data:`landscape.train.archs.ALL`)."""
@@ -730,14 +742,75 @@ class LengthSeries(_Brief):
         _same_length(self, ("length", "acc"))
 
 
-def length_series(run: Run, metric: str = "seq_acc") -> LengthSeries:
-    """Final accuracy per test length of an algorithmic run."""
+def length_series(run: Run, metric: str = "acc") -> LengthSeries:
+    """Final accuracy per test input size of an algorithmic run (token accuracy by default)."""
     lengths = sorted(int(k.split(".")[0].removeprefix("len_")) for k in run.metrics
                      if k.startswith("len_") and k.endswith(f".{metric}"))
     if not lengths:
         raise LandscapeError(f"{run.path} has no per-length evaluation (not an algorithmic task)")
     return LengthSeries(np.array(lengths, dtype=float),
                         np.array([final(run, f"len_{n}.{metric}") for n in lengths]))
+
+
+POSITIONS_BY_VALIDATION = ("none", "rope", "learned")
+"""The positional schemes Single-Attn is trained with in the length study; one per seed is
+kept, the best on the held-out ``val`` split (:func:`select_by_validation`)."""
+
+
+def select_by_validation(runs: Iterable[Run]) -> tuple[dict[int, Run], dict[int, dict]]:
+    """Per seed, the run with the best final token accuracy on the held-out ``val`` split.
+
+    The length study trains Single-Attn with each of :data:`POSITIONS_BY_VALIDATION` and
+    keeps, per seed, the one that does best on ``val`` (samples of the *training* lengths,
+    apart from ``iid``, which the mastery gate reads): the test lengths never choose. Runs
+    without a ``val`` split are chosen on ``iid`` (said so in the record). Ties go to the
+    first scheme in that order.
+
+    Returns:
+        ``({seed: run}, {seed: {"chosen": positions, "split": "val", "candidates":
+        {positions: accuracy}}})``.
+    """
+    by_seed: dict[int, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_seed[r.recipe.train.seed].append(r)
+    order = {p: i for i, p in enumerate(POSITIONS_BY_VALIDATION)}
+    chosen, record = {}, {}
+    for seed, rs in sorted(by_seed.items()):
+        rs = sorted(rs, key=lambda r: order.get(r.recipe.model.positions, len(order)))
+        split = "val" if all("val.acc" in r.metrics for r in rs) else "iid"
+        accs = [final(r, f"{split}.acc") for r in rs]
+        best = int(np.argmax(accs))
+        chosen[seed] = rs[best]
+        record[seed] = {"chosen": rs[best].recipe.model.positions, "split": split,
+                        "candidates": {r.recipe.model.positions: a for r, a in zip(rs, accs)}}
+    return chosen, record
+
+
+def length_models(g: Mapping[str, list[Run]]) -> dict[str, list[Run]]:
+    """An algorithmic task's runs by architecture, Single-Attn's as chosen on ``val``.
+
+    Single-Attn keeps one run per seed (:func:`select_by_validation`); the other
+    architectures keep all theirs.
+    """
+    out = {a: list(rs) for a, rs in g.items()}
+    if "single" in out and len(out["single"]) > len({r.recipe.train.seed
+                                                     for r in out["single"]}):
+        chosen, _ = select_by_validation(out["single"])
+        out["single"] = [chosen[s] for s in sorted(chosen)]
+    return out
+
+
+def mastery(run: Run, threshold: float, split: str = "iid") -> dict:
+    """Whether a run masters its training lengths, and when.
+
+    ``{"mastered": final split token accuracy >= threshold, "acc": it, "step": the step
+    of the run's stop-at-mastery event (None if it never stopped), "steps": steps trained}``.
+    """
+    acc = final(run, f"{split}.acc")
+    stop = next((e for e in run.events if e.get("kind") == "stop"), None)
+    return {"mastered": bool(acc >= threshold), "acc": acc,
+            "step": None if stop is None else int(stop["step"]),
+            "steps": int(final(run, "step"))}
 
 
 @dataclass(frozen=True, repr=False)

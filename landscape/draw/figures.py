@@ -65,7 +65,7 @@ def caption_of(png: str | Path) -> str:
 
 
 def _algorithmic(groups: Grouped) -> dict[str, dict[str, list[Run]]]:
-    algo = {t: g for t, g in groups.items() if t not in ("markov", "markov_long", "custom")}
+    algo = {t: g for t, g in groups.items() if series.is_algorithmic(t)}
     if not algo:
         raise LandscapeError("needs algorithmic-task runs (landscape train models/parity.toml "
                              "--model looped, ...)")
@@ -129,6 +129,7 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
     algo = _algorithmic(groups)
     wall, curves, lengths, train_range = {}, {}, {}, None
     for task, g in algo.items():
+        g = series.length_models(g)
         wall[task] = {a: series.wallclock(rs[0]) for a, rs in g.items()}
         curves[task] = {a: [series.curve(r, ["iid.seq_acc"]) for r in rs]
                         for a, rs in g.items() if a in (LOOPED, SHIFT)}
@@ -157,6 +158,7 @@ def length_tasks(groups: Grouped) -> dict[str, Figure]:
     """Claim 6: accuracy against test length per task, every seed (band), each model."""
     out = {}
     for task, g in _algorithmic(groups).items():
+        g = series.length_models(g)
         lengths = {a: [series.length_series(r) for r in rs] for a, rs in g.items()
                    if a != "shift"}
         t = next(iter(g.values()))[0].recipe.task

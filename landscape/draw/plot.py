@@ -994,7 +994,7 @@ def length_generalization(
     per_model: Mapping[str, LengthSeries | Sequence[LengthSeries]],
     train_range: tuple[float, float] | None = None,
 ) -> Figure:
-    """Length generalization (claim 6): accuracy against test sequence length.
+    """Length generalization (claim 6): token accuracy against the test input size.
 
     How to read it. The shaded band is the range of lengths seen in training; right of
     it is extrapolation. A model that generalizes keeps its accuracy there.
@@ -1017,9 +1017,9 @@ def length_generalization(
     for m in models:
         _line_band(ax, [(s.length, s.acc) for s in _seeds(per_model[m])], colors[m],
                    _label(m), m, marker="o")
-    ax.set(xlabel="test sequence length", ylabel=_ylabel("acc"))
+    ax.set(xlabel="test input size n (bits; per operand for addition)", ylabel="token accuracy")
     _legend_below(fig, [ax], ncol=2)
-    return set_caption(fig, "Accuracy against test sequence length (mean and range over "
+    return set_caption(fig, "Token accuracy against test input size (mean and range over "
                             "seeds)" + (", training lengths shaded" if train_range else "") + ".")
 
 

@@ -95,10 +95,19 @@ def test_claim1_needs_simple_learnt_first():
     assert not c.details["looped_simple_first"] and c.verdict == INCONCLUSIVE
 
 
-def test_claim1_needs_every_seed_and_three_of_them():
+def test_claim1_reads_the_paired_differences_and_three_seeds():
     single = seeded("single", STALL)
     looped = [*seeded("looped", RISE, seeds=(0, 1)), markov_run("looped", STALL, seed=2)]
-    assert claims.judge_sample_level(groups(single=single, looped=looped)).verdict == FAILS
+    c = claims.judge_sample_level(groups(single=single, looped=looped))
+    assert c.verdict == INCONCLUSIVE  # 2 of 3 seeds with the gap: the interval reaches 0
+    paired = c.details["paired"]
+    assert paired["signs"] == {"positive": 2, "negative": 0, "n": 3}
+    assert paired["lo"] < 0 < paired["hi"] and paired["smallest_effect"] == claims.GAP
+    # no gap on any seed: the interval [0, 0] lies below the smallest effect of interest
+    c = claims.judge_sample_level(groups(single=seeded("single", STALL),
+                                         looped=seeded("looped", STALL)))
+    assert c.verdict == FAILS
+    assert c.details["power"]["seeds_used"] == 3 and 0 < c.details["power"]["power"] < 1
     c = claims.judge_sample_level(groups(single=seeded("single", STALL, seeds=(0, 1)),
                                          looped=seeded("looped", RISE, seeds=(0, 1))))
     assert c.verdict == UNDERPOWERED and c.details["would_be"] == HOLDS
@@ -117,8 +126,34 @@ def test_claim1_reports_the_controls_beside():
     gap = np.mean(RISE[-3:]) - np.mean(STALL[-3:])
     assert ctl["linear_gap"]["values"] == [pytest.approx(gap)] * 3
     assert "depth matches recursion" in c.value
+    share = (np.mean(deep[-3:]) - np.mean(STALL[-3:])) / (np.mean(RISE[-3:]) - np.mean(STALL[-3:]))
+    assert ctl["looped_minus_untied"]["untied_share"] == [pytest.approx(share)] * 3
     assert set(c.details["order"]) >= {"untied", "linear_single", "linear_looped"}
     assert c.verdict == HOLDS  # the controls are reported, the rule is Single vs Looped
+
+
+def test_claim1_reports_the_no_gap_languages_on_the_same_seeds():
+    g = groups(single=seeded("single", STALL), looped=seeded("looped", RISE))
+    g["markov_fixed1"] = {"single": seeded("single", STALL),
+                          "looped": [markov_run("looped", STALL[:-1] + [x], seed=s)
+                                     for s, x in zip(SEEDS, (0.625, 0.615, 0.62))]}
+    g["markov_modes"] = {"single": seeded("single", STALL), "looped": seeded("looped", RISE)}
+    g["markov_modes"]["looped"].append(markov_run("looped", RISE, seed=9))  # not a claim seed
+    ctl = claims.judge_sample_level(g).details["controls"]["languages"]
+    assert ctl["fixed1"]["no_gap"] and ctl["fixed1"]["paired"]["signs"]["n"] == 3
+    assert not ctl["modes"]["no_gap"]  # a gap on a control language is reported as such
+    assert ctl["modes"]["paired"]["seeds"] == [0, 1, 2]
+    text = claims.judge_sample_level(g).value
+    assert "no-gap language fixed1" in text and "a gap cannot be excluded" in text
+
+
+def test_power_plan_and_planned_seeds_follow_the_pilot():
+    plan = claims.power_plan("5", 5)
+    assert plan["seeds_used"] == 5 and plan["sd"] > claims.PILOTS["5"].sd  # the upper end
+    assert plan["power"] < plan["power_at_measured_sd"]
+    assert claims.planned_seeds("5", budget=5) == 5  # the calculation asks for more
+    assert claims.planned_seeds("5", budget=2) == claims.MIN_SEEDS
+    assert claims.power_plan("6", 3)["pilot"] is None
 
 
 def _shift_group(shift_curves, looped_curve=RISE, seeds=SEEDS, shift_wall=60, shift_flops=None,
@@ -141,6 +176,15 @@ def test_claim5_by_time_to_target():
     assert tt["shift"][0].flops == pytest.approx(60 * 2 / 5 * 1e6)
     assert c.details["ratio"]["flops"]["high"] < 1
     assert c.details["switch_drop"][0].drop == pytest.approx(0.68 - 0.68)
+    final = c.details["paired"]["final"]["flops"]
+    assert final["differences"] == [pytest.approx(np.log((100 * 4 / 5) / (60 * 2 / 5)))] * 3
+    assert final["decision"] == HOLDS and final["ratio"]["mean"] == pytest.approx(0.3)
+    rising = c.details["targets"][0]["rising"]
+    assert rising == pytest.approx(0.9 * np.mean(RISE[-3:]))
+    # the rising target: RISE reaches 0.616 at epoch 2, the early SHIFT at epoch 1
+    assert c.details["paired"]["rising"]["seconds"]["ratio"]["mean"] == \
+        pytest.approx((60 * 1 / 5) / (100 * 2 / 5))
+    assert c.details["power"]["seeds_used"] == 3
 
 
 def test_claim5_fails_when_shift_is_slower_or_never_gets_there():
@@ -211,19 +255,22 @@ def test_claim4_reports_the_stored_qk_alignment_beside():
     assert "Q/K gradient cosine Single vs Looped 0.400 (min 0.200, max 0.600" in c.value
 
 
-def algo_run(arch, iid, beyond, seed=0, task="parity"):
-    """An algorithmic run: in-distribution accuracy ``iid``, ``beyond`` at lengths 12 and 16."""
+def algo_run(arch, iid, beyond, seed=0, task="parity", positions=None, val=None, stop=None):
+    """An algorithmic run: token accuracy ``iid`` in distribution, ``beyond`` at 12 and 16."""
     from landscape.train.recipe import load_recipe
 
-    model = {"single": {}, "looped": {"loop_rule": "size", "positions": "none"},
+    model = {"single": {"positions": positions or "none"},
+             "looped": {"loop_rule": "size", "positions": "none"},
              "untied": {"layers": 8}}[arch]
     recipe = load_recipe(overrides=[{"task": {"name": task, "train_max_len": 8},
                                      "model": model, "train": {"seed": seed}}])
     steps = np.arange(4) * 100.0
-    metrics = {"step": steps, "epoch": steps / 10, "iid.seq_acc": np.full(4, iid),
-               "len_8.seq_acc": np.full(4, iid), "len_12.seq_acc": np.full(4, beyond),
-               "len_16.seq_acc": np.full(4, beyond / 2)}
-    return FakeRun(recipe=recipe, metrics=metrics, path=f"{task}_{arch}.h5", events=[],
+    metrics = {"step": steps, "epoch": steps / 10, "iid.acc": np.full(4, iid),
+               "val.acc": np.full(4, iid if val is None else val),
+               "len_8.acc": np.full(4, iid), "len_12.acc": np.full(4, beyond),
+               "len_16.acc": np.full(4, beyond / 2), "iid.seq_acc": np.full(4, iid)}
+    events = [] if stop is None else [{"kind": "stop", "step": stop}]
+    return FakeRun(recipe=recipe, metrics=metrics, path=f"{task}_{arch}.h5", events=events,
                    ceilings={}, attrs={"steps_per_epoch": 10}, probes={}, probed_steps=[],
                    shift_step=None)
 
@@ -232,7 +279,7 @@ def length_groups(single, looped, untied=None, seeds=SEEDS, tasks=("parity", "co
     g = {}
     for t in tasks:
         g[t] = {"single": [algo_run("single", *single, seed=s, task=t) for s in seeds],
-                "looped": [algo_run("looped", *looped, seed=s, task=t) for s in seeds]}
+                "looped": [algo_run("looped", *looped, seed=s, task=t, stop=300) for s in seeds]}
         if untied:
             g[t]["untied"] = [algo_run("untied", *untied, seed=s, task=t) for s in seeds]
     return g
@@ -243,26 +290,50 @@ def test_claim6_holds_where_both_master_and_looped_extrapolates():
                                           untied=(0.97, 0.4)))
     assert c.verdict == HOLDS
     d = c.details
-    assert d["gate"]["parity"] == {"looped": True, "single": True, "untied": True}
-    assert d["in_distribution"]["parity"]["single"] == [0.99] * 3
-    assert d["per_length"]["parity"]["looped"][16] == [0.45] * 3
-    assert d["per_task"]["parity"]["diff"] == [pytest.approx(0.45)] * 3
-    assert d["per_task"]["copy"]["untied_diff"] == [pytest.approx(0.375)] * 3
+    assert d["gate"]["parity"]["single"][1] == {"mastered": True, "acc": 0.99, "step": None,
+                                                "steps": 300}
+    assert d["gate"]["parity"]["looped"][0]["step"] == 300
+    assert d["per_length"]["parity"]["looped"][2][16] == 0.45
+    assert d["paired"]["parity"]["differences"] == [pytest.approx(0.45)] * 3
+    assert d["paired"]["parity"]["decision"] == HOLDS
+    assert d["per_task"]["copy"]["untied"]["differences"] == [pytest.approx(0.375)] * 3
+    assert d["steps"]["parity"]["single"] == {0: 300, 1: 300, 2: 300}
 
 
 def test_claim6_does_not_hold_when_looped_does_not_extrapolate_better():
     c = claims.judge_length(length_groups(single=(0.99, 0.5), looped=(1.0, 0.5)))
     assert c.verdict == FAILS
+    assert c.details["paired"]["copy"]["decision"] == FAILS
 
 
-def test_claim6_is_inconclusive_without_in_distribution_mastery():
+def test_claim6_leaves_out_seeds_that_do_not_master_and_needs_three_pairs():
     c = claims.judge_length(length_groups(single=(0.66, 0.5), looped=(1.0, 0.9)))
     assert c.verdict == INCONCLUSIVE
-    assert c.details["gate"]["parity"]["single"] is False
-    assert "Single below 95%" in c.details["per_task"]["parity"]["reason"]
-    assert "inconclusive" in c.value
+    assert c.details["gate"]["parity"]["single"][0]["mastered"] is False
+    assert "0 seed(s) where both" in c.details["per_task"]["parity"]["reason"]
+    assert "inconclusive" in c.value and "Single mastered on 0 of 3 seeds" in c.value
+    # four seeds, one where Single does not master: three pairs remain, judged on them
+    g = length_groups(single=(0.99, 0.3), looped=(1.0, 0.9), seeds=(0, 1, 2, 3))
+    for t in g:
+        g[t]["single"][3] = algo_run("single", 0.5, 0.0, seed=3, task=t)
+    c = claims.judge_length(g)
+    assert c.verdict == HOLDS and c.details["paired"]["parity"]["seeds"] == [0, 1, 2]
     c = claims.judge_length(length_groups(single=(0.99, 0.3), looped=(1.0, 0.9), seeds=(0, 1)))
-    assert c.verdict == UNDERPOWERED and c.details["would_be"] == HOLDS
+    assert c.verdict == UNDERPOWERED and c.details["would_be"] == INCONCLUSIVE
+
+
+def test_claim6_picks_singles_positions_on_validation_never_on_the_test_lengths():
+    g = length_groups(single=(0.99, 0.3), looped=(1.0, 0.9), tasks=("parity",))
+    for s in SEEDS:  # rope: better on val, worse beyond; learned: worse on val, best beyond
+        g["parity"]["single"] += [algo_run("single", 0.99, 0.2, seed=s, positions="rope",
+                                           val=0.995),
+                                  algo_run("single", 0.99, 1.0, seed=s, positions="learned",
+                                           val=0.97)]
+    c = claims.judge_length(g)
+    sel = c.details["selection"]["parity"][0]
+    assert sel["chosen"] == "rope" and sel["split"] == "val"
+    assert set(sel["candidates"]) == {"none", "rope", "learned"}
+    assert c.details["paired"]["parity"]["differences"] == [pytest.approx(0.525)] * 3
 
 
 def test_claim6_reports_the_markov_language_at_twice_its_length():

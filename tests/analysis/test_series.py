@@ -68,10 +68,10 @@ def test_length_series_sorts_lengths_numerically_and_reads_the_last_evaluation()
     m = {"len_16.seq_acc": np.array([0.1, 0.3]), "len_8.seq_acc": np.array([0.5, 0.9]),
          "len_12.seq_acc": np.array([0.2, 0.6]), "len_12.acc": np.array([0.7, 0.8]),
          "iid.seq_acc": np.array([0.9, 1.0])}
-    s = series.length_series(fake(LOOPED, task="parity", metrics=m))
+    s = series.length_series(fake(LOOPED, task="parity", metrics=m), "seq_acc")
     np.testing.assert_array_equal(s.length, [8, 12, 16])
     np.testing.assert_array_equal(s.acc, [0.9, 0.6, 0.3])
-    np.testing.assert_array_equal(series.length_series(fake(metrics=m), "acc").acc, [0.8])
+    np.testing.assert_array_equal(series.length_series(fake(metrics=m)).acc, [0.8])  # token
     with pytest.raises(LandscapeError, match="no per-length evaluation"):
         series.length_series(fake(metrics={"complex.acc": np.ones(2)}))
 

@@ -271,6 +271,24 @@ def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:
             return perm
 
 
+_STRUCTURE = ("n_det", "p_det", "n_ctx", "leak", "n_fixed", "order", "alpha", "n_modes")
+
+
+def language_of(cfg: MarkovConfig) -> str | None:
+    """The name in :data:`LANGUAGES` whose structure ``cfg`` has (None: a language of its own).
+
+    >>> language_of(MarkovConfig.language("modes", seed=4))
+    'modes'
+    """
+    if not isinstance(cfg, MarkovConfig):
+        return None
+    for name, over in LANGUAGES.items():
+        ref = MarkovConfig(**over)
+        if all(getattr(cfg, k) == getattr(ref, k) for k in _STRUCTURE):
+            return name
+    return None
+
+
 def draw_language(cfg: MarkovConfig) -> MarkovLanguage:
     """The language structure :func:`generate` uses for ``cfg`` (deterministic in cfg)."""
     rng = _streams(cfg.seed)[0]
