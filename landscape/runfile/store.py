@@ -24,6 +24,8 @@ from the index by name. Layout of the index::
     /trajectory/buffers/<dtype>  [n - first, B] the module's buffers at each checkpoint,
                             flattened into one row per storage dtype (float32, int64, ...;
                             segments, appended by the same commit as the parameters)
+    /windows/start_<S>/...  per-step dynamics windows: every step's update [n, P] f32 (segments),
+                            loss, lr, loops and step [n] (see landscape.runfile.windows)
     /metrics/<name>         [m] float64    one row per evaluation (step, epoch, wall, lr, ...)
     /events                 [e] JSON str   e.g. the SHIFT switch and the criterion that fired it
     /resume/state           [b] uint8      torch.save of optimiser + RNG + loop state; attr step

@@ -29,6 +29,10 @@ The rules, by place (``n``: checkpoints, ``P``: parameters per checkpoint):
   of ``adam_v``, width ``P``; ``buffers``: a
   buffer layout, ``first`` in ``[0, n]`` and ``n - first`` rows of the layout's width per
   storage dtype.
+* ``/windows/start_<S>``: integer attrs ``start`` (= S, >= 0), ``requested`` >= 1 and
+  ``planned`` in ``[1, requested]``; ``step`` ``[n]`` the integers ``S, S+1, ...``
+  (``n <= planned``); ``loss``, ``lr`` ``[n]`` floats; ``loops`` ``[n]`` integers >= 1;
+  ``updates`` ``n`` float32 rows of width ``P``.
 * ``/metrics/<name>``: ``[m]`` numbers. ``/events``: JSON objects (a ``shift`` event with
   its step, epoch, reason and loops). ``/resume``: an integer ``step`` and a ``state`` of
   bytes. ``/probe``: groups ``run`` and ``step_<N>``.
@@ -193,7 +197,7 @@ def _vector(parent: h5py.Group, key: str, where: str, kinds: str) -> np.ndarray 
     return d[()]
 
 
-_KIND_NAMES = {"iu": "integers", NUMERIC: "numbers", "S": "names", "O": "text"}
+_KIND_NAMES = {"iu": "integers", NUMERIC: "numbers", "f": "floats", "S": "names", "O": "text"}
 
 
 def _layout(v: Any, where: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -244,7 +248,8 @@ class _Checker:
         self.links(f, "")
         self.root(f)
         self.task(_group(f, "task", "/task"), custom="recipe" not in f.attrs)
-        self.trajectory(_group(f, "trajectory", "/trajectory"))
+        width = self.trajectory(_group(f, "trajectory", "/trajectory"))
+        self.windows(_group(f, "windows", "/windows", required=False), width)
         self.metrics(_group(f, "metrics", "/metrics"))
         _group(f, "probe_set", "/probe_set")
         self.events(f)
@@ -378,7 +383,8 @@ class _Checker:
         if "info" in a:
             _json(a["info"], "/task attribute 'info'", (dict, list))
 
-    def trajectory(self, g: h5py.Group) -> None:
+    def trajectory(self, g: h5py.Group) -> int:
+        """Check the checkpoints; returns ``P``, the layout's width."""
         _need("layout" in g.attrs, "/trajectory has no layout")
         width = sum(_size(s) for _, s in _layout(g.attrs["layout"], "/trajectory layout"))
         steps = _vector(g, "step", "/trajectory/step", "iu")
@@ -398,6 +404,32 @@ class _Checker:
                 _need(dtype.kind == "f", f"/trajectory/{key} rows are {dtype}, not floats")
         if "buffers" in g:
             self.buffers(_group(g, "buffers", "/trajectory/buffers"), n)
+        return width
+
+    def windows(self, g: h5py.Group | None, width: int) -> None:
+        """Per-step windows (:mod:`landscape.runfile.windows`), ``width``: the layout's P."""
+        for key in g if g is not None else ():
+            where = f"/windows/{key}"
+            w = _group(g, key, where)
+            start = _int_attr(w.attrs, "start", where, lo=0, required=True)
+            _need(key == f"start_{start}", f"{where} holds the window at step {start}")
+            requested = _int_attr(w.attrs, "requested", where, lo=1, required=True)
+            planned = _int_attr(w.attrs, "planned", where, lo=1, required=True)
+            _need(planned <= requested, f"{where} plans {planned} steps of {requested}")
+            _need(set(w) == {"step", "updates", "loss", "lr", "loops"},
+                  f"{where} holds {sorted(w)}, not step, updates, loss, lr and loops")
+            steps = _vector(w, "step", f"{where}/step", "iu")
+            n = len(steps)
+            _need(n <= planned, f"{where} has {n} rows, more than its {planned} steps")
+            _need(bool((steps == start + np.arange(n)).all()),
+                  f"{where}/step is not the consecutive steps from {start}")
+            for key2, kinds in (("loss", "f"), ("lr", "f"), ("loops", "iu")):
+                v = _vector(w, key2, f"{where}/{key2}", kinds)
+                _need(v is not None and len(v) == n, f"{where}/{key2} has not one row per step")
+            loops = w["loops"][()]
+            _need(bool((loops >= 1).all()), f"{where}/loops is below 1")
+            dtype = self.rows(w["updates"], f"{where}/updates", n, (width,))
+            _need(dtype == np.float32, f"{where}/updates rows are {dtype}, not float32")
 
     def rows(self, item: Any, where: str, n: int, shape: tuple[int, ...]) -> np.dtype:
         """Check ``n`` rows of ``shape`` (segmented, or a format-1 dataset); their dtype."""

@@ -25,7 +25,10 @@ The file is the same kind of run file that ``landscape train`` writes (see
   betas, eps, weight decay; :class:`~landscape.curvature.stability.OptimizerRecord`), as the
   ``optimizers`` attribute: a list of ``{"from": row, ...}`` that grows where they change,
   from which probes take the optimiser's own stability edge;
-* the optimiser's state of the last checkpoint (to continue after a crash).
+* the optimiser's state of the last checkpoint (to continue after a crash);
+* optionally, per-step windows (:meth:`Recorder.open_window`, :meth:`Recorder.window_step`):
+  every optimiser step's parameter update, loss and learning rate over a stretch of
+  consecutive steps, as ``landscape train`` records them (:mod:`landscape.runfile.windows`).
 
 Each :meth:`Recorder.checkpoint` is one commit: a process killed at any instant loses
 nothing committed, and a commit costs what it adds (BENCHMARKS.md). The Recorder holds the
@@ -61,6 +64,7 @@ from landscape.curvature.objective import ParamLayout
 from landscape.curvature.stability import UNKNOWN, OptimizerRecord
 from landscape.errors import LandscapeError
 from landscape.runfile import store, validate
+from landscape.runfile import windows as window_file
 from landscape.runs import own_models as custom
 
 SOURCES = ("recorder", "import")
@@ -184,6 +188,8 @@ class Recorder:
         self.last_step: int | None = None
         self._metric_names: list[str] = []
         self._rows = 0
+        self._window: dict | None = None
+        self._window_end = 0
 
     def _continue(self) -> None:
         s = store.read_summary(self.path)
@@ -216,8 +222,86 @@ class Recorder:
         self._optimizers = list(a.get("optimizers") or [])
         self._metric_names = sorted(s["metrics"])
         self._rows = len(s["metrics"]["step"]) if "step" in s["metrics"] else 0
+        stored = window_file.read(self.path)
+        self._window, self._window_end = None, 0
+        if stored:  # an unfinished last window continues where its last commit left it
+            w = stored[-1]
+            self._window_end = w.start + w.planned
+            if not w.complete:
+                self._window = {"start": w.start, "planned": w.planned, "next": w.start + w.n,
+                                "rows": []}
 
     # --- recording ----------------------------------------------------------------------
+
+    def open_window(self, start: int, steps: int) -> None:
+        """Record a per-step window: ``steps`` consecutive optimiser steps from ``start``.
+
+        Then call :meth:`window_step` once per step, ``start, start+1, ...``; the rows are
+        written by the next :meth:`checkpoint` (or :meth:`close`), in the same commit. A
+        window must end before the next one starts; a Recorder that continues a file
+        continues its unfinished window (from the step after its last commit).
+        """
+        start, steps = int(start), int(steps)
+        if start < 0 or steps < 1:
+            raise LandscapeError(f"a window needs start >= 0 and steps >= 1, got {start}, "
+                                 f"{steps}")
+        if self._window is not None and (self._window["next"] < self._window["start"]
+                                         + self._window["planned"]):
+            raise LandscapeError(f"the window from step {self._window['start']} is not "
+                                 f"finished ({self._window['next'] - self._window['start']} "
+                                 f"of {self._window['planned']} steps)")
+        if start < self._window_end:
+            raise LandscapeError(f"a window from step {start} overlaps the one that ends at "
+                                 f"step {self._window_end}")
+        self._window = {"start": start, "planned": steps, "next": start, "rows": []}
+        self._window_end = start + steps
+
+    def window_step(self, step: int, update: torch.Tensor | np.ndarray | Mapping,
+                    loss: float, lr: float) -> None:
+        """One optimiser step of the open window (:meth:`open_window`).
+
+        Args:
+            step: the step; the window's next (``start``, then one more each call).
+            update: the step's parameter update, parameters after the step minus before
+                it: a flat ``[P]`` vector in the model's parameter order, or a dict of
+                tensors by parameter name.
+            loss: the training loss of the step's batch (before its update).
+            lr: the learning rate of the step.
+        """
+        w = self._window
+        if w is None or w["next"] == w["start"] + w["planned"]:
+            raise LandscapeError("window_step() without an open window: call open_window()"
+                                 + ("" if w is None else f" (the window from step "
+                                    f"{w['start']} has all its {w['planned']} steps)"))
+        if int(step) != w["next"]:
+            raise LandscapeError(f"window step {step}: the window from step {w['start']} "
+                                 f"expects step {w['next']} next")
+        if isinstance(update, Mapping):
+            update = self.layout.flatten({n: torch.as_tensor(v) for n, v in update.items()})
+        flat = torch.as_tensor(update).detach().to("cpu", torch.float32).reshape(-1).numpy()
+        if flat.size != self.layout.size or not np.all(np.isfinite(flat)):
+            raise LandscapeError(f"a window's update must be {self.layout.size} finite numbers "
+                                 f"(the model's parameters), got {flat.size}")
+        try:
+            loss, lr = float(loss), float(lr)
+        except (TypeError, ValueError):
+            raise LandscapeError(f"window step {step}: loss and lr must be numbers") from None
+        w["rows"].append((int(step), flat.copy(), loss, lr, 1))
+        w["next"] += 1
+
+    def _window_change(self) -> tuple[dict | None, list]:
+        """The open window and its rows to commit (taken out of the buffer)."""
+        w = self._window
+        if w is None or not w["rows"]:
+            return None, []
+        rows, w["rows"] = w["rows"], []
+        return w, rows
+
+    def _window_committed(self) -> None:
+        """Close the window once all its steps are committed."""
+        w = self._window
+        if w is not None and not w["rows"] and w["next"] == w["start"] + w["planned"]:
+            self._window = None
 
     def checkpoint(self, step: int, optimizer: torch.optim.Optimizer | None = None,
                    metrics: Mapping[str, float] | None = None) -> None:
@@ -254,6 +338,7 @@ class Recorder:
             optimizer is not None and self.keep_optimizer) else None
         names = sorted(set(self._metric_names) | set(row))
         rows_before = self._rows
+        window, window_rows = self._window_change()
 
         def change(tx: store.Transaction) -> None:
             tx.append("trajectory/step", np.array([step], np.int64))
@@ -274,11 +359,20 @@ class Recorder:
                     tx.append(f"metrics/{k}", np.full(rows_before, np.nan))
                 tx.append(f"metrics/{k}", np.array([row.get(k, np.nan)], np.float64))
             tx.set_attrs({"optimizers": optimizers})  # left alone where unchanged
+            if window is not None:
+                window_file.append_rows(tx, window["start"], window["planned"],
+                                        window["planned"], window_rows)
             if blob is not None:
                 tx.put("resume", {"state": np.frombuffer(blob, np.uint8)}, {"step": step})
             tx.set_attrs({"status": "training"})
 
-        store.commit(self.path, change)
+        try:
+            store.commit(self.path, change)
+        except BaseException:
+            if window is not None:  # not written: the rows stay buffered
+                window["rows"] = window_rows + window["rows"]
+            raise
+        self._window_committed()
         self.last_step, self._metric_names, self._rows = step, names, rows_before + 1
         self._checkpoints = row_no + 1
         self._optimizers = optimizers
@@ -331,8 +425,16 @@ class Recorder:
         """Mark the run complete and release the writer lock (idempotent)."""
         if self.closed:
             return
+        window, rows = self._window_change()
+
+        def change(tx: store.Transaction) -> None:
+            if window is not None:
+                window_file.append_rows(tx, window["start"], window["planned"],
+                                        window["planned"], rows)
+            tx.set_attrs({"status": "complete"})
+
         try:
-            store.commit(self.path, lambda tx: tx.set_attrs({"status": "complete"}))
+            store.commit(self.path, change)
         finally:
             self.closed = True
             self._stack.close()

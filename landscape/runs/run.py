@@ -30,6 +30,7 @@ from landscape.curvature.objective import LossFn, ParamLayout, SplitObjective
 from landscape.curvature.stability import OptimizerRecord
 from landscape.errors import LandscapeError
 from landscape.runfile import schema, store, validate
+from landscape.runfile import windows as window_file
 from landscape.runs import own_models as custom
 from landscape.train.model import LoopedTransformer
 from landscape.train.recipe import Recipe, stored_recipe
@@ -163,6 +164,16 @@ class Run:
             raise LandscapeError(f"step {self.step_at(step)} of {self.path} has no Adam state "
                                  "(recorded without the optimiser)")
         return store.read_params(self.path, i, name="adam_v"), int(adam_steps[i])
+
+    def windows(self) -> list[window_file.Window]:
+        """The per-step windows stored in the run, by start step (``[]``: none).
+
+        Each holds every optimiser step's parameter update, training loss and learning
+        rate over consecutive steps (``[train] window_steps``/``window_at``, or a
+        Recorder's :meth:`~landscape.runs.recorder.Recorder.window_step`); see
+        :class:`landscape.runfile.windows.Window`. Read afresh at each call.
+        """
+        return window_file.read(self.path)
 
     def trajectory(self, steps=None) -> np.ndarray:
         """``[n, P]`` parameters of several checkpoints (default: all)."""

@@ -78,6 +78,10 @@ class TrainConfig:
     stop_split: str = "iid"  # the held-out split stop_acc reads
     monitor_splits: tuple[str, ...] = ()  # if given, only these splits are evaluated every
     #                      eval_every steps; all of them at checkpoints and at the end (NaN between)
+    window_steps: int = 0  # per-step dynamics windows: optimiser steps per window (0: none;
+    #                        64 is a good length); see TrainConfig._check_windows
+    window_at: tuple[int, ...] = ()  # the optimiser steps where windows start (increasing,
+    #                                  windows may not overlap)
 
     def __post_init__(self):
         _check_finite(self, "train")
@@ -99,6 +103,60 @@ class TrainConfig:
         _check(self.threads <= THREADS_MAX, f"train.threads must be <= {THREADS_MAX}")
         _check(0 <= self.seed <= SEED_MAX, f"train.seed must be in 0..{SEED_MAX} (2**63-1)")
         check_device(self.device, "train.device")
+        self._check_windows()
+
+    def _check_windows(self) -> None:
+        """Per-step windows: ``window_at`` increasing, non-overlapping, with a length.
+
+        A window starting at step ``s`` records optimiser steps ``s, s+1, ...,
+        s + window_steps - 1`` (0-based, as :meth:`Recipe.lr_at` counts them): for each, the
+        parameter update (parameters after the step minus before it), the training loss of
+        the step's batch before its update and the learning rate. The parameters before its
+        first update are the checkpoint at step ``s`` when ``s`` is a checkpoint step (a
+        multiple of ``checkpoint_every``, or 0), so starting windows there lets the
+        checkpoint plus the cumulative sum of the updates give every parameter vector of the
+        window. Whether a window fits the budget is checked by the trainer, which knows the
+        steps per epoch: one that starts at or after the last step is refused, one that
+        runs past it is cut there (its stored ``planned`` length says so).
+        """
+        at, n = self.window_at, self.window_steps
+        _check(0 <= n <= COUNT_MAX, f"train.window_steps must be in 0..{COUNT_MAX}")
+        _check(all(0 <= s <= COUNT_MAX for s in at),
+               f"train.window_at: steps must be in 0..{COUNT_MAX}")
+        _check(all(b > a for a, b in zip(at, at[1:])),
+               "train.window_at must be increasing (each start step once)")
+        _check(not at or n >= 1, "train.window_at needs train.window_steps >= 1 (e.g. 64)")
+        _check(not n or bool(at), "train.window_steps needs train.window_at: the steps where "
+               "windows start, e.g. [0]")
+        for a, b in zip(at, at[1:]):
+            _check(b >= a + n, f"train.window_at: the window at {a} ({n} steps) overlaps the "
+                   f"one at {b}")
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """One per-step window the trainer records: its start and its planned length."""
+
+    start: int
+    steps: int  # planned: min(window_steps, total - start)
+    requested: int  # train.window_steps
+
+
+def windows_of(tc: TrainConfig, total: int) -> list[WindowPlan]:
+    """The windows of ``tc`` in a run of ``total`` optimiser steps, cut to fit.
+
+    >>> windows_of(TrainConfig(window_steps=4, window_at=(0, 8)), 10)
+    [WindowPlan(start=0, steps=4, requested=4), WindowPlan(start=8, steps=2, requested=4)]
+
+    Raises:
+        LandscapeError: a window starts at or after the last step (it would hold nothing).
+    """
+    out = []
+    for s in tc.window_at:
+        _check(s < total, f"train.window_at: a window at step {s} starts after the run's "
+               f"last step ({total} steps: 0..{total - 1}); start windows below {total}")
+        out.append(WindowPlan(s, min(tc.window_steps, total - s), tc.window_steps))
+    return out
 
 
 CRITERIA = ("training", "oracle")

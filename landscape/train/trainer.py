@@ -13,6 +13,12 @@ in one atomic step (see ``store.py``). Each checkpoint also records AdamW's seco
 (``exp_avg_sq``) and step count, so probes can compute the Adam-preconditioned sharpness
 at that checkpoint.
 
+Per-step windows (``train.window_steps`` steps from each of ``train.window_at``): every
+optimiser step inside one also records its parameter update (float32, after minus before),
+its batch's training loss and its learning rate, buffered and appended to
+``/windows/start_<S>`` by the same commit as the next checkpoint
+(:mod:`landscape.runfile.windows`), so a killed and resumed run stores the same window.
+
 Determinism: on CPU, the same recipe and seed give bit-identical metrics and
 checkpoints (wall-clock and throughput aside), with or without interruptions: a resumed
 run restores the model, the optimiser, the batch-order generator and the loop state
@@ -45,10 +51,10 @@ import torch
 from landscape.curvature.objective import ParamLayout
 from landscape.curvature.stability import OptimizerRecord
 from landscape.errors import LandscapeError
-from landscape.runfile import store, validate
+from landscape.runfile import store, validate, windows
 from landscape.train import distributed
 from landscape.train.model import LoopedTransformer, forward_flops, token_loss
-from landscape.train.recipe import Recipe, stored_recipe
+from landscape.train.recipe import Recipe, WindowPlan, stored_recipe, windows_of
 from landscape.train.tasks import IGNORE, Split, TaskData, generate
 from landscape.train.tasks.algorithmic import online_batch
 
@@ -172,7 +178,13 @@ class Trainer:
         self.evals = {k: s.to(self.device) for k, s in self.data.evals.items()}
         self._check_split_names()
         self._metric_keys: list[str] = []
-        self._pending: dict[str, list] = {"ckpt": [], "metrics": [], "events": []}
+        self.windows = windows_of(tc, self.total)
+        self._pending = self._nothing_pending()
+
+    @staticmethod
+    def _nothing_pending() -> dict:
+        """What a commit writes, empty: checkpoints, metric rows, events, window rows."""
+        return {"ckpt": [], "metrics": [], "events": [], "window": {}}
 
     def _check_split_names(self) -> None:
         """train.stop_split and train.monitor_splits must name evaluation splits."""
@@ -220,11 +232,16 @@ class Trainer:
 
     def start(self) -> None:
         """Create the run file with step 0 (evaluation, checkpoint, resume state) in it."""
+        for plan in self.windows:  # a window the budget cuts says so from the start
+            if plan.steps < plan.requested:
+                self._pending["events"].append(
+                    {"kind": "window_cut", "step": plan.start, "planned": plan.steps,
+                     "requested": plan.requested, "total_steps": self.total})
         self._record_eval()
         self._checkpoint()
         self._note_ranks()
         if not self.writes:
-            self._pending = {"ckpt": [], "metrics": [], "events": []}
+            self._pending = self._nothing_pending()
             return
         ids = self.probe_ids()
         ceilings = self.data.ceilings
@@ -243,7 +260,7 @@ class Trainer:
                        "targets": self.data.train.targets[ids].numpy()},
             then=self._pending_change(),
         )
-        self._pending = {"ckpt": [], "metrics": [], "events": []}
+        self._pending = self._nothing_pending()
 
     def resume(self) -> None:
         """Restore the state of the last commit of an existing run file."""
@@ -275,7 +292,7 @@ class Trainer:
     def _commit(self, final: bool = False) -> None:
         if self.writes:
             store.commit(self.path, self._pending_change(final))
-        self._pending = {"ckpt": [], "metrics": [], "events": []}
+        self._pending = self._nothing_pending()
 
     def _pending_change(self, final: bool = False) -> Callable[[store.Transaction], None]:
         """The file change that records everything pending and the resume state."""
@@ -290,6 +307,9 @@ class Trainer:
                 tx.append("trajectory/adam_step", np.array([c[4] for c in pending["ckpt"]]))
             for key in pending["metrics"][0] if pending["metrics"] else ():
                 tx.append(f"metrics/{key}", np.array([r[key] for r in pending["metrics"]]))
+            for plan in self.windows:
+                windows.append_rows(tx, plan.start, plan.requested, plan.steps,
+                                    pending["window"].get(plan.start, []))
             tx.append_json("events", pending["events"])
             tx.put("resume", {"state": np.frombuffer(blob, dtype=np.uint8)}, {"step": step})
             if final:
@@ -356,8 +376,14 @@ class Trainer:
         loss.backward()
         clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
         gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        plan = self._window_at(st.step)
+        before = self._flat_params() if plan is not None else None
         self.optimizer.step()
         dt = time.perf_counter() - t0
+        if plan is not None:  # outside the timed step: the copies are bookkeeping
+            update = (self._flat_params() - before).cpu().numpy()
+            self._pending["window"].setdefault(plan.start, []).append(
+                (st.step, update, value, lr, st.loops))
         st.step += 1
         st.wall += dt
         st.flops += self._step_flops(batch)
@@ -370,6 +396,20 @@ class Trainer:
         st.right_since += right
         st.scored_since += n_tok
         return value
+
+    def _window_at(self, step: int) -> WindowPlan | None:
+        """The window that records optimiser step ``step`` (None: none, or not rank 0)."""
+        if not self.writes:
+            return None
+        for plan in self.windows:
+            if plan.start <= step < plan.start + plan.steps:
+                return plan
+        return None
+
+    def _flat_params(self) -> torch.Tensor:
+        """The model's parameters as one float32 vector (layout order, a copy)."""
+        with torch.no_grad():
+            return self.layout.flatten(dict(self.model.named_parameters())).detach().float()
 
     def _step_flops(self, batch: Split) -> int:
         """FLOPs of the training step on ``batch``: 3 x forward, as the model runs it."""

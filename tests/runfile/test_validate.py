@@ -28,10 +28,12 @@ from landscape.runs.run import Run
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One tiny run (3 checkpoints, not complete so it can be resumed) for every case."""
+    """One tiny run (3 checkpoints, a per-step window of steps 4..9, not complete so it can
+    be resumed) for every case."""
     from landscape.train.trainer import train
 
-    path = train(tiny_recipe(train={"epochs": 2}), tmp_path_factory.mktemp("v") / "r.h5")
+    path = train(tiny_recipe(train={"epochs": 2, "window_steps": 6, "window_at": [4]}),
+                 tmp_path_factory.mktemp("v") / "r.h5")
     with h5py.File(path, "a") as f:
         f.attrs["status"] = "training"
     return path
@@ -57,6 +59,15 @@ def _segment(path, i=0):
 
 def _npy(path, arr):
     np.save(_segment(path), arr)
+
+
+W = "windows/start_4"
+
+
+def _window_npy(path, arr):
+    with h5py.File(path, "r") as f:
+        name = f[f"{W}/updates/files"][0].decode()
+    np.save(store.sidecar_dir(path) / name, arr)
 
 
 def _shift_event(f, event):
@@ -126,6 +137,15 @@ EDITS = {
         "optimizers", '[{"from": 0, "kind": 3}]'),
     "optimizers_momentum_text": lambda f, p: f.attrs.__setitem__(
         "optimizers", '[{"from": 0, "kind": "SGD", "momentum": "high"}]'),
+    "window_updates_float64": lambda f, p: _window_npy(p, np.zeros((4, 576), np.float64)),
+    "window_updates_wrong_width": lambda f, p: f[f"{W}/updates"].attrs.__setitem__(
+        "shape", "[7]"),
+    "window_steps_with_a_gap": lambda f, p: f[f"{W}/step"].__setitem__(1, 6),
+    "window_loss_rows_missing": lambda f, p: _replace(f, f"{W}/loss", np.ones(2)),
+    "window_lr_text": lambda f, p: _replace(f, f"{W}/lr", np.array(["a"] * 6, dtype=object)),
+    "window_named_for_another_start": lambda f, p: f[W].attrs.__setitem__("start", 5),
+    "window_planned_over_requested": lambda f, p: f[W].attrs.__setitem__("planned", 9),
+    "window_without_loops": lambda f, p: f.__delitem__(f"{W}/loops"),
     "metric_stored_outside": _external_metric,
     "metric_linked_outside": _external_link,
 }
@@ -166,6 +186,8 @@ def test_probe_says_damaged(damaged_run):
 
 def test_the_untouched_run_is_not_damaged(tiny_run):
     assert len(Run.open(tiny_run).steps) == 3
+    (window,) = Run.open(tiny_run).windows()
+    assert window.steps.tolist() == list(range(4, 10)) and window.updates.shape == (6, 576)
     assert CliRunner().invoke(main, ["info", str(tiny_run)]).exit_code == 0
 
 

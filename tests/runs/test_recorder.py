@@ -798,3 +798,83 @@ def test_plot_of_a_recorded_run_draws_its_blocks_and_nothing_of_the_paper(tmp_pa
     # asked by name, it says what to run
     named = _cli("plot", bare, "--figure", "blocks", "--out", tmp_path / "x")
     assert named.exit_code != 0 and "--blocks" in named.output
+
+
+def _recorded_window(path, total, crash_at=None, every=4):
+    """A user's loop recording a per-step window over steps 2..7 (checkpoints every 4)."""
+    model = build()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    rec = landscape.Recorder(path, model, probe=data(8, seed=99), factory="own_model:build",
+                             factory_kwargs={"d": D})
+    start = 0
+    if rec.last_step is None:
+        rec.checkpoint(0, optimizer=opt)
+        rec.open_window(2, 6)
+    else:
+        start = rec.restore(model, opt)
+    for step in range(start, total):
+        if step == crash_at:  # the loop dies here: what is not committed is lost
+            rec.__exit__(KeyboardInterrupt, None, None)
+            return rec
+        x, y = data(8, seed=step)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if 2 <= step < 8:
+            rec.window_step(step, {n: p.detach() - before[n]
+                                   for n, p in model.named_parameters()},
+                            loss.item(), opt.param_groups[0]["lr"])
+        if (step + 1) % every == 0:
+            rec.checkpoint(step + 1, optimizer=opt)
+    rec.close()
+    return rec
+
+
+def test_the_recorder_records_a_window_and_continues_it(tmp_path):
+    full = tmp_path / "full.h5"
+    _recorded_window(full, 10)
+    run = Run.open(full)
+    (w,) = run.windows()
+    assert w.steps.tolist() == list(range(2, 8)) and w.complete and not w.cut
+    assert w.updates.shape == (6, run.layout.size) and (w.lr == 1e-2).all()
+    # steps 4..7's updates carry checkpoint 4 to checkpoint 8
+    moved = run.flat_params(4).astype(np.float64) + w.updates[2:].astype(np.float64).sum(0)
+    np.testing.assert_allclose(moved, run.flat_params(8), rtol=0, atol=2e-6)
+    # a loop that dies at step 6 keeps the rows its last checkpoint (4) committed: steps 2
+    # and 3; continued from there it records the rest, the same as without the crash
+    cut = tmp_path / "cut.h5"
+    _recorded_window(cut, 10, crash_at=6)
+    (part,) = Run.open(cut).windows()
+    assert part.steps.tolist() == [2, 3] and not part.complete
+    _recorded_window(cut, 10)
+    (again,) = Run.open(cut).windows()
+    for field in ("steps", "updates", "loss", "lr"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(w, field), err_msg=field)
+
+
+def test_window_steps_out_of_order_are_refused(tmp_path):
+    model = build()
+    rec = landscape.Recorder(tmp_path / "w.h5", model, probe=data(8, seed=99),
+                             factory="own_model:build", factory_kwargs={"d": D})
+    zero = torch.zeros(rec.layout.size)
+    with pytest.raises(LandscapeError, match="without an open window"):
+        rec.window_step(0, zero, 1.0, 0.1)
+    rec.open_window(3, 2)
+    with pytest.raises(LandscapeError, match="expects step 3 next"):
+        rec.window_step(4, zero, 1.0, 0.1)
+    with pytest.raises(LandscapeError, match="must be .* finite numbers"):
+        rec.window_step(3, torch.zeros(5), 1.0, 0.1)
+    with pytest.raises(LandscapeError, match="is not finished"):
+        rec.open_window(9, 2)
+    rec.window_step(3, zero, 1.0, 0.1)
+    rec.window_step(4, zero, 1.0, 0.1)
+    with pytest.raises(LandscapeError, match="window from step 3 has all its 2 steps"):
+        rec.window_step(5, zero, 1.0, 0.1)
+    rec.checkpoint(5)
+    with pytest.raises(LandscapeError, match="overlaps the one that ends at step 5"):
+        rec.open_window(4, 2)
+    rec.close()
+    (w,) = Run.open(tmp_path / "w.h5").windows()
+    assert w.steps.tolist() == [3, 4] and w.complete

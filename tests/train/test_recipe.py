@@ -227,3 +227,35 @@ def test_a_recipe_is_found_by_path_or_by_shipped_name(tmp_path, monkeypatch):
     for bad in ("loopy", "../models/looped_attn", str(tmp_path / "nope.toml")):
         with pytest.raises(LandscapeError, match="does not exist and is not a shipped recipe"):
             load_recipe(bad)
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"window_steps": -1, "window_at": [0]}, "train.window_steps must be in 0..2147483647"),
+    ({"window_steps": 4, "window_at": [-3]}, "train.window_at: steps must be in 0"),
+    ({"window_steps": 4, "window_at": [8, 0]}, "train.window_at must be increasing"),
+    ({"window_steps": 4, "window_at": [8, 8]}, "train.window_at must be increasing"),
+    ({"window_steps": 4, "window_at": [0, 2]}, "the window at 0 .4 steps. overlaps the one at 2"),
+    ({"window_at": [0]}, "train.window_at needs train.window_steps >= 1"),
+    ({"window_steps": 64}, "train.window_steps needs train.window_at"),
+    ({"window_steps": 4, "window_at": 0}, "train.window_at must be a list"),
+    ({"window_steps": 4, "window_at": [1.5]}, r"train.window_at\[0\] must be int"),
+])
+def test_bad_windows_are_refused(train, message):
+    with pytest.raises(LandscapeError, match=message):
+        recipe_from_dict({"train": train})
+
+
+def test_windows_in_a_recipe_and_its_json():
+    from landscape.train.recipe import WindowPlan, windows_of
+
+    r = load_recipe(overrides=[parse_override("train.window_steps=64"),
+                               parse_override("train.window_at=[0, 64, 200]")])
+    assert r.train.window_at == (0, 64, 200) and recipe_from_json(r.to_json()) == r
+    assert TrainConfig().window_steps == 0 and TrainConfig().window_at == ()
+    # a stored recipe from before windows existed has neither key: both default to off
+    old = {k: v for k, v in r.to_dict()["train"].items() if not k.startswith("window")}
+    assert recipe_from_dict({"train": old}).train.window_steps == 0
+    assert windows_of(r.train, 230) == [WindowPlan(0, 64, 64), WindowPlan(64, 64, 64),
+                                        WindowPlan(200, 30, 64)]
+    with pytest.raises(LandscapeError, match="window at step 200 starts after the run's last"):
+        windows_of(r.train, 200)

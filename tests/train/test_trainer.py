@@ -261,3 +261,62 @@ def test_loop_count_follows_the_input_size_in_training(tmp_path):
     with torch.no_grad():  # the test length 6 runs 6 passes, as T(n) = n says
         torch.testing.assert_close(model(split.inputs, sizes=split.sizes),
                                    model(split.inputs, loops=6))
+
+
+def test_windows_hold_every_step_of_their_stretch(tmp_path):
+    # 4 epochs of 8 steps (32), checkpoints every 8; windows at steps 4 (12 steps) and 28
+    r = tiny_recipe(train={"window_steps": 12, "window_at": [4, 28]})
+    run = Run.open(train(r, tmp_path / "w.h5"))
+    first, last = run.windows()
+    assert first.start == 4 and first.steps.tolist() == list(range(4, 16))
+    assert first.updates.shape == (12, run.layout.size) and first.updates.dtype == np.float32
+    assert first.lr.tolist() == [r.lr_at(s, 32) for s in range(4, 16)]
+    assert first.loops.tolist() == [1] * 12 and first.complete and not first.cut
+    # the updates of steps 8..15 carry checkpoint 8 to checkpoint 16 (float32 rounding)
+    moved = run.flat_params(8).astype(np.float64) + first.updates[4:].astype(np.float64).sum(0)
+    np.testing.assert_allclose(moved, run.flat_params(16), rtol=0, atol=2e-6)
+    assert not np.allclose(run.flat_params(8), run.flat_params(16), rtol=0, atol=1e-4)
+    # each step's loss is the one the metrics average over the epoch before step 16
+    i = run.metrics["step"].tolist().index(16)
+    assert first.loss[4:].mean() == pytest.approx(run.metrics["train_loss"][i], rel=1e-12)
+    # the budget (32 steps) cuts the second window to 4 steps, and says so
+    assert last.steps.tolist() == [28, 29, 30, 31] and last.planned == 4
+    assert last.requested == 12 and last.cut and last.complete
+    (cut,) = [e for e in run.events if e["kind"] == "window_cut"]
+    assert cut == {"kind": "window_cut", "step": 28, "planned": 4, "requested": 12,
+                   "total_steps": 32}
+
+
+def test_a_run_killed_mid_window_resumes_to_the_same_window(tmp_path, monkeypatch):
+    r = tiny_recipe(train={"epochs": 2, "window_steps": 8, "window_at": [4]})
+    full = train(r, tmp_path / "full.h5")
+    path = tmp_path / "cut.h5"
+    real = Trainer._train_step
+
+    def killed_at_step_10(self):
+        if self.state.step == 10:
+            raise KeyboardInterrupt  # stands in for a kill between two commits
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "_train_step", killed_at_step_10)
+    with pytest.raises(KeyboardInterrupt):
+        train(r, path)
+    (partial,) = Run.open(path).windows()
+    assert partial.steps.tolist() == [4, 5, 6, 7] and not partial.complete  # commit at 8
+    monkeypatch.setattr(Trainer, "_train_step", real)
+    train(None, path, resume=True)
+    same_run(full, path)
+    (a,), (b,) = Run.open(full).windows(), Run.open(path).windows()
+    assert b.steps.tolist() == list(range(4, 12))
+    for field in ("steps", "updates", "loss", "lr", "loops"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    assert (a.start, a.planned, a.requested) == (b.start, b.planned, b.requested)
+
+
+def test_no_windows_by_default_and_a_window_past_the_budget_is_refused(tmp_path,
+                                                                        trained_runs):
+    assert Run.open(trained_runs["single"]).windows() == []
+    r = tiny_recipe(train={"window_steps": 4, "window_at": [32]})
+    with pytest.raises(LandscapeError, match="window at step 32 starts after the run's last"):
+        train(r, tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
