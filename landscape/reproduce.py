@@ -365,8 +365,30 @@ def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
                      if claims is None or c.id in claims]
     result.seconds = time.perf_counter() - t0
     (out / "claims.json").write_text(claims_mod.to_json(result.claims))
+    (out / "per_seed.json").write_text(claims_mod.json_text(per_seed_results(result.claims),
+                                                             indent=1) + "\n")
     (out / "REPORT.md").write_text(report_markdown(preset, runs, result))
     return result
+
+
+# What per_seed.json keeps of each claim's details: the per-seed values a README number
+# traces back to (the README gallery commits it; claims.json holds everything).
+PER_SEED_KEYS = {
+    "1": ("per_seed", "single_complex", "looped_complex", "gap", "paired", "power", "controls",
+          "single_second_half_rise", "looped_simple_first"),
+    "2": ("paired", "power", "checkpoints"),
+    "3": ("paired", "power", "valley"),
+    "4": ("paired", "power", "per_step", "intervention"),
+    "5": ("paired", "power", "targets", "shift_missed", "final_accuracy_fixed_budget"),
+    "6": ("gate", "paired", "per_length", "steps", "selection", "power", "per_task"),
+}
+
+
+def per_seed_results(claims: list) -> dict:
+    """Each claim's verdict and the per-seed parts of its details (``per_seed.json``)."""
+    return {c.id: {"title": c.title, "verdict": c.verdict,
+                   **{k: c.details[k] for k in PER_SEED_KEYS.get(c.id, ()) if k in c.details}}
+            for c in claims}
 
 
 def _on_device(job: Job, device: str) -> Job:

@@ -50,6 +50,11 @@ def test_every_figure_and_claim(reproduced):
     assert {c["verdict"] for c in data} <= {"holds", "does not hold", "inconclusive",
                                             "inconclusive (underpowered)"}
     assert "| m_shift |" in report and "| p_looped |" in report
+    per_seed = json.loads((out / "per_seed.json").read_text())
+    assert list(per_seed) == ["1", "2", "3", "4", "5", "6"]
+    assert per_seed["1"]["verdict"] == data[0]["verdict"]
+    assert per_seed["1"]["paired"] == data[0]["details"]["paired"]
+    assert set(per_seed["6"]) >= {"gate", "paired", "per_length", "selection"}
     # each claim shows its figure beside its verdict, before the next claim starts
     for cid, image in (("1", "fig2_sample_dynamics"), ("2", "fig3_spectra"),
                        ("6", "length_generalization")):

@@ -1080,7 +1080,12 @@ def judge_all(runs: list[Run]) -> list[Claim]:
 
 def to_json(claims: list[Claim]) -> str:
     """``claims.json``: every claim with its numbers."""
-    return json.dumps([asdict(c) for c in claims], indent=2, default=_jsonable)
+    return json_text([asdict(c) for c in claims])
+
+
+def json_text(obj, indent: int = 2) -> str:
+    """``obj`` as JSON, numpy values as numbers and anything else as its text."""
+    return json.dumps(obj, indent=indent, default=_jsonable)
 
 
 def _jsonable(x):
