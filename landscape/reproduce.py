@@ -14,14 +14,18 @@ Presets:
   (60 epochs, probed at 6 checkpoints with Lanczos, Hutch++ and SLQ on a 32-sequence
   probe set, no exact spectra, coarse slices); the untied control of claim 1; Single/Looped
   without positions scored at twice the length; parity in the length-generalization setup
-  (Looped, Single, untied; 600 steps).
-* ``paper``: the Markov recipes at 80 epochs with seeds 0, 1, 2 (seed 0 probed at 8
-  checkpoints with SLQ, for the figures); for the landscape claims, Single and Looped at
-  d_model 24 and 60 epochs on seeds 0, 1, 2 with exact spectra at 12 checkpoints in epochs
-  0-45 (:func:`_spectral_jobs`); the controls and the runs without
-  positions on every seed, SHIFT's ablation (10 settings) on seed 0; parity, copy and
-  addition in the length-generalization setup (``models/length/``) with Looped, Single
-  and untied, seeds 0-2. Expected time: see README ("Presets and time").
+  (Looped, untied, Single with each positional scheme; online, 600 steps).
+* ``paper``: for the landscape claims (2-4), Single and Looped at d_model 24 and 60 epochs
+  on seeds 0, 1, 2 with exact spectra at 12 checkpoints in epochs 0-45
+  (:func:`_spectral_jobs`); for claims 1, 5 and 6, fresh seeds (:data:`FRESH_SEED` and up,
+  as many as the power calculation asks within :data:`SEED_BUDGET`): the Markov recipes at
+  80 epochs (Looped, SHIFT, Single; the first seed probed at 8 checkpoints for the
+  figures), the untied control and the no-gap languages ``fixed1`` and ``modes`` on every
+  one of those seeds, parity, copy and addition online in the length setup
+  (``models/length/``) with Looped, untied and Single x 3 positional schemes on 3 seeds,
+  the Markov runs without positions, and the corners of SHIFT's ablation on the first
+  seed. ``--claims 1,5,6`` (:func:`select_claims`) runs only what those claims read.
+  Expected time: see README ("Presets and time").
 
 Every Markov run's seed draws its language too (``task.seed``); ``language_seed`` holds
 it fixed.
