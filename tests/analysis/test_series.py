@@ -147,3 +147,44 @@ def test_valid_results_are_accepted_as_given():
     b = series.BlockSeries(np.arange(3.0), ("layers.0", "head"), np.array([40, 5]),
                            np.ones((3, 2)), np.ones((3, 2)), np.zeros((3, 2)))
     assert repr(b).startswith("BlockSeries(epoch=[3] 0..2, blocks=<2 items>, dims=[2] 5..40")
+
+
+def test_control_languages_group_apart_from_the_main_markov_runs():
+    main, fixed1 = fake(), fake()
+    fixed1.recipe = tiny_recipe(task={"language": "fixed1"})
+    modes = fake(LOOPED)
+    modes.recipe = tiny_recipe(task={"language": "modes"}, model={"loops": 3})
+    g = series.group_runs([main, fixed1, modes])
+    assert set(g) == {"markov", "markov_fixed1", "markov_modes"}
+    assert g["markov_fixed1"] == {SINGLE: [fixed1]}
+    assert [k for k in ("markov", "markov_fixed1", "custom", "parity", "markov_long")
+            if series.is_algorithmic(k)] == ["parity"]
+
+
+def _algo(seed, positions, val, iid=0.99, stop=None):
+    r = fake(SINGLE, task="parity", seed=seed,
+             metrics={"step": np.array([0.0, 50.0]), "iid.acc": np.array([0.5, iid]),
+                      "val.acc": np.array([0.5, val])})
+    r.recipe = load_recipe(overrides=[{"task": {"name": "parity"}, "train": {"seed": seed},
+                                       "model": {"positions": positions}}])
+    r.events = [] if stop is None else [{"kind": "stop", "step": stop}]
+    return r
+
+
+def test_single_positions_are_chosen_on_val_per_seed_ties_to_the_first_scheme():
+    runs = [_algo(0, "learned", 0.9), _algo(0, "none", 0.8), _algo(0, "rope", 0.9),
+            _algo(1, "none", 0.7), _algo(1, "rope", 0.6)]
+    chosen, record = series.select_by_validation(runs)
+    assert chosen[0] is runs[2] and chosen[1] is runs[3]  # rope before learned on a tie
+    assert record[0] == {"chosen": "rope", "split": "val",
+                         "candidates": {"none": 0.8, "rope": 0.9, "learned": 0.9}}
+    del runs[4].metrics["val.acc"]  # no val split: chosen on iid, and said so
+    assert series.select_by_validation(runs[3:])[1][1]["split"] == "iid"
+    models = series.length_models({"single": runs[:4], "looped": [runs[0]]})
+    assert models["single"] == [runs[2], runs[3]] and models["looped"] == [runs[0]]
+
+
+def test_mastery_reads_the_held_out_accuracy_and_the_stop_event():
+    assert series.mastery(_algo(0, "none", 0.9, iid=0.96, stop=50), 0.95) == {
+        "mastered": True, "acc": 0.96, "step": 50, "steps": 50}
+    assert series.mastery(_algo(0, "none", 0.9, iid=0.94), 0.95)["mastered"] is False

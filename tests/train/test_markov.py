@@ -426,3 +426,12 @@ def test_long_split_is_scored_beyond_the_training_length_only():
         assert torch.equal(base.evals[k].inputs, data.evals[k].inputs)
     with pytest.raises(LandscapeError, match="long_len"):
         MarkovConfig(seq_len=12, long_len=12)
+
+
+def test_language_of_names_the_structure_not_the_seed():
+    from landscape.train.tasks.markov import LANGUAGES, MarkovConfig, language_of
+
+    for name in LANGUAGES:
+        assert language_of(MarkovConfig.language(name, seed=7, n_train=64)) == name
+    assert language_of(MarkovConfig(n_det=5)) is None
+    assert language_of(object()) is None
