@@ -58,6 +58,7 @@ from landscape.geometry import uv_measures as uv
 from landscape.geometry.hopping import Hopping, summarise
 from landscape.geometry.phases import phase_rule, spectral_stats
 from landscape.geometry.simulator import compare as compare_sim
+from landscape.runfile import schema as sc
 from landscape.runfile.schema import NotProbed
 from landscape.runs.run import Run
 from landscape.train.archs import LOOPED, SINGLE
@@ -118,6 +119,11 @@ SMALLEST_EFFECT = {
     "1": GAP,  # complex accuracy, Looped - Single
     "5": -math.log(0.9),  # log(Looped FLOPs / SHIFT FLOPs) to the target: SHIFT >= 10 % cheaper
     "6": LENGTH_GAP,  # token accuracy beyond the training lengths, Looped - Single
+    # claim 4 (fixed 2026-12-08, before any run with interventions): the share of its own
+    # K-step probe-loss decrease a model loses when each AdamW update's component in its
+    # optimiser's valley is removed (intervention_share_lost), Looped - Single. 0.10: Looped
+    # loses at least 10 percentage points more of its river progress than Single.
+    "4": 0.10,
 }
 
 
@@ -138,6 +144,7 @@ PILOTS: dict[str, Pilot | None] = {
                "SHIFT / Looped, geometric mean 0.71 [0.48, 1.04] (log-ratio sd from the "
                "interval)"),
     "6": None,  # the online length setup is new: no earlier spread (stated in the report)
+    "4": None,  # the intervention is new: a pilot on 2 seeds sets the seeds (stated)
 }
 
 
@@ -698,6 +705,56 @@ def _hopping_summary(run: Run, single_ref: Run | None) -> dict:
     return {"seed": run.recipe.train.seed, "name": run.name, "steps": h.steps.tolist(),
             **summarise(hop), "per_checkpoint": h.per_checkpoint(),
             "force_per_checkpoint": force}
+
+
+def intervention_share_lost(part: sc.Intervention) -> float:
+    """The share of the unchanged arm's probe-loss decrease lost with the valley removed.
+
+    ``(L_removed - L_unchanged) / (L_start - L_unchanged)`` after K steps from the same
+    start: 0 where removing the valley motion costs nothing, 1 where it costs all the
+    progress, above 1 where the valley-removed arm went uphill. NaN where the unchanged arm
+    made no progress (``L_start <= L_unchanged``): there is nothing to lose.
+    """
+    gained = part.loss_start - part.unchanged.loss_end
+    return part.progress_lost / gained if gained > 0 else math.nan
+
+
+def intervention_rule(seeds: list[int], single: list[sc.Intervention],
+                      looped: list[sc.Intervention]) -> tuple[str, dict]:
+    """Claim 4's rule on paired interventions (one per seed and model, same start).
+
+    Per seed, Looped's :func:`intervention_share_lost` minus Single's; their mean with a
+    95 % t-interval (:func:`landscape.analysis.paired.paired`, sign count beside): holds
+    if the interval lies above 0, does not hold if it lies below the smallest effect of
+    interest ``SMALLEST_EFFECT["4"]`` (0.10), else inconclusive. A seed whose unchanged arm
+    made no progress in either model is left out and named.
+
+    Returns:
+        The verdict and ``details`` (``paired``, ``power``, ``intervention`` per seed and
+        model, ``left_out``).
+    """
+    kept, a, b, left_out, per_seed = [], [], [], [], {}
+    for seed, si, lo in zip(seeds, single, looped):
+        x, y = intervention_share_lost(si), intervention_share_lost(lo)
+        per_seed[int(seed)] = {
+            name: {"loss_start": p.loss_start, "unchanged_loss_end": p.unchanged.loss_end,
+                   "removed_loss_end": p.removed.loss_end, "share_lost": v,
+                   "river_unchanged": p.unchanged.river, "river_removed": p.removed.river,
+                   "valley_unchanged": p.unchanged.valley, "valley_removed": p.removed.valley,
+                   "steps": p.steps, "valley_k": p.valley_k, "valley": p.valley_source}
+            for name, p, v in (("single", si, x), ("looped", lo, y))}
+        if math.isfinite(x) and math.isfinite(y):
+            kept.append(int(seed))
+            a.append(x)
+            b.append(y)
+        else:
+            left_out.append(int(seed))
+    details = {"intervention": per_seed, "left_out": left_out}
+    if len(kept) < 2:
+        return INCONCLUSIVE, details | {"missing": "fewer than 2 seeds with progress"}
+    p = pairs_mod.paired(kept, a, b)
+    details.update(paired=p.as_dict(SMALLEST_EFFECT["4"]), power=power_plan("4", p.n))
+    return _paired_verdict(p, "4"), details
 
 
 def judge_theory(groups: Grouped) -> Claim:

@@ -56,12 +56,24 @@ from landscape.geometry.directions import Plane, pca_directions, plane_through, 
 from landscape.geometry.directions import random_plane as _random_plane
 from landscape.geometry.measurements import loop_curve as _loop_curve
 from landscape.geometry.measurements import unit_direction, valley_spread, valley_widths
+from landscape.geometry.optimiser_valley import (
+    FALLBACK_K,
+    NEAR_EDGE,
+    alternating_span,
+    edge_valley,
+    orthonormal_rows,
+    principal_angles,
+    restricted_hessian,
+    restricted_measures,
+)
+from landscape.geometry.per_step import river_direction as per_step_river
 from landscape.geometry.slices import loss_grid, make_axis
 from landscape.geometry.uv_measures import precondition_denominator
 from landscape.geometry.valley import river_direction, split_from_slq, split_spectrum
 from landscape.geometry.valley import river_progress as _river_progress
 from landscape.probe.settings import GeometrySettings, HessianSettings
 from landscape.runfile import schema as sc
+from landscape.train.intervention import continue_from
 from landscape.train.model import param_groups
 
 QK_CHECKPOINTS = 2  # checkpoints after initialisation at which Q/K gradients are compared
@@ -503,3 +515,97 @@ def qk_alignment(checkpoints: Sequence[tuple[int, Callable[[int], LossFn],
     return sc.QkAlignment(steps=np.array([s for s, _, _ in checkpoints], dtype=np.int64),
                           loops=np.asarray(loops, dtype=np.int64),
                           cosine=np.array([qk_cosine(f, p, loops) for _, f, p in checkpoints]))
+
+
+# --- the optimiser's valley and the intervention (claim 4) ------------------------------
+
+
+def _numpy_hvp(op: HessianOperator) -> Callable[[np.ndarray], np.ndarray]:
+    def hvp(v: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(v, dtype=op.dtype, device=op.device)
+        return op.matvec(t).double().cpu().numpy()
+    return hvp
+
+
+def optimiser_valley(op: HessianOperator, top_part: sc.Top, lr: float,
+                     optimizer: OptimizerRecord | None, adam_v: np.ndarray | None,
+                     adam_step: int, window_updates: np.ndarray | None = None,
+                     window_start: int = -1, k: int = 16,
+                     factor: float = NEAR_EDGE, fallback_k: int = FALLBACK_K,
+                     alt_k: int | None = None) -> sc.OptimiserValley:
+    """The valley AdamW defines at a checkpoint: edge span, alternating span, angles, U/V.
+
+    See :mod:`landscape.geometry.optimiser_valley` and :class:`~landscape.runfile.schema.
+    OptimiserValley`. ``k`` preconditioned eigenpairs are examined (Lanczos on
+    :func:`landscape.curvature.hessian.preconditioned_operator`); the raw span compared
+    is ``top_part``'s top ``fallback_k`` eigenvectors; the alternating span has
+    ``alt_k`` directions (default: the edge span's size, at most the window's ``n - 2``).
+
+    Raises:
+        LandscapeError: not AdamW/Adam, no second moment (before the first step), or an
+            unknown learning rate.
+    """
+    opt = optimizer or OptimizerRecord(UNKNOWN_OPTIMIZER)
+    edge = opt.edge(lr)
+    if not opt.preconditioned or adam_v is None or adam_step < 1 or not math.isfinite(edge):
+        raise LandscapeError("the optimiser's valley needs AdamW's second moment after at "
+                             f"least one step and its edge ({opt.label}, step {adam_step}, "
+                             f"lr {lr:g})")
+    n0 = op.n_matvec
+    denominator = precondition_denominator(adam_v, adam_step, opt.beta2, opt.eps)
+    pre = preconditioned_operator(op, torch.as_tensor(adam_v, device=op.device), eps=opt.eps,
+                                  step=adam_step, beta2=opt.beta2)
+    res = lanczos(pre, k_top=min(k, op.dim), max_steps=min(300, op.dim))
+    ev = edge_valley(np.asarray(res.top_values), res.top_vectors.T.double().cpu().numpy(),
+                     denominator, edge, factor, fallback_k)
+    raw = orthonormal_rows(top_part.vectors[:fallback_k])
+    hvp = _numpy_hvp(op)
+    em = restricted_measures(restricted_hessian(hvp, ev.basis))
+    alt: dict = {}
+    if window_updates is not None and np.asarray(window_updates).shape[0] >= 3:
+        upd = np.asarray(window_updates, dtype=np.float64)
+        span = alternating_span(upd, min(alt_k or ev.k, upd.shape[0] - 2))
+        am = restricted_measures(restricted_hessian(hvp, span.basis))
+        alt = {"window_start": int(window_start), "alt_basis": span.basis.astype(np.float32),
+               "alt_singular": span.singular_values, "alt_captured": span.captured,
+               "alt_share": span.alternating_share,
+               "angles_edge_alt": principal_angles(ev.basis, span.basis),
+               "angles_raw_alt": principal_angles(raw, span.basis), "alt_eigvals": am.eigvals,
+               "alt_kappa": am.kappa, "alt_force": am.force, "alt_cv": am.steepness_cv}
+    return sc.OptimiserValley(
+        edge=ev.edge, factor=ev.factor, near_edge=ev.near_edge, all_near=ev.all_near,
+        k=ev.k, note=ev.note, pre_values=ev.eigvals, basis=ev.basis.astype(np.float32),
+        raw_k=int(raw.shape[0]), angles_raw_edge=principal_angles(raw, ev.basis),
+        edge_eigvals=em.eigvals, edge_kappa=em.kappa, edge_force=em.force,
+        edge_cv=em.steepness_cv, hvps=op.n_matvec - n0, **alt)
+
+
+def intervention(path, start: int, steps: int, valley: np.ndarray,
+                 probe_loss: Callable[[np.ndarray], float],
+                 valley_source: str = "edge") -> sc.Intervention:
+    """Claim 4's intervention: K steps from ``start``, unchanged and valley removed.
+
+    Args:
+        path: a run file of ``landscape train`` with an intervention start at ``start``.
+        start: the start step.
+        steps: K.
+        valley: ``[k, P]`` orthonormal rows of the valley span (e.g. an
+            :class:`~landscape.runfile.schema.OptimiserValley`'s ``basis``).
+        probe_loss: flat float32 parameters ``[P]`` -> the run's probe-set loss.
+        valley_source: the span's name, stored.
+    """
+    v = orthonormal_rows(valley)
+    arms = {"unchanged": continue_from(path, start, steps),
+            "removed": continue_from(path, start, steps, valley=v)}
+    first = arms["unchanged"].params
+    u = per_step_river(first[-1].astype(np.float64) - first[0], v)
+    out = {}
+    for name, c in arms.items():
+        moved = c.params[-1].astype(np.float64) - c.params[0]
+        out[name] = sc.InterventionArm(
+            loss_end=float(probe_loss(c.params[-1])), batch_loss=c.batch_loss,
+            river=float(u @ moved), valley=float(np.linalg.norm(v @ moved)),
+            valley_path=float(np.linalg.norm(c.updates.astype(np.float64) @ v.T, axis=1).sum()))
+    return sc.Intervention(steps=int(steps), valley_k=int(v.shape[0]),
+                           valley_source=valley_source, projects="adam_update",
+                           loss_start=float(probe_loss(first[0])), **out)

@@ -25,7 +25,8 @@ Groups::
     /probe/step_<N>/ggn/<name>        the same curvature parts of the generalised
     /probe/step_<N>/fisher/<name>     Gauss-Newton matrix and the empirical Fisher
     /probe/step_<N>/geometry/<name>   Valley, Widths, Spread, River, Grid (slice_random,
-                                      slice_river_valley, slice_shared)
+                                      slice_river_valley, slice_shared), OptimiserValley,
+                                      Intervention
     /probe/run/<name>                 RiverProgress, Pca, LoopCurve, Switch, QkAlignment
 
 To add a part: subclass :class:`Part` here (``KIND``, ``NAME``, typed fields), add it
@@ -524,6 +525,129 @@ class SliceShared(Grid):
     NAME: ClassVar[str] = "slice_shared"
 
 
+@dataclass(frozen=True, kw_only=True)
+class OptimiserValley(Part):
+    """The valley AdamW defines at a checkpoint (:mod:`landscape.geometry.optimiser_valley`).
+
+    The edge span: the preconditioned eigen-directions with eigenvalue at least ``factor``
+    times the edge ``(2 + 2 beta1) / ((1 - beta1) lr)``, mapped to parameters by
+    ``D^-1/2``, orthonormalised; where none is near the edge (``near_edge`` False) its
+    top ``k`` instead (``note`` says which). The alternating span (where a per-step window
+    starts at this checkpoint): the top directions of the window's second differences.
+    Angles are principal angles in radians, ascending; the U/V measures are those of the
+    Hessian restricted to the span (``Q H Q'``).
+
+    Attributes:
+        edge: the optimiser's edge.
+        factor: near means ``>= factor * edge``.
+        near_edge: some preconditioned eigenvalue is near the edge.
+        all_near: every one examined is (the span may be incomplete).
+        k: the edge span's dimension.
+        note: what the edge span is, in words.
+        pre_values: ``[m]`` preconditioned eigenvalues examined, descending.
+        basis: ``[k, P]`` float32 orthonormal rows of the edge span.
+        raw_k: the raw top-k Hessian span's dimension compared.
+        angles_raw_edge: ``[min(raw_k, k)]`` principal angles raw top-k vs edge span.
+        edge_eigvals: ``[k]`` eigenvalues of H restricted to the edge span, descending.
+        edge_kappa: their max / min (NaN unless all > 0).
+        edge_force: sum of 1 / eigenvalue over the positive ones.
+        edge_cv: steepness CV ``sqrt(2 / (k + 2)) std / mean``.
+        window_start: the window read for the alternating span (-1: none).
+        alt_basis: ``[k_alt, P]`` float32 rows of the alternating span (None: no window).
+        alt_singular: ``[n]`` singular values of the second differences.
+        alt_captured: share of their energy in the span.
+        alt_share: alternating energy over the updates' energy.
+        angles_edge_alt: ``[.]`` principal angles edge vs alternating span.
+        angles_raw_alt: ``[.]`` raw top-k vs alternating span.
+        alt_eigvals: ``[k_alt]`` H restricted to the alternating span.
+        alt_kappa: their max / min.
+        alt_force: sum of 1 / eigenvalue over the positive ones.
+        alt_cv: steepness CV.
+    """
+
+    KIND: ClassVar[str] = GEOMETRY
+    NAME: ClassVar[str] = "optimiser_valley"
+    edge: float
+    factor: float
+    near_edge: bool
+    all_near: bool
+    k: int
+    note: str
+    pre_values: np.ndarray
+    basis: np.ndarray
+    raw_k: int
+    angles_raw_edge: np.ndarray
+    edge_eigvals: np.ndarray
+    edge_kappa: float
+    edge_force: float
+    edge_cv: float
+    window_start: int = -1
+    alt_basis: np.ndarray | None = None
+    alt_singular: np.ndarray | None = None
+    alt_captured: float = float("nan")
+    alt_share: float = float("nan")
+    angles_edge_alt: np.ndarray | None = None
+    angles_raw_alt: np.ndarray | None = None
+    alt_eigvals: np.ndarray | None = None
+    alt_kappa: float = float("nan")
+    alt_force: float = float("nan")
+    alt_cv: float = float("nan")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterventionArm:
+    """One arm of an intervention: K steps from the start, unchanged or valley removed.
+
+    Attributes:
+        loss_end: probe-set loss after the K steps.
+        batch_loss: ``[K]`` training loss of each step's batch, before its update.
+        river: displacement along the unit river direction (``u . (theta_K - theta_0)``).
+        valley: norm of the displacement in the valley span (``||V (theta_K - theta_0)||``).
+        valley_path: summed per-step valley motion ``sum_t ||V d_t||``.
+    """
+
+    loss_end: float
+    batch_loss: np.ndarray
+    river: float
+    valley: float
+    valley_path: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Intervention(Part):
+    """Claim 4's intervention at a start step (:mod:`landscape.train.intervention`).
+
+    From the stored state at this step, K steps with the same batches: ``unchanged``, and
+    ``removed`` with each AdamW update's component in the valley span removed. The river
+    direction ``u`` is the unchanged arm's displacement with the valley part projected
+    out, normalised; the loss is the run's probe-set loss.
+
+    Attributes:
+        steps: K.
+        valley_k: the valley span's dimension.
+        valley_source: which span: ``edge`` (the optimiser's edge span) or ``raw``.
+        projects: what is projected: ``adam_update`` (the move, not the gradient).
+        loss_start: probe-set loss at the start.
+        unchanged: the unchanged arm.
+        removed: the valley-removed arm.
+    """
+
+    KIND: ClassVar[str] = GEOMETRY
+    NAME: ClassVar[str] = "intervention"
+    steps: int
+    valley_k: int
+    valley_source: str
+    projects: str
+    loss_start: float
+    unchanged: InterventionArm = _nested(InterventionArm)
+    removed: InterventionArm = _nested(InterventionArm)
+
+    @property
+    def progress_lost(self) -> float:
+        """Loss decrease unchanged minus valley removed (> 0: removing the valley costs)."""
+        return self.removed.loss_end - self.unchanged.loss_end
+
+
 # --- run-level parts --------------------------------------------------------------------
 
 
@@ -662,7 +786,7 @@ class QkAlignment(Part):
 PARTS: dict[str, type[Part]] = {cls.NAME: cls for cls in (
     Top, Trace, Slq, Exact, Sharpness, Overlap, Blocks, PyHessian,
     Valley, Widths, Spread, River, SliceRandom, SliceRiverValley, SliceShared,
-    RiverProgress, Pca, LoopCurve, Switch, QkAlignment)}
+    OptimiserValley, Intervention, RiverProgress, Pca, LoopCurve, Switch, QkAlignment)}
 
 
 _BOOKKEEPING = ("hvps", "seconds", "settings", "fingerprint")
@@ -701,7 +825,8 @@ def short_repr(obj: Any) -> str:
     return f"{type(obj).__name__}({', '.join(shown)})"
 
 
-for _cls in (*PARTS.values(), Part, HessianPart, Grid, BlockSpectrum, SwitchSide):
+for _cls in (*PARTS.values(), Part, HessianPart, Grid, BlockSpectrum, SwitchSide,
+             InterventionArm):
     _cls.__repr__ = short_repr  # the dataclasses' own repr would print whole arrays
 
 

@@ -33,6 +33,9 @@ The rules, by place (``n``: checkpoints, ``P``: parameters per checkpoint):
   ``planned`` in ``[1, requested]``; ``step`` ``[n]`` the integers ``S, S+1, ...``
   (``n <= planned``); ``loss``, ``lr`` ``[n]`` floats; ``loops`` ``[n]`` integers >= 1;
   ``updates`` ``n`` float32 rows of width ``P``.
+* ``/interventions/start_<S>``: integer attrs ``start`` (= S, >= 0) and ``adam_step``
+  >= 0; exactly the datasets ``state`` (bytes), ``params``, ``exp_avg``, ``exp_avg_sq``
+  (each ``[P]`` float32).
 * ``/metrics/<name>``: ``[m]`` numbers. ``/events``: JSON objects (a ``shift`` event with
   its step, epoch, reason and loops). ``/resume``: an integer ``step`` and a ``state`` of
   bytes. ``/probe``: groups ``run`` and ``step_<N>``.
@@ -250,6 +253,8 @@ class _Checker:
         self.task(_group(f, "task", "/task"), custom="recipe" not in f.attrs)
         width = self.trajectory(_group(f, "trajectory", "/trajectory"))
         self.windows(_group(f, "windows", "/windows", required=False), width)
+        self.interventions(_group(f, "interventions", "/interventions", required=False),
+                           width)
         self.metrics(_group(f, "metrics", "/metrics"))
         _group(f, "probe_set", "/probe_set")
         self.events(f)
@@ -430,6 +435,30 @@ class _Checker:
             _need(bool((loops >= 1).all()), f"{where}/loops is below 1")
             dtype = self.rows(w["updates"], f"{where}/updates", n, (width,))
             _need(dtype == np.float32, f"{where}/updates rows are {dtype}, not float32")
+
+    def interventions(self, g: h5py.Group | None, width: int) -> None:
+        """Intervention starts (:mod:`landscape.runfile.interventions`), ``width``: P."""
+        for key in g if g is not None else ():
+            where = f"/interventions/{key}"
+            w = _group(g, key, where)
+            start = _int_attr(w.attrs, "start", where, lo=0, required=True)
+            _need(key == f"start_{start}", f"{where} holds the start at step {start}")
+            _int_attr(w.attrs, "adam_step", where, lo=0, required=True)
+            _need(set(w) == {"state", "params", "exp_avg", "exp_avg_sq"},
+                  f"{where} holds {sorted(w)}, not state, params, exp_avg and exp_avg_sq")
+            for name in ("state", "params", "exp_avg", "exp_avg_sq"):
+                d = w[name]
+                _need(isinstance(d, h5py.Dataset), f"{where}/{name} is not a dataset")
+                shape, dtype = d.shape, d.dtype
+                if "sidecar" in d.attrs:
+                    header = self.npy(d.attrs["sidecar"], f"{where}/{name}")
+                    _need(header is not None, f"{where}/{name}: its file is missing")
+                    shape, dtype = header
+                if name == "state":
+                    _need(dtype == np.uint8 and len(shape) == 1, f"{where}/state is not bytes")
+                else:
+                    _need(tuple(shape) == (width,) and dtype == np.float32,
+                          f"{where}/{name} is not [{width}] float32")
 
     def rows(self, item: Any, where: str, n: int, shape: tuple[int, ...]) -> np.dtype:
         """Check ``n`` rows of ``shape`` (segmented, or a format-1 dataset); their dtype."""

@@ -82,6 +82,9 @@ class TrainConfig:
     #                        64 is a good length); see TrainConfig._check_windows
     window_at: tuple[int, ...] = ()  # the optimiser steps where windows start (increasing,
     #                                  windows may not overlap)
+    intervene_at: tuple[int, ...] = ()  # optimiser steps where the full training state
+    #     (model, both AdamW moments and its step, batch order) is stored so that an
+    #     intervention can continue from there exactly (landscape.runfile.interventions)
 
     def __post_init__(self):
         _check_finite(self, "train")
@@ -104,6 +107,9 @@ class TrainConfig:
         _check(0 <= self.seed <= SEED_MAX, f"train.seed must be in 0..{SEED_MAX} (2**63-1)")
         check_device(self.device, "train.device")
         self._check_windows()
+        _check(all(0 <= s <= COUNT_MAX for s in self.intervene_at)
+               and all(b > a for a, b in zip(self.intervene_at, self.intervene_at[1:])),
+               f"train.intervene_at must be increasing steps in 0..{COUNT_MAX}")
 
     def _check_windows(self) -> None:
         """Per-step windows: ``window_at`` increasing, non-overlapping, with a length.

@@ -51,7 +51,7 @@ import torch
 from landscape.curvature.objective import ParamLayout
 from landscape.curvature.stability import OptimizerRecord
 from landscape.errors import LandscapeError
-from landscape.runfile import store, validate, windows
+from landscape.runfile import interventions, store, validate, windows
 from landscape.train import distributed
 from landscape.train.model import LoopedTransformer, forward_flops, token_loss
 from landscape.train.recipe import Recipe, WindowPlan, stored_recipe, windows_of
@@ -179,12 +179,20 @@ class Trainer:
         self._check_split_names()
         self._metric_keys: list[str] = []
         self.windows = windows_of(tc, self.total)
+        for s in tc.intervene_at:
+            if s >= self.total:
+                raise LandscapeError(f"train.intervene_at: step {s} is not below the run's "
+                                     f"{self.total} steps; choose steps in 0..{self.total - 1}")
+        self.update_projection: Callable[[torch.Tensor], torch.Tensor] | None = None
+        """Applied to each step's update (after minus before, flat float32) when set:
+        the parameters become ``before + update_projection(update)`` (an intervention,
+        :mod:`landscape.train.intervention`; never set in a recorded run)."""
         self._pending = self._nothing_pending()
 
     @staticmethod
     def _nothing_pending() -> dict:
         """What a commit writes, empty: checkpoints, metric rows, events, window rows."""
-        return {"ckpt": [], "metrics": [], "events": [], "window": {}}
+        return {"ckpt": [], "metrics": [], "events": [], "window": {}, "intervene": []}
 
     def _check_split_names(self) -> None:
         """train.stop_split and train.monitor_splits must name evaluation splits."""
@@ -268,6 +276,12 @@ class Trainer:
         if found is None:
             raise LandscapeError(f"{self.path} has no resume state; start a new run instead")
         saved = validate.load_resume_state(self.path, found[1], map_location=self.device)
+        self.restore(saved)
+        self._pending["events"].append({"kind": "resume", "step": self.state.step})
+        self._note_ranks()
+
+    def restore(self, saved: dict) -> None:
+        """Model, loop state, optimiser and batch generator from a loaded state blob."""
         try:
             self.model.load_state_dict(saved["model"])
             loop = dict(saved["loop"])
@@ -280,8 +294,6 @@ class Trainer:
             raise validate.damaged(self.path, f"/resume/state does not fit the recipe's "
                                       f"model and optimiser ({type(e).__name__}: "
                                       f"{str(e)[:200]})") from None
-        self._pending["events"].append({"kind": "resume", "step": self.state.step})
-        self._note_ranks()
 
     def _resume_blob(self) -> bytes:
         buf = io.BytesIO()
@@ -310,6 +322,8 @@ class Trainer:
             for plan in self.windows:
                 windows.append_rows(tx, plan.start, plan.requested, plan.steps,
                                     pending["window"].get(plan.start, []))
+            for found in pending["intervene"]:
+                interventions.put(tx, found)
             tx.append_json("events", pending["events"])
             tx.put("resume", {"state": np.frombuffer(blob, dtype=np.uint8)}, {"step": step})
             if final:
@@ -326,6 +340,8 @@ class Trainer:
         """Train from the current state to the end of the budget, committing as it goes."""
         st = self.state
         while st.step < self.total and not st.stopped:
+            if st.step in self.recipe.train.intervene_at and self.writes:
+                self._pending["intervene"].append(self.intervention_state())
             loss = self._train_step()
             if progress is not None:
                 progress(st.step, self.total, {"loss": loss, "loops": st.loops,
@@ -377,8 +393,11 @@ class Trainer:
         clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
         gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         plan = self._window_at(st.step)
-        before = self._flat_params() if plan is not None else None
+        project = self.update_projection
+        before = self._flat_params() if plan is not None or project is not None else None
         self.optimizer.step()
+        if project is not None:
+            self._set_flat(before + project(self._flat_params() - before))
         dt = time.perf_counter() - t0
         if plan is not None:  # outside the timed step: the copies are bookkeeping
             update = (self._flat_params() - before).cpu().numpy()
@@ -410,6 +429,32 @@ class Trainer:
         """The model's parameters as one float32 vector (layout order, a copy)."""
         with torch.no_grad():
             return self.layout.flatten(dict(self.model.named_parameters())).detach().float()
+
+    def _set_flat(self, flat: torch.Tensor) -> None:
+        """Set the model's parameters from one flat vector (layout order)."""
+        values = self.layout.unflatten(flat)
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(values[name].to(dtype=p.dtype, device=p.device))
+
+    def intervention_state(self) -> interventions.InterventionState:
+        """The full state before the next step: resume blob, parameters, both moments."""
+        params = dict(self.model.named_parameters())
+        rows: dict[str, list] = {"exp_avg": [], "exp_avg_sq": []}
+        steps = 0
+        for name in self.layout.names:
+            state = self.optimizer.state.get(params[name], {})
+            for key, out in rows.items():
+                t = state.get(key)
+                out.append(torch.zeros(params[name].numel()) if t is None
+                           else t.detach().reshape(-1).float().cpu())
+            if "step" in state:
+                steps = int(state["step"])
+        return interventions.InterventionState(
+            start=self.state.step, state=self._resume_blob(),
+            params=self._flat_params().cpu().numpy(),
+            exp_avg=torch.cat(rows["exp_avg"]).numpy(),
+            exp_avg_sq=torch.cat(rows["exp_avg_sq"]).numpy(), adam_step=steps)
 
     def _step_flops(self, batch: Split) -> int:
         """FLOPs of the training step on ``batch``: 3 x forward, as the model runs it."""
