@@ -15,6 +15,11 @@ from landscape.runfile.schema import StaleError
 SEEDS = (0, 1, 2)
 
 
+@pytest.fixture(autouse=True)
+def _fewer_power_trials(monkeypatch):
+    monkeypatch.setattr(claims, "POWER_TRIALS", 40)  # claim 2's power: enough to tell 0.8
+
+
 def _three(t, level=7.0):
     a, b = 0.25 * t[-1], 0.6 * t[-1]
     return np.where(t < a, level - 0.3 * t / a,
@@ -37,12 +42,54 @@ def _curves(shape, n=12, seeds=SEEDS, noise=0.02):
 
 
 def test_claim2_rule_both_ways_and_undecided():
-    assert claims.phases_verdict(_curves("rise"), _curves("three"))[0] == HOLDS
-    assert claims.phases_verdict(_curves("rise"), _curves("rise"))[0] == FAILS
+    verdict, d = claims.phases_verdict(_curves("rise"), _curves("three"))
+    assert verdict == HOLDS and d["reads"] == "entropy_abs"
+    assert d["paired"]["three_phases"]["mean"] == 1.0  # Looped 1, Single 0 on every seed
+    assert d["paired"]["three_phases"]["signs"] == {"positive": 3, "negative": 0, "n": 3}
+    verdict, d = claims.phases_verdict(_curves("rise"), _curves("rise"))
+    assert verdict == FAILS and d["power"]["power"] >= 0.8  # could have seen them: fails
     assert claims.phases_verdict(_curves("three"), _curves("three"))[0] == INCONCLUSIVE
-    verdict, per_seed = claims.phases_verdict(_curves("rise", n=60), _curves("three", n=60))
-    assert verdict == HOLDS and len(per_seed["looped"]) == 3
-    assert all(r["rise"] > 0.3 and r["drop"] > 0.15 for r in per_seed["looped"])
+    verdict, d = claims.phases_verdict(_curves("rise", n=60), _curves("three", n=60), trials=5)
+    assert verdict == HOLDS and len(d["per_seed"]["looped"]) == 3
+    assert all(r["rise"] > 0.3 and r["drop"] > 0.15 for r in d["per_seed"]["looped"])
+
+
+def test_claim2_not_found_is_inconclusive_where_the_rule_had_no_power():
+    # heavy seed noise: no phases found, but phases of that size could not have been seen
+    verdict, d = claims.phases_verdict(_curves("rise", noise=0.4), _curves("rise", noise=0.4))
+    assert not any(r["three_phases"] for r in d["per_seed"]["looped"])
+    assert verdict == INCONCLUSIVE and d["power"]["power"] < 0.8
+    assert f"{d['power']['power']:.2f}" in d["reason"]
+    assert d["power"]["per_seed"][0]["sigma"] > 0.3
+    # too few checkpoints on the same noise as the decided case above: inconclusive too
+    verdict, d = claims.phases_verdict(_curves("rise", n=6), _curves("rise", n=6))
+    assert verdict == INCONCLUSIVE and d["power"]["power"] == 0.0  # no 3-piece fit on 6
+    assert "power" in d["reason"] and "0.00" in d["reason"]
+    # a larger measured size raises the power (it is simulated at the measured size)
+    lo = _curves("rise", noise=0.1)[0]
+    small = claims.phase_power_of(lo, 0.1)
+    big = claims.phase_power_of(dict(lo, entropy=lo["entropy"] * 3), 0.1)
+    assert small["drop"] == claims.SMALLEST_EFFECT["2"] < small["rise"] < big["rise"]
+    assert big["power"] > small["power"]
+    one_seed = claims.phase_power_of(lo, None)  # no seed noise: the fit's residuals, estimated
+    assert not one_seed["known_sigma"] and 0.05 < one_seed["sigma"] < 0.2
+
+
+def test_claim2_needs_a_window_that_reaches_the_end_of_training():
+    lo, si = _curves("three"), _curves("rise")
+    for c in lo + si:
+        c["end_epoch"] = 100.0  # trained to epoch 100, probed to 50
+    verdict, d = claims.phases_verdict(si, lo)
+    assert verdict == INCONCLUSIVE and "would be: holds" in d["reason"]
+    w = d["window"]["run0"]
+    assert not w["covers_end"] and w["last_third"] == 0 and not w["sees_stabilization"]
+    c = _curves("three", n=16)[0]  # probed to epoch 40 of 50: 3 in the last third
+    cut = dict(c, epoch=c["epoch"][:-3], end_epoch=50.0)
+    assert claims.phase_window(cut)["last_third"] == 3 and not claims.phase_window(cut)[
+        "covers_end"]
+    assert claims.phase_window(_curves("three")[0]) == {
+        "epochs": np.linspace(0, 50, 12).tolist(), "end_epoch": 50.0, "covers_end": True,
+        "last_third": 4, "sees_stabilization": True}
 
 
 def test_seed_noise_ignores_offsets_and_adds_the_estimator_error():
@@ -95,8 +142,25 @@ def test_claim2_end_to_end_on_exact_spectra_and_underpowered():
     assert c.verdict == HOLDS, c.value
     d = json.loads(claims.to_json([c]))[0]["details"]
     assert d["seeds"] == {"single": [0, 1, 2], "looped": [0, 1, 2]}
-    assert d["checkpoints"]["looped_s0"] == list(steps)
+    assert d["checkpoints"]["looped_s0"] == [s / 10 for s in steps]  # epochs, to the end
+    assert d["window"]["looped_s0"]["sees_stabilization"]
     assert len(d["per_seed"]["looped"]) == 3 and "erank_pos" in d["per_seed"]["looped"][0]
+    assert d["positive_part"]["looped"]["measured"] and d["reads"] == "entropy_abs"
+    assert d["paired"]["three_phases"]["signs"]["positive"] == 3 and "power" in d
+    # an initial spectrum far off the curve is shown, not fitted: the verdict is unchanged
+    def with_initial(run, seed):
+        run.probes[(0, "hessian")] = {"top": {"values": np.ones(10)},
+                                      "exact": {"eigvals": np.ones(200)}}  # log 200 nats
+        run.probed_steps = [0, *run.probed_steps]
+        return run
+
+    lo0 = [with_initial(_spectrum_run("looped", s, looped_eig, steps), s) for s in SEEDS]
+    c0 = claims.judge_hessian_phases(grouped(single=si, looped=lo0))
+    assert c0.verdict == HOLDS, c0.value
+    d0 = json.loads(claims.to_json([c0]))[0]["details"]
+    assert d0["checkpoints"]["looped_s0"][0] == 0.0 and len(d0["checkpoints"]["looped_s0"]) == 13
+    assert d0["per_seed"]["looped"][0]["initial"]["entropy"] == pytest.approx(np.log(200))
+    assert d0["per_seed"]["looped"][0]["epochs"][0] == 1.0
     c1 = claims.judge_hessian_phases(grouped(single=si[:1], looped=lo[:1]))
     assert c1.verdict == UNDERPOWERED and "tentatively" in c1.value
     swapped = claims.judge_hessian_phases(grouped(single=lo, looped=si))
