@@ -398,3 +398,12 @@ def test_a_damaged_part_is_reported_while_one_not_probed_leaves_the_claim_open()
     for judge in (claims.judge_landscape, claims.judge_hessian_phases):
         with pytest.raises(StaleError, match="another version"):
             judge(grouped(single=si, looped=damaged))
+
+
+def test_the_figures_phase_fit_starts_after_initialisation_too():
+    from landscape.analysis import series
+
+    run = _spectrum_run("looped", 0, lambda st, seed: u_like(seed + st), steps=(0, 10, 20, 30))
+    ph = series.phases_of(run)
+    assert ph.epochs.tolist() == [1.0, 2.0, 3.0]  # step 0 is drawn (entropy_series), not fitted
+    assert series.entropy_series(run).epoch.tolist() == [0.0, 1.0, 2.0, 3.0]
