@@ -1188,6 +1188,9 @@ class UVInputs(_Brief):
         top: ``[k]`` the top values, descending (for the outlier kappa).
         cv: the direction-spread CV (NaN where not probed).
         source: ``"exact"`` or ``"slq"``.
+        principal_angles: ``[k]`` principal angles (radians) between the raw top-k span
+            and another valley definition (the optimiser's) where a stored part gives
+            them, else None; claim 3 reports them in ``details.valley``.
     """
 
     seed: int
@@ -1195,6 +1198,7 @@ class UVInputs(_Brief):
     top: np.ndarray
     cv: float = math.nan
     source: str = "exact"
+    principal_angles: np.ndarray | None = None
 
 
 def uv_inputs(run: Run, step: int, adam: bool = False) -> UVInputs | None:

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import StoredRun, grouped, u_like, v_like
+from helpers import StoredRun, grouped, u_like, v_like, with_bulk
 
 from landscape.analysis import claims
 from landscape.analysis.claims import FAILS, HOLDS, INCONCLUSIVE, UNDERPOWERED
@@ -183,17 +183,26 @@ def _uv_inputs(kind, seeds=SEEDS, cv=None):
 def test_claim3_rule_tells_u_from_v_both_ways():
     ev = claims.uv_evidence(_uv_inputs("U"), _uv_inputs("V"))
     assert ev["outcome"] == HOLDS, ev["votes"]
-    assert ev["votes"] == {"sweep": 1, "outlier_kappa": 1, "spread": 1}
+    assert ev["votes"] == {"kappa": 1, "sweep": 1} and ev["valley"] == "raw_top_k"
     assert len(ev["sweep"]) >= 13 and not any(r["saturated_both"] for r in ev["sweep"])
     assert all(r["vote"] == 1 for r in ev["sweep"])  # told apart at every eps
+    p = ev["paired"]["kappa"]
+    assert p["signs"] == {"positive": 3, "negative": 0, "n": 3} and p["lo"] > 0
+    assert p["decision"] == "holds" and p["smallest_effect"] == claims.SMALLEST_EFFECT["3.kappa"]
+    assert ev["paired"]["spread_cv"]["mean"] == pytest.approx(0.55)  # beside, not a vote
     rev = claims.uv_evidence(_uv_inputs("V"), _uv_inputs("U"))
     assert rev["outcome"] == FAILS and all(r["vote"] == -1 for r in rev["sweep"])
 
 
-def test_claim3_identical_spectra_are_inconclusive():
-    ev = claims.uv_evidence(_uv_inputs("V"), _uv_inputs("V"))
-    assert ev["outcome"] == INCONCLUSIVE
-    assert set(ev["votes"].values()) <= {0, None}
+def test_claim3_no_difference_does_not_hold_and_a_noisy_one_cannot_tell():
+    # identical valleys: the log-ratio is 0 on every seed, below the smallest effect
+    ev = claims.uv_evidence(_uv_inputs("U"), _uv_inputs("U"))
+    assert ev["outcome"] == FAILS and ev["votes"] == {"kappa": -1, "sweep": -1}
+    # Looped more V on two seeds, less on the third: the interval spans 0 and log 1.5
+    mixed = [_uv_inputs("V")[0], _uv_inputs("U")[1], _uv_inputs("V")[2]]
+    ev = claims.uv_evidence(_uv_inputs("U"), mixed)
+    assert ev["votes"]["kappa"] == 0 and ev["outcome"] == INCONCLUSIVE
+    assert ev["paired"]["kappa"]["signs"]["positive"] == 2
 
 
 def test_claim3_saturated_sweep_is_not_counted():
@@ -203,8 +212,36 @@ def test_claim3_saturated_sweep_is_not_counted():
 
     s = [UVInputs(i, bulk(i), np.sort(bulk(i))[::-1], np.nan) for i in SEEDS]
     ev = claims.uv_evidence(s, s)
-    assert ev["votes"]["sweep"] is None and ev["votes"]["spread"] is None
-    assert all(r["saturated_both"] for r in ev["sweep"]) and ev["outcome"] == INCONCLUSIVE
+    assert ev["votes"]["sweep"] is None and ev["paired"]["spread_cv"] is None
+    assert all(r["saturated_both"] and r["vote"] is None for r in ev["sweep"])
+
+
+def test_claim3_votes_left_are_not_one_measurement_twice():
+    # random valleys over a bulk: the top-k kappa and the sweep's kappa at a shared eps order
+    # some pairs of spectra oppositely, so no one function of the numbers gives both votes
+    from landscape.geometry import uv_measures as uv
+
+    rng = np.random.default_rng(7)
+    spectra = [with_bulk(np.concatenate([[1.0], 10 ** rng.uniform(-rng.uniform(0.2, 3.5), 0,
+                                                                   rng.integers(6, 30))]),
+                         p=60, seed=i) for i in range(40)]
+    k = uv.NO_EDGE_K
+    top = np.log([uv.outlier_kappa(np.sort(x)[::-1], k) for x in spectra])
+    swept = np.log([uv.sweep(x, 1.0, [1e-3])[0].kappa for x in spectra])
+    assert not np.allclose(top, swept)
+    flips = [(i, j) for i in range(40) for j in range(40)
+             if top[i] > top[j] + 0.5 and swept[i] < swept[j] - 0.5]
+    assert flips
+    # a pair of such spectra as Single (j) and Looped (i) on three seeds: the votes disagree
+    # (at the common bulk edge the rule finds for them, k = 23, as well as at the top 5)
+    i, j = flips[0]
+
+    def runs(x):
+        return [UVInputs(s, x * (1 + 0.01 * s), np.sort(x * (1 + 0.01 * s))[::-1], np.nan)
+                for s in SEEDS]
+
+    ev = claims.uv_evidence(runs(spectra[j]), runs(spectra[i]))
+    assert ev["votes"] == {"kappa": 1, "sweep": -1}  # one says more V, the other less
 
 
 def _no_edge(kind, seed):
@@ -228,12 +265,12 @@ def test_claim3_without_a_bulk_edge_still_decides_both_ways():
     for x, cv in ((u, 0.05), (v, 0.6)):
         x[:] = [dataclasses.replace(d, cv=cv + 0.01 * i) for i, d in enumerate(x)]
     ev = claims.uv_evidence(u, v)
-    assert ev["votes"] == {"sweep": None, "outlier_kappa": 1, "spread": 1}, ev["votes"]
+    assert ev["votes"] == {"kappa": 1, "sweep": None}, ev["votes"]
     assert ev["outcome"] == HOLDS and ev["outlier_edge"] is False
     rev = claims.uv_evidence(v, u)
-    assert rev["votes"]["outlier_kappa"] == -1 and rev["outcome"] == FAILS
-    same = claims.uv_evidence(u, u)
-    assert same["outcome"] == INCONCLUSIVE
+    assert rev["votes"]["kappa"] == -1 and rev["outcome"] == FAILS
+    noisy = [u[0], v[1], v[2]]  # Looped more V on two seeds only
+    assert claims.uv_evidence(u, noisy)["outcome"] == INCONCLUSIVE
 
 
 def test_claim3_end_to_end_with_the_report_contract():
@@ -250,6 +287,10 @@ def test_claim3_end_to_end_with_the_report_contract():
             "force_single", "force_looped"}
     assert len(d["sweep"]) >= 13 and all(keys <= set(r) for r in d["sweep"])
     assert len(d["per_seed"]) == 3 and "assumption_1" in d["per_seed"][0]
+    assert d["paired"]["kappa"]["seeds"] == [0, 1, 2] and d["paired"]["kappa"]["lo"] > 0
+    assert d["power"]["seeds_used"] == 3 and d["power"]["smallest_effect"] == pytest.approx(
+        np.log(1.5)) and 0 < d["power"]["power"] < 0.8  # the pilot's spread: underpowered
+    assert d["valley"]["definition"] == "raw_top_k" and "principal_angles" not in d["valley"]
     c2 = claims.judge_landscape(grouped(single=si[:2], looped=lo[:2]))
     assert c2.verdict == UNDERPOWERED
     c3 = claims.judge_landscape(grouped(single=lo, looped=si))
