@@ -18,9 +18,12 @@ Thresholds (all module constants, chosen before any run was looked at):
 * length generalization differs when the mean extrapolation accuracy differs by more than
   ``LENGTH_GAP`` = 5 points.
 
-The landscape claims (2, 3, 4) compare per-seed values of Single-Attn and Looped-Attn by
-95 % Student-t intervals over seeds (:mod:`landscape.analysis.stats`): a difference counts only
-when the intervals do not overlap. Their rules can come out either way (each is tested
+Claim 2 counts, per seed, where the phase rule finds three phases, fitted from the first
+checkpoint after initialisation; "does not hold" needs the rule's simulated power on the
+runs' own schedule and noise to be >= 80 % and checkpoints through the run's end (else
+inconclusive, the power quoted). Claim 3 reads paired per-seed log-ratios of kappa, one
+vote per measurement, against ``SMALLEST_EFFECT["3.kappa"]``. Claim 4 compares per-seed
+values by 95 % Student-t intervals over seeds (:mod:`landscape.analysis.stats`). Their rules can come out either way (each is tested
 on synthetic data that should hold, should not, and cannot tell); a measurement that
 saturates, intervals that overlap or missing data give ``inconclusive``, and fewer than
 ``MIN_SEEDS`` = 3 seeds (or, for claim 2, fewer than ``MIN_CHECKPOINTS`` = 8 probed
