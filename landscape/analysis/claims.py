@@ -23,13 +23,13 @@ checkpoint after initialisation; "does not hold" needs the rule's simulated powe
 runs' own schedule and noise to be >= 80 % and checkpoints through the run's end (else
 inconclusive, the power quoted). Claim 3 reads paired per-seed log-ratios of kappa, one
 vote per measurement, against ``SMALLEST_EFFECT["3.kappa"]``. Claim 4 compares per-seed
-values by 95 % Student-t intervals over seeds (:mod:`landscape.analysis.stats`). Their rules can come out either way (each is tested
-on synthetic data that should hold, should not, and cannot tell); a measurement that
-saturates, intervals that overlap or missing data give ``inconclusive``, and fewer than
-``MIN_SEEDS`` = 3 seeds (or, for claim 2, fewer than ``MIN_CHECKPOINTS`` = 8 probed
-checkpoints) give ``inconclusive (underpowered)`` with the tentative outcome quoted.
-Thresholds of claims 3 and 4 are shared by both models: ``EPS_REL`` and ``TAU_REL`` of
-Single-Attn's lambda_max at the same checkpoint.
+values by 95 % Student-t intervals over seeds (:mod:`landscape.analysis.stats`). Their
+rules can come out either way (each is tested on synthetic data that should hold, should
+not, and cannot tell); a measurement that saturates, intervals that overlap or missing
+data give ``inconclusive``, and fewer than ``MIN_SEEDS`` = 3 seeds (or, for claim 2, fewer
+than ``MIN_CHECKPOINTS`` = 8 fitted checkpoints) give ``inconclusive (underpowered)`` with
+the tentative outcome quoted. Thresholds of claims 3 and 4 are shared by both models:
+``EPS_REL`` and ``TAU_REL`` of Single-Attn's lambda_max at the same checkpoint.
 
 Claims 1, 5 and 6 read **paired seeds** (:mod:`landscape.analysis.paired`): Single-Attn,
 Looped-Attn and SHIFT of one seed share the language, the data order and the draw of
