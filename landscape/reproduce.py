@@ -16,16 +16,17 @@ Presets:
   without positions scored at twice the length; parity in the length-generalization setup
   (Looped, untied, Single with each positional scheme; online, 600 steps).
 * ``paper``: for the landscape claims (2-4), Single and Looped at d_model 24 and 60 epochs
-  on seeds 0, 1, 2 with exact spectra at 12 checkpoints in epochs 0-45
-  (:func:`_spectral_jobs`); for claims 1, 5 and 6, fresh seeds (:data:`FRESH_SEED` and up,
-  as many as the power calculation asks within :data:`SEED_BUDGET`): the Markov recipes at
-  80 epochs (Looped, SHIFT, Single; the first seed probed at 8 checkpoints for the
-  figures), the untied control and the no-gap languages ``fixed1`` and ``modes`` on every
-  one of those seeds, parity, copy and addition online in the length setup
-  (``models/length/``) with Looped, untied and Single x 3 positional schemes on 3 seeds,
-  the Markov runs without positions, and the corners of SHIFT's ablation on the first
-  seed. ``--claims 1,5,6`` (:func:`select_claims`) runs only what those claims read.
-  Expected time: see README ("Presets and time").
+  on fresh seeds (:data:`PAPER_SEEDS_2_4`, 10 and up) with exact spectra at 12 checkpoints
+  in epochs 0-60 (:func:`_spectral_jobs`); for claims 1, 5 and 6, fresh seeds
+  (:data:`FRESH_SEED` and up, as many as the power calculation asks within
+  :data:`SEED_BUDGET`): the Markov recipes at 80 epochs (Looped, SHIFT, Single; the first
+  seed probed at 8 checkpoints for the figures), the untied control and the no-gap
+  languages ``fixed1`` and ``modes`` on every one of those seeds, parity, copy and
+  addition online in the length setup (``models/length/``) with Looped, untied and
+  Single x 3 positional schemes on 3 seeds, the Markov runs without positions, and the
+  corners of SHIFT's ablation on the first seed. ``--claims 1,5,6`` or ``--claims 2,3,4``
+  (:func:`select_claims`) runs only what those claims read. Expected time: see README
+  ("Presets and time").
 
 Every Markov run's seed draws its language too (``task.seed``); ``language_seed`` holds
 it fixed.
@@ -96,12 +97,15 @@ PAPER_PROBE = ProbeSettings(
     geometry=GeometrySettings(grid=15, shared_plane="init"))
 THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for these sizes
 
-# The landscape claims (2-4) of the paper preset rest on exact spectra of a smaller model
-# probed densely where Single and Looped diverge (epochs 0-45), on 3 seeds x 2 archs:
-# d_model 24 (4,128 parameters) still separates them (the complex-accuracy gap at 60
-# epochs that REPORT.md states; d_model 16 shows none: README, "Claims 2-4 in the paper
-# preset"), and its dense Hessian costs 4,128 columns.
-SPECTRAL_EPOCHS = (0, 1, 2, 3, 5, 7, 10, 14, 19, 25, 33, 45)
+# The landscape claims (2-4) of the paper preset rest on exact spectra of a smaller model,
+# Single and Looped on the seeds of PAPER_SEEDS_2_4: d_model 24 (4,128 parameters) still
+# separates them (the complex-accuracy gap at 60 epochs that REPORT.md states; d_model 16
+# shows none: README, "Claims 2-4 in the paper preset"), and its dense Hessian costs 4,128
+# columns. 12 checkpoints from initialisation through the last epoch trained (60), 4 of
+# them in the last third, where a stabilization would show (claim 2); the collapse that
+# the paper preset of 2026-11-30 saw ended by epoch 7-10, so 1-10 keeps 4 checkpoints.
+# The fit starts at epoch 1: epoch 0 is drawn, not fitted.
+SPECTRAL_EPOCHS = (0, 1, 3, 6, 10, 15, 22, 30, 42, 48, 54, 60)
 # 16 probe sequences: the products scale with the probe set (README, "Presets and time")
 SPECTRAL_RECIPE = {"model": {"d_model": 24}, "train": {"epochs": 60, "probe_size": 16}}
 SPECTRAL_HESSIAN = HessianSettings(k_top=10, k_bottom=2, slq_runs=2, slq_steps=20,
@@ -259,6 +263,14 @@ def fresh_seeds(n: int) -> list[int]:
     return list(range(FRESH_SEED, FRESH_SEED + n))
 
 
+# Claims 2-4 likewise, on their own fresh seeds (spectral runs: SPECTRAL_SEED and up), as
+# many as claim 3's power calculation asks within SPECTRAL_SEED_BUDGET (each seed costs
+# about 38 CPU minutes of exact spectra: 12 checkpoints of Single and Looped).
+SPECTRAL_SEED = 10
+SPECTRAL_SEED_BUDGET = 4
+PAPER_SEEDS_2_4 = list(range(SPECTRAL_SEED, SPECTRAL_SEED + claims_mod.planned_seeds(
+    "3.kappa", SPECTRAL_SEED_BUDGET)))
+
 PAPER_SEEDS_1_5 = fresh_seeds(max(claims_mod.planned_seeds("1", SEED_BUDGET),
                                   claims_mod.planned_seeds("5", SEED_BUDGET)))
 PAPER_SEEDS_6 = fresh_seeds(claims_mod.planned_seeds("6", SEED_BUDGET))
@@ -272,7 +284,7 @@ PRESETS: dict[str, list[Job]] = {
     + _length_jobs("quick", [0], ("parity",)),
     # the longest jobs first (the exact spectra, then the probed seed's main runs): the
     # workers then finish together, and a call stopped early has the landscape claims' runs
-    "paper": _spectral_jobs([0, 1, 2])
+    "paper": _spectral_jobs(PAPER_SEEDS_2_4)
     + _markov_jobs(None, PAPER_SEEDS_1_5, [PAPER_PROBE] + [None] * 7, PAPER_MARKOV)
     + _control_jobs(None, PAPER_SEEDS_1_5, PAPER_MARKOV, archs=(UNTIED,),
                     languages=CONTROL_LANGUAGES)

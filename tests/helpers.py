@@ -72,6 +72,7 @@ class StoredRun:
         self.name, self.path = f"{arch}_s{seed}", f"{arch}_s{seed}.h5"
         self.probes = probes
         self.probed_steps = sorted({s for s, _ in probes})
+        self.steps = np.asarray(self.probed_steps or [0])  # the last probed step ends the run
         self.attrs = {"steps_per_epoch": steps_per_epoch}
         self.metrics = {}
         self.shift_step = None

@@ -201,19 +201,29 @@ def test_the_seed_draws_the_language_unless_held():
 
 
 def test_paper_preset_probes_the_spectral_runs_densely_in_the_divergence_window():
-    from landscape.analysis import series
+    # claims 2-4: fresh seeds of their own, spectra from initialisation to the last epoch
+    # trained with >= 4 checkpoints in its last third, >= MIN_CHECKPOINTS fitted after epoch 0
+    from landscape.analysis import claims, series
 
     spec = [j for j in rep.PRESETS["paper"] if j.name.startswith(series.SPECTRAL_PREFIX)]
+    seeds = rep.PAPER_SEEDS_2_4
     assert sorted(j.name for j in spec) == sorted(
         f"{series.SPECTRAL_PREFIX}{a}_s{s}" for a in ("single_attn", "looped_attn")
-        for s in (0, 1, 2))
+        for s in seeds)
+    assert min(seeds) >= rep.SPECTRAL_SEED > 2 and not set(seeds) & set(rep.PAPER_SEEDS_1_5)
+    assert len(seeds) == claims.planned_seeds("3.kappa", rep.SPECTRAL_SEED_BUDGET) >= 3
     for job in spec:
         r = job.load()
-        assert r.model.d_model == 24 and r.task.seed == r.train.seed
-        assert job.probe.hessian.exact == "always"
+        assert r.model.d_model == 24 and r.task.seed == r.train.seed in seeds
+        assert job.probe.hessian.exact == "always" and set(job.claims) == {"2", "3", "4"}
         per_epoch = r.task.n_train // r.train.batch_size
-        epochs = [int(s) // per_epoch for s in job.probe.steps.split(",")]
-        assert len([e for e in epochs if e <= 50]) >= 12 and max(epochs) <= r.train.epochs
+        steps = [int(s) for s in job.probe.steps.split(",")]
+        assert all(s % per_epoch == 0 for s in steps)
+        epochs = [s // per_epoch for s in steps]
+        assert epochs[0] == 0 and epochs[-1] == r.train.epochs  # the run's end
+        assert len([e for e in epochs if e >= 2 * r.train.epochs / 3]) >= 4
+        assert len([e for e in epochs if e > 0]) >= claims.MIN_CHECKPOINTS
+        assert len([e for e in epochs if 0 < e <= 10]) >= 4  # the collapse seen before
 
 
 def test_report_states_claim_1s_gap_at_the_spectral_runs_size():

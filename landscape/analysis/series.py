@@ -453,14 +453,18 @@ def phases_of(run: Run, entropy: EntropySeries | None = None) -> Phases:
     """Collapse / Diversification / Stabilization of the entropy series, for the figures.
 
     Claim 2's rule (:func:`landscape.geometry.phases.phase_rule`, segmented fits chosen by BIC) on
-    this one run, its noise estimated from the residuals (the claim uses the spread across
-    seeds instead). ``entropy``: the run's :func:`entropy_series` where the caller already
-    has it.
+    this one run from its first checkpoint after initialisation (the initial spectrum is
+    drawn, not fitted, as in the claim), its noise estimated from the residuals (the claim
+    uses the spread across seeds instead). ``entropy``: the run's :func:`entropy_series`
+    where the caller already has it.
     """
     s = entropy_series(run) if entropy is None else entropy
-    if len(s.epoch) < 3:
-        raise LandscapeError(f"{run.path}: phase detection needs at least 3 probed checkpoints")
-    return phase_rule(s.epoch, s.entropy).as_phases(s.epoch, s.entropy)
+    after = s.epoch > 0  # as claim 2: the initial spectrum is drawn, not fitted
+    t, y = s.epoch[after], s.entropy[after]
+    if len(t) < 3:
+        raise LandscapeError(f"{run.path}: phase detection needs at least 3 probed checkpoints "
+                             "after initialisation")
+    return phase_rule(t, y).as_phases(t, y)
 
 
 @dataclass(frozen=True, repr=False)
@@ -1184,6 +1188,9 @@ class UVInputs(_Brief):
         top: ``[k]`` the top values, descending (for the outlier kappa).
         cv: the direction-spread CV (NaN where not probed).
         source: ``"exact"`` or ``"slq"``.
+        principal_angles: ``[k]`` principal angles (radians) between the raw top-k span
+            and another valley definition (the optimiser's) where a stored part gives
+            them, else None; claim 3 reports them in ``details.valley``.
     """
 
     seed: int
@@ -1191,6 +1198,7 @@ class UVInputs(_Brief):
     top: np.ndarray
     cv: float = math.nan
     source: str = "exact"
+    principal_angles: np.ndarray | None = None
 
 
 def uv_inputs(run: Run, step: int, adam: bool = False) -> UVInputs | None:

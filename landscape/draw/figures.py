@@ -111,7 +111,7 @@ def spectra(groups: Grouped) -> dict[str, Figure]:
     for arch, rs in runs.items():
         by_model[arch] = series.spectrum_checkpoints(rs[0])
         entropy[arch] = series.entropy_series(rs[0], by_model[arch])
-        if len(by_model[arch]) >= 3:
+        if sum(c.epoch > 0 for c in by_model[arch]) >= 3:  # fitted after initialisation
             phases[arch] = series.phases_of(rs[0], entropy[arch])
     fig = plot.spectra(series.binned_spectra(by_model), entropy, phases or None, unit=unit)
     return _sourced({"fig3_spectra": fig}, (rs[0] for rs in runs.values()))

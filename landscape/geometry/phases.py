@@ -11,6 +11,10 @@ because a Hessian away from a minimum has negative eigenvalues, whose magnitude 
 curvature all the same. The paper names a "matrix entropy" without defining it; this is
 ours (the von Neumann entropy of ``|H| / tr|H|``, as in Roy & Vetterli's effective rank).
 
+**Power.** :func:`phase_power` estimates by simulation how often :func:`phase_rule` finds
+three phases in a :func:`three_phase_curve` of a given size plus noise on a given checkpoint
+schedule, so that "not found" can be told from "could not have been found".
+
 **Phases.** :func:`phase_rule` cuts an entropy series into Collapse (the entropy falls),
 Diversification (it rises again) and Stabilization (it stays put) by continuous
 piecewise-linear fits with 1, 2 and 3 pieces chosen by an information criterion, with
@@ -465,3 +469,110 @@ def phase_rule(epochs: object, series: object, sigma: float | None = None) -> Ph
                     collapse_end=float(three.breaks[0]) if three is not None else nan,
                     stabilization_start=float(three.breaks[1]) if three is not None else nan,
                     sigma=nan if sigma is None else float(sigma))
+
+
+# ------------------------------------------------------------- the rule's power by simulation
+
+POWER_TRIALS = 200  # simulated series per power estimate (binomial se <= 0.035)
+
+
+def three_phase_curve(epochs: object, drop: float, rise: float, collapse_end: float,
+                      stable_from: float) -> np.ndarray:
+    """A noiseless Collapse / Diversification / Stabilization curve on given epochs.
+
+    Continuous and piecewise linear, relative to its start: 0 at the first epoch, falling
+    linearly by ``drop`` until ``collapse_end``, rising linearly by ``rise`` until
+    ``stable_from``, then flat at ``rise - drop`` to the last epoch.
+
+    Args:
+        epochs: ``[n]`` strictly increasing epochs.
+        drop: the collapse's depth (> 0).
+        rise: the diversification's height (> 0).
+        collapse_end: epoch where the collapse ends, after the first epoch.
+        stable_from: epoch where the stabilization begins, after ``collapse_end`` and
+            before the last epoch.
+
+    Returns:
+        ``[n]`` the curve at ``epochs``.
+
+    >>> three_phase_curve([0, 1, 2, 3, 4], 1.0, 2.0, 1.0, 3.0).tolist()
+    [0.0, -1.0, 0.0, 1.0, 1.0]
+    """
+    t = _finite_vector(epochs, "epochs")
+    if t.size < 2 or not np.all(np.diff(t) > 0):
+        raise LandscapeError("three_phase_curve: epochs must be >= 2 strictly increasing values")
+    if not (drop > 0 and rise > 0):
+        raise LandscapeError(f"three_phase_curve: drop {drop} and rise {rise} must be > 0")
+    if not t[0] < collapse_end < stable_from < t[-1]:
+        raise LandscapeError(f"three_phase_curve: need first epoch {t[0]} < collapse end "
+                             f"{collapse_end} < stabilization {stable_from} < last {t[-1]}")
+    return np.interp(t, [t[0], collapse_end, stable_from, t[-1]],
+                     [0.0, -drop, rise - drop, rise - drop])
+
+
+@dataclass(frozen=True)
+class PhasePower:
+    """How often :func:`phase_rule` finds three phases in simulated three-phase series.
+
+    Attributes:
+        power: the share of ``trials`` simulated series where it did.
+        trials: the number of simulated series.
+        drop, rise, collapse_end, stable_from: the simulated curve
+            (:func:`three_phase_curve`).
+        sigma: the noise standard deviation added to every checkpoint.
+        known_sigma: the rule was given ``sigma`` (as the claim gives it the seed noise);
+            False: it estimated the noise from its residuals.
+        checkpoints: the number of epochs (the schedule's length).
+    """
+
+    power: float
+    trials: int
+    drop: float
+    rise: float
+    collapse_end: float
+    stable_from: float
+    sigma: float
+    known_sigma: bool
+    checkpoints: int
+
+    def as_dict(self) -> dict:
+        """JSON form."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def phase_power(epochs: object, drop: float, rise: float, collapse_end: float,
+                stable_from: float, sigma: float, known_sigma: bool = True,
+                trials: int = POWER_TRIALS, seed: int = 0) -> PhasePower:
+    """The power of :func:`phase_rule` on a checkpoint schedule: a Monte Carlo estimate.
+
+    Each trial adds independent Gaussian noise of standard deviation ``sigma`` to
+    :func:`three_phase_curve` at ``epochs`` and runs :func:`phase_rule` on it (with
+    ``sigma`` known, or estimated from the residuals when ``known_sigma`` is False); the
+    power is the share of trials that read three phases. Deterministic for a ``seed``.
+
+    Args:
+        epochs: ``[n]`` the schedule (strictly increasing, n >= 3).
+        drop: the collapse's depth (:func:`three_phase_curve`).
+        rise: the diversification's height.
+        collapse_end: epoch where the collapse ends.
+        stable_from: epoch where the stabilization begins.
+        sigma: the noise (> 0).
+        known_sigma: whether the rule is told ``sigma``.
+        trials: the number of simulated series (>= 1).
+        seed: the noise's random seed.
+
+    Returns:
+        :class:`PhasePower`.
+    """
+    t = _finite_vector(epochs, "epochs")
+    if not (sigma > 0 and np.isfinite(sigma)):
+        raise LandscapeError(f"phase_power: sigma must be finite and > 0, got {sigma}")
+    if trials < 1:
+        raise LandscapeError(f"phase_power: trials must be >= 1, got {trials}")
+    curve = three_phase_curve(t, drop, rise, collapse_end, stable_from)
+    _check_series(t, curve)
+    rng = np.random.default_rng(seed)
+    hits = sum(phase_rule(t, curve + rng.normal(0.0, sigma, t.size),
+                          sigma if known_sigma else None).three_phases for _ in range(trials))
+    return PhasePower(hits / trials, trials, float(drop), float(rise), float(collapse_end),
+                      float(stable_from), float(sigma), bool(known_sigma), int(t.size))

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import StoredRun, grouped, u_like, v_like
+from helpers import StoredRun, grouped, u_like, v_like, with_bulk
 
 from landscape.analysis import claims
 from landscape.analysis.claims import FAILS, HOLDS, INCONCLUSIVE, UNDERPOWERED
@@ -13,6 +13,11 @@ from landscape.analysis.series import UVInputs
 from landscape.runfile.schema import StaleError
 
 SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(autouse=True)
+def _fewer_power_trials(monkeypatch):
+    monkeypatch.setattr(claims, "POWER_TRIALS", 40)  # claim 2's power: enough to tell 0.8
 
 
 def _three(t, level=7.0):
@@ -37,12 +42,54 @@ def _curves(shape, n=12, seeds=SEEDS, noise=0.02):
 
 
 def test_claim2_rule_both_ways_and_undecided():
-    assert claims.phases_verdict(_curves("rise"), _curves("three"))[0] == HOLDS
-    assert claims.phases_verdict(_curves("rise"), _curves("rise"))[0] == FAILS
+    verdict, d = claims.phases_verdict(_curves("rise"), _curves("three"))
+    assert verdict == HOLDS and d["reads"] == "entropy_abs"
+    assert d["paired"]["three_phases"]["mean"] == 1.0  # Looped 1, Single 0 on every seed
+    assert d["paired"]["three_phases"]["signs"] == {"positive": 3, "negative": 0, "n": 3}
+    verdict, d = claims.phases_verdict(_curves("rise"), _curves("rise"))
+    assert verdict == FAILS and d["power"]["power"] >= 0.8  # could have seen them: fails
     assert claims.phases_verdict(_curves("three"), _curves("three"))[0] == INCONCLUSIVE
-    verdict, per_seed = claims.phases_verdict(_curves("rise", n=60), _curves("three", n=60))
-    assert verdict == HOLDS and len(per_seed["looped"]) == 3
-    assert all(r["rise"] > 0.3 and r["drop"] > 0.15 for r in per_seed["looped"])
+    verdict, d = claims.phases_verdict(_curves("rise", n=60), _curves("three", n=60), trials=5)
+    assert verdict == HOLDS and len(d["per_seed"]["looped"]) == 3
+    assert all(r["rise"] > 0.3 and r["drop"] > 0.15 for r in d["per_seed"]["looped"])
+
+
+def test_claim2_not_found_is_inconclusive_where_the_rule_had_no_power():
+    # heavy seed noise: no phases found, but phases of that size could not have been seen
+    verdict, d = claims.phases_verdict(_curves("rise", noise=0.4), _curves("rise", noise=0.4))
+    assert not any(r["three_phases"] for r in d["per_seed"]["looped"])
+    assert verdict == INCONCLUSIVE and d["power"]["power"] < 0.8
+    assert f"{d['power']['power']:.2f}" in d["reason"]
+    assert d["power"]["per_seed"][0]["sigma"] > 0.3
+    # too few checkpoints on the same noise as the decided case above: inconclusive too
+    verdict, d = claims.phases_verdict(_curves("rise", n=6), _curves("rise", n=6))
+    assert verdict == INCONCLUSIVE and d["power"]["power"] == 0.0  # no 3-piece fit on 6
+    assert "power" in d["reason"] and "0.00" in d["reason"]
+    # a larger measured size raises the power (it is simulated at the measured size)
+    lo = _curves("rise", noise=0.1)[0]
+    small = claims.phase_power_of(lo, 0.1)
+    big = claims.phase_power_of(dict(lo, entropy=lo["entropy"] * 3), 0.1)
+    assert small["drop"] == claims.SMALLEST_EFFECT["2"] < small["rise"] < big["rise"]
+    assert big["power"] > small["power"]
+    one_seed = claims.phase_power_of(lo, None)  # no seed noise: the fit's residuals, estimated
+    assert not one_seed["known_sigma"] and 0.05 < one_seed["sigma"] < 0.2
+
+
+def test_claim2_needs_a_window_that_reaches_the_end_of_training():
+    lo, si = _curves("three"), _curves("rise")
+    for c in lo + si:
+        c["end_epoch"] = 100.0  # trained to epoch 100, probed to 50
+    verdict, d = claims.phases_verdict(si, lo)
+    assert verdict == INCONCLUSIVE and "would be: holds" in d["reason"]
+    w = d["window"]["run0"]
+    assert not w["covers_end"] and w["last_third"] == 0 and not w["sees_stabilization"]
+    c = _curves("three", n=16)[0]  # probed to epoch 40 of 50: 3 in the last third
+    cut = dict(c, epoch=c["epoch"][:-3], end_epoch=50.0)
+    assert claims.phase_window(cut)["last_third"] == 3 and not claims.phase_window(cut)[
+        "covers_end"]
+    assert claims.phase_window(_curves("three")[0]) == {
+        "epochs": np.linspace(0, 50, 12).tolist(), "end_epoch": 50.0, "covers_end": True,
+        "last_third": 4, "sees_stabilization": True}
 
 
 def test_seed_noise_ignores_offsets_and_adds_the_estimator_error():
@@ -95,8 +142,25 @@ def test_claim2_end_to_end_on_exact_spectra_and_underpowered():
     assert c.verdict == HOLDS, c.value
     d = json.loads(claims.to_json([c]))[0]["details"]
     assert d["seeds"] == {"single": [0, 1, 2], "looped": [0, 1, 2]}
-    assert d["checkpoints"]["looped_s0"] == list(steps)
+    assert d["checkpoints"]["looped_s0"] == [s / 10 for s in steps]  # epochs, to the end
+    assert d["window"]["looped_s0"]["sees_stabilization"]
     assert len(d["per_seed"]["looped"]) == 3 and "erank_pos" in d["per_seed"]["looped"][0]
+    assert d["positive_part"]["looped"]["measured"] and d["reads"] == "entropy_abs"
+    assert d["paired"]["three_phases"]["signs"]["positive"] == 3 and "power" in d
+    # an initial spectrum far off the curve is shown, not fitted: the verdict is unchanged
+    def with_initial(run, seed):
+        run.probes[(0, "hessian")] = {"top": {"values": np.ones(10)},
+                                      "exact": {"eigvals": np.ones(200)}}  # log 200 nats
+        run.probed_steps = [0, *run.probed_steps]
+        return run
+
+    lo0 = [with_initial(_spectrum_run("looped", s, looped_eig, steps), s) for s in SEEDS]
+    c0 = claims.judge_hessian_phases(grouped(single=si, looped=lo0))
+    assert c0.verdict == HOLDS, c0.value
+    d0 = json.loads(claims.to_json([c0]))[0]["details"]
+    assert d0["checkpoints"]["looped_s0"][0] == 0.0 and len(d0["checkpoints"]["looped_s0"]) == 13
+    assert d0["per_seed"]["looped"][0]["initial"]["entropy"] == pytest.approx(np.log(200))
+    assert d0["per_seed"]["looped"][0]["epochs"][0] == 1.0
     c1 = claims.judge_hessian_phases(grouped(single=si[:1], looped=lo[:1]))
     assert c1.verdict == UNDERPOWERED and "tentatively" in c1.value
     swapped = claims.judge_hessian_phases(grouped(single=lo, looped=si))
@@ -119,17 +183,26 @@ def _uv_inputs(kind, seeds=SEEDS, cv=None):
 def test_claim3_rule_tells_u_from_v_both_ways():
     ev = claims.uv_evidence(_uv_inputs("U"), _uv_inputs("V"))
     assert ev["outcome"] == HOLDS, ev["votes"]
-    assert ev["votes"] == {"sweep": 1, "outlier_kappa": 1, "spread": 1}
+    assert ev["votes"] == {"kappa": 1, "sweep": 1} and ev["valley"] == "raw_top_k"
     assert len(ev["sweep"]) >= 13 and not any(r["saturated_both"] for r in ev["sweep"])
     assert all(r["vote"] == 1 for r in ev["sweep"])  # told apart at every eps
+    p = ev["paired"]["kappa"]
+    assert p["signs"] == {"positive": 3, "negative": 0, "n": 3} and p["lo"] > 0
+    assert p["decision"] == "holds" and p["smallest_effect"] == claims.SMALLEST_EFFECT["3.kappa"]
+    assert ev["paired"]["spread_cv"]["mean"] == pytest.approx(0.55)  # beside, not a vote
     rev = claims.uv_evidence(_uv_inputs("V"), _uv_inputs("U"))
     assert rev["outcome"] == FAILS and all(r["vote"] == -1 for r in rev["sweep"])
 
 
-def test_claim3_identical_spectra_are_inconclusive():
-    ev = claims.uv_evidence(_uv_inputs("V"), _uv_inputs("V"))
-    assert ev["outcome"] == INCONCLUSIVE
-    assert set(ev["votes"].values()) <= {0, None}
+def test_claim3_no_difference_does_not_hold_and_a_noisy_one_cannot_tell():
+    # identical valleys: the log-ratio is 0 on every seed, below the smallest effect
+    ev = claims.uv_evidence(_uv_inputs("U"), _uv_inputs("U"))
+    assert ev["outcome"] == FAILS and ev["votes"] == {"kappa": -1, "sweep": -1}
+    # Looped more V on two seeds, less on the third: the interval spans 0 and log 1.5
+    mixed = [_uv_inputs("V")[0], _uv_inputs("U")[1], _uv_inputs("V")[2]]
+    ev = claims.uv_evidence(_uv_inputs("U"), mixed)
+    assert ev["votes"]["kappa"] == 0 and ev["outcome"] == INCONCLUSIVE
+    assert ev["paired"]["kappa"]["signs"]["positive"] == 2
 
 
 def test_claim3_saturated_sweep_is_not_counted():
@@ -139,8 +212,36 @@ def test_claim3_saturated_sweep_is_not_counted():
 
     s = [UVInputs(i, bulk(i), np.sort(bulk(i))[::-1], np.nan) for i in SEEDS]
     ev = claims.uv_evidence(s, s)
-    assert ev["votes"]["sweep"] is None and ev["votes"]["spread"] is None
-    assert all(r["saturated_both"] for r in ev["sweep"]) and ev["outcome"] == INCONCLUSIVE
+    assert ev["votes"]["sweep"] is None and ev["paired"]["spread_cv"] is None
+    assert all(r["saturated_both"] and r["vote"] is None for r in ev["sweep"])
+
+
+def test_claim3_votes_left_are_not_one_measurement_twice():
+    # random valleys over a bulk: the top-k kappa and the sweep's kappa at a shared eps order
+    # some pairs of spectra oppositely, so no one function of the numbers gives both votes
+    from landscape.geometry import uv_measures as uv
+
+    rng = np.random.default_rng(7)
+    spectra = [with_bulk(np.concatenate([[1.0], 10 ** rng.uniform(-rng.uniform(0.2, 3.5), 0,
+                                                                   rng.integers(6, 30))]),
+                         p=60, seed=i) for i in range(40)]
+    k = uv.NO_EDGE_K
+    top = np.log([uv.outlier_kappa(np.sort(x)[::-1], k) for x in spectra])
+    swept = np.log([uv.sweep(x, 1.0, [1e-3])[0].kappa for x in spectra])
+    assert not np.allclose(top, swept)
+    flips = [(i, j) for i in range(40) for j in range(40)
+             if top[i] > top[j] + 0.5 and swept[i] < swept[j] - 0.5]
+    assert flips
+    # a pair of such spectra as Single (j) and Looped (i) on three seeds: the votes disagree
+    # (at the common bulk edge the rule finds for them, k = 23, as well as at the top 5)
+    i, j = flips[0]
+
+    def runs(x):
+        return [UVInputs(s, x * (1 + 0.01 * s), np.sort(x * (1 + 0.01 * s))[::-1], np.nan)
+                for s in SEEDS]
+
+    ev = claims.uv_evidence(runs(spectra[j]), runs(spectra[i]))
+    assert ev["votes"] == {"kappa": 1, "sweep": -1}  # one says more V, the other less
 
 
 def _no_edge(kind, seed):
@@ -164,12 +265,12 @@ def test_claim3_without_a_bulk_edge_still_decides_both_ways():
     for x, cv in ((u, 0.05), (v, 0.6)):
         x[:] = [dataclasses.replace(d, cv=cv + 0.01 * i) for i, d in enumerate(x)]
     ev = claims.uv_evidence(u, v)
-    assert ev["votes"] == {"sweep": None, "outlier_kappa": 1, "spread": 1}, ev["votes"]
+    assert ev["votes"] == {"kappa": 1, "sweep": None}, ev["votes"]
     assert ev["outcome"] == HOLDS and ev["outlier_edge"] is False
     rev = claims.uv_evidence(v, u)
-    assert rev["votes"]["outlier_kappa"] == -1 and rev["outcome"] == FAILS
-    same = claims.uv_evidence(u, u)
-    assert same["outcome"] == INCONCLUSIVE
+    assert rev["votes"]["kappa"] == -1 and rev["outcome"] == FAILS
+    noisy = [u[0], v[1], v[2]]  # Looped more V on two seeds only
+    assert claims.uv_evidence(u, noisy)["outcome"] == INCONCLUSIVE
 
 
 def test_claim3_end_to_end_with_the_report_contract():
@@ -186,6 +287,10 @@ def test_claim3_end_to_end_with_the_report_contract():
             "force_single", "force_looped"}
     assert len(d["sweep"]) >= 13 and all(keys <= set(r) for r in d["sweep"])
     assert len(d["per_seed"]) == 3 and "assumption_1" in d["per_seed"][0]
+    assert d["paired"]["kappa"]["seeds"] == [0, 1, 2] and d["paired"]["kappa"]["lo"] > 0
+    assert d["power"]["seeds_used"] == 3 and d["power"]["smallest_effect"] == pytest.approx(
+        np.log(1.5)) and 0 < d["power"]["power"] < 0.8  # the pilot's spread: underpowered
+    assert d["valley"]["definition"] == "raw_top_k" and "principal_angles" not in d["valley"]
     c2 = claims.judge_landscape(grouped(single=si[:2], looped=lo[:2]))
     assert c2.verdict == UNDERPOWERED
     c3 = claims.judge_landscape(grouped(single=lo, looped=si))
@@ -334,3 +439,12 @@ def test_a_damaged_part_is_reported_while_one_not_probed_leaves_the_claim_open()
     for judge in (claims.judge_landscape, claims.judge_hessian_phases):
         with pytest.raises(StaleError, match="another version"):
             judge(grouped(single=si, looped=damaged))
+
+
+def test_the_figures_phase_fit_starts_after_initialisation_too():
+    from landscape.analysis import series
+
+    run = _spectrum_run("looped", 0, lambda st, seed: u_like(seed + st), steps=(0, 10, 20, 30))
+    ph = series.phases_of(run)
+    assert ph.epochs.tolist() == [1.0, 2.0, 3.0]  # step 0 is drawn (entropy_series), not fitted
+    assert series.entropy_series(run).epoch.tolist() == [0.0, 1.0, 2.0, 3.0]

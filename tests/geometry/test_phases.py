@@ -198,3 +198,33 @@ def test_label_at_and_boundaries_of_the_drawn_phases():
 def test_phase_rule_rejects_bad_series(epochs, series, match):
     with pytest.raises(LandscapeError, match=match):
         phase_rule(epochs, series)
+
+
+def test_three_phase_curve_is_the_piecewise_line_it_states():
+    from landscape.geometry.phases import three_phase_curve
+
+    t = np.array([0.0, 2.0, 4.0, 6.0, 8.0, 10.0])
+    y = three_phase_curve(t, 0.4, 1.0, 4.0, 8.0)
+    np.testing.assert_allclose(y, [0.0, -0.2, -0.4, 0.1, 0.6, 0.6])
+    with pytest.raises(LandscapeError):
+        three_phase_curve(t, 0.4, 1.0, 8.0, 4.0)  # stabilization before the collapse ends
+    with pytest.raises(LandscapeError):
+        three_phase_curve(t, -0.4, 1.0, 4.0, 8.0)
+
+
+def test_phase_power_by_simulation_falls_with_noise_and_with_fewer_checkpoints():
+    from landscape.geometry.phases import phase_power
+
+    t = np.array([1.0, 3, 6, 10, 15, 22, 30, 42, 48, 54, 60])
+    quiet = phase_power(t, 0.5, 0.8, 15.0, 36.0, sigma=0.02, trials=100)
+    loud = phase_power(t, 0.5, 0.8, 15.0, 36.0, sigma=0.5, trials=100)
+    assert quiet.power >= 0.95 and loud.power <= 0.1 and quiet.trials == 100
+    # sparser schedule of the same window, same noise: less power
+    mid = phase_power(t, 0.5, 0.8, 15.0, 36.0, sigma=0.1, trials=100)
+    sparse = phase_power(t[::2], 0.5, 0.8, 15.0, 36.0, sigma=0.1, trials=100)
+    assert sparse.power < mid.power
+    # the estimate is deterministic for a seed and its errors are one line
+    assert phase_power(t, 0.5, 0.8, 15.0, 36.0, 0.1, trials=20, seed=3) == \
+        phase_power(t, 0.5, 0.8, 15.0, 36.0, 0.1, trials=20, seed=3)
+    with pytest.raises(LandscapeError):
+        phase_power(t, 0.5, 0.8, 15.0, 36.0, sigma=0.0)
