@@ -287,8 +287,9 @@ def _main_rank() -> bool:
 @main.command()
 @click.argument("run_file", type=click.Path(path_type=Path))
 @click.option("--steps", default=_PROBE.steps, show_default=True, callback=_check_steps,
-              help="Checkpoints: all, last, spaced:K (K evenly spaced, plus a SHIFT switch) "
-                   "or N,M,... (optimiser steps).")
+              help="Checkpoints: all, last, spaced:K (K evenly spaced, plus a SHIFT switch and "
+                   "the starts of per-step windows and interventions) or N,M,... "
+                   "(optimiser steps).")
 @click.option("--hessian/--no-hessian", default=True, show_default=True,
               help="Hessian spectra: top/bottom-k, trace, SLQ density, exact where small.")
 @click.option("--curvature", "curvatures", default=",".join(_PROBE.curvatures), show_default=True,
@@ -335,6 +336,14 @@ def _main_rank() -> bool:
               help=f"Points per axis of 2-D slices (odd, at most {GRID_MAX}).")
 @click.option("--delta", type=Finite(min=0, min_open=True), default=_GS.delta, show_default=True,
               help="Loss rise (nats) at which valley widths are read.")
+@click.option("--valley-k", type=click.IntRange(1, COUNT_MAX), default=_GS.valley_k,
+              show_default=True,
+              help="Adam-preconditioned eigenpairs examined for the optimiser's valley "
+                   "(those near its stability edge span it; at checkpoints with AdamW state).")
+@click.option("--intervention-steps", type=click.IntRange(1, COUNT_MAX),
+              default=_GS.intervention_steps, show_default=True,
+              help="K: optimiser steps continued from each intervention start ([train] "
+                   "intervene_at), unchanged and with the valley motion removed.")
 @click.option("--shared-plane", default=_GS.shared_plane, metavar="init|REF.h5[:STEP]",
               help="Also slice a random plane normalised against a reference checkpoint, "
                    "the same for every run probed with it: init (the run's own first "
@@ -356,8 +365,8 @@ def _main_rank() -> bool:
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def probe(run_file, steps, hessian, curvatures, valley_curvature, geometry, k_top, k_bottom,
           slq_runs, slq_steps, trace_hvps, exact, exact_max_params, blocks, dtype, backend,
-          grid, delta, shared_plane, device, threads, force, plan_only, ignore_memory,
-          trust_code, quiet):
+          grid, delta, valley_k, intervention_steps, shared_plane, device, threads, force,
+          plan_only, ignore_memory, trust_code, quiet):
     """Compute Hessian and River-Valley diagnostics on a run file's checkpoints.
 
     Results go into the run file; a second call skips what is done (--force
@@ -396,7 +405,9 @@ def probe(run_file, steps, hessian, curvatures, valley_curvature, geometry, k_to
                                 exact_max_params=exact_max_params, blocks=tuple(blocks),
                                 dtype=dtype,
                                 backend=backend) if hessian else None,
-        geometry=GeometrySettings(grid=grid, delta=delta, shared_plane=shared_plane)
+        geometry=GeometrySettings(grid=grid, delta=delta, shared_plane=shared_plane,
+                                  valley_k=valley_k, fallback_k=min(_GS.fallback_k, valley_k),
+                                  intervention_steps=intervention_steps)
         if geometry else None,
     )
     _buffer_note(run_file, trust_code)

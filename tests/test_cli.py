@@ -308,7 +308,7 @@ def test_the_probe_flags_take_their_defaults_from_the_settings():
     for name in ("k_top", "k_bottom", "slq_runs", "slq_steps", "trace_hvps", "exact",
                  "exact_max_params", "dtype", "backend"):
         assert flags[name] == getattr(hs, name), name
-    for name in ("grid", "delta", "shared_plane"):
+    for name in ("grid", "delta", "shared_plane", "valley_k", "intervention_steps"):
         assert flags[name] == getattr(gs, name), name
     assert (flags["steps"], flags["device"], flags["valley_curvature"]) == (
         ps.steps, ps.device, ps.valley_curvature)

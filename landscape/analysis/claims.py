@@ -39,6 +39,12 @@ effect of interest fixed in :data:`SMALLEST_EFFECT` before the runs on seeds 3 a
 judge them (seeds 0-2 were seen when the rules were written). :func:`power_plan` says what
 power the seeds had for the effect measured before (:data:`PILOTS`, the upper end of its
 spread's interval assumed); ``details.power`` carries it.
+
+Claim 4 reads paired seeds too: an intervention (:func:`intervention_rule`: the share of
+its own K-step progress each model loses with its optimiser's valley motion removed,
+Looped - Single), with the per-step hopping of the runs' windows, the hopping between
+checkpoints and the simulator beside (no votes). Runs without interventions leave it
+inconclusive.
 """
 
 from __future__ import annotations
@@ -1048,20 +1054,83 @@ def intervention_rule(seeds: list[int], single: list[sc.Intervention],
     return _paired_verdict(p, "4"), details
 
 
+def _per_step_summary(run: Run) -> dict | None:
+    """Per-step hopping of a run's windows (:func:`series.per_step_windows`), or None."""
+    windows = series.per_step_windows(run)
+    if not windows:
+        return None
+
+    def mean(key: str) -> float:
+        vals = [getattr(w, key) for w in windows if math.isfinite(getattr(w, key))]
+        return float(np.mean(vals)) if vals else math.nan
+
+    return {"name": run.name, "windows": [w.as_dict() for w in windows],
+            **{k: mean(k) for k in ("hop_fraction", "amplitude", "river_per_step",
+                                    "spaced_hop_fraction")}}
+
+
+def _chosen_interventions(pairs: list[tuple[Run, Run]]) -> tuple[list, list, list, dict]:
+    """Per seed, Single's and Looped's intervention at the latest start both have.
+
+    Returns ``(seeds, single parts, looped parts, {seed: start})`` for the seeds that have
+    one; the latest common start is the most trained model both runs were continued from.
+    """
+    seeds, a, b, starts = [], [], [], {}
+    for si, lo in pairs:
+        x, y = series.interventions(si), series.interventions(lo)
+        common = sorted(set(x) & set(y))
+        if common:
+            seed = si.recipe.train.seed
+            seeds.append(seed)
+            a.append(x[common[-1]])
+            b.append(y[common[-1]])
+            starts[int(seed)] = common[-1]
+    return seeds, a, b, starts
+
+
+def _between_checkpoints(pairs: list[tuple[Run, Run]]) -> dict:
+    """The hopping measured between stored checkpoints (beside claim 4, never a vote)."""
+    label = ("beside, no vote: between stored checkpoints an epoch apart, where a "
+             "step-to-step hop is invisible")
+    if not pairs:
+        return {"label": label, "missing": "no probed Single and Looped runs of one seed"}
+    try:
+        trained = {"single": [_hopping_summary(s, None) for s, _ in pairs],
+                   "looped": [_hopping_summary(lo, s) for s, lo in pairs]}
+    except NotProbed as e:  # a damaged part (StaleError) is reported, not skipped
+        return {"label": label, "missing": str(e)}
+    outcome, gain = hopping_verdict(trained["single"], trained["looped"])
+    return {"label": label, "trained": trained, "gain_per_oscillation": gain,
+            "outcome": outcome,
+            "checkpoints": {x["name"]: x["steps"] for v in trained.values() for x in v}}
+
+
 def judge_theory(groups: Grouped) -> Claim:
-    """Claim 4: valley hopping moves a V-valley further along the river (trained models)."""
+    """Claim 4: valley hopping moves a V-valley further along the river (trained models).
+
+    Reads the intervention (:func:`intervention_rule`, paired seeds); beside it, the
+    per-step hopping of the runs' windows in the optimiser's valley, the hopping between
+    checkpoints, and the simulator's algebra check.
+    """
     title = "Theory: valley hopping moves a V-valley further along the river"
-    rule = ("on the trained runs, each step out of a probed checkpoint is split into its "
-            "component in the span of the top Lanczos eigenvectors there (valley) and the "
-            "rest (river); river progress per unit of valley oscillation = loss gained along "
-            "the river parts / norm of the valley parts, per seed; holds if Looped's 95 % "
-            "t-interval over seeds lies above Single's, does not hold if below, inconclusive "
-            f"if they overlap; underpowered with < {MIN_SEEDS} seeds. Beside: the fraction of "
-            "valley coordinates that change sign (hops), river speed against sum 1/lambda "
-            "(shared thresholds), and the simulator, a check of the reconstructed algebra "
-            "(V vs U at equal trace; no-feedback closed form to 1e-8)")
-    measured = ("river loss gained per unit valley oscillation, Single vs Looped, per seed; "
-                "simulator beside")
+    rule = ("an intervention, paired seeds: from the same stored state (both AdamW "
+            "moments, the batch order) at the latest intervention start both models have, "
+            "K steps unchanged and K steps with each update's component in the optimiser's "
+            "valley (the Adam-preconditioned Hessian's directions near its stability edge, "
+            "else its top-k) removed; per model the share of the unchanged arm's probe-loss "
+            "decrease lost with the valley removed; per seed Looped - Single, their mean "
+            "with a 95 % t-interval and the sign count: holds if the interval lies above 0, "
+            "does not hold if it lies below the smallest effect of interest "
+            f"{SMALLEST_EFFECT['4']:.2f}, else inconclusive; runs without interventions "
+            f"(older runs): inconclusive; < {MIN_SEEDS} seeds: inconclusive (underpowered). "
+            "Beside, no vote: per-step hopping in the runs' windows (hop fraction, "
+            "oscillation amplitude and river progress per optimiser step, in the optimiser's "
+            "valley at the window's start; and the hop fraction at the checkpoints' "
+            "spacing), the hopping between stored checkpoints, and the simulator, a check of "
+            "the reconstructed algebra (V vs U at equal trace; no-feedback closed form to "
+            "1e-8)")
+    measured = ("share of K-step river progress lost with the optimiser's valley motion "
+                "removed, Looped - Single, paired by seed; per-step hopping beside")
     cmp = compare_sim(feedback=False)
     closed, sim = cmp.v.closed_form, cmp.v.descent.push[:, 0]
     err = float(np.max(np.abs(sim - closed)) / max(np.max(np.abs(closed)), 1e-300))
@@ -1078,33 +1147,70 @@ def judge_theory(groups: Grouped) -> Claim:
                      f"{_spread(details['qk_cosine'], 'checkpoints')}")
     single, looped = _probed(groups, SINGLE), _probed(groups, LOOPED)
     pairs = _paired(single, looped) if single and looped else []
-    try:
-        trained = {"single": [_hopping_summary(s, None) for s, _ in pairs],
-                   "looped": [_hopping_summary(lo, s) for s, lo in pairs]}
-    except NotProbed as e:  # a damaged part (StaleError) is reported, not skipped
-        details["missing"] = str(e)
-        return Claim("4", title, measured, f"trained runs not measured ({e}); {sim_text}",
-                     rule, INCONCLUSIVE, details)
-    if not pairs:
-        details["missing"] = "needs probed Markov Single and Looped runs with a seed in common"
-        return Claim("4", title, measured, f"trained runs not measured; {sim_text}", rule,
-                     INCONCLUSIVE, details)
-    verdict, gain = hopping_verdict(trained["single"], trained["looped"])
-    powered = len(pairs) >= MIN_SEEDS
+    details["between_checkpoints"] = _between_checkpoints(pairs)
+    per_step = {int(si.recipe.train.seed): {"single": _per_step_summary(si),
+                                            "looped": _per_step_summary(lo)}
+                for si, lo in pairs}
+    details["per_step"] = per_step
+    step_text = _per_step_text(per_step)
+    seeds, a, b, starts = _chosen_interventions(pairs)
+    if not seeds:
+        details.update(intervention={}, paired=None, power=power_plan("4", 0),
+                       seeds=[int(s.recipe.train.seed) for s, _ in pairs])
+        details["missing"] = (
+            "needs probed Markov Single and Looped runs with a seed in common"
+            if not pairs else "the runs store no intervention part at a common start "
+            "(trained without [train] intervene_at, or not probed there): claim 4's rule "
+            "cannot be read; the between-checkpoint hopping is beside, not a vote")
+        return Claim("4", title, measured, "; ".join(
+            x for x in (f"no intervention measured ({details['missing']})", step_text,
+                        sim_text) if x), rule, INCONCLUSIVE, details)
+    verdict, found = intervention_rule(seeds, a, b)
+    details.update(found)
+    details.setdefault("paired", None)
+    details.setdefault("power", power_plan("4", 0))
+    for seed, start in starts.items():
+        for row in details["intervention"][seed].values():
+            row["start"] = start
     if not simulator["algebra_ok"]:
         verdict = INCONCLUSIVE
-    details.update(trained=trained, gain_per_oscillation=gain, outcome=verdict,
-                   powered=powered, seeds=[s.recipe.train.seed for s, _ in pairs],
-                   checkpoints={x["name"]: x["steps"] for v in trained.values() for x in v})
-    value = "; ".join(
-        f"{a.capitalize()}: river gain per unit oscillation "
-        f"{interval([x['gain_per_oscillation'] for x in xs]).text()}, hops "
-        f"{interval([x['hop_fraction'] for x in xs]).text('.2f')}, river speed "
-        f"{interval([x['river_speed'] for x in xs]).text()} vs sum 1/lambda "
-        f"{interval([x['predicted_force'] for x in xs]).text()}"
-        for a, xs in trained.items())
-    value += f"; {sim_text}" + _tentative(verdict, powered)
-    return Claim("4", title, measured, value, rule, _powered(verdict, powered), details)
+    details["outcome"] = verdict
+    kept = details["paired"]["seeds"] if details["paired"] else []
+    verdict = _underpowered(verdict, len(kept), details)
+    rows = details["intervention"]
+    share = {m: [rows[s][m]["share_lost"] for s in kept] for m in ("single", "looped")}
+    value = f"share of the {a[0].steps}-step progress lost with the valley removed: "
+    if kept:
+        power = details["power"]
+        diff = pairs_mod.paired(kept, share["single"], share["looped"]).text(".3f")
+        value += (f"Single {_spread(share['single'])}, Looped {_spread(share['looped'])}, "
+                  f"paired Looped - Single {diff} (smallest effect "
+                  f"{SMALLEST_EFFECT['4']:.2f}; power "
+                  + ("not planned: no pilot" if power.get("pilot") is None
+                     else f"{power['power']:.2f}") + ")")
+    else:
+        value += f"no seed with progress in both models ({details.get('missing')})"
+    if details.get("left_out"):
+        value += f"; seeds left out (no progress): {details['left_out']}"
+    value += "; " + "; ".join(x for x in (step_text, sim_text) if x)
+    return Claim("4", title, measured, value, rule, verdict, details)
+
+
+def _per_step_text(per_step: dict) -> str:
+    """Per-step hopping in words, per model over seeds ("" where no window was measured)."""
+    parts = []
+    for m in ("single", "looped"):
+        xs = [x[m] for x in per_step.values() if x[m] is not None]
+        if xs:
+            spaced = [x["spaced_hop_fraction"] for x in xs
+                      if math.isfinite(x["spaced_hop_fraction"])]
+            hops = _spread([x["hop_fraction"] for x in xs])
+            parts.append(f"{m.capitalize()} per step: hops {hops}"
+                         f", amplitude {_spread([x['amplitude'] for x in xs])}, river "
+                         f"{_spread([x['river_per_step'] for x in xs])}"
+                         + (f" (hops at the checkpoints' spacing {_spread(spaced)})"
+                            if spaced else ""))
+    return "; ".join(parts)
 
 
 def _qk_alignment(groups: Grouped) -> list[float]:

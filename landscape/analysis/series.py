@@ -1300,3 +1300,93 @@ def uv_sweep(single: list[Run], looped: list[Run], adam: bool = False) -> UVSwee
         raise LandscapeError("the threshold sweep needs Single and Looped runs of one seed "
                              "probed at a common checkpoint")
     return out
+
+
+# --- claim 4: per-step windows and interventions -----------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class PerStepWindow(_Brief):
+    """Valley hopping step by step over one stored window (:func:`per_step_windows`).
+
+    The valley is the optimiser's edge span stored at the window's first step
+    (:class:`~landscape.runfile.schema.OptimiserValley`), the river the window's net
+    displacement off it (:func:`landscape.geometry.per_step.river_direction`); the per-step
+    quantities are :mod:`landscape.geometry.per_step`'s, averaged over the window's steps.
+
+    Attributes:
+        start: the window's first optimiser step.
+        steps: its rows (consecutive optimiser steps).
+        valley_k: the valley's dimension.
+        near_edge: whether that span is the optimiser's edge (False: its top ``k``).
+        hop_fraction: mean share of valley coordinates that change sign from one step to
+            the next.
+        amplitude: mean RMS valley displacement of a step.
+        river_per_step: mean displacement of a step along the river direction.
+        loss_drop_per_step: the batch losses' first minus last, over ``steps - 1``
+            (beside: batches differ).
+        spacing: the run's checkpoint spacing in optimiser steps (0: one checkpoint).
+        spaced_hop_fraction: the hop fraction of the same window with its updates summed
+            over ``spacing`` consecutive steps, as checkpoints that far apart see it (NaN
+            where the window holds fewer than two such blocks).
+    """
+
+    start: int
+    steps: int
+    valley_k: int
+    near_edge: bool
+    hop_fraction: float
+    amplitude: float
+    river_per_step: float
+    loss_drop_per_step: float
+    spacing: int
+    spaced_hop_fraction: float
+
+    def as_dict(self) -> dict:
+        """The fields as a dict (for claims.json)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def checkpoint_spacing(run: Run) -> int:
+    """The median number of optimiser steps between a run's checkpoints (0: fewer than 2)."""
+    steps = np.asarray(run.steps)
+    return int(np.median(np.diff(steps))) if steps.size >= 2 else 0
+
+
+def per_step_windows(run: Run) -> list[PerStepWindow]:
+    """Per-step hopping over each stored window with an ``optimiser_valley`` at its start.
+
+    Windows without that part (not probed there: ``landscape probe --steps START``) or of
+    fewer than two steps are left out; ``[]`` for a run without windows.
+    """
+    from landscape.geometry.optimiser_valley import orthonormal_rows
+    from landscape.geometry.per_step import per_step_hopping, river_direction
+
+    out = []
+    spacing = checkpoint_spacing(run)
+    for w in run.windows():
+        valley = run.part("optimiser_valley", w.start)
+        if valley is None or w.n < 2:
+            continue
+        v = orthonormal_rows(np.asarray(valley.basis, dtype=np.float64))
+        d = np.asarray(w.updates, dtype=np.float64)
+        u = river_direction(d.sum(axis=0), v)
+        h = per_step_hopping(d, v, u)
+        blocks = w.n // spacing if spacing >= 1 else 0
+        spaced = math.nan
+        if blocks >= 2:
+            summed = d[:blocks * spacing].reshape(blocks, spacing, -1).sum(axis=1)
+            spaced = per_step_hopping(summed, v, u).mean_hop_fraction
+        out.append(PerStepWindow(
+            start=int(w.start), steps=int(w.n), valley_k=int(v.shape[0]),
+            near_edge=bool(valley.near_edge), hop_fraction=h.mean_hop_fraction,
+            amplitude=float(h.amplitude.mean()), river_per_step=float(h.river.mean()),
+            loss_drop_per_step=float((w.loss[0] - w.loss[-1]) / (w.n - 1)), spacing=spacing,
+            spaced_hop_fraction=float(spaced)))
+    return out
+
+
+def interventions(run: Run) -> dict[int, schema.Intervention]:
+    """The stored ``intervention`` parts of a run by start step (``{}``: none)."""
+    found = {int(s): run.part("intervention", s) for s in run.probed_steps}
+    return {s: p for s, p in found.items() if p is not None}

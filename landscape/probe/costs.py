@@ -363,7 +363,8 @@ def _curvature_plans(c: UnitCosts, hs, curvature: str, dense: bool,
 
 def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False,
                blocks: Mapping[str, int] | None = None, new_operator: bool = True,
-               curvatures: Sequence[str] = ("hessian",)) -> list[PartPlan]:
+               curvatures: Sequence[str] = ("hessian",), adam: bool = False,
+               intervention: bool = False) -> list[PartPlan]:
     """Estimated cost of each part of one checkpoint's probe.
 
     Args:
@@ -381,6 +382,12 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
             the gradient graph: a product is a Jacobian-vector product, a small product
             with the loss's Hessian (or the per-example gradients) and a vector-Jacobian
             product through the retained forward graph.
+        adam: the run stores AdamW's second moment (the optimiser's valley is measured:
+            Lanczos for ``valley_k`` preconditioned eigenpairs, and up to ``2 valley_k``
+            products for the Hessian restricted to its two spans).
+        intervention: the run stores intervention starts (claim 4's intervention, planned
+            per checkpoint but run only at a start: ``2 K`` training steps, each counted
+            as one gradient, two ``[K+1, P]`` float32 trajectories, three losses).
 
     Returns:
         One :class:`PartPlan` per part, in the order a probe runs them.
@@ -399,6 +406,20 @@ def plan_parts(c: UnitCosts, hessian=None, geometry=None, *, dense: bool = False
             out.append(PartPlan(f"geometry/{part}", f"2-D slice {gs.grid} x {gs.grid}", 0,
                                 grid, grid * c.forward_s,
                                 c.forward_bytes + 6 * p * s + grid * GRID_CELL_BYTES))
+        if adam and hessian is not None:
+            k = min(gs.valley_k, p)
+            cap = _lanczos_cap(c, k, 0, min(300, p))
+            m = lanczos_steps(k, 0, 300, p, cap)
+            out.append(PartPlan("geometry/optimiser_valley",
+                                f"optimiser's valley (top-{k} preconditioned, Lanczos)",
+                                m + 2 * k, 0, _krylov_seconds(c, m, cap) + 2 * k * c.hvp_s,
+                                c.graph_bytes + _krylov_bytes(c, m, cap) + 4 * k * p * 8))
+        if intervention:
+            k_steps = gs.intervention_steps
+            out.append(PartPlan("geometry/intervention",
+                                f"intervention ({k_steps} steps, two arms)", 0, 3,
+                                2 * k_steps * c.gradient_s + 3 * c.forward_s,
+                                c.forward_bytes + 2 * (k_steps + 1) * p * 4 + 4 * p * 8))
     return out
 
 

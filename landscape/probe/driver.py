@@ -25,10 +25,14 @@ used as stored.
 Parts, per checkpoint (``/probe/step_<N>/hessian|geometry/<name>``): ``top``, ``trace``,
 ``slq``, ``exact`` (where P is small, or asked for), ``sharpness``, ``overlap`` (with the
 previous probed checkpoint), ``blocks`` (on request), ``pyhessian`` (on request);
-``valley``, ``widths``, ``river``, ``slice_random``, ``slice_river_valley`` and, with a
-shared plane, ``slice_shared``. Per run (``/probe/run/<name>``, with two or more probed
-checkpoints and geometry): ``river_progress``, ``pca``, ``loops``, ``switch`` (SHIFT runs)
-and ``qk_alignment``.
+``valley``, ``widths``, ``river``, ``slice_random``, ``slice_river_valley``, with a
+shared plane ``slice_shared``, where AdamW's second moment is stored ``optimiser_valley``
+(with the alternating span of a per-step window starting there), and at an intervention
+start (``[train] intervene_at``) ``intervention`` (claim 4: ``--intervention-steps`` steps
+unchanged and with the optimiser's valley removed). A part the run cannot give (no AdamW
+state, no intervention start) is skipped with a one-line note (:data:`NOTE`). Per run
+(``/probe/run/<name>``, with two or more probed checkpoints and geometry):
+``river_progress``, ``pca``, ``loops``, ``switch`` (SHIFT runs) and ``qk_alignment``.
 
 How to add a part (three steps, nothing else changes):
 
@@ -57,6 +61,7 @@ split, widths, loop curve, PyHessian, Q/K alignment) are computed on every rank 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +94,7 @@ from landscape.probe.costs import (
 from landscape.probe.settings import GeometrySettings, HessianSettings, ProbeSettings
 from landscape.runfile import schema as sc
 from landscape.runfile import store
+from landscape.runfile import windows as window_file
 from landscape.runs.run import Run
 from landscape.train import distributed
 from landscape.train.recipe import check_device
@@ -99,6 +105,8 @@ if TYPE_CHECKING:
     from landscape.train.distributed import Ranks
 
 Report = Callable[[str], None]
+NOTE = "  note: "
+"""How a report line that says what this call leaves unmeasured, and why, begins."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,9 @@ def select_steps(run: Run, spec: str) -> list[int]:
         chosen = {steps[int(i)] for i in idx}
         if run.shift_step is not None:
             chosen.add(run.shift_step)  # the switch is always probed
+        # so are the checkpoints where a per-step window or an intervention starts
+        chosen |= {s for s in (*(w.start for w in run.windows()), *(
+            () if run.custom else run.intervention_starts())) if s in steps}
         return sorted(chosen)
     for s in wanted:
         run.index(s)  # raises with the available steps
@@ -212,6 +223,9 @@ class Entry:
         needs: parts of the same checkpoint (or run) it is computed from.
         optional: parts it uses where they exist.
         when: ``when(job)``: whether the part applies (default: always).
+        skip: ``skip(job)``: why a part that applies here cannot be computed from what
+            the run stores (e.g. no AdamW state), said once per call in one line; None
+            where it can (default: always can).
     """
 
     cls: type[sc.Part]
@@ -221,6 +235,7 @@ class Entry:
     needs: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     when: Callable[[Job], bool] = lambda job: True
+    skip: Callable[[Job], str | None] = lambda job: None
 
     @property
     def name(self) -> str:
@@ -440,6 +455,106 @@ register(Entry(sc.SliceShared, "  2-D slice, shared plane", _shared_settings,
                                               job.gs, loops=job.loops,
                                               evaluate=job.evaluate())))
 
+
+
+def _optimiser_valley_skip(job: Job) -> str | None:
+    """Why the optimiser's valley cannot be measured at ``job``'s checkpoint (None: it can)."""
+    run, step = job.run, job.step
+    if job.curvature != sc.HESSIAN:
+        return ("optimiser_valley: not measured, it is the Hessian's (--valley-curvature "
+                "hessian)")
+    if not run.has_adam:
+        return "optimiser_valley: skipped, the run stores no AdamW second moment"
+    opt = run.optimizer_at(step)
+    if opt is None or not opt.preconditioned:
+        return f"optimiser_valley: skipped at step {step}, the optimiser is not Adam/AdamW"
+    try:
+        _, adam_step = job.driver.adam_state(step)
+    except LandscapeError as e:
+        return f"optimiser_valley: skipped at step {step}, {e}"
+    if adam_step < 1:
+        return f"optimiser_valley: skipped at step {step}, AdamW has taken no step there"
+    if not math.isfinite(opt.edge(run.lr_at(step))):
+        return f"optimiser_valley: skipped at step {step}, its learning rate is unknown"
+    return None
+
+
+def _optimiser_valley_settings(ps: ProbeSettings, job: Job) -> dict | None:
+    gs = ps.geometry
+    if gs is None:
+        return None
+    w = job.driver.window_at(job.step)
+    return {"valley_k": gs.valley_k, "near_edge": gs.near_edge, "fallback_k": gs.fallback_k,
+            "window_start": -1 if w is None else w.start, "window_rows": 0 if w is None else w.n}
+
+
+def _optimiser_valley(job: Job) -> sc.OptimiserValley:
+    run, gs = job.run, job.gs
+    v, adam_step = job.driver.adam_state(job.step)
+    w = job.driver.window_at(job.step)
+    return parts.optimiser_valley(
+        job.operator(), job.inputs["top"], run.lr_at(job.step), run.optimizer_at(job.step), v,
+        adam_step, window_updates=None if w is None else w.updates,
+        window_start=-1 if w is None else w.start, k=gs.valley_k, factor=gs.near_edge,
+        fallback_k=gs.fallback_k)
+
+
+def _optimiser_valley_label(job: Job, part: sc.OptimiserValley) -> str:
+    where = "near the edge" if part.near_edge else "none near the edge: top"
+    alt = f", alternating span of the window at {part.window_start}" \
+        if part.alt_basis is not None else ""
+    return f"  optimiser's valley ({part.k} directions, {where}{alt})"
+
+
+def _intervention_steps(job: Job) -> int:
+    """K of the intervention at ``job``'s start: the setting, or the steps the budget has left."""
+    total = int(job.run.attrs.get("total_steps", 0))
+    return min(job.gs.intervention_steps, total - job.step)
+
+
+def _intervention_applies(job: Job) -> bool:
+    return job.step in job.driver.intervention_starts()
+
+
+def _intervention_skip(job: Job) -> str | None:
+    """Why claim 4's intervention cannot run at ``job``'s start (None: it can)."""
+    if _intervention_steps(job) < 1:
+        return f"intervention: skipped at step {job.step}, no optimiser step left after it"
+    why = _optimiser_valley_skip(job)
+    return None if why is None else f"intervention: skipped at step {job.step} ({why})"
+
+
+def _intervention_settings(ps: ProbeSettings, job: Job) -> dict | None:
+    if ps.geometry is None:
+        return None
+    return {"steps": _intervention_steps(job), "valley_source": "edge"}
+
+
+def _intervention(job: Job) -> sc.Intervention:
+    layout, fn = job.run.layout, job.loss_fn()
+    device = job.driver.device
+
+    def probe_loss(flat: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(fn(layout.unflatten(torch.as_tensor(flat, dtype=torch.float32,
+                                                             device=device))))
+
+    return parts.intervention(job.run.path, job.step, _intervention_steps(job),
+                              job.inputs["optimiser_valley"].basis, probe_loss,
+                              valley_source="edge")
+
+
+def _intervention_label(job: Job, part: sc.Intervention) -> str:
+    return (f"  intervention ({part.steps} steps, unchanged vs {part.valley_k}-dim valley "
+            f"removed: probe loss {part.unchanged.loss_end:.4g} vs {part.removed.loss_end:.4g})")
+
+
+register(Entry(sc.OptimiserValley, _optimiser_valley_label, _optimiser_valley_settings,
+               _optimiser_valley, needs=("top",), skip=_optimiser_valley_skip))
+register(Entry(sc.Intervention, _intervention_label, _intervention_settings, _intervention,
+               needs=("optimiser_valley",), when=_intervention_applies,
+               skip=_intervention_skip))
+
 STEP_PARTS = tuple(REGISTRY)  # everything registered so far is measured per checkpoint
 CURVATURE_PARTS = tuple(n for n in STEP_PARTS if REGISTRY[n].cls.KIND == sc.HESSIAN)
 """The step parts measured on each asked curvature (stored under ``step_N/<curvature>/``)."""
@@ -583,6 +698,10 @@ class Driver:
             self.probe_split = Split(self.probe_split_cpu.inputs.to(self.device),
                                      self.probe_split_cpu.targets.to(self.device))
         self._done: dict[tuple[str, int, str], sc.Part | None] = {}
+        self._noted: set[str] = set()  # the skip notes said in this call
+        self._adam: dict[int, tuple[np.ndarray, int]] = {}
+        self._windows: dict[int, window_file.Window] | None = None
+        self._starts: list[int] | None = None
         self._op: tuple[int, str, SymmetricOperator] | None = None
         self._costs: UnitCosts | None = None
         self._exact: tuple[bool, str] | None = None
@@ -619,7 +738,12 @@ class Driver:
             if not self.settings.ignore_memory:
                 check_memory(plans, available_memory(self.device), str(self.device))
             self._estimate = {p.name.rsplit("/", 1)[-1]: p.seconds for p in plans}
-            self._total = self._left = sum(self._estimate.values()) * len(steps)
+            starts = len(set(steps) & set(self.intervention_starts()))
+            once = self._estimate.get("intervention", 0.0)  # only at intervention starts
+            self._total = self._left = ((sum(self._estimate.values()) - once) * len(steps)
+                                        + once * starts)
+        if self.settings.geometry is not None:
+            self._note_starts(steps)
         prev = None
         for step in steps:
             loops = int(self.run.loops[self.run.index(step)])
@@ -642,6 +766,28 @@ class Driver:
                 self.ensure(name, job)
         return steps
 
+    def _note_starts(self, steps: list[int]) -> None:
+        """Say which windows and intervention starts this call leaves unmeasured, and why.
+
+        A run that stores neither is said so in one line (its optimiser's valley has no
+        alternating span; claim 4's intervention cannot be measured on it).
+        """
+        windows = [int(w.start) for w in self.run.windows()]
+        starts = self.intervention_starts()
+        if not starts and not self.run.custom:
+            self.report(f"{NOTE}intervention: none, the run stores no intervention start "
+                        "([train] intervene_at)")
+        checkpoints = {int(s) for s in self.run.steps}
+        for what, at in (("window", windows), ("intervention start", starts)):
+            off = [s for s in at if s not in checkpoints]
+            unprobed = [s for s in at if s in checkpoints and s not in steps]
+            if off:
+                self.report(f"{NOTE}{what}s at steps {off} are not at checkpoints: not "
+                            "measured (start them at checkpoint steps)")
+            if unprobed:
+                self.report(f"{NOTE}{what}s at steps {unprobed} are not among the checkpoints "
+                            f"probed (--steps {','.join(map(str, unprobed))} measures them)")
+
     def plan(self, steps: list[int]) -> tuple[UnitCosts, list[PartPlan]]:
         """The estimated cost of each part of one checkpoint (:mod:`landscape.probe.costs`).
 
@@ -659,7 +805,8 @@ class Driver:
             blocks = {b: sum(sizes[n] for n in names) for b, names in
                       make_blocks(self.run.layout.names, hs.block_patterns).items()}
         return costs, plan_parts(costs, hs, gs, dense=dense, blocks=blocks,
-                                 curvatures=self.settings.curvatures)
+                                 curvatures=self.settings.curvatures, adam=self.run.has_adam,
+                                 intervention=bool(self.intervention_starts()))
 
     def costs(self, steps: list[int]) -> UnitCosts:
         """The unit costs (:mod:`landscape.probe.costs`), measured once at ``steps[0]``."""
@@ -697,6 +844,12 @@ class Driver:
         """The settings of ``entry`` in this call, or None if it does not apply here."""
         want = entry.settings(self.settings, job)
         if want is None or not entry.when(job):
+            return None
+        why = entry.skip(job)
+        if why is not None:
+            if why not in self._noted:
+                self._noted.add(why)
+                self.report(f"{NOTE}{why}")
             return None
         if entry.cls.KIND == sc.HESSIAN and job.curvature != sc.HESSIAN:
             want = {**want, "curvature": job.curvature}  # (the Hessian's stay as they were)
@@ -854,6 +1007,24 @@ class Driver:
             return None
         prev = self.stored(sc.Top, job.previous, curvature=job.curvature)
         return None if prev is None else prev.vectors
+
+    def adam_state(self, step: int) -> tuple[np.ndarray, int]:
+        """AdamW's second moment ``[P]`` at checkpoint ``step`` and its step count (read once)."""
+        if step not in self._adam:
+            self._adam = {step: self.run.adam_state(step)}  # one at a time: P floats each
+        return self._adam[step]
+
+    def window_at(self, step: int) -> window_file.Window | None:
+        """The per-step window that starts at checkpoint ``step``, or None."""
+        if self._windows is None:
+            self._windows = {w.start: w for w in self.run.windows()}
+        return self._windows.get(int(step))
+
+    def intervention_starts(self) -> list[int]:
+        """The steps with a stored intervention start (``[train] intervene_at``)."""
+        if self._starts is None:
+            self._starts = [] if self.run.custom else self.run.intervention_starts()
+        return self._starts
 
     def neighbours(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Flat parameters of the checkpoints before and after ``step`` (itself at the ends)."""

@@ -88,10 +88,24 @@ class GeometrySettings:
     shared_plane: str = ""
     spread_k: int = 5  # top valley eigenvectors spanning the direction-spread subspace
     spread_dirs: int = 32  # random directions of the direction spread
+    # The optimiser's valley (part optimiser_valley, at checkpoints with AdamW's second
+    # moment; see landscape.geometry.optimiser_valley): the top valley_k eigenpairs of the
+    # Adam-preconditioned Hessian are examined; those >= near_edge x the optimiser's edge
+    # span it, or, where none is near, the top fallback_k (also the raw top-k compared).
+    valley_k: int = 16
+    near_edge: float = 0.5  # = landscape.geometry.optimiser_valley.NEAR_EDGE
+    fallback_k: int = 5  # = landscape.geometry.optimiser_valley.FALLBACK_K
+    # Claim 4's intervention (part intervention, at [train] intervene_at starts): optimiser
+    # steps K continued from the start in each arm (fewer where the run's budget ends first)
+    intervention_steps: int = 32
 
     def __post_init__(self):
         if self.spread_k < 1 or self.spread_dirs < 2:
             raise LandscapeError("geometry: need spread_k >= 1 and spread_dirs >= 2")
+        if not (1 <= self.fallback_k <= self.valley_k and 0 < self.near_edge <= 1
+                and self.intervention_steps >= 1):
+            raise LandscapeError("geometry: need 1 <= fallback_k <= valley_k, 0 < near_edge "
+                                 "<= 1 and intervention_steps >= 1")
         for key in ("grid", "width_points"):  # name only the one given wrong
             if getattr(self, key) % 2 == 0:
                 raise LandscapeError(f"geometry: {key}={getattr(self, key)} must be odd (the "

@@ -29,6 +29,7 @@ import torch
 from landscape.curvature.objective import LossFn, ParamLayout, SplitObjective
 from landscape.curvature.stability import OptimizerRecord
 from landscape.errors import LandscapeError
+from landscape.runfile import interventions as intervention_file
 from landscape.runfile import schema, store, validate
 from landscape.runfile import windows as window_file
 from landscape.runs import own_models as custom
@@ -174,6 +175,15 @@ class Run:
         :class:`landscape.runfile.windows.Window`. Read afresh at each call.
         """
         return window_file.read(self.path)
+
+    def intervention_starts(self) -> list[int]:
+        """The optimiser steps with a stored intervention start, ascending (``[]``: none).
+
+        At each, ``[train] intervene_at`` stored the full training state (model, both AdamW
+        moments, batch order; :mod:`landscape.runfile.interventions`) from which
+        :func:`landscape.train.intervention.continue_from` continues.
+        """
+        return [s.start for s in intervention_file.read(self.path)]
 
     def trajectory(self, steps=None) -> np.ndarray:
         """``[n, P]`` parameters of several checkpoints (default: all)."""
