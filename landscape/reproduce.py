@@ -106,6 +106,11 @@ THREADS = {"train": {"threads": 1}}  # one torch thread per run: fastest for the
 # the paper preset of 2026-11-30 saw ended by epoch 7-10, so 1-10 keeps 4 checkpoints.
 # The fit starts at epoch 1: epoch 0 is drawn, not fitted.
 SPECTRAL_EPOCHS = (0, 1, 3, 6, 10, 15, 22, 30, 42, 48, 54, 60)
+# Claim 4 reads every optimiser step of a 64-step window (valley hopping is a step-to-step
+# phenomenon) and an intervention (K steps with and without the valley component of each
+# update) from probed checkpoints in the middle and the last third of training.
+SPECTRAL_WINDOW_EPOCHS = (30, 48)
+SPECTRAL_WINDOW_STEPS = 64
 # 16 probe sequences: the products scale with the probe set (README, "Presets and time")
 SPECTRAL_RECIPE = {"model": {"d_model": 24}, "train": {"epochs": 60, "probe_size": 16}}
 SPECTRAL_HESSIAN = HessianSettings(k_top=10, k_bottom=2, slq_runs=2, slq_steps=20,
@@ -133,10 +138,9 @@ def _markov_jobs(preset: str | None, seeds, probes, extra: tuple = ()) -> list[J
     """
     jobs = []
     for seed, pr in zip(seeds, probes):
-        figures = () if pr is None else LANDSCAPE_CLAIMS  # a probed run draws their figures
         for arch, claims in ((LOOPED, ("1", "5")), (SHIFT, ("5",)), (SINGLE, ("1",))):
             jobs.append(Job(f"markov_{RECIPES[arch]}_s{seed}", f"{RECIPES[arch]}.toml", preset,
-                            (THREADS, *extra, _seeded(seed)), pr, claims=(*claims, *figures)))
+                            (THREADS, *extra, _seeded(seed)), pr, claims=claims))
     return jobs
 
 
@@ -244,6 +248,10 @@ def _spectral_jobs(seeds) -> list[Job]:
                       None, over, claims=LANDSCAPE_CLAIMS)
             r = job.load()
             per_epoch = r.task.n_train // r.train.batch_size
+            starts = [e * per_epoch for e in SPECTRAL_WINDOW_EPOCHS]
+            job = replace(job, overrides=(*over, {"train": {
+                "window_steps": SPECTRAL_WINDOW_STEPS, "window_at": starts,
+                "intervene_at": starts}}))
             steps = ",".join(str(e * per_epoch) for e in SPECTRAL_EPOCHS)
             jobs.append(replace(job, probe=ProbeSettings(steps=steps, hessian=SPECTRAL_HESSIAN,
                                                          geometry=SPECTRAL_GEOMETRY)))
@@ -267,7 +275,7 @@ def fresh_seeds(n: int) -> list[int]:
 # many as claim 3's power calculation asks within SPECTRAL_SEED_BUDGET (each seed costs
 # about 38 CPU minutes of exact spectra: 12 checkpoints of Single and Looped).
 SPECTRAL_SEED = 10
-SPECTRAL_SEED_BUDGET = 4
+SPECTRAL_SEED_BUDGET = 3
 PAPER_SEEDS_2_4 = list(range(SPECTRAL_SEED, SPECTRAL_SEED + claims_mod.planned_seeds(
     "3.kappa", SPECTRAL_SEED_BUDGET)))
 
@@ -295,10 +303,12 @@ PRESETS: dict[str, list[Job]] = {
 
 
 def select_claims(jobs: list[Job], claims: tuple[str, ...]) -> list[Job]:
-    """The jobs that serve any of ``claims``, without their probes unless 2-4 are among them.
+    """The jobs that serve any of ``claims``, probed only where 2, 3 or 4 are among them.
 
-    Probes serve the landscape claims (2-4) and their figures only: ``--claims 1,5,6``
-    trains what those claims read and probes nothing.
+    Claims 1, 5 and 6 read training curves: ``--claims 1,5,6`` trains what they read and
+    probes nothing. Claims 2-4 read the spectral runs: ``--claims 2,3,4`` trains and
+    probes those alone. The main runs' figure probes (the curvature figures of the
+    gallery) run with the whole preset, or with ``--claims`` naming 1 or 5 and one of 2-4.
     """
     bad = sorted(set(claims) - {str(i) for i in range(1, 7)})
     if bad or not claims:

@@ -291,3 +291,15 @@ def test_cli_claims_option_refuses_bad_lists_before_any_work(tmp_path):
     res = CliRunner().invoke(main, ["reproduce", "--claims", "1,9", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "claim numbers" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_paper_preset_claims_2_4_are_the_spectral_runs_with_windows_and_interventions():
+    jobs = rep.select_claims(rep.PRESETS["paper"], ("2", "3", "4"))
+    assert jobs and all(j.name.startswith("markov_spectral_") for j in jobs)
+    assert {j.load().train.seed for j in jobs} == set(rep.PAPER_SEEDS_2_4)
+    for j in jobs:
+        r = j.load()
+        probed = {int(s) for s in j.probe.steps.split(",")}
+        assert r.train.window_steps == 64 and set(r.train.window_at) <= probed
+        assert r.train.intervene_at == r.train.window_at  # each start is a probed checkpoint
+        assert max(r.train.window_at) + 64 <= r.train.epochs * 32
