@@ -718,8 +718,10 @@ def judge_hessian_phases(groups: Grouped) -> Claim:
     pos = found["positive_part"]
     value = "; ".join(
         f"{a.capitalize()}: three phases on {sum(r['three_phases'] for r in rows)} of "
-        f"{len(rows)} seeds (3-piece drop {interval(drops[a]).text('.3f')}, rise "
-        f"{interval(rises[a]).text('.3f')} nats"
+        f"{len(rows)} seeds ("
+        + (f"3-piece drop {interval(drops[a]).text('.3f')}, rise "
+           f"{interval(rises[a]).text('.3f')} nats" if len(drops[a]) else
+           "no seed's entropy curve is fitted best by 3 pieces")
         + (f"; on the positive part {pos[a]['three_phases']} of {pos[a]['seeds']}"
            if pos[a]["measured"] else "") + ")" for a, rows in per_seed.items())
     ends = sorted({w["end_epoch"] for w in found["window"].values()})
