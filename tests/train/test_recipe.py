@@ -196,8 +196,8 @@ def test_controls_match_looped_depth():
 
     markov = with_arch(load_recipe("models/single_attn.toml"), "untied")
     assert (markov.model.layers, markov.model.loops) == (3, 1)  # Looped-Attn's 3 passes
-    length = load_recipe("models/length/addition.toml")  # T(n) = n + 1, n <= 6
-    assert with_arch(length, "untied").model.layers == 7
+    length = load_recipe("models/length/addition.toml")  # T(n) = n + 1, n <= 8
+    assert with_arch(length, "untied").model.layers == 9
     single = with_arch(length, "single").model
     assert (single.loop_rule, single.loops, single.layers) == ("fixed", 1, 1)
     assert with_arch(length, "looped").model.loop_rule == "size"
