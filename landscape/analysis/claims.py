@@ -1423,6 +1423,7 @@ def judge_length(groups: Grouped) -> Claim:
     n_seeds = min(d["seeds"] for d in per_task.values())
     details = {
         "per_length": {t: d["per_length"] for t, d in per_task.items()},
+        "per_length_interval": {t: d["per_length_interval"] for t, d in per_task.items()},
         "gate": {t: d["gate"] for t, d in per_task.items()},
         "paired": {t: d["paired"] for t, d in per_task.items()},
         "steps": {t: {a: {s: g["steps"] for s, g in by.items()} for a, by in d["gate"].items()}
@@ -1450,12 +1451,25 @@ def _length_text(task: str, d: dict) -> str:
         + (f" (steps to mastery {', '.join(str(g['step']) for g in by.values() if g['step'])})"
            if any(g["step"] for g in by.values()) else "")
         for a, by in d["gate"].items())
+    per_length = "; ".join(
+        f"{LABEL[a]} " + ", ".join(f"n={n} {_iv_text(iv)}" for n, iv in by.items())
+        for a, by in d["per_length_interval"].items())
     if not d["judged"]:
-        return f"{task}: inconclusive ({d['reason']}; {gate})"
+        return f"{task}: inconclusive ({d['reason']}; {gate}; token accuracy {per_length})"
     p = d["paired"]
     return (f"{task}: Looped - Single beyond the training lengths {p['mean']:+.3f} "
             f"[{_num(p['lo'])}, {_num(p['hi'])}], {p['signs']['positive']} of "
-            f"{p['signs']['n']} seeds > 0: {d['verdict']} ({gate})")
+            f"{p['signs']['n']} seeds > 0: {d['verdict']} ({gate}; token accuracy "
+            f"{per_length})")
+
+
+def _iv_text(iv: dict) -> str:
+    """``0.71 [0.66, 0.76]`` from an interval's dict (the mean alone for one seed)."""
+    if not iv.get("n"):
+        return "missing"
+    if iv["n"] == 1:
+        return f"{iv['mean']:.2f}"
+    return f"{iv['mean']:.2f} [{iv['lo']:.2f}, {iv['hi']:.2f}]"
 
 
 def _extrapolation(run: Run) -> float:
@@ -1500,7 +1514,11 @@ def _length_task(g: dict[str, list[Run]]) -> dict:
                                   [ex["looped"][s] for s in ok]).as_dict() if ok else None
     post_hoc = (pairs_mod.power(p.n, SMALLEST_EFFECT["6"], p.sd) if p.n >= 2 and p.sd > 0
                 else math.nan)
+    lengths = sorted({n for by in per_length.values() for L in by.values() for n in L})
+    intervals = {a: {n: _iv([L[n] for L in by.values() if n in L]) for n in lengths}
+                 for a, by in per_length.items()}
     return {"gate": gate, "per_length": per_length, "selection": selection,
+            "per_length_interval": intervals,
             "paired": p.as_dict(SMALLEST_EFFECT["6"]) | {"per_seed_extrapolation": ex},
             "judged": judged, "verdict": verdict, "reason": reason, "untied": untied,
             "seeds": len(seeds), "post_hoc_power": post_hoc}

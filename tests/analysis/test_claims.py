@@ -298,6 +298,9 @@ def test_claim6_holds_where_both_master_and_looped_extrapolates():
     assert d["paired"]["parity"]["decision"] == HOLDS
     assert d["per_task"]["copy"]["untied"]["differences"] == [pytest.approx(0.375)] * 3
     assert d["steps"]["parity"]["single"] == {0: 300, 1: 300, 2: 300}
+    iv = d["per_length_interval"]["parity"]["looped"][16]
+    assert iv["mean"] == pytest.approx(0.45) and iv["n"] == 3
+    assert "Looped n=8 1.00 [1.00, 1.00], n=12 0.90" in c.value
 
 
 def test_claim6_does_not_hold_when_looped_does_not_extrapolate_better():
