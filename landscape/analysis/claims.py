@@ -863,6 +863,38 @@ def _valley_report(ev: dict, inputs: dict) -> dict:
     return out
 
 
+def _optimiser_valley_report(common: dict) -> dict:
+    """The optimiser's valley beside claim 3's raw top-k numbers (no vote).
+
+    Per seed and model, at the checkpoint the votes read, from the stored
+    ``optimiser_valley`` part: the principal angles between the raw top-k span and the
+    edge span, and kappa of the Hessian restricted to the edge span; with every seed's
+    pair, the paired log-ratio of that kappa, Looped / Single. Empty where no run has the
+    part.
+    """
+    per_seed, single, looped, seeds = {}, [], [], []
+    for seed, (s, lo, step) in sorted(common.items()):
+        parts = {a: series.part(r, "optimiser_valley", step, required=False)
+                 for a, r in (("single", s), ("looped", lo))}
+        if any(p is None for p in parts.values()):
+            continue
+        per_seed[seed] = {a: {"step": step, "angles_raw_edge": np.asarray(
+            p.angles_raw_edge).tolist(), "edge_kappa": p.edge_kappa, "k": p.k,
+            "near_edge": p.near_edge, "note": p.note} for a, p in parts.items()}
+        ks = [parts["single"].edge_kappa, parts["looped"].edge_kappa]
+        if all(math.isfinite(k) and k > 0 for k in ks):
+            seeds.append(seed)
+            single.append(math.log(ks[0]))
+            looped.append(math.log(ks[1]))
+    if not per_seed:
+        return {}
+    out = {"optimiser": {"per_seed": per_seed, "definition": "edge span: AdamW's "
+                         "preconditioned eigen-directions near its stability edge"}}
+    if seeds:
+        out["optimiser"]["edge_kappa_paired"] = pairs_mod.paired(seeds, single, looped).as_dict()
+    return out
+
+
 def judge_landscape(groups: Grouped) -> Claim:
     """Claim 3: Single induces a River-U valley, Looped a River-V valley (+ Assumption 1)."""
     title = "Landscape: Single's valley is U-shaped, Looped's V-shaped (Assumption 1 beside)"
@@ -892,12 +924,13 @@ def judge_landscape(groups: Grouped) -> Claim:
                         "runs with a seed in common")
     inputs: dict[str, dict[str, list]] = {"hessian": {"single": [], "looped": []},
                                           "adam": {"single": [], "looped": []}}
-    steps = {}
+    steps, common = {}, {}
     try:
         for s, lo in pairs:
             step = series.last_common_step(s, lo)
             if step is None:
                 continue
+            common[s.recipe.train.seed] = (s, lo, step)
             steps[s.name], steps[lo.name] = s.probed_steps, lo.probed_steps
             for kind in inputs:
                 adam = kind == "adam"
@@ -922,7 +955,8 @@ def judge_landscape(groups: Grouped) -> Claim:
     details = {"seeds": [r["seed"] for r in h["per_seed"]], "checkpoints": steps,
                "per_seed": h["per_seed"], "sweep": h["sweep"], "votes": h["votes"],
                "paired": h["paired"], "power": power_plan("3.kappa", n),
-               "valley": _valley_report(ev, inputs),
+               "valley": {**_valley_report(ev, inputs),
+                          **_optimiser_valley_report(common)},
                "outlier_k": h["outlier_k"], "outlier_edge": h["outlier_edge"],
                "outlier_kappa": h["outlier_kappa"],
                "spread_cv": h["spread_cv"], "outcome": verdict, "powered": powered,

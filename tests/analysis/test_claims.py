@@ -359,3 +359,24 @@ def test_claim6_reports_the_markov_language_at_twice_its_length():
     ml = c.details["markov_long"]
     assert ml["acc"] == {"single": [0.5] * 3, "looped": [0.6] * 3}
     assert ml["long_len"] == 24 and ml["ceiling"] == 0.7 and "24 tokens" in c.value
+
+
+def test_claim3_reports_the_optimisers_valley_beside_without_a_vote():
+    def run(seed, kappa, angles=(0.1, 0.5)):
+        part = SimpleNamespace(angles_raw_edge=np.array(angles), edge_kappa=kappa, k=2,
+                               near_edge=True, note="near the edge")
+        return SimpleNamespace(recipe=tiny_recipe(train={"seed": seed}),
+                               part=lambda name, step: part if name == "optimiser_valley"
+                               else None)
+
+    common = {s: (run(s, 2.0), run(s, 2.0 * f), 96) for s, f in zip(SEEDS, (3.0, 2.5, 3.5))}
+    out = claims._optimiser_valley_report(common)["optimiser"]
+    assert out["per_seed"][1]["looped"] == {"step": 96, "angles_raw_edge": [0.1, 0.5],
+                                            "edge_kappa": 5.0, "k": 2, "near_edge": True,
+                                            "note": "near the edge"}
+    paired = out["edge_kappa_paired"]
+    assert paired["differences"] == [pytest.approx(np.log(f)) for f in (3.0, 2.5, 3.5)]
+    common[0] = (SimpleNamespace(recipe=tiny_recipe(), part=lambda name, step: None),
+                 common[0][1], 96)  # a run without the part: that seed is left out
+    assert list(claims._optimiser_valley_report(common)["optimiser"]["per_seed"]) == [1, 2]
+    assert claims._optimiser_valley_report({}) == {}
