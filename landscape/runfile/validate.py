@@ -188,6 +188,14 @@ def _group(parent: h5py.Group, key: str, where: str, required: bool = True):
     return item
 
 
+
+def _start_group(g: h5py.Group, key: str, where: str) -> tuple[h5py.Group, int]:
+    """A ``start_<S>`` group (a window, an intervention start) and its ``start`` S."""
+    w = _group(g, key, where)
+    start = _int_attr(w.attrs, "start", where, lo=0, required=True)
+    _need(key == f"start_{start}", f"{where} is named for another step than its start {start}")
+    return w, start
+
 def _vector(parent: h5py.Group, key: str, where: str, kinds: str) -> np.ndarray | None:
     """A small 1-D dataset of the index, read (``kinds``: its allowed dtype kinds)."""
     if key not in parent:
@@ -415,9 +423,7 @@ class _Checker:
         """Per-step windows (:mod:`landscape.runfile.windows`), ``width``: the layout's P."""
         for key in g if g is not None else ():
             where = f"/windows/{key}"
-            w = _group(g, key, where)
-            start = _int_attr(w.attrs, "start", where, lo=0, required=True)
-            _need(key == f"start_{start}", f"{where} holds the window at step {start}")
+            w, start = _start_group(g, key, where)
             requested = _int_attr(w.attrs, "requested", where, lo=1, required=True)
             planned = _int_attr(w.attrs, "planned", where, lo=1, required=True)
             _need(planned <= requested, f"{where} plans {planned} steps of {requested}")
@@ -440,9 +446,7 @@ class _Checker:
         """Intervention starts (:mod:`landscape.runfile.interventions`), ``width``: P."""
         for key in g if g is not None else ():
             where = f"/interventions/{key}"
-            w = _group(g, key, where)
-            start = _int_attr(w.attrs, "start", where, lo=0, required=True)
-            _need(key == f"start_{start}", f"{where} holds the start at step {start}")
+            w, _ = _start_group(g, key, where)
             _int_attr(w.attrs, "adam_step", where, lo=0, required=True)
             _need(set(w) == {"state", "params", "exp_avg", "exp_avg_sq"},
                   f"{where} holds {sorted(w)}, not state, params, exp_avg and exp_avg_sq")
@@ -509,6 +513,10 @@ class _Checker:
                 _need(all(_is_int(e.get(k)) for k in ("step", "loops_before", "loops_after"))
                       and _is_real(e.get("epoch")) and isinstance(e.get("reason"), str),
                       f"/events[{i}] is a shift without its step, epoch, reason and loops")
+            if e.get("kind") == "stop":  # the trainer's stop at mastery (train.stop_acc)
+                _need(_is_int(e.get("step")) and e["step"] >= 0 and _is_real(e.get("acc"))
+                      and _is_real(e.get("stop_acc")) and _text(e.get("split", "")) is not None,
+                      f"/events[{i}] is a stop without its step, split, acc and stop_acc")
 
     def resume(self, g: h5py.Group | None) -> None:
         if g is None:

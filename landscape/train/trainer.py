@@ -92,6 +92,10 @@ def evaluation_sums(model: torch.nn.Module, split: Split, batch: int = 256) -> t
     return torch.tensor([loss_sum, right, scored, seq_right, n_seq], dtype=torch.float64)
 
 
+METRICS = ("loss", "acc", "seq_acc")
+"""The metrics :func:`evaluate` reports per split."""
+
+
 def metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
     """The metrics of :func:`evaluate` from :func:`evaluation_sums`."""
     loss_sum, right, scored, seq_right, n_seq = sums.tolist()
@@ -177,7 +181,6 @@ class Trainer:
                             else self.data.train.sizes.to(self.device))
         self.evals = {k: s.to(self.device) for k, s in self.data.evals.items()}
         self._check_split_names()
-        self._metric_keys: list[str] = []
         self.windows = windows_of(tc, self.total)
         for s in tc.intervene_at:
             if s >= self.total:
@@ -539,11 +542,9 @@ class Trainer:
             if f"{name}.acc" in row:
                 continue
             if skip:
-                keys = self._metric_keys or list(self._evaluate(self.evals[name]))
-                row.update({f"{name}.{k}": math.nan for k in keys})
+                row.update({f"{name}.{k}": math.nan for k in METRICS})
                 continue
             values = self._evaluate(self.evals[name])
-            self._metric_keys = list(values)
             row.update({f"{name}.{k}": v for k, v in values.items()})
 
     def _mastered(self, row: dict) -> bool:

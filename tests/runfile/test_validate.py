@@ -128,6 +128,8 @@ EDITS = {
     "events_not_json": lambda f, p: f.create_dataset(
         "events", data=np.array(["{oops"], dtype=object), dtype=h5py.string_dtype()),
     "shift_event_without_epoch": lambda f, p: _shift_event(f, {"kind": "shift", "step": 8}),
+    "stop_event_step_text": lambda f, p: _shift_event(
+        f, {"kind": "stop", "step": "late", "split": "iid", "acc": 0.96, "stop_acc": 0.95}),
     "probe_group_name": lambda f, p: f.create_group("probe/step_x/hessian"),
     "resume_step_text": lambda f, p: f["resume"].attrs.__setitem__("step", "late"),
     "task_array_complex": lambda f, p: _replace(f, "task/test_ic", np.ones(4, np.complex128)),

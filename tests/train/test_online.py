@@ -91,7 +91,7 @@ def test_monitor_splits_evaluate_the_rest_at_checkpoints_only(tmp_path):
     assert not np.isnan(run.metrics["iid.acc"]).any()
 
 
-def test_no_stop_below_the_threshold_and_a_real_run_learns(tmp_path):
+def test_no_stop_below_the_threshold(tmp_path):
     r = online_recipe(stop_acc=1.0, steps=40)
     run = Run.open(train(r, tmp_path / "n.h5"))
     assert not [e for e in run.events if e["kind"] == "stop"]
