@@ -20,12 +20,15 @@ arms alternated).
   parameters, every arm in float64 (in float32 the products' rounding alone left the top
   five 1.1e-4 from the truth, whatever the tolerance): ours (``lanczos``) against scipy's
   ``eigsh`` (ARPACK) on the same operator, PyHessian 0.1 (through our adapter) and
-  curvlinops' ``HessianLinearOperator`` with ``eigsh``. Truth: float64 Lanczos at
-  ``tol=1e-10`` with recomputed residuals. Each arm runs at the loosest tolerance in
-  1e-2..1e-7 (half decades) that reaches 1e-4 on all five (the search's run is seed 0,
-  then seeds 1..R-1; PyHessian, whose runs are the longest, may get fewer with
-  ``--peer-repeats``). curvlinops is first checked against the dense float64 Hessian of a
-  small model without LayerNorm (and with it), and on the race model against our operator.
+  curvlinops' ``HessianLinearOperator`` (``GGNLinearOperator`` with ``--curvature ggn``)
+  with ``eigsh``. Truth: float64 Lanczos at ``tol=1e-10`` with recomputed residuals. Each
+  arm runs at the loosest tolerance in 1e-2..1e-7 (half decades) that reaches 1e-4 on all
+  five, bisected (geometrically, :data:`BISECT_ROUNDS` times) towards the half-decade above
+  it that failed (the search's runs are seed 0, then seeds 1..R-1; PyHessian, whose runs
+  are the longest, may get fewer with ``--peer-repeats``). curvlinops is first checked
+  against the dense float64 Hessian of a small model without LayerNorm (and with it), and
+  on the race model against our operator: an arm whose product is more than
+  :data:`WRONG` off computes another matrix and is not raced (a row says so).
   hessian-eigenthings 1.0.0a5 races with its own ``HessianOperator`` (or ``GGNOperator``)
   on the module and its own ``lanczos`` (``which="LA"``, full re-orthogonalisation): it
   has no tolerance that stops it, only a number of steps (default 10), so its knob is the
@@ -76,6 +79,8 @@ VOCAB = 256
 TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
 TARGET = 1e-4
 STEPS = (10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 160, 200, 240, 320)  # hessian-eigenthings
+BISECT_ROUNDS = 3  # a tolerance arm's search: the half-decade grid, then 3 bisections
+WRONG = 1e-8  # a peer's product further than this from ours computes another matrix
 DTYPE = torch.float64  # of the eigen race: float32 products stall at 1.1e-4 there (measured)
 
 
@@ -401,20 +406,22 @@ class _Flat(nn.Module):
         return out.reshape(-1, out.shape[-1])
 
 
-def curvlinops_operator(model, inputs, targets):
-    from curvlinops import HessianLinearOperator
+def curvlinops_operator(model, inputs, targets, curvature: str = "hessian"):
+    """curvlinops' Hessian or GGN operator on the one batch (the flattened logits)."""
+    from curvlinops import GGNLinearOperator, HessianLinearOperator
 
+    cls = HessianLinearOperator if curvature == "hessian" else GGNLinearOperator
     params = [p for p in model.parameters() if p.requires_grad]
-    return HessianLinearOperator(_Flat(model), nn.CrossEntropyLoss(), params,
-                                 [(inputs, targets.reshape(-1))], check_deterministic=False)
+    return cls(_Flat(model), nn.CrossEntropyLoss(), params, [(inputs, targets.reshape(-1))],
+               check_deterministic=False)
 
 
-def arm_curvlinops(model, inputs, targets, tol, seed):
+def arm_curvlinops(model, inputs, targets, tol, seed, curvature="hessian"):
     from scipy.sparse.linalg import eigsh
 
     def go():
         with double_backward_attention():
-            lin = _Counted(curvlinops_operator(model, inputs, targets).to_scipy())
+            lin = _Counted(curvlinops_operator(model, inputs, targets, curvature).to_scipy())
             v0 = np.random.default_rng(seed).standard_normal(lin.lin.shape[0])
             vals = eigsh(lin.lin, k=5, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
         return vals, lin.n
@@ -516,8 +523,8 @@ def _check_curvlinops() -> None:
 def eigen_part(args) -> None:
     print(machine())
     curvature = args.curvature
-    curv = curvature == "hessian" and (not args.arms or "curvlinops" in args.arms)
-    if curv:  # its checks need it installed
+    curv = not args.arms or "curvlinops" in args.arms
+    if curv and curvature == "hessian":  # its checks need it installed
         check_curvlinops(args)
     model, inputs, targets, loss_fn, params = problem(args.eigen_d, args.eigen_layers,
                                                       args.batch, args.seq,
@@ -540,12 +547,13 @@ def eigen_part(args) -> None:
           f"{np.array2string(truth, precision=6)} -->")
     v = np.random.default_rng(1).standard_normal(sum(p.numel() for p in params.values()))
     ours = make_op().matvec(torch.as_tensor(v)).numpy()
+    curv_off = 0.0
     if curv:  # one product of ours against curvlinops' on the race model
         with double_backward_attention():  # the race model: curvlinops against ours
-            lin_v = curvlinops_operator(model, inputs, targets).to_scipy() @ v
-        print(f"<!-- curvlinops vs our operator on the race model (both float64): relative "
-              f"difference of a product {np.linalg.norm(lin_v - ours) / np.linalg.norm(ours):.1e}"
-              " -->", flush=True)
+            lin_v = curvlinops_operator(model, inputs, targets, curvature).to_scipy() @ v
+        curv_off = float(np.linalg.norm(lin_v - ours) / np.linalg.norm(ours))
+        print(f"<!-- curvlinops {curvature} vs our operator on the race model (both float64): "
+              f"relative difference of a product {curv_off:.1e} -->", flush=True)
     if not args.arms or "hessian-eigenthings" in args.arms:
         with double_backward_attention():
             he_v = eigenthings_operator(model, inputs, targets, curvature).matvec(
@@ -559,9 +567,12 @@ def eigen_part(args) -> None:
         "hessian-eigenthings 1.0.0a5": lambda steps, seed: arm_eigenthings(
             model, inputs, targets, steps, seed, curvature),
     }
+    curv_name = ("curvlinops HessianLinearOperator + eigsh" if curvature == "hessian"
+                 else "curvlinops GGNLinearOperator + eigsh")
+    if curv and curv_off <= WRONG:
+        arms[curv_name] = lambda tol, seed: arm_curvlinops(model, inputs, targets, tol, seed,
+                                                           curvature)
     if curvature == "hessian":
-        arms["curvlinops HessianLinearOperator + eigsh"] = lambda tol, seed: arm_curvlinops(
-            model, inputs, targets, tol, seed)
         arms["PyHessian 0.1"] = lambda tol, seed: arm_pyhessian(model, inputs, targets, tol,
                                                                 seed, args.max_iter)
     if args.arms:
@@ -585,6 +596,8 @@ def eigen_part(args) -> None:
         if name in tuned and knobs is STEPS and tuned[name] > STEPS[0]:
             tuned[name], rows[name] = fewest_steps(name, arm, tuned[name], rows[name][0],
                                                    truth)
+        elif name in tuned and knobs is TOLS and tuned[name] < TOLS[0]:
+            tuned[name], rows[name] = loosest_tol(name, arm, tuned[name], rows[name][0], truth)
     for seed in range(1, args.repeats):
         for name in tuned:  # alternated within a repeat
             if name == "PyHessian 0.1" and seed >= args.peer_repeats:
@@ -606,6 +619,9 @@ def eigen_part(args) -> None:
         print(f"| {name} | {_knob(name, tuned[name])} | {med(hv):.0f} | {med(sec):.1f} | "
               f"{max(o['err'] for o in outs):.1e} | {reached}/{len(outs)} | "
               f"**{med(ratio_h):.1f}x** | **{med(ratio_s):.1f}x** |")
+    if curv and curv_off > WRONG:
+        print(f"| {curv_name} | not raced: its product is {curv_off:.1e} off the "
+              f"{curvature} on this model | | | | | | |")
     for name in arms:
         if name not in tuned:
             knobs = (f"{STEPS[0]}..{STEPS[-1]} steps" if name.startswith("hessian-eigenthings")
@@ -633,9 +649,30 @@ def fewest_steps(name: str, arm, passing: int, out: dict, truth) -> tuple[int, l
     return passing, [out]
 
 
+def loosest_tol(name: str, arm, passing: float, out: dict, truth,
+                rounds: int = BISECT_ROUNDS) -> tuple[float, list]:
+    """Bisect a tolerance (geometrically) up towards the half-decade above that failed.
+
+    The tolerance arms' counterpart of :func:`fewest_steps`: each arm gets its best case on
+    seed 0 at a resolution of about ``3^(1/2^rounds)``, not only the half-decade grid.
+    """
+    fail = min(t for t in TOLS if t > passing)
+    for _ in range(rounds):
+        mid = math.sqrt(fail * passing)
+        trial = arm(mid, 0)
+        trial["err"] = err = rel_errors(trial["values"], truth).max()
+        print(f"<!-- search {name}: {_knob(name, mid)}: {trial['hvp']} products, "
+              f"{trial['s']:.1f} s, worst error {err:.1e} -->", flush=True)
+        if err <= TARGET:
+            passing, out = mid, trial
+        else:
+            fail = mid
+    return passing, [out]
+
+
 def _knob(name: str, knob) -> str:
     """A tolerance, or hessian-eigenthings' number of Lanczos steps."""
-    return f"{knob} steps" if name.startswith("hessian-eigenthings") else f"tol {knob:.0e}"
+    return f"{knob} steps" if name.startswith("hessian-eigenthings") else f"tol {knob:.1e}"
 
 
 # ----------------------------------------------------------------------------- slice
