@@ -1,7 +1,9 @@
 """Regenerate the README gallery: small PNGs of every figure of a reproduce folder.
 
 Usage: python figures/gallery.py [reproduce/quick] [--out docs/gallery]
-Each PNG must stay under 300 KB (they are committed); the script fails otherwise.
+Each PNG must stay under 300 KB (they are committed) and pass the figure checks of
+landscape.draw.checks (no overlapping or cut-off text, labelled axes, no empty panel,
+fonts of at least 7 pt, a caption); the script fails otherwise.
 The captions the figures carry are written to OUT/CAPTIONS.md, for the README's table.
 """
 
@@ -11,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from landscape.draw.checks import problems
 from landscape.draw.figures import caption_of, render, run_files
 from landscape.runs.run import Run
 
@@ -25,7 +28,17 @@ paths = run_files(args.folder)  # the same files as the figure scripts find
 if not paths:
     sys.exit(f"error: no run files in {args.folder} or {args.folder}/runs; run `make "
              "reproduce` first")
-done = render([Run.open(p) for p in paths], ["all"], args.out, ("png",), dpi=args.dpi)
+broken = {}  # the checks of tests/draw/test_figure_checks.py, on the real figures
+
+
+def inspect(stem, fig):
+    found = problems(fig)
+    if found:
+        broken[stem] = found
+
+
+done = render([Run.open(p) for p in paths], ["all"], args.out, ("png",), dpi=args.dpi,
+              inspect=inspect)
 too_big, captions = [], ["# Gallery captions", "",
                          f"Written by figures/gallery.py from {args.folder}.", ""]
 for name, result in done.items():
@@ -39,5 +52,9 @@ for name, result in done.items():
         if size > LIMIT:
             too_big.append(p)
 (Path(args.out) / "CAPTIONS.md").write_text("\n".join(captions) + "\n")
+for stem, found in broken.items():
+    print(f"{stem}: {found}")
 if too_big:
     sys.exit(f"error: over {LIMIT // 1000} KB: {', '.join(map(str, too_big))}; lower --dpi")
+if broken:
+    sys.exit(f"error: {len(broken)} figure(s) fail the figure checks: {', '.join(broken)}")

@@ -570,8 +570,8 @@ def export(run_file, tb_dir):
 @main.command()
 @click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick",
               show_default=True,
-              help="quick: about 7 min on 2 CPU cores (9 runs); paper: about 1 h 45 min "
-                   "(67 runs, ~12,300 CPU seconds).")
+              help="quick: 11 runs, about 4.5 min on 2 idle CPU cores; paper: 93 runs, "
+                   "about 3 h on 2 cores, timed in parts (claims 1, 5, 6 alone: 1 h 45 min).")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder [default: reproduce/<preset>].")
 @click.option("--workers", type=click.IntRange(1, WORKERS_MAX), default=None,

@@ -69,7 +69,7 @@ class StoredRun:
     def __init__(self, arch, seed, probes, steps_per_epoch=10):
         loops = {"looped": 3}.get(arch, 1)
         self.recipe = tiny_recipe(model={"loops": loops}, train={"seed": seed})
-        self.name, self.path = f"{arch}_s{seed}", f"{arch}_s{seed}.h5"
+        self.arch, self.name, self.path = arch, f"{arch}_s{seed}", f"{arch}_s{seed}.h5"
         self.probes = probes
         self.probed_steps = sorted({s for s, _ in probes})
         self.steps = np.asarray(self.probed_steps or [0])  # the last probed step ends the run

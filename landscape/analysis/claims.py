@@ -1366,21 +1366,9 @@ def _ratio_text(r: dict) -> str:
     return f"{r['mean']:.2f} (95 % CI {r['low']:.2f}-{r['high']:.2f})"
 
 
-def _shift_setting(run: Run) -> tuple:
-    sc = run.recipe.shift
-    return (sc.criterion, sc.delta_1, sc.delta_2, sc.window, sc.patience)
-
-
 def _main_shift(shifts: list[Run]) -> dict[int, Run]:
-    """Per seed, the SHIFT run of the setting that most seeds share (the rest: ablation)."""
-    settings = [_shift_setting(r) for r in shifts]
-
-    def support(st):
-        return len({r.recipe.train.seed for r in shifts if _shift_setting(r) == st}), \
-            -settings.index(st)
-
-    main = max(set(settings), key=support)
-    return _seeded([r for r in shifts if _shift_setting(r) == main])
+    """Per seed, the SHIFT run of the main setting (:func:`series.main_shift_runs`)."""
+    return _seeded(series.main_shift_runs(shifts))
 
 
 def _shift_rows(groups: Grouped) -> list[dict]:

@@ -977,6 +977,30 @@ class AblationRow(_Brief):
     seconds_ratio: float
 
 
+def shift_setting(run: Run) -> tuple:
+    """A SHIFT run's switch setting: (criterion, delta_1, delta_2, window, patience)."""
+    sc = run.recipe.shift
+    return (sc.criterion, sc.delta_1, sc.delta_2, sc.window, sc.patience)
+
+
+def main_shift_runs(shifts: list[Run]) -> list[Run]:
+    """The SHIFT runs of the setting that most seeds share; the rest are claim 5's ablation.
+
+    Ties go to the setting met first. Claim 5's paired rule and Fig. 4 read these; the
+    ablation figure reads all of them.
+    """
+    if not shifts:
+        return []
+    settings = [shift_setting(r) for r in shifts]
+
+    def support(st):
+        return len({r.recipe.train.seed for r in shifts if shift_setting(r) == st}), \
+            -settings.index(st)
+
+    main = max(set(settings), key=support)
+    return [r for r in shifts if shift_setting(r) == main]
+
+
 def shift_ablation(shifts: list[Run], looped: list[Run], tol: float,
                    last: int) -> list[AblationRow]:
     """SHIFT settings on one seed: switch, drop and cost to Looped-Attn's target.
@@ -1264,10 +1288,13 @@ class UVSweep(_Brief):
     Attributes:
         single: Single-Attn's curves.
         looped: Looped-Attn's, same seeds in the same order.
+        adam: True where the spectra are of Adam's preconditioned Hessian
+            ``D^-1/2 H D^-1/2``, False for the Hessian's.
     """
 
     single: list[SweepCurve] = field(default_factory=list)
     looped: list[SweepCurve] = field(default_factory=list)
+    adam: bool = False
 
 
 def uv_sweep(single: list[Run], looped: list[Run], adam: bool = False) -> UVSweep:
@@ -1280,7 +1307,7 @@ def uv_sweep(single: list[Run], looped: list[Run], adam: bool = False) -> UVSwee
     from landscape.geometry import uv_measures as uv
 
     by_seed = {r.recipe.train.seed: r for r in looped}
-    out = UVSweep()
+    out = UVSweep(adam=adam)
     for s in single:
         lo = by_seed.get(s.recipe.train.seed)
         step = None if lo is None else last_common_step(s, lo)

@@ -120,6 +120,8 @@ def spectra(groups: Grouped) -> dict[str, Figure]:
 def shift(groups: Grouped) -> dict[str, Figure]:
     """Paper Fig. 4: SHIFT vs Single vs Looped against epoch and wall-clock."""
     runs = markov_runs(groups, (SINGLE, LOOPED, SHIFT), "shift")
+    if SHIFT in runs:  # the main setting's seeds: the ablation's settings are another figure
+        runs[SHIFT] = series.main_shift_runs(runs[SHIFT])
     curves = {a: [series.curve(r, MARKOV_KEYS) for r in rs] for a, rs in runs.items()}
     return {"fig4_shift": plot.shift_comparison(curves)}
 
@@ -132,7 +134,7 @@ def algorithmic(groups: Grouped) -> dict[str, Figure]:
         g = series.length_models(g)
         wall[task] = {a: series.wallclock(rs[0]) for a, rs in g.items()}
         curves[task] = {a: [series.curve(r, ["iid.seq_acc"]) for r in rs]
-                        for a, rs in g.items() if a in (LOOPED, SHIFT)}
+                        for a, rs in g.items()}
         for a, rs in g.items():
             lengths.setdefault(a, []).append(series.length_series(rs[0]))
         t = next(iter(g.values()))[0].recipe.task
@@ -170,13 +172,17 @@ def length_tasks(groups: Grouped) -> dict[str, Figure]:
 def valley(groups: Grouped) -> dict[str, Figure]:
     """Ours: kappa, small-eigenvalue counts and force; width against river progress."""
     runs = _curvature_runs(groups, (SINGLE, LOOPED), "valley")
+    # the seeds probed (the paper preset probes one seed of the main runs): the caption
+    # names the runs drawn, not every run of the group
+    runs = {a: [r for r in rs if r.probed_steps] or rs[:1] for a, rs in runs.items()}
     unit = series.shared_time_unit((r for rs in runs.values() for r in rs), "valley")
-    stats = {a: [series.valley_series(r) for r in rs if r.probed_steps] or
-             [series.valley_series(rs[0])] for a, rs in runs.items()}
-    out = {"valley_stats": plot.valley_stats(stats, unit=unit)}
-    widths = {a: series.width_series(rs[0]) for a, rs in runs.items()}
-    out["valley_width_vs_river"] = plot.valley_width_vs_river(widths)
-    return _sourced(out, (r for rs in runs.values() for r in rs))
+    stats = {a: [series.valley_series(r) for r in rs] for a, rs in runs.items()}
+    out = _sourced({"valley_stats": plot.valley_stats(stats, unit=unit)},
+                   (r for rs in runs.values() for r in rs))
+    widths = {a: series.width_series(rs[0]) for a, rs in runs.items()}  # one seed each
+    out |= _sourced({"valley_width_vs_river": plot.valley_width_vs_river(widths)},
+                    (rs[0] for rs in runs.values()))
+    return out
 
 
 def valley_sweep(groups: Grouped) -> dict[str, Figure]:
@@ -187,9 +193,12 @@ def valley_sweep(groups: Grouped) -> dict[str, Figure]:
     try:
         adam = series.uv_sweep(runs[SINGLE], runs[LOOPED], adam=True)
     except LandscapeError:
-        return out
-    out["valley_sweep_adam"] = plot.valley_sweep(adam)
-    return out
+        adam = None
+    if adam is not None:
+        out["valley_sweep_adam"] = plot.valley_sweep(adam)
+    seeds = {c.seed for c in sweep.single}
+    return _sourced(out, (r for a in (SINGLE, LOOPED) for r in runs[a]
+                          if r.recipe.train.seed in seeds))
 
 
 def _axis_titles(grid) -> tuple[str, str]:
@@ -217,13 +226,13 @@ def slice_views(groups: Grouped) -> dict[str, SliceView]:
         at = f"{series.time_unit(run)} {series.epoch_of(run, step):g}"
         for name, grid in series.slices_at(run, step).items():
             out[f"slice_{name}_{arch}"] = SliceView(
-                grid, f"{who(run, arch)}, {name.replace('_', ' ')} plane, {at}",
+                grid, f"{who(run, arch)}, {at}\n{name.replace('_', ' x ')} plane",
                 _axis_titles(grid))
         pca = series.part(run, "pca", required=False)
         if pca is not None:
             evr = pca.explained_variance_ratio
             out[f"slice_pca_{arch}"] = SliceView(
-                pca.grid, f"{who(run, arch)}, PCA plane "
+                pca.grid, f"{who(run, arch)}\nPCA plane of the trajectory "
                           f"({100 * evr[0]:.0f} % + {100 * evr[1]:.0f} %)",
                 (f"PC 1 ({100 * evr[0]:.0f} % of the trajectory's variance)",
                  f"PC 2 ({100 * evr[1]:.0f} %)"), pca.coords, pca.true_loss)
@@ -238,7 +247,7 @@ def slices(groups: Grouped) -> dict[str, Figure]:
                   if stem.startswith("slice_pca_") else None)  # else from the plane's kind
         fig = plot.slice_2d(v.grid, trajectory_xy=v.trajectory_xy, title=v.title,
                             axis_labels=labels)
-        out[stem] = plot.add_source(fig, v.title)
+        out[stem] = plot.add_source(fig, v.title.replace("\n", ", "))
     return out
 
 
@@ -396,13 +405,17 @@ def run_files(folder: str | Path) -> list[Path]:
 
 
 def _draw(name: str, groups: Grouped, out: Path, static: tuple[str, ...], html: bool,
-          sources: list[str], dpi: int, width: str | float | None = None) -> list[Path]:
+          sources: list[str], dpi: int, width: str | float | None = None,
+          inspect: Callable[[str, Figure], None] | None = None) -> list[Path]:
     """Write figure ``name`` in the ``static`` formats and, where it has one, its HTML page."""
     if not static and name not in HTML_VIEWS:
         raise LandscapeError(f"no HTML view of {name} (html: {', '.join(HTML_VIEWS)})")
     paths = []
     for stem, fig in (FIGURES[name](groups) if static else {}).items():
-        paths += plot.save(plot.resize(fig, width), out / stem, static,
+        fig = plot.resize(fig, width)
+        if inspect is not None:
+            inspect(stem, fig)
+        paths += plot.save(fig, out / stem, static,
                            {"figure": name, "runs": sources}, dpi=dpi)
     if html and name in HTML_VIEWS:
         from landscape.draw.interactive import save_html
@@ -414,7 +427,8 @@ def _draw(name: str, groups: Grouped, out: Path, static: tuple[str, ...], html: 
 def render(runs: list[Run], names: Iterable[str], out: str | Path,
            formats: tuple[str, ...] = ("pdf", "png"), dpi: int = 200,
            report: Callable[[str], None] | None = None,
-           width: str | float | None = None) -> dict[str, list[Path] | str]:
+           width: str | float | None = None,
+           inspect: Callable[[str, Figure], None] | None = None) -> dict[str, list[Path] | str]:
     """Draw the named figures into ``out``.
 
     ``names``: figures of :data:`FIGURES`, ``all`` for every one (each that cannot be
@@ -425,7 +439,8 @@ def render(runs: list[Run], names: Iterable[str], out: str | Path,
     interactive page of each figure of :data:`HTML_VIEWS` (:mod:`landscape.draw.interactive`).
     ``width``: ``"column"``, ``"page"`` or inches for every figure (None: each figure's
     own); the saved files have that width. Each file carries its caption and the run
-    files in its metadata (:func:`caption_of`).
+    files in its metadata (:func:`caption_of`). ``inspect(stem, figure)`` is called on
+    every figure before it is saved (e.g. :func:`landscape.draw.checks.problems`).
 
     Returns:
         ``{figure name: written paths}``, or the reason a figure was skipped.
@@ -449,7 +464,8 @@ def render(runs: list[Run], names: Iterable[str], out: str | Path,
     static = tuple(f for f in formats if f != "html")
     for name in names:
         try:
-            paths = _draw(name, groups, out, static, "html" in formats, sources, dpi, width)
+            paths = _draw(name, groups, out, static, "html" in formats, sources, dpi, width,
+                          inspect)
         except LandscapeError as e:
             done[name] = f"skipped: {e}"
             if report:

@@ -395,15 +395,19 @@ def _not_computed(ax, what: str) -> None:
 
 
 def _legend_below(fig: Figure, axes, ncol: int | None = None) -> None:
-    """One legend for the figure, outside the panels, from the unique labels."""
+    """One legend for the figure, outside the panels, from the unique labels.
+
+    At most 4 columns on a page-wide figure and 2 on a column-wide one (default).
+    """
     seen: dict[str, object] = {}
     for ax in np.ravel(axes):
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if not lab.startswith("_"):
                 seen.setdefault(lab, h)
     if seen:
+        most = 2 if fig.get_size_inches()[0] < 0.75 * PAGE_WIDTH else 4
         fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
-                   ncol=ncol or min(len(seen), 4))  # fmt: skip
+                   ncol=ncol or min(len(seen), most))  # fmt: skip
 
 
 def _log_if_wide(ax, values: np.ndarray, axis: str = "y", decades: float = 1.5) -> None:
@@ -856,7 +860,8 @@ def shift_ablation(rows: Sequence[AblationRow]) -> Figure:
     How to read it. Left: one cell per (delta_1, W) at the most common delta_2; its colour
     and first number are SHIFT's training FLOPs to the target over Looped-Attn's (below 1:
     SHIFT is cheaper; "miss": never reached), the second number the switch epoch. Right:
-    the same ratio against delta_2 at the most common (delta_1, W). One seed.
+    the same ratio against delta_2 at the most common (delta_1, W), drawn only where
+    delta_2 was varied. One seed.
 
     Args:
         rows: one per setting (:func:`landscape.analysis.series.shift_ablation`), at
@@ -871,8 +876,14 @@ def shift_ablation(rows: Sequence[AblationRow]) -> Figure:
     d1s = sorted({r.delta_1 for r in grid})
     ws = sorted({r.window for r in grid})
     ratio = np.full((len(ws), len(d1s)), np.nan)
-    fig = _new_figure("page", 0.36)
-    ax_g, ax_d = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
+    pair = collections.Counter((r.delta_1, r.window) for r in rows).most_common(1)[0][0]
+    line = sorted((r for r in rows if (r.delta_1, r.window) == pair), key=lambda r: r.delta_2)
+    if len(line) < 2:  # no delta_2 was varied: the grid alone, a column wide
+        fig = _new_figure("column", 0.8)
+        ax_g, ax_d = fig.subplots(), None
+    else:
+        fig = _new_figure("page", 0.36)
+        ax_g, ax_d = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
     for r in grid:
         i, j = ws.index(r.window), d1s.index(r.delta_1)
         value = r.flops_ratio
@@ -884,11 +895,13 @@ def shift_ablation(rows: Sequence[AblationRow]) -> Figure:
     ax_g.set_xticks(range(len(d1s)), [f"{d:g}" for d in d1s])
     ax_g.set_yticks(range(len(ws)), [str(w) for w in ws])
     ax_g.set(xlabel="delta_1 (training-loss plateau)", ylabel="W (evaluations)",
-             title=f"FLOPs to target, SHIFT / Looped (delta_2 = {d2:g})")
+             title=f"FLOPs to target, SHIFT / Looped\n(delta_2 = {d2:g})")
     ax_g.grid(False)
     _colorbar(fig, im, ax_g, label="FLOPs, SHIFT / Looped")
-    pair = collections.Counter((r.delta_1, r.window) for r in rows).most_common(1)[0][0]
-    line = sorted((r for r in rows if (r.delta_1, r.window) == pair), key=lambda r: r.delta_2)
+    if ax_d is None:
+        return set_caption(fig, "SHIFT's training FLOPs to Looped-Attn's target over "
+                                "Looped-Attn's, per switch setting (delta_1, W) at delta_2 = "
+                                f"{d2:g}, with the switch epoch, one seed.")
     ax_d.plot([r.delta_2 for r in line], [r.flops_ratio for r in line], marker="o",
               color=MODEL_COLORS["shift"])
     ax_d.axhline(1.0, color=MODEL_COLORS["ceiling"], linestyle="--", linewidth=1.0)
@@ -960,14 +973,14 @@ def _task_panel(ax, task: str, entry: Mapping[str, Curve | Sequence[Curve]], met
 @_styled
 def task_curves(per_task: Mapping[str, Mapping[str, Curve | Sequence[Curve]]], *,
                 metric: str = "iid.seq_acc", xkey: str = "step") -> Figure:
-    """Paper Figs. 12-16: per-task accuracy of Looped-Attn and SHIFT, switch marked.
+    """Paper Figs. 12-16: per-task accuracy of each model, SHIFT's switch marked.
 
     How to read it. One panel per task; the dotted line is SHIFT's switch (the first
-    SHIFT curve's ``switch_step``). Claim 5's caveat shows as a dip in SHIFT's curve
-    right after it.
+    SHIFT curve's ``switch_step``), where SHIFT was trained. Claim 5's caveat shows as a
+    dip in SHIFT's curve right after it.
 
     Args:
-        per_task: ``{"parity": {"looped": Curve(s), "shift": Curve(s)}, ...}``
+        per_task: ``{"parity": {"looped": Curve(s), "shift": Curve(s)}, ...}`` (any models)
             (:func:`landscape.analysis.series.curve`), each with ``xkey`` and ``metric``.
         metric: the y key.
         xkey: the x key.
@@ -977,7 +990,8 @@ def task_curves(per_task: Mapping[str, Mapping[str, Curve | Sequence[Curve]]], *
     """
     ncol = min(3, len(per_task))
     nrow = math.ceil(len(per_task) / ncol)
-    fig = _new_figure("page" if ncol > 1 else "column", 0.3 * nrow + 0.08)
+    fig = (_new_figure("page", 0.3 * nrow + 0.08) if ncol > 1 else  # a column is narrower:
+           _new_figure("column", 0.62 * nrow + 0.16))  # the same panel height, legend rows
     axes = fig.subplots(nrow, ncol, squeeze=False, sharey=True).ravel()
     for i, (ax, (task, entry)) in enumerate(zip(axes, per_task.items())):
         _task_panel(ax, task, entry, metric, xkey)
@@ -985,8 +999,10 @@ def task_curves(per_task: Mapping[str, Mapping[str, Curve | Sequence[Curve]]], *
     for ax in axes[len(per_task):]:
         fig.delaxes(ax)
     _legend_below(fig, axes[: len(per_task)])
+    models = _models({m: 0 for entry in per_task.values() for m in entry})
+    switch = "; dotted: SHIFT's switch" if SHIFT in models else ""
     return set_caption(fig, f"{_ylabel(metric).capitalize()} against {xkey} per algorithmic "
-                            "task; dotted: SHIFT's switch.")
+                            f"task for {', '.join(_label(m) for m in models)}{switch}.")
 
 
 @_styled
@@ -1197,11 +1213,17 @@ def valley_sweep(sweep: UVSweep) -> Figure:
         ax.set_xscale("log")
         _log_if_wide(ax, np.concatenate([ln.get_ydata() for ln in ax.get_lines()]))
         ax.set(xlabel=r"$\epsilon$ / shared $\lambda_{\max}$", ylabel=ylabel, title=title)
+    matrix = ("Adam-preconditioned Hessian " + r"$D^{-1/2} H D^{-1/2}$" if sweep.adam
+              else "Hessian")
+    fig.suptitle(f"Valley of the {matrix} at the last common checkpoint",
+                 fontsize=STYLE["font.size"])
     _legend_below(fig, axes, ncol=3)
     n = max(len(sweep.single), len(sweep.looped))
-    return set_caption(fig, "The valley's condition number, dimension and force sum 1/lambda "
-                            "of Single- and Looped-Attn at river thresholds eps shared by "
-                            f"both models ({n} seed{'s' if n > 1 else ''}, mean and range).")
+    what = "Adam-preconditioned Hessian D^-1/2 H D^-1/2" if sweep.adam else "Hessian"
+    return set_caption(fig, f"The valley's condition number, dimension and force sum 1/lambda "
+                            f"of the {what} of Single- and Looped-Attn at river thresholds "
+                            f"eps shared by both models ({n} seed{'s' if n > 1 else ''}, "
+                            "mean and range).")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1281,9 +1303,11 @@ def _colorbar(fig: Figure, cs, ax, label: str = "loss (nats / token)") -> None:
     if not isinstance(cs.norm, mpl.colors.LogNorm):
         cb.locator = mpl.ticker.MaxNLocator(4)
         cb.formatter = mpl.ticker.ScalarFormatter(useOffset=False)
-    else:
-        cb.locator = mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0), numticks=4)
-        cb.formatter = mpl.ticker.LogFormatterSciNotation(labelOnlyBase=False)
+    else:  # plain numbers at 1-2-5 (within a decade: more of them), never a lone 10^0
+        narrow = cs.norm.vmax < 10 * cs.norm.vmin
+        subs = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0) if narrow else (1.0, 2.0, 5.0)
+        cb.locator = mpl.ticker.LogLocator(subs=subs, numticks=len(subs) + 2)
+        cb.formatter = mpl.ticker.FuncFormatter(lambda v, _: f"{v:.3g}")
     cb.minorticks_off()
     cb.update_ticks()
 
@@ -1555,7 +1579,9 @@ def switch_diagnostics(before: SwitchSide, after: SwitchSide,
         cos = np.asarray(overlap, dtype=np.float64)
         ax_o.bar(np.arange(1, cos.size + 1), cos, color=MODEL_COLORS[SHIFT])
         ax_o.set(ylim=(0, 1.05), xlabel="principal angle i", ylabel=r"$\cos\theta_i$",
-                 title=f"top-{cos.size} overlap, mean " + r"$\cos^2$" + f" = {np.mean(cos**2):.2f}")
+                 title=f"top-{cos.size} eigenspace overlap\nmean " + r"$\cos^2$"
+                 + f" = {np.mean(cos**2):.2f}")
+        ax_o.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         ax_o.grid(axis="x", visible=False)
     else:
         _not_computed(ax_o, "top-k eigenspace overlap")

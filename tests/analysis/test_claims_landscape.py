@@ -346,7 +346,7 @@ def test_claim4_end_to_end_on_tiny_trained_runs(trained_runs, tmp_path):
 
 def test_sweep_figure_from_stored_spectra():
     from landscape.analysis import series
-    from landscape.draw import figures
+    from landscape.draw import figures, plot
 
     si = [_spectrum_run("single", s, lambda st, seed: u_like(seed)) for s in SEEDS]
     lo = [_spectrum_run("looped", s, lambda st, seed: v_like(seed)) for s in SEEDS]
@@ -355,6 +355,9 @@ def test_sweep_figure_from_stored_spectra():
     assert np.all(sw.looped[0].kappa > sw.single[0].kappa)
     figs = figures.valley_sweep(grouped(single=si, looped=lo))
     assert set(figs) == {"valley_sweep"} and len(figs["valley_sweep"].axes) == 3
+    assert plot.caption(figs["valley_sweep"]).endswith(
+        "data: Single-Attn, seed 0; Single-Attn, seed 1; Single-Attn, seed 2; Looped-Attn, "
+        "seed 0; Looped-Attn, seed 1; Looped-Attn, seed 2.")
     with pytest.raises(claims.LandscapeError):
         series.uv_sweep(si, [])
 

@@ -8,123 +8,32 @@ shown able to fail on figures built to break them.
 
 from __future__ import annotations
 
-import itertools
-
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_plot import FIGURES, _binned_spectra, _figures  # noqa: E402  (the tiny inputs of every figure)
 
 from landscape.draw import plot  # noqa: E402
+from landscape.draw.checks import (  # noqa: E402
+    empty_panels,
+    outside,
+    overlaps,
+    problems,
+    small_fonts,
+    unlabelled_axes,
+)
 from landscape.geometry import simulator  # noqa: E402
-
-TOLERANCE_PX = 1.0  # bounding boxes may touch by this much (anti-aliasing, rounding)
-
-
-def _drawn_tick_labels(axis) -> list[Text]:
-    """The tick labels an axis draws: ticks inside the view, label on, text not empty."""
-    out = []
-    for tick in axis._update_ticks():  # the ticks the draw placed (inside the view)
-        out += [lab for lab in (tick.label1, tick.label2)
-                if tick.get_visible() and lab.get_visible() and lab.get_text()]
-    return out
-
-
-def _axes_texts(ax) -> list[Text]:
-    texts = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label,
-             ax.xaxis.offsetText, ax.yaxis.offsetText, *ax.texts]
-    texts += _drawn_tick_labels(ax.xaxis) + _drawn_tick_labels(ax.yaxis)
-    if ax.get_legend() is not None:
-        texts += [*ax.get_legend().get_texts(), ax.get_legend().get_title()]
-    return texts
-
-
-def _draw(fig: Figure):
-    """Draw the figure on an Agg canvas; its renderer."""
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    return canvas.get_renderer()
-
-
-def drawn_texts(fig: Figure) -> list[Text]:
-    """Every text element drawn on the figure (titles, labels, tick labels, legends, notes)."""
-    _draw(fig)
-    texts = list(fig.texts)  # the suptitle among them
-    for legend in fig.legends:
-        texts += [*legend.get_texts(), legend.get_title()]
-    for ax in fig.axes:
-        if ax.get_visible():
-            texts += _axes_texts(ax)
-    return [t for t in texts if t.get_visible() and t.get_text().strip()]
-
-
-def overlaps(fig: Figure) -> list[tuple[str, str]]:
-    """Pairs of drawn texts whose boxes overlap by more than :data:`TOLERANCE_PX`."""
-    renderer = _draw(fig)
-    boxes = [(t.get_text(), t.get_window_extent(renderer).expanded(1.0, 1.0))
-             for t in drawn_texts(fig)]
-    bad = []
-    for (s, a), (u, b) in itertools.combinations(boxes, 2):
-        dx = min(a.x1, b.x1) - max(a.x0, b.x0)
-        dy = min(a.y1, b.y1) - max(a.y0, b.y0)
-        if dx > TOLERANCE_PX and dy > TOLERANCE_PX:
-            bad.append((s, u))
-    return bad
-
-
-def outside(fig: Figure) -> list[str]:
-    """Drawn texts that reach beyond the figure's edges (cut off in the saved file)."""
-    renderer = _draw(fig)
-    box = fig.bbox.padded(TOLERANCE_PX)
-    return [t.get_text() for t in drawn_texts(fig)
-            if not box.contains(*t.get_window_extent(renderer).p0)
-            or not box.contains(*t.get_window_extent(renderer).p1)]
-
-
-def unlabelled_axes(fig: Figure) -> list[str]:
-    """Axes that draw tick labels but name no quantity (``"panel 2 y"``)."""
-    _draw(fig)
-    bad = []
-    for i, ax in enumerate(fig.axes):
-        if not ax.get_visible():
-            continue
-        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-            if _drawn_tick_labels(axis) and not axis.label.get_text().strip():
-                bad.append(f"panel {i} ({ax.get_title()!r}) {name}")
-    return bad
-
-
-def empty_panels(fig: Figure) -> list[int]:
-    """Visible axes with nothing drawn in them (no line, patch, image, collection or note)."""
-    bad = []
-    for i, ax in enumerate(fig.axes):
-        if ax.get_visible() and not (ax.lines or ax.collections or ax.patches or ax.images
-                                     or ax.texts or ax.containers):
-            bad.append(i)
-    return bad
-
-
-def small_fonts(fig: Figure) -> list[tuple[str, float]]:
-    """Drawn texts under :data:`landscape.draw.plot.MIN_FONT_PT` (the file keeps the size)."""
-    return [(t.get_text(), t.get_fontsize()) for t in drawn_texts(fig)
-            if t.get_fontsize() < plot.MIN_FONT_PT - 1e-9]
 
 
 def check(fig: Figure) -> None:
     """Fail with what is wrong where the figure breaks one of the checks."""
-    problems = {"overlapping texts": overlaps(fig), "texts cut off": outside(fig),
-                "axes without a label": unlabelled_axes(fig),
-                "empty panels": empty_panels(fig), "fonts under 7 pt": small_fonts(fig),
-                "no caption": [] if plot.caption(fig) else ["caption is empty"]}
-    problems = {k: v for k, v in problems.items() if v}
-    assert not problems, problems
+    found = problems(fig)
+    assert not found, found
 
 
 # ------------------------------------------------------------------------------ checks
@@ -215,3 +124,14 @@ def test_the_pdf_check_catches_type3_fonts(tmp_path):
         fig.savefig(tmp_path / "t3.pdf", format="pdf")
     raw = (tmp_path / "t3.pdf").read_bytes()
     assert b"/FontFile2" not in raw and b"/Type3" in raw
+
+
+@pytest.mark.parametrize("tasks", [("parity",), ("parity", "copy", "addition", "x")])
+def test_task_curves_of_every_model_in_a_column_or_a_page_pass_the_checks(tasks):
+    """Four models' legend (two rows in a column) must leave the panels their labels."""
+    from landscape.analysis.series import Curve
+
+    st = np.arange(5.0)
+    entry = {m: Curve({"step": st, "iid.seq_acc": st / 5}, switch_step=2.0)
+             for m in ("looped", "shift", "single", "untied")}
+    check(plot.task_curves({t: entry for t in tasks}))

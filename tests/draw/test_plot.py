@@ -420,6 +420,10 @@ def test_shared_slices_share_one_scale_and_report_the_basin_share():
     (cbar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     lo, hi = cbar.get_ylim()
     assert lo == pytest.approx(1.0) and hi == pytest.approx(3.0)  # both grids on one scale
+    fig.canvas.draw()  # a log scale within a decade: several plain-number labels
+    labels = [t.get_text() for t, y in zip(cbar.yaxis.get_ticklabels(), cbar.get_yticks())
+              if lo - 1e-9 <= y <= hi + 1e-9]
+    assert labels == ["1", "2", "3"]
 
 
 def test_log_levels_on_losses_that_are_not_positive_raise():
@@ -445,6 +449,18 @@ def test_shift_ablation_grid():
     texts = [t.get_text() for t in grid.texts]
     assert len(texts) == 9 and "miss\nep 10" in texts and "0.60\nep 10" in texts
     assert len(fig.axes[1].lines[0].get_xdata()) == 3  # delta_2 = 0.003, 0.01, 0.03
+    corners = plot.shift_ablation([r for r in rows if r.delta_2 == 0.01])
+    # the paper preset's corners vary no delta_2: one panel and its colour bar, no empty one
+    assert len(corners.axes) == 2 and "delta_2 = 0.01" in plot.caption(corners)
+
+
+def test_task_curves_name_the_switch_only_where_shift_was_trained():
+    def curve(n):
+        return {"step": np.arange(n, dtype=float), "iid.seq_acc": np.linspace(0, 1, n)}
+
+    without = plot.task_curves({"parity": {"looped": curve(5), "single": curve(4)}})
+    assert "switch" not in plot.caption(without)
+    assert "Single-Attn" in plot.caption(without) and "Looped-Attn" in plot.caption(without)
 
 
 # ------------------------------------------------------------ the optimiser's own edge
@@ -514,3 +530,12 @@ def test_block_spectra_takes_a_log_scale_only_where_values_span_decades():
     signed = BlockSeries(EP, wide.blocks, wide.dims, wide.top, wide.trace * np.array([-1, 1e3]),
                          wide.trace_stderr)
     assert plot.block_spectra(signed).axes[1].get_yscale() == "symlog"
+
+
+def test_valley_sweep_names_the_matrix_it_swept():
+    """The Hessian's and Adam's preconditioned sweep differ in title and caption."""
+    curves = ([_sweep_curve(1.0, s) for s in range(2)], [_sweep_curve(3.0, s) for s in range(2)])
+    raw, adam = plot.valley_sweep(UVSweep(*curves)), plot.valley_sweep(UVSweep(*curves, adam=True))
+    assert "Adam" not in plot.caption(raw) and "Adam" not in raw.get_suptitle()
+    assert "Adam-preconditioned Hessian" in plot.caption(adam)
+    assert "Adam-preconditioned" in adam.get_suptitle()

@@ -481,3 +481,18 @@ def test_the_cli_knows_the_schema_s_curvatures():
     from landscape.cli import CURVATURE_NAMES
 
     assert CURVATURE_NAMES == schema.CURVATURES
+
+
+def test_valley_figures_name_the_runs_they_draw_not_every_run_of_the_group(probed,
+                                                                           trained_runs):
+    """The paper preset probes one seed of many: the others are neither drawn nor named."""
+    from landscape.analysis import series
+    from landscape.draw import figures, plot
+
+    run, unprobed = Run.open(probed[0]), Run.open(trained_runs["single"])
+    assert not unprobed.probed_steps
+    figs = figures.valley({"markov": {"single": [run, unprobed], "looped": [run]}})
+    for fig in figs.values():
+        text = plot.caption(fig)
+        assert text.endswith("data: SHIFT, seed 0.") and "Single-Attn, seed" not in text
+    assert series.valley_series(run).epoch.size == len(probed[1])
