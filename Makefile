@@ -35,10 +35,14 @@ test-browser: setup
 reproduce: setup
 	$(BIN)/landscape reproduce --preset $(PRESET) --out $(OUT)
 
-# curvlinops (a benchmark peer) needs torchvision: installed in one command with the
-# pinned torch so that pip cannot replace it.
+# curvlinops (a benchmark peer) requires torchvision through backpack: installed in one
+# command with the pinned torch so that pip cannot replace it, then removed again, because
+# torchvision 0.28 does not load with torch 2.13 ("operator torchvision::nms does not
+# exist") and an installed torchvision that fails to import breaks every transformers
+# model class; curvlinops' operators run without it (measured 2026-12-07).
 bench: setup
 	$(BIN)/python -m pip install --quiet "$(TORCH)" "torchvision<0.29" -e ".[bench]"
+	$(BIN)/python -m pip uninstall --yes --quiet torchvision
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/commit.py
 	$(BIN)/python bench/hessian.py
@@ -46,6 +50,11 @@ bench: setup
 	$(BIN)/python bench/any_model.py --parts ratio
 	$(BIN)/python bench/any_model.py --parts memory --repeats 1
 	$(BIN)/python bench/any_model.py --parts eigen --no-norm --batch 2 --seq 16 --peer-repeats 1
+	for c in hessian ggn; do \
+	  $(BIN)/python bench/any_model.py --parts eigen --eigen-d 16 --eigen-layers 1 --curvature $$c; \
+	  $(BIN)/python bench/any_model.py --parts eigen --eigen-d 64 --eigen-layers 2 --curvature $$c --peer-repeats 1; \
+	  $(BIN)/python bench/any_model.py --parts eigen --eigen-d 192 --eigen-layers 2 --curvature $$c --peer-repeats 1; \
+	done
 	$(BIN)/python bench/any_model.py --parts slice --batch 2 --seq 32
 
 # The README gallery (docs/gallery/*.png, committed) from the quick preset's runs.

@@ -222,8 +222,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=40,
                     help="Lanczos steps at most; above 20 its basis (0.5 GB a vector here) "
-                         "is capped at 20 vectors in a temporary file, the probe's default; "
-                         "at 20 or fewer every vector stays in memory")
+                         "is capped at 20 vectors, the probe's default; a basis too large "
+                         "for memory (capped or not) goes to a temporary file")
     ap.add_argument("--trace-hvps", type=int, default=30)
     ap.add_argument("--phase", choices=("record", "step", "hessian", "ggn", "trace"),
                     help="one phase alone (trace: the Hessian's Hutch++ trace without the "
