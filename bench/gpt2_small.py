@@ -127,7 +127,7 @@ def phase_curvature(out: Path, which: str, max_steps: int, trace_hvps: int) -> d
                seconds_per_product=(time.perf_counter() - t0) / max(top.n_matvec, 1))
     say(f"{which}: top-5 {res['top_values']} converged {res['top_converged']} in "
         f"{res['top_s']:.0f} s, {top.n_matvec} products, peak {peak_rss_gib():.2f} GiB")
-    if which == "hessian":
+    if which == "hessian" and trace_hvps >= 2:  # --trace-hvps 0: the top-5 alone
         t0 = time.perf_counter()
         tr = hutchpp(op, trace_hvps + 5, basis=top.top_vectors)
         res.update(trace=float(tr.estimate), trace_stderr=float(tr.stderr),
@@ -224,7 +224,8 @@ def main() -> None:
                     help="Lanczos steps at most; above 20 its basis (0.5 GB a vector here) "
                          "is capped at 20 vectors, the probe's default; a basis too large "
                          "for memory (capped or not) goes to a temporary file")
-    ap.add_argument("--trace-hvps", type=int, default=30)
+    ap.add_argument("--trace-hvps", type=int, default=30,
+                    help="Hutch++ probes after the Hessian's top-5 (0: no trace)")
     ap.add_argument("--phase", choices=("record", "step", "hessian", "ggn", "trace"),
                     help="one phase alone (trace: the Hessian's Hutch++ trace without the "
                          "Lanczos vectors, --trace-hvps products)")
