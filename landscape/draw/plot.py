@@ -1532,8 +1532,8 @@ def _before_after(ax, pairs: Sequence[tuple[str, float, float]]) -> bool:
                                            ("after", MODEL_COLORS[LOOPED]))):
             v = float(values[j])
             ax.bar(i + (j - 0.5) * 0.38, v, 0.38, color=color, label=when if i == 0 else None)
-            ax.text(i + (j - 0.5) * 0.38, v, f"{v:.3g}", ha="center", va="bottom",
-                    fontsize=MIN_FONT_PT)
+            ax.text(i + (j - 0.5) * 0.38, v, f"{v:.3g}", ha="center",
+                    va="bottom" if v >= 0 else "top", fontsize=MIN_FONT_PT)
     ax.set_xticks(range(len(present)), [lab for lab, *_ in present])
     ax.grid(axis="x", visible=False)
     ax.margins(y=0.15)
@@ -1547,7 +1547,8 @@ def switch_diagnostics(before: SwitchSide, after: SwitchSide,
 
     How to read it. Left: the loss just before (blue, one loop) and just after (red,
     looped) the switch, at the same weights. Middle: ``lambda_max`` and the Hessian
-    trace before and after (log scale). Right: the cosines of the principal angles
+    trace before and after (log scale; signed-log through 0 where one is not positive,
+    e.g. the trace of an indefinite Hessian). Right: the cosines of the principal angles
     between the top-k Hessian eigenspaces before and after (1: the same directions; near
     0: new ones); their mean square is in the title. Missing pieces (NaN, no overlap)
     say "not computed".
@@ -1570,9 +1571,17 @@ def switch_diagnostics(before: SwitchSide, after: SwitchSide,
     sharp = [(r"$\lambda_{\max}$", float(before.values[0]), float(after.values[0])),
              ("trace", before.trace, after.trace)]
     if _before_after(ax_s, sharp):
-        ax_s.set_yscale("log")
+        values = [v for _, *pair in sharp for v in pair if np.isfinite(v)]
+        if min(values) > 0:
+            ax_s.set_yscale("log")
+            scale = "log scale"
+        else:  # an indefinite Hessian's trace can be negative: a signed-log axis through 0
+            ax_s.set_yscale("symlog", linthresh=min((abs(v) for v in values if v != 0),
+                                                    default=1.0))
+            ax_s.axhline(0.0, color="gray", linewidth=0.8)
+            scale = "signed-log scale"
         ax_s.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())  # 3x10^0 beside 4x10^0
-        ax_s.set(xlabel="Hessian statistic", ylabel="value (log scale)", title="sharpness")
+        ax_s.set(xlabel="Hessian statistic", ylabel=f"value ({scale})", title="sharpness")
     else:
         _not_computed(ax_s, "lambda_max / trace before and after")
     if overlap is not None:

@@ -135,3 +135,15 @@ def test_task_curves_of_every_model_in_a_column_or_a_page_pass_the_checks(tasks)
     entry = {m: Curve({"step": st, "iid.seq_acc": st / 5}, switch_step=2.0)
              for m in ("looped", "shift", "single", "untied")}
     check(plot.task_curves({t: entry for t in tasks}))
+
+
+def test_switch_figure_with_a_negative_trace_draws_every_bar_and_passes_the_checks():
+    """An indefinite Hessian after the switch (trace -176, the quick preset's): no log axis."""
+    from test_plot import _side
+
+    fig = plot.switch_diagnostics(_side(0.42, 16.3, 288.0), _side(0.67, 204.0, -176.0),
+                                  np.array([0.5, 0.1, 0.05]), 672)
+    check(fig)
+    ax = fig.axes[1]
+    assert ax.get_yscale() == "symlog" and "signed-log" in ax.get_ylabel()
+    assert sorted(round(p.get_height()) for p in ax.patches) == [-176, 16, 204, 288]
