@@ -42,7 +42,7 @@ from pathlib import Path
 
 from landscape.analysis import claims as claims_mod
 from landscape.analysis import series
-from landscape.draw import figures
+from landscape.draw import checks, figures
 from landscape.errors import LandscapeError
 from landscape.probe import GeometrySettings, HessianSettings, ProbeSettings, probe
 from landscape.runs.run import Run
@@ -384,9 +384,14 @@ def reproduce(preset: str, out: str | Path, *, report: Report | None = None,
                 result.trained.append(job.name)
     runs = [Run.open(p) for p in result.runs]
     say("figures")
+
+    def look(stem, fig):  # what a reader would find wrong, said (the files are still written)
+        for check, what in checks.problems(fig).items():
+            say(f"  {stem}: figure check failed, {check}: {what}")
+
     result.figures = figures.render(runs, figures.PAPER_FIGURES, out / "figures",
                                     formats=("pdf", "png"),
-                                    report=lambda msg: say(f"  {msg}"))
+                                    report=lambda msg: say(f"  {msg}"), inspect=look)
     result.claims = [c for c in claims_mod.judge_all(runs)
                      if claims is None or c.id in claims]
     result.seconds = time.perf_counter() - t0

@@ -32,7 +32,10 @@ JOBS += [rep.Job(f"p_{a}", "parity.toml", None, ALGO, arch=a) for a in ARCHS]
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     out = tmp_path_factory.mktemp("rep")
-    return out, rep.reproduce("tiny", out, jobs=JOBS)
+    said = []
+    result = rep.reproduce("tiny", out, jobs=JOBS, report=said.append)
+    result.said = said
+    return out, result
 
 
 def test_every_figure_and_claim(reproduced):
@@ -45,6 +48,8 @@ def test_every_figure_and_claim(reproduced):
             assert p.stat().st_size > 1000, p
     report = (out / "REPORT.md").read_text()
     assert report.count("### Claim") == 6
+    # every figure passed the reader's checks (landscape.draw.checks); a failure is said
+    assert "figures" in result.said and not [m for m in result.said if "figure check" in m]
     data = json.loads((out / "claims.json").read_text())
     assert [c["id"] for c in data] == ["1", "2", "3", "4", "5", "6"]
     assert {c["verdict"] for c in data} <= {"holds", "does not hold", "inconclusive",
@@ -303,3 +308,11 @@ def test_paper_preset_claims_2_4_are_the_spectral_runs_with_windows_and_interven
         assert r.train.window_steps == 64 and set(r.train.window_at) <= probed
         assert r.train.intervene_at == r.train.window_at  # each start is a probed checkpoint
         assert max(r.train.window_at) + 64 <= r.train.epochs * 32
+
+
+def test_a_figure_that_fails_a_check_is_said(reproduced, monkeypatch):
+    out, _ = reproduced
+    monkeypatch.setattr(rep.checks, "problems", lambda fig: {"texts cut off": ["a title"]})
+    said = []
+    rep.reproduce("tiny", out, jobs=JOBS[:3], report=said.append)
+    assert any(m.endswith("figure check failed, texts cut off: ['a title']") for m in said)
