@@ -28,7 +28,7 @@ paths = run_files(args.folder)  # the same files as the figure scripts find
 if not paths:
     sys.exit(f"error: no run files in {args.folder} or {args.folder}/runs; run `make "
              "reproduce` first")
-broken = {}  # the checks of tests/draw/test_figure_checks.py, on the real figures
+broken = {}  # landscape.draw.checks (the test suite's figure checks) on the real figures
 
 
 def inspect(stem, fig):

@@ -4,8 +4,8 @@
 elements that overlap, text cut off at the figure's edge, an axis with tick labels but no
 label, an empty panel, a font under :data:`landscape.draw.plot.MIN_FONT_PT` at the
 figure's size, no caption. The test suite runs it on every figure family with tiny data;
-``figures/gallery.py`` on the real figures before they are saved
-(:func:`landscape.draw.figures.render` with ``check=True``).
+``figures/gallery.py`` and ``landscape reproduce`` on the real figures before they are
+saved (:func:`landscape.draw.figures.render`'s ``inspect``).
 """
 
 from __future__ import annotations

@@ -190,12 +190,11 @@ def valley_sweep(groups: Grouped) -> dict[str, Figure]:
     runs = {a: series.landscape_runs(groups, a) for a in (SINGLE, LOOPED)}
     sweep = series.uv_sweep(runs[SINGLE], runs[LOOPED])
     out = {"valley_sweep": plot.valley_sweep(sweep)}
-    try:
-        adam = series.uv_sweep(runs[SINGLE], runs[LOOPED], adam=True)
+    try:  # Adam's preconditioned spectra, where the runs have them
+        out["valley_sweep_adam"] = plot.valley_sweep(
+            series.uv_sweep(runs[SINGLE], runs[LOOPED], adam=True))
     except LandscapeError:
-        adam = None
-    if adam is not None:
-        out["valley_sweep_adam"] = plot.valley_sweep(adam)
+        pass
     seeds = {c.seed for c in sweep.single}
     return _sourced(out, (r for a in (SINGLE, LOOPED) for r in runs[a]
                           if r.recipe.train.seed in seeds))

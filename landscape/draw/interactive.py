@@ -92,7 +92,7 @@ def slice_figure(view: SliceView):
     fig.add_trace(go.Scatter(x=[0.0], y=[0.0], mode="markers", name="checkpoint",
                              marker={**mark, "size": 12, "symbol": "star"}), 1, 2)
     ax, ay = view.axis_titles
-    fig.update_layout(title={"text": view.title}, height=560, width=1100,
+    fig.update_layout(title={"text": view.title.replace("\n", "<br>")}, height=560, width=1100,
                       margin={"l": 10, "r": 60, "t": 70, "b": 10},
                       legend={"orientation": "h", "y": -0.05},
                       scene={"xaxis_title": ax, "yaxis_title": ay, "zaxis_title": "loss"})
