@@ -46,9 +46,8 @@ def _draw(fig: Figure):
     return canvas.get_renderer()
 
 
-def drawn_texts(fig: Figure) -> list[Text]:
-    """Every text element drawn on the figure (titles, labels, tick labels, legends, notes)."""
-    _draw(fig)
+def _texts(fig: Figure) -> list[Text]:
+    """The text elements of a figure that has been drawn (see :func:`drawn_texts`)."""
     texts = list(fig.texts)  # the suptitle among them
     for legend in fig.legends:
         texts += [*legend.get_texts(), legend.get_title()]
@@ -58,13 +57,22 @@ def drawn_texts(fig: Figure) -> list[Text]:
     return [t for t in texts if t.get_visible() and t.get_text().strip()]
 
 
-def overlaps(fig: Figure) -> list[tuple[str, str]]:
+def drawn_texts(fig: Figure) -> list[Text]:
+    """Every text element drawn on the figure (titles, labels, tick labels, legends, notes)."""
+    _draw(fig)
+    return _texts(fig)
+
+
+def _boxes(fig: Figure, renderer=None) -> list[tuple[str, object]]:
+    """``(text, window extent)`` of every drawn text; draws the figure unless ``renderer``."""
+    renderer = renderer or _draw(fig)
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in _texts(fig)]
+
+
+def overlaps(fig: Figure, boxes=None) -> list[tuple[str, str]]:
     """Pairs of drawn texts whose boxes overlap by more than :data:`TOLERANCE_PX`."""
-    renderer = _draw(fig)
-    boxes = [(t.get_text(), t.get_window_extent(renderer).expanded(1.0, 1.0))
-             for t in drawn_texts(fig)]
     bad = []
-    for (s, a), (u, b) in itertools.combinations(boxes, 2):
+    for (s, a), (u, b) in itertools.combinations(boxes or _boxes(fig), 2):
         dx = min(a.x1, b.x1) - max(a.x0, b.x0)
         dy = min(a.y1, b.y1) - max(a.y0, b.y0)
         if dx > TOLERANCE_PX and dy > TOLERANCE_PX:
@@ -72,18 +80,17 @@ def overlaps(fig: Figure) -> list[tuple[str, str]]:
     return bad
 
 
-def outside(fig: Figure) -> list[str]:
+def outside(fig: Figure, boxes=None) -> list[str]:
     """Drawn texts that reach beyond the figure's edges (cut off in the saved file)."""
-    renderer = _draw(fig)
     box = fig.bbox.padded(TOLERANCE_PX)
-    return [t.get_text() for t in drawn_texts(fig)
-            if not box.contains(*t.get_window_extent(renderer).p0)
-            or not box.contains(*t.get_window_extent(renderer).p1)]
+    return [s for s, b in boxes or _boxes(fig)
+            if not box.contains(*b.p0) or not box.contains(*b.p1)]
 
 
-def unlabelled_axes(fig: Figure) -> list[str]:
+def unlabelled_axes(fig: Figure, drawn: bool = False) -> list[str]:
     """Axes that draw tick labels but name no quantity (``"panel 2 y"``)."""
-    _draw(fig)
+    if not drawn:
+        _draw(fig)
     bad = []
     for i, ax in enumerate(fig.axes):
         if not ax.get_visible():
@@ -104,16 +111,21 @@ def empty_panels(fig: Figure) -> list[int]:
     return bad
 
 
-def small_fonts(fig: Figure) -> list[tuple[str, float]]:
+def small_fonts(fig: Figure, drawn: bool = False) -> list[tuple[str, float]]:
     """Drawn texts under :data:`landscape.draw.plot.MIN_FONT_PT` (the file keeps the size)."""
-    return [(t.get_text(), t.get_fontsize()) for t in drawn_texts(fig)
+    return [(t.get_text(), t.get_fontsize()) for t in (_texts(fig) if drawn else
+                                                        drawn_texts(fig))
             if t.get_fontsize() < plot.MIN_FONT_PT - 1e-9]
 
 
 def problems(fig: Figure) -> dict[str, list]:
-    """What breaks a check, by check (``{}`` where the figure passes them all)."""
-    found = {"overlapping texts": overlaps(fig), "texts cut off": outside(fig),
-             "axes without a label": unlabelled_axes(fig),
-             "empty panels": empty_panels(fig), "fonts under 7 pt": small_fonts(fig),
+    """What breaks a check, by check (``{}`` where the figure passes them all).
+
+    The figure is drawn once and every check reads that drawing.
+    """
+    boxes = _boxes(fig)
+    found = {"overlapping texts": overlaps(fig, boxes), "texts cut off": outside(fig, boxes),
+             "axes without a label": unlabelled_axes(fig, drawn=True),
+             "empty panels": empty_panels(fig), "fonts under 7 pt": small_fonts(fig, True),
              "no caption": [] if plot.caption(fig) else ["caption is empty"]}
     return {k: v for k, v in found.items() if v}
