@@ -461,6 +461,11 @@ def test_task_curves_name_the_switch_only_where_shift_was_trained():
     without = plot.task_curves({"parity": {"looped": curve(5), "single": curve(4)}})
     assert "switch" not in plot.caption(without)
     assert "Single-Attn" in plot.caption(without) and "Looped-Attn" in plot.caption(without)
+    with_shift = plot.task_curves({"parity": {"looped": curve(5), "shift": Curve(
+        curve(5), switch_step=2.0)}})
+    assert plot.caption(with_shift).endswith("dotted: SHIFT's switch.")
+    assert [ln.get_xdata()[0] for ln in with_shift.axes[0].lines
+            if ln.get_label() == "switch"] == [2.0]
 
 
 # ------------------------------------------------------------ the optimiser's own edge
